@@ -1,0 +1,1 @@
+"""Adapters: the only modules that import third-party I/O libraries (NATS, Kubernetes, HTTP)."""

@@ -1,0 +1,248 @@
+"""The bus adapter: the agent's only door to NATS JetStream.
+
+Topology (one set per cluster ``c`` of cluster set ``cs``):
+
+- ``FED_OUT_<cs>_<c>``: the cluster's outbound stream, placed in its own NATS cluster, holding
+  everything it publishes (``fed.v1.<cs>.{export,load}.<c>.>`` and ``fed.v1.<cs>.beat.<c>``)
+  with a short per-subject history for replay.
+- ``FED_IN_<cs>_<c>``: the cluster's inbound stream, also placed in its own NATS cluster, which
+  *sources* every member's outbound stream (its own included). The agent reads only this stream,
+  so reads stay local and survive partitions; NATS catches the sources up when a link heals.
+
+The agent consumes through one durable pull consumer that starts at the last message per subject:
+since events are full state, that is exactly what a (re)starting agent needs to rebuild its beliefs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    Placement,
+    StorageType,
+    StreamConfig,
+    StreamSource,
+)
+from nats.js.errors import NotFoundError
+
+from federation import messages
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW = 120.0  # seconds in which a re-sent Nats-Msg-Id is dropped by the server
+
+
+def outbound_stream(clusterset: str, cluster: str) -> str:
+    return f"FED_OUT_{clusterset}_{cluster}"
+
+
+def inbound_stream(clusterset: str, cluster: str) -> str:
+    return f"FED_IN_{clusterset}_{cluster}"
+
+
+def consumer_name(cluster: str) -> str:
+    return f"agent-{cluster}"
+
+
+@dataclass
+class Delivery:
+    """One message from the inbound stream, with the acknowledgement calls the runtime needs."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    pending: int  # messages still waiting behind this one
+    _msg: Msg
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def term(self) -> None:
+        await self._msg.term()
+
+    async def nak(self, delay: float) -> None:
+        await self._msg.nak(delay=delay)
+
+
+@dataclass(frozen=True)
+class BusAddress:
+    url: str
+    clusterset: str
+    cluster: str
+    placement_cluster: str
+    members: tuple[str, ...]
+    history_per_subject: int = 8
+    request_timeout: float = 5.0
+
+
+class NatsBus:
+    """Connects to this cluster's own NATS server and nothing else."""
+
+    def __init__(
+        self,
+        address: BusAddress,
+        *,
+        on_state: Callable[[str], Awaitable[None]] | None = None,
+        connect_options: Mapping[str, object] | None = None,
+    ) -> None:
+        self.address = address
+        self._on_state = on_state
+        self._connect_options = dict(connect_options or {})
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("bus is not connected")
+        return self._js
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self) -> None:
+        a = self.address
+
+        async def note(state: str) -> None:
+            log.info("nats %s: %s", a.cluster, state)
+            if self._on_state is not None:
+                await self._on_state(state)
+
+        async def disconnected() -> None:
+            await note("disconnected")
+
+        async def reconnected() -> None:
+            await note("reconnected")
+
+        async def error(exc: Exception) -> None:
+            log.warning("nats %s: %s", a.cluster, exc)
+
+        self._nc = await nats.connect(
+            servers=[a.url],
+            name=f"federation-agent/{a.cluster}",
+            connect_timeout=a.request_timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+            **self._connect_options,
+        )
+        self._js = self._nc.jetstream(timeout=a.request_timeout)
+
+    async def ensure_streams(self) -> None:
+        """Create or update this cluster's outbound and inbound streams (idempotent)."""
+        a = self.address
+        await self._ensure(
+            StreamConfig(
+                name=outbound_stream(a.clusterset, a.cluster),
+                subjects=messages.own_subjects(a.clusterset, a.cluster),
+                storage=StorageType.FILE,
+                max_msgs_per_subject=a.history_per_subject,
+                duplicate_window=DUPLICATE_WINDOW,
+                placement=Placement(cluster=a.placement_cluster),
+                allow_direct=True,
+                num_replicas=1,
+            )
+        )
+        await self._ensure(
+            StreamConfig(
+                name=inbound_stream(a.clusterset, a.cluster),
+                storage=StorageType.FILE,
+                max_msgs_per_subject=a.history_per_subject,
+                placement=Placement(cluster=a.placement_cluster),
+                sources=[StreamSource(name=outbound_stream(a.clusterset, m)) for m in a.members],
+                allow_direct=True,
+                num_replicas=1,
+            )
+        )
+
+    async def _ensure(self, config: StreamConfig) -> None:
+        assert config.name is not None
+        try:
+            await self.js.stream_info(config.name)
+        except NotFoundError:
+            await self.js.add_stream(config)
+            log.info("created stream %s", config.name)
+            return
+        await self.js.update_stream(config)
+
+    async def start_consuming(self) -> None:
+        """(Re)create the durable consumer from the newest message per subject.
+
+        Re-creating on start is deliberate: the agent's beliefs live in memory, so a restarted
+        agent must see the latest state of every subject again, not only what it had not acked.
+        """
+        a = self.address
+        stream = inbound_stream(a.clusterset, a.cluster)
+        durable = consumer_name(a.cluster)
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(stream, durable)
+        config = ConsumerConfig(
+            durable_name=durable,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30.0,
+            max_ack_pending=20_000,
+            filter_subject=f"{messages.prefix(a.clusterset)}.>",
+        )
+        self._sub = await self.js.pull_subscribe(
+            f"{messages.prefix(a.clusterset)}.>", durable=durable, stream=stream, config=config
+        )
+
+    async def fetch(self, batch: int = 256, wait: float = 1.0) -> list[Delivery]:
+        """Up to ``batch`` deliveries, waiting at most ``wait`` for the first one."""
+        if self._sub is None:
+            raise RuntimeError("start_consuming() first")
+        try:
+            msgs = await self._sub.fetch(batch, timeout=wait)
+        except (NatsTimeoutError, TimeoutError):
+            return []
+        return [
+            Delivery(
+                subject=m.subject,
+                data=m.data,
+                headers=dict(m.headers or {}),
+                pending=m.metadata.num_pending,
+                _msg=m,
+            )
+            for m in msgs
+        ]
+
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> bool:
+        """Publish to JetStream; True when stored, False when the server saw it already."""
+        hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
+        ack = await self.js.publish(
+            subject, payload, headers=hdrs, timeout=self.address.request_timeout
+        )
+        return not ack.duplicate
+
+    async def publish_raw(self, subject: str, payload: bytes) -> None:
+        """Core publish without JetStream's ack (for drills that send hostile input)."""
+        if self._nc is None:
+            raise RuntimeError("bus is not connected")
+        await self._nc.publish(subject, payload)
+
+    async def close(self) -> None:
+        # close, not drain: every delivery is acked before its effect returns, so nothing
+        # in flight is lost, and drain can stall on an outstanding pull request.
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        self._nc = self._js = self._sub = None

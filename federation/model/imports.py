@@ -1,0 +1,91 @@
+"""Desired imports: which InferencePoolImports a cluster should hold, with which exporters.
+
+Upstream rule: every member cluster, exporters included, holds one InferencePoolImport per
+``(namespace, name)`` exported by at least one member, listing every exporting cluster.
+
+Conflicts follow the Multi-Cluster Services rule: when members export the same ``namespace/name``
+with incompatible pools (target ports, appProtocol or model), the oldest export wins (export time,
+then cluster name, so every cluster decides alike) and the others are excluded, by name and field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from federation.messages import ExportEvent
+from federation.model.beliefs import Beliefs
+from federation.model.pools import LOCAL_BACKEND, LocalPool, PoolKey, is_exported
+
+COMPATIBILITY_FIELDS = ("target_ports", "app_protocol", "model")
+
+
+@dataclass(frozen=True)
+class Conflict:
+    cluster: str
+    fields: tuple[str, ...]
+    winner: str
+
+
+@dataclass(frozen=True)
+class DesiredImport:
+    key: PoolKey
+    exporting_clusters: tuple[str, ...]  # the accepted exporters, sorted
+    excluded: tuple[Conflict, ...] = ()
+    has_local: bool = False  # this cluster has a same-named pool that it does not export
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return self.exporting_clusters + ((LOCAL_BACKEND,) if self.has_local else ())
+
+
+def incompatible_fields(a: ExportEvent, b: ExportEvent) -> tuple[str, ...]:
+    return tuple(f for f in COMPATIBILITY_FIELDS if getattr(a, f) != getattr(b, f))
+
+
+def resolve_conflicts(exports: list[ExportEvent]) -> tuple[list[ExportEvent], list[Conflict]]:
+    """Split one pool's exports into the accepted ones and the excluded ones."""
+    ordered = sorted(exports, key=lambda e: (e.exported_at, e.cluster))
+    winner = ordered[0]
+    accepted, conflicts = [winner], []
+    for export in ordered[1:]:
+        fields = incompatible_fields(winner, export)
+        if fields:
+            conflicts.append(Conflict(export.cluster, fields, winner.cluster))
+        else:
+            accepted.append(export)
+    return accepted, conflicts
+
+
+def is_alive(beliefs: Beliefs, export: ExportEvent, *, now: float, grace: float) -> bool:
+    """False once the exporter has been silent longer than the grace period."""
+    heard = beliefs.last_heard(export.cluster)
+    exported = beliefs.seen_at.get(("export", export.cluster, export.namespace, export.name))
+    latest = max((t for t in (heard, exported) if t is not None), default=None)
+    return latest is not None and now - latest <= grace
+
+
+def desired_imports(
+    beliefs: Beliefs,
+    local_pools: Mapping[PoolKey, LocalPool],
+    *,
+    own_cluster: str,
+    now: float,
+    grace: float,
+) -> dict[PoolKey, DesiredImport]:
+    by_pool: dict[PoolKey, list[ExportEvent]] = {}
+    for export in beliefs.live_exports():
+        if export.cluster != own_cluster and not is_alive(beliefs, export, now=now, grace=grace):
+            continue
+        by_pool.setdefault(PoolKey(export.namespace, export.name), []).append(export)
+    desired = {}
+    for key, exports in by_pool.items():
+        accepted, conflicts = resolve_conflicts(exports)
+        local = local_pools.get(key)
+        desired[key] = DesiredImport(
+            key=key,
+            exporting_clusters=tuple(sorted(e.cluster for e in accepted)),
+            excluded=tuple(sorted(conflicts, key=lambda c: c.cluster)),
+            has_local=local is not None and not is_exported(local),
+        )
+    return desired

@@ -1,0 +1,1 @@
+"""Orchestration: the agent's TaskGroup, watching, publishing, consuming and reconciling."""

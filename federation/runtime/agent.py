@@ -1,0 +1,232 @@
+"""The agent: one cluster's federation, as one TaskGroup of named long-lived tasks.
+
+Start-up is ordered: connect to this cluster's NATS server, ensure the streams, rebuild beliefs
+from the newest event per subject, adopt what we published before a restart — and only then start
+publishing, so a restart never withdraws or re-times an export. Then five tasks run until stopped:
+
+- ``watch-pools``: local InferencePools → export events (and tombstones)
+- ``sample-load``: each local pool's EPP → load reports for the exported ones
+- ``heartbeat``: liveness for peers' leases
+- ``consume``: inbound stream → beliefs
+- ``reconcile``: beliefs + local pools + local load → import views → sinks
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from federation import __version__
+from federation.model.beliefs import Beliefs
+from federation.model.imports import desired_imports
+from federation.model.loads import LoadSample
+from federation.model.pools import LocalPool, PoolKey, is_exported
+from federation.model.views import ImportView, import_views
+from federation.model.weights import WeightPolicy
+from federation.runtime.consuming import consume_one
+from federation.runtime.counting import EventCounts
+from federation.runtime.ports import Bus, ImportSink, LoadSource, PoolSource
+from federation.runtime.publishing import Publisher
+from federation.runtime.retrying import with_backoff
+from federation.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FETCH_BATCH = 512
+FETCH_WAIT = 1.0
+
+
+class RootTaskReturned(RuntimeError):
+    """A long-lived task ended by itself: always a bug, so the agent stops loudly."""
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bus: Bus,
+        pools: PoolSource,
+        loads: LoadSource,
+        sinks: Sequence[ImportSink] = (),
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.pools = pools
+        self.loads = loads
+        self.sinks = list(sinks)
+        self.wall = wall  # wall clock: event times are compared across clusters
+        self.policy = WeightPolicy(lease=settings.lease)
+        self.beliefs = Beliefs()
+        self.counts = EventCounts()
+        self.local_pools: dict[PoolKey, LocalPool] = {}
+        self.local_samples: dict[PoolKey, LoadSample] = {}
+        self.views: dict[PoolKey, ImportView] = {}
+        self.ready = asyncio.Event()  # caught up with the bus and serving
+        self.publisher = Publisher(
+            bus=bus,
+            clusterset=settings.clusterset,
+            cluster=settings.cluster,
+            wall=wall,
+            counts=self.counts,
+            keepalive=settings.lease / 3,
+        )
+        self._changed = asyncio.Event()
+        self._pools_changed = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.settings.cluster
+
+    async def run(self) -> None:
+        try:
+            await self._start()
+            async with asyncio.TaskGroup() as tg:
+                for task, coro in self._tasks().items():
+                    tg.create_task(self._root(task, coro), name=f"{self.name}/{task}")
+        finally:
+            await self.bus.close()
+
+    def _tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
+        return {
+            "watch-pools": self._watch_pools(),
+            "publish-exports": self._publish_exports(),
+            "sample-load": self._sample_load(),
+            "heartbeat": self._heartbeat(),
+            "consume": self._consume(),
+            "reconcile": self._reconcile(),
+        }
+
+    async def _root(self, task: str, coro: Coroutine[Any, Any, None]) -> None:
+        await coro
+        raise RootTaskReturned(f"agent {self.name}: task {task} returned")
+
+    async def _start(self) -> None:
+        s = self.settings
+        await with_backoff(
+            "connect to NATS", self.bus.connect, s.backoff, attempt_timeout=s.request_timeout
+        )
+        await with_backoff(
+            "ensure streams", self.bus.ensure_streams, s.backoff, attempt_timeout=s.request_timeout
+        )
+        await with_backoff(
+            "create consumer",
+            self.bus.start_consuming,
+            s.backoff,
+            attempt_timeout=s.request_timeout,
+        )
+        await self._catch_up()
+        self.publisher.adopt(self.beliefs)
+        self.ready.set()
+        log.info("agent %s caught up: %d events applied", self.name, self.counts.applied)
+
+    async def _catch_up(self) -> None:
+        """Apply the newest event of every subject before saying anything ourselves."""
+        while True:
+            batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
+            for delivery in batch:
+                await self._consume_one(delivery)
+            if not batch or batch[-1].pending == 0:
+                return
+
+    async def _consume_one(self, delivery: Any) -> None:
+        changed = await consume_one(
+            delivery,
+            beliefs=self.beliefs,
+            clusterset=self.settings.clusterset,
+            members=self.settings.members,
+            counts=self.counts,
+            wall=self.wall,
+        )
+        if changed:
+            self._changed.set()
+
+    async def _consume(self) -> None:
+        while True:
+            try:
+                batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
+            except Exception as exc:  # a reconnect in progress; the fetch is simply retried
+                log.warning("agent %s: fetch failed: %s", self.name, exc)
+                await asyncio.sleep(self.settings.backoff[0])
+                continue
+            for delivery in batch:
+                await self._consume_one(delivery)
+
+    async def _watch_pools(self) -> None:
+        async for snapshot in self.pools.watch():
+            self.local_pools = dict(snapshot)
+            self._pools_changed.set()
+            self._changed.set()
+
+    async def _publish_exports(self) -> None:
+        """Say what changed; re-check periodically so a failed publish is retried."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.beat_interval):
+                    await self._pools_changed.wait()
+            self._pools_changed.clear()
+            await self.publisher.sync_exports(self.local_pools)
+
+    async def _sample_load(self) -> None:
+        while True:
+            pools = list(self.local_pools.values())
+            samples = await asyncio.gather(*(self._sample(p) for p in pools))
+            for pool, sample in zip(pools, samples, strict=True):
+                self.local_samples[pool.key] = sample
+                if is_exported(pool):
+                    await self.publisher.publish_load(pool, sample)
+            self._changed.set()
+            await asyncio.sleep(self.settings.load_interval)
+
+    async def _sample(self, pool: LocalPool) -> LoadSample:
+        """A load source must not raise, but a hung or broken one must not stall the others."""
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                return await self.loads.sample(pool)
+        except Exception as exc:
+            log.warning("agent %s: sampling %s failed: %s", self.name, pool.key, exc)
+            return LoadSample(observed_at=self.wall(), epp_status="unreachable")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            exports = sum(1 for p in self.local_pools.values() if is_exported(p))
+            await self.publisher.publish_beat(exports, __version__)
+            await asyncio.sleep(self.settings.beat_interval)
+
+    def compute_views(self, now: float) -> dict[PoolKey, ImportView]:
+        s = self.settings
+        desired = desired_imports(
+            self.beliefs, self.local_pools, own_cluster=s.cluster, now=now, grace=s.grace
+        )
+        local_loads = {k: v.as_backend_load(now) for k, v in self.local_samples.items()}
+        return import_views(desired, self.beliefs, local_loads, now=now, policy=self.policy)
+
+    async def _reconcile(self) -> None:
+        dirty = True
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.reconcile_interval):
+                    await self._changed.wait()
+            self._changed.clear()
+            views = self.compute_views(self.wall())
+            if views == self.views and not dirty:
+                continue
+            self.views = views
+            dirty = not await self._feed(views)
+
+    async def _feed(self, views: Mapping[PoolKey, ImportView]) -> bool:
+        """Give every sink the views; False if one failed (it gets them again next cycle)."""
+        ok = True
+        for sink in self.sinks:
+            try:
+                async with asyncio.timeout(self.settings.request_timeout):
+                    await sink.apply(views)
+            except Exception as exc:  # a sink outage must not stop the others or the agent
+                ok = False
+                log.warning("agent %s: sink %s failed: %s", self.name, type(sink).__name__, exc)
+        return ok

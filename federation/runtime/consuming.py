@@ -1,0 +1,62 @@
+"""Consuming: checking each delivered event and applying it to this cluster's beliefs.
+
+A delivery is acknowledged only after its effect is applied. A bad message (malformed, oversized,
+unknown type, a subject that does not match its payload, an unknown cluster) is terminated, logged
+and counted by reason: it can never succeed, so it must not be redelivered, and it never crashes
+the agent or disturbs what was applied before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+
+from federation import messages
+from federation.messages import Event, InvalidEvent
+from federation.model.beliefs import Beliefs, Outcome
+from federation.runtime.counting import EventCounts
+from federation.runtime.ports import Delivery
+
+log = logging.getLogger(__name__)
+
+
+def check(delivery: Delivery, clusterset: str, members: Collection[str]) -> Event:
+    """The event in a delivery, or :class:`InvalidEvent` saying why it cannot be trusted."""
+    event = messages.decode(delivery.data)
+    expected = messages.subject_for(clusterset, event)
+    if delivery.subject != expected:
+        raise InvalidEvent(
+            "subject-mismatch", f"payload belongs on {expected}, arrived on {delivery.subject}"
+        )
+    if event.cluster not in members:
+        raise InvalidEvent("unknown-cluster", f"{event.cluster!r} is not a member")
+    return event
+
+
+async def consume_one(
+    delivery: Delivery,
+    *,
+    beliefs: Beliefs,
+    clusterset: str,
+    members: Collection[str],
+    counts: EventCounts,
+    wall: Callable[[], float],
+) -> bool:
+    """Apply one delivery; return True when the beliefs changed."""
+    try:
+        event = check(delivery, clusterset, members)
+    except InvalidEvent as exc:
+        counts.rejected[exc.reason] += 1
+        log.warning("rejected event on %s: %s", delivery.subject, exc)
+        await delivery.term()
+        return False
+    outcome = beliefs.apply(event, wall())
+    await delivery.ack()
+    if outcome is Outcome.APPLIED:
+        counts.applied += 1
+        return True
+    if outcome is Outcome.DUPLICATE:
+        counts.duplicates += 1
+    else:
+        counts.stale += 1
+    return False

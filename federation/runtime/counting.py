@@ -1,0 +1,24 @@
+"""Event counts: what the agent did with every event it received, by outcome and reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EventCounts:
+    applied: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason
+    published: Counter[str] = field(default_factory=Counter)  # by event type
+    publish_failures: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "stale": self.stale,
+            "rejected": sum(self.rejected.values()),
+        }

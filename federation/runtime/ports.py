@@ -1,0 +1,57 @@
+"""Ports: what the agent needs from the world, as Protocols that adapters and simulators fill."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol
+
+from federation.model.loads import LoadSample
+from federation.model.pools import LocalPool, PoolKey
+from federation.model.views import ImportView
+
+
+class PoolSource(Protocol):
+    """This cluster's InferencePools: yields the full set at start and after every change."""
+
+    def watch(self) -> AsyncIterator[Mapping[PoolKey, LocalPool]]: ...
+
+
+class LoadSource(Protocol):
+    """Reads one pool's Endpoint Picker. Never raises for a bad EPP: reports it in the sample."""
+
+    async def sample(self, pool: LocalPool) -> LoadSample: ...
+
+
+class ImportSink(Protocol):
+    """Receives the full set of import views whenever it changes (idempotent)."""
+
+    async def apply(self, views: Mapping[PoolKey, ImportView]) -> None: ...
+
+
+class Delivery(Protocol):
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    pending: int
+
+    async def ack(self) -> None: ...
+
+    async def term(self) -> None: ...
+
+    async def nak(self, delay: float) -> None: ...
+
+
+class Bus(Protocol):
+    async def connect(self) -> None: ...
+
+    async def ensure_streams(self) -> None: ...
+
+    async def start_consuming(self) -> None: ...
+
+    async def fetch(self, batch: int = ..., wait: float = ...) -> Sequence[Delivery]: ...
+
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = ...
+    ) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,148 @@
+"""Publishing: turning this cluster's pools, load and liveness into full-state bus events.
+
+Level-triggered: the publisher compares what it should have said with what it has said, and says
+the difference. A failed publish is logged, counted and simply tried again on the next cycle, so
+an outage costs latency, never an export.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from federation import messages
+from federation.messages import Event, ExportEvent, Heartbeat, LoadReport
+from federation.model.beliefs import Beliefs
+from federation.model.loads import LoadSample, worth_publishing
+from federation.model.pools import LocalPool, PoolKey, is_exported
+from federation.runtime.counting import EventCounts
+from federation.runtime.ports import Bus
+
+log = logging.getLogger(__name__)
+
+LOAD_CHANGE_THRESHOLD = 0.02  # saturation moves smaller than this wait for the keepalive
+
+
+def export_content(e: ExportEvent) -> tuple[object, ...]:
+    """What an export says, without its sequence and timestamps: equal content, no republish."""
+    return (e.target_ports, e.app_protocol, e.model, e.epp, e.parents, e.withdrawn)
+
+
+@dataclass
+class Publisher:
+    bus: Bus
+    clusterset: str
+    cluster: str
+    wall: Callable[[], float]
+    counts: EventCounts
+    keepalive: float
+    exported: dict[PoolKey, ExportEvent] = field(default_factory=dict)  # what we last said
+    _sequences: dict[str, int] = field(default_factory=dict)
+    _loads: dict[PoolKey, tuple[LoadSample, float]] = field(default_factory=dict)
+
+    def adopt(self, beliefs: Beliefs) -> None:
+        """Continue from what the stream says we published before a restart."""
+        for (cluster, ns, name), export in beliefs.exports.items():
+            if cluster == self.cluster:
+                self.exported[PoolKey(ns, name)] = export
+                self._sequences[messages.subject_for(self.clusterset, export)] = export.generation
+
+    def next_sequence(self, subject: str) -> int:
+        """Strictly increasing per subject, across restarts: a hybrid of the clock and a counter."""
+        seq = max(self._sequences.get(subject, 0) + 1, int(self.wall() * 1_000_000))
+        self._sequences[subject] = seq
+        return seq
+
+    async def _send(self, event: Event) -> bool:
+        subject = messages.subject_for(self.clusterset, event)
+        try:
+            await self.bus.publish(subject, messages.encode(event), messages.msg_id(event))
+        except Exception as exc:  # the next cycle publishes again; never fatal
+            self.counts.publish_failures += 1
+            log.warning("publish %s failed: %s", subject, exc)
+            return False
+        self.counts.published[type(event).__name__] += 1
+        return True
+
+    def _export_event(self, pool: LocalPool | None, key: PoolKey, now: float) -> ExportEvent:
+        held = self.exported.get(key)
+        first = held.exported_at if held is not None and not held.withdrawn else now
+        subject = messages.export_subject(self.clusterset, self.cluster, *key)
+        common = {
+            "cluster": self.cluster,
+            "namespace": key.namespace,
+            "name": key.name,
+            "generation": self.next_sequence(subject),
+            "published_at": now,
+        }
+        if pool is None:
+            exported_at = held.exported_at if held is not None else now
+            return ExportEvent(**common, exported_at=exported_at, withdrawn=True)  # type: ignore[arg-type]
+        return ExportEvent(
+            **common,  # type: ignore[arg-type]
+            exported_at=first,
+            target_ports=pool.target_ports,
+            app_protocol=pool.app_protocol,
+            model=pool.model,
+            epp=pool.epp,
+            parents=pool.parents,
+        )
+
+    async def sync_exports(self, pools: Mapping[PoolKey, LocalPool]) -> int:
+        """Publish every export whose content differs from what we last said; return the count."""
+        now = self.wall()
+        wanted = {k: p for k, p in pools.items() if is_exported(p)}
+        keys = set(wanted) | {k for k, e in self.exported.items() if not e.withdrawn}
+        sent = 0
+        for key in sorted(keys):
+            event = self._export_event(wanted.get(key), key, now)
+            held = self.exported.get(key)
+            if held is not None and export_content(held) == export_content(event):
+                continue
+            if await self._send(event):
+                self.exported[key] = event
+                sent += 1
+        return sent
+
+    async def publish_load(self, pool: LocalPool, sample: LoadSample) -> None:
+        now = self.wall()
+        previous = self._loads.get(pool.key)
+        if not worth_publishing(
+            previous[0] if previous else None,
+            sample,
+            last_published_at=previous[1] if previous else None,
+            now=now,
+            threshold=LOAD_CHANGE_THRESHOLD,
+            keepalive=self.keepalive,
+        ):
+            return
+        subject = messages.load_subject(self.clusterset, self.cluster, *pool.key)
+        report = LoadReport(
+            cluster=self.cluster,
+            namespace=pool.namespace,
+            name=pool.name,
+            sequence=self.next_sequence(subject),
+            observed_at=sample.observed_at,
+            published_at=now,
+            ready_pods=sample.ready_pods,
+            kv_cache_utilization=sample.kv_cache_utilization,
+            queue_size=sample.queue_size,
+            running_requests=sample.running_requests,
+            saturation=sample.saturation,
+            epp_status=sample.epp_status,
+        )
+        if await self._send(report):
+            self._loads[pool.key] = (sample, now)
+
+    async def publish_beat(self, exports: int, version: str) -> None:
+        subject = messages.beat_subject(self.clusterset, self.cluster)
+        await self._send(
+            Heartbeat(
+                cluster=self.cluster,
+                sequence=self.next_sequence(subject),
+                published_at=self.wall(),
+                exports=exports,
+                agent_version=version,
+            )
+        )

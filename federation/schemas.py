@@ -1,0 +1,151 @@
+"""Bus schemas: JSON Schema, an AsyncAPI document and example payloads, generated from the code.
+
+``federation schemas`` writes them into ``bus-schemas/<version>/``; a test regenerates them and
+fails when the committed files drift, and decodes every committed example (of every version) with
+today's decoder, so an old agent's events stay readable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+
+from federation import messages
+from federation.messages import EndpointAddress, ExportEvent, Heartbeat, LoadReport, ParentGateway
+
+EXAMPLES: dict[str, messages.Event] = {
+    "export": ExportEvent(
+        cluster="us-east",
+        namespace="llm",
+        name="llama-3-70b",
+        generation=1_764_300_000_000_000,
+        exported_at=1_764_300_000.0,
+        published_at=1_764_300_000.0,
+        target_ports=(8000,),
+        app_protocol="http",
+        model="meta-llama/Llama-3-70B-Instruct",
+        epp=EndpointAddress(host="10.0.12.7", port=9002),
+        parents=(
+            ParentGateway(
+                namespace="gateways",
+                name="inference-gateway",
+                addresses=(EndpointAddress(host="203.0.113.10", port=443),),
+            ),
+        ),
+    ),
+    "export-withdrawn": ExportEvent(
+        cluster="us-east",
+        namespace="llm",
+        name="llama-3-70b",
+        generation=1_764_300_060_000_000,
+        exported_at=1_764_300_000.0,
+        published_at=1_764_300_060.0,
+        withdrawn=True,
+    ),
+    "load": LoadReport(
+        cluster="us-east",
+        namespace="llm",
+        name="llama-3-70b",
+        sequence=1_764_300_001_000_000,
+        observed_at=1_764_300_000.9,
+        published_at=1_764_300_001.0,
+        ready_pods=6,
+        kv_cache_utilization=0.42,
+        queue_size=1.5,
+        running_requests=9.0,
+        saturation=0.42,
+        epp_status="ok",
+    ),
+    "beat": Heartbeat(
+        cluster="us-east",
+        sequence=1_764_300_002_000_000,
+        published_at=1_764_300_002.0,
+        exports=3,
+        agent_version="0.1.0",
+    ),
+}
+
+
+def json_schema() -> dict[str, Any]:
+    schema = msgspec.json.schema(messages.Event)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"federation bus events, {messages.SUBJECT_VERSION}"
+    return schema
+
+
+def asyncapi() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        messages.EVENT_TYPES, ref_template="#/components/schemas/{name}"
+    )
+    v = messages.SUBJECT_VERSION
+
+    def channel(address: str, message: str, description: str) -> dict[str, Any]:
+        return {
+            "address": address,
+            "description": description,
+            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+        }
+
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "federation bus",
+            "version": v,
+            "description": "Events exchanged by federation agents over NATS JetStream. Every "
+            "event is full state; the newest per subject is the truth. Payloads are JSON; "
+            "headers carry Nats-Msg-Id (de-duplication) and W3C traceparent.",
+        },
+        "defaultContentType": "application/json",
+        "channels": {
+            "export": channel(
+                f"fed.{v}.{{clusterset}}.export.{{cluster}}.{{namespace}}.{{pool}}",
+                "ExportEvent",
+                "The whole current export of one pool, or its tombstone. Dots in a pool name "
+                "are written as '~' in the subject token.",
+            ),
+            "load": channel(
+                f"fed.{v}.{{clusterset}}.load.{{cluster}}.{{namespace}}.{{pool}}",
+                "LoadReport",
+                "The whole current load of one exported pool.",
+            ),
+            "beat": channel(
+                f"fed.{v}.{{clusterset}}.beat.{{cluster}}",
+                "Heartbeat",
+                "A cluster's agent is alive; renews its lease at every peer.",
+            ),
+        },
+        "components": {
+            "schemas": components,
+            "messages": {
+                name: {"name": name, "payload": {"$ref": f"#/components/schemas/{name}"}}
+                for name in ("ExportEvent", "LoadReport", "Heartbeat")
+            },
+        },
+    }
+
+
+def rendered() -> dict[str, bytes]:
+    """Every generated file, by path relative to ``bus-schemas/``."""
+    v = messages.SUBJECT_VERSION
+    opts = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+    files = {
+        f"{v}/events.schema.json": orjson.dumps(json_schema(), option=opts),
+        f"{v}/asyncapi.json": orjson.dumps(asyncapi(), option=opts),
+    }
+    for name, event in EXAMPLES.items():
+        payload = orjson.loads(messages.encode(event))
+        files[f"{v}/examples/{name}.json"] = orjson.dumps(payload, option=opts)
+    return files
+
+
+def write(directory: Path) -> list[Path]:
+    written = []
+    for relative, content in rendered().items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        written.append(path)
+    return written

@@ -1,0 +1,209 @@
+"""The embedded demo: N simulated clusters federating over a real NATS supercluster.
+
+Each simulated cluster gets its own nats-server (one NATS cluster per Kubernetes cluster, joined
+by gateways), its own production :class:`~federation.runtime.agent.Agent` connected only to that
+server, simulated InferencePools and simulated EPP load. Only the Kubernetes API and the EPPs are
+simulated; the bus path is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from federation.adapters.bus import BusAddress, NatsBus
+from federation.adapters.nats_servers import Supercluster
+from federation.model.pools import PoolKey, is_exported
+from federation.runtime.agent import Agent
+from federation.settings import Settings
+from federation.sim.clusters import SimPools
+from federation.sim.imports import MemoryImports
+from federation.sim.layouts import cluster_names, demo_layout, expected_imports
+from federation.sim.loads import SimLoad
+
+CONVERGENCE_POLL = 0.02  # seconds between convergence checks; the figure's resolution
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions:
+    clusters: int = 3
+    pools: int = 4
+    clusterset: str = "demo"
+    data_dir: Path | None = None  # keep the JetStream stores here (default: a temp dir)
+    load_interval: float = 1.0
+    beat_interval: float = 1.0
+    lease: float = 10.0
+    grace: float = 60.0  # shortened from the production 5 min so a dead peer leaves in-demo
+
+
+@dataclass
+class SimCluster:
+    name: str
+    pools: SimPools
+    load: SimLoad
+    imports: MemoryImports
+    agent: Agent | None = None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Demo:
+    options: DemoOptions
+    supercluster: Supercluster
+    clusters: dict[str, SimCluster] = field(default_factory=dict)
+    bus_ready_after_s: float | None = None
+    agents_started_at: float | None = None
+    converged_after_s: float | None = None
+    _owned_dir: Path | None = None
+
+    @classmethod
+    async def start(cls, options: DemoOptions) -> Demo:
+        names = cluster_names(options.clusters)
+        owned = None
+        base = options.data_dir
+        if base is None:
+            owned = base = Path(tempfile.mkdtemp(prefix="federation-demo-"))
+        base.mkdir(parents=True, exist_ok=True)
+        demo = cls(options, Supercluster(names, base), _owned_dir=owned)
+        try:
+            demo.bus_ready_after_s = await demo.supercluster.start()
+        except BaseException:
+            demo.close()
+            raise
+        layout = demo_layout(names, options.pools)
+        for name in names:
+            demo.clusters[name] = SimCluster(
+                name, SimPools(layout[name]), SimLoad(name), MemoryImports()
+            )
+        return demo
+
+    def settings_for(self, cluster: str) -> Settings:
+        o = self.options
+        return Settings(
+            clusterset=o.clusterset,
+            cluster=cluster,
+            members=tuple(self.clusters),
+            nats_url=self.supercluster.url(cluster),
+            load_interval=o.load_interval,
+            beat_interval=o.beat_interval,
+            lease=o.lease,
+            grace=o.grace,
+        )
+
+    def start_agent(self, cluster: str) -> None:
+        sim = self.clusters[cluster]
+        s = self.settings_for(cluster)
+        bus = NatsBus(
+            BusAddress(
+                url=s.nats_url,
+                clusterset=s.clusterset,
+                cluster=cluster,
+                placement_cluster=s.placement_cluster,
+                members=s.members,
+                history_per_subject=s.history_per_subject,
+                request_timeout=s.request_timeout,
+            )
+        )
+        sim.agent = Agent(s, bus=bus, pools=sim.pools, loads=sim.load, sinks=[sim.imports])
+        sim.task = asyncio.create_task(sim.agent.run(), name=f"agent-{cluster}")
+
+    def start_agents(self) -> None:
+        self.agents_started_at = time.monotonic()
+        for cluster in self.clusters:
+            self.start_agent(cluster)
+
+    async def stop_agent(self, cluster: str) -> None:
+        task = self.clusters[cluster].task
+        if task is None:
+            return
+        task.cancel()
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+        self.clusters[cluster].task = None
+
+    def check_agents(self) -> None:
+        """Raise the error of any agent that died: a demo must not hide a crash."""
+        for sim in self.clusters.values():
+            if sim.task is not None and sim.task.done() and not sim.task.cancelled():
+                exc = sim.task.exception()
+                raise RuntimeError(f"agent {sim.name} stopped: {exc!r}") from exc
+
+    def truth(self) -> dict[str, dict[PoolKey, tuple[tuple[str, ...], bool]]]:
+        return expected_imports(
+            {n: list(c.pools.snapshot().values()) for n, c in self.clusters.items()}
+        )
+
+    def converged(self) -> bool:
+        truth = self.truth()
+        for name, sim in self.clusters.items():
+            held = {
+                key: (view.desired.exporting_clusters, view.desired.has_local)
+                for key, view in sim.imports.views.items()
+            }
+            if held != truth[name]:
+                return False
+        return True
+
+    async def wait_converged(self, within: float) -> float | None:
+        """Seconds from the agents' start until every cluster holds every import it should."""
+        assert self.agents_started_at is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while not self.converged():
+                    self.check_agents()
+                    await asyncio.sleep(CONVERGENCE_POLL)
+                self.converged_after_s = time.monotonic() - self.agents_started_at
+        return self.converged_after_s
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "clusterset": self.options.clusterset,
+            "bus_ready_after_s": _round(self.bus_ready_after_s),
+            "converged_after_s": _round(self.converged_after_s),
+            "clusters": {name: cluster_snapshot(sim) for name, sim in self.clusters.items()},
+            "events": {
+                name: (sim.agent.counts.as_dict() if sim.agent else {})
+                for name, sim in self.clusters.items()
+            },
+        }
+
+    async def stop(self) -> None:
+        for cluster in list(self.clusters):
+            await self.stop_agent(cluster)
+        self.close()
+
+    def close(self) -> None:
+        self.supercluster.stop()
+        if self._owned_dir is not None:
+            shutil.rmtree(self._owned_dir, ignore_errors=True)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def cluster_snapshot(sim: SimCluster) -> dict[str, Any]:
+    pools = sim.pools.snapshot()
+    return {
+        "pools": sorted(str(k) for k in pools),
+        "exports": sorted(str(k) for k, p in pools.items() if is_exported(p)),
+        "imports": imports_snapshot(sim.imports.views),
+    }
+
+
+def imports_snapshot(views: Mapping[PoolKey, Any]) -> dict[str, Any]:
+    return {
+        str(key): {
+            "exportingClusters": list(view.desired.exporting_clusters),
+            "weights": {b: w.weight for b, w in view.weights.items()},
+        }
+        for key, view in sorted(views.items())
+    }
