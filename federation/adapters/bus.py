@@ -15,6 +15,7 @@ since events are full state, that is exactly what a (re)starting agent needs to 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -243,6 +244,9 @@ class NatsBus:
         # close, not drain: every delivery is acked before its effect returns, so nothing
         # in flight is lost, and drain can stall on an outstanding pull request.
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+            try:
+                async with asyncio.timeout(self.address.request_timeout):
+                    await self._nc.close()
+            except Exception as exc:  # closing is best effort; the socket dies with us anyway
+                log.warning("nats %s: close failed: %r", self.address.cluster, exc)
         self._nc = self._js = self._sub = None

@@ -63,20 +63,28 @@ class Demo:
     converged_after_s: float | None = None
     _owned_dir: Path | None = None
 
+    _owns_supercluster: bool = True
+
     @classmethod
-    async def start(cls, options: DemoOptions) -> Demo:
+    async def start(cls, options: DemoOptions, supercluster: Supercluster | None = None) -> Demo:
+        """Start a supercluster (or reuse a running one, e.g. a test's) and build the clusters."""
         names = cluster_names(options.clusters)
-        owned = None
-        base = options.data_dir
-        if base is None:
-            owned = base = Path(tempfile.mkdtemp(prefix="federation-demo-"))
-        base.mkdir(parents=True, exist_ok=True)
-        demo = cls(options, Supercluster(names, base), _owned_dir=owned)
-        try:
-            demo.bus_ready_after_s = await demo.supercluster.start()
-        except BaseException:
-            demo.close()
-            raise
+        if supercluster is not None:
+            if list(supercluster.specs)[: len(names)] != names:
+                raise ValueError(f"supercluster has {list(supercluster.specs)}, need {names}")
+            demo = cls(options, supercluster, _owns_supercluster=False)
+        else:
+            owned = None
+            base = options.data_dir
+            if base is None:
+                owned = base = Path(tempfile.mkdtemp(prefix="federation-demo-"))
+            base.mkdir(parents=True, exist_ok=True)
+            demo = cls(options, Supercluster(names, base), _owned_dir=owned)
+            try:
+                demo.bus_ready_after_s = await demo.supercluster.start()
+            except BaseException:
+                demo.close()
+                raise
         layout = demo_layout(names, options.pools)
         for name in names:
             demo.clusters[name] = SimCluster(
@@ -181,7 +189,8 @@ class Demo:
         self.close()
 
     def close(self) -> None:
-        self.supercluster.stop()
+        if self._owns_supercluster:
+            self.supercluster.stop()
         if self._owned_dir is not None:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
 

@@ -1,0 +1,51 @@
+"""Small builders for model tests: events and pools with sensible defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from federation.messages import ExportEvent, Heartbeat, LoadReport
+from federation.model.pools import EXPORT_VALUE, LocalPool
+
+
+def export(cluster: str = "a", name: str = "pool", **kw: Any) -> ExportEvent:
+    base: dict[str, Any] = {
+        "cluster": cluster,
+        "namespace": "llm",
+        "name": name,
+        "generation": 1,
+        "exported_at": 100.0,
+        "published_at": 100.0,
+        "target_ports": (8000,),
+        "model": "m",
+    }
+    return ExportEvent(**{**base, **kw})
+
+
+def load(cluster: str = "a", name: str = "pool", **kw: Any) -> LoadReport:
+    base: dict[str, Any] = {
+        "cluster": cluster,
+        "namespace": "llm",
+        "name": name,
+        "sequence": 1,
+        "observed_at": 100.0,
+        "published_at": 100.0,
+        "ready_pods": 4,
+        "saturation": 0.5,
+    }
+    return LoadReport(**{**base, **kw})
+
+
+def beat(cluster: str = "a", **kw: Any) -> Heartbeat:
+    return Heartbeat(**{"cluster": cluster, "sequence": 1, "published_at": 100.0, **kw})
+
+
+def pool(name: str = "pool", exported: bool = False, **kw: Any) -> LocalPool:
+    base: dict[str, Any] = {
+        "namespace": "llm",
+        "name": name,
+        "target_ports": (8000,),
+        "model": "m",
+        "export": EXPORT_VALUE if exported else None,
+    }
+    return LocalPool(**{**base, **kw})

@@ -1,0 +1,136 @@
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from federation.model.weights import (
+    WEIGHT_SCALE,
+    BackendLoad,
+    WeightPolicy,
+    apportion,
+    compute_weights,
+    load_from_report,
+    trust,
+)
+from tests.model.factories import load
+
+POLICY = WeightPolicy(lease=10.0)
+
+loads = st.builds(
+    BackendLoad,
+    ready_pods=st.integers(0, 64),
+    saturation=st.floats(0, 1),
+    status=st.sampled_from(["ok", "ok", "ok", "unreachable", "shedding"]),
+    age=st.floats(0, 20),
+)
+backends = st.dictionaries(
+    st.sampled_from(["local", "a", "b", "c", "d"]), st.one_of(st.none(), loads), max_size=5
+)
+
+
+@given(backends)
+def test_weights_are_never_negative_and_sum_to_the_scale_or_zero(bs: dict) -> None:
+    weights = compute_weights(bs, POLICY)
+    values = [w.weight for w in weights.values()]
+    assert all(0 <= v <= WEIGHT_SCALE for v in values)
+    assert sum(values) in (0, WEIGHT_SCALE)
+
+
+@given(backends)
+def test_some_backend_is_positive_whenever_one_is_healthy_with_headroom(bs: dict) -> None:
+    healthy = any(
+        b is not None
+        and b.status == "ok"
+        and b.age < POLICY.lease
+        and b.ready_pods > 0
+        and b.saturation < 1
+        for b in bs.values()
+    )
+    weights = compute_weights(bs, POLICY)
+    assert (sum(w.weight for w in weights.values()) > 0) == healthy
+
+
+@given(backends, st.sampled_from(["local", "a", "b"]), st.integers(1, 32))
+def test_weight_is_monotone_in_headroom(bs: dict, name: str, extra: int) -> None:
+    base = bs.get(name) or BackendLoad(ready_pods=1, saturation=0.5, age=0.0)
+    bs = {**bs, name: base}
+    more = {
+        **bs,
+        name: BackendLoad(
+            ready_pods=base.ready_pods + extra,
+            saturation=base.saturation,
+            status=base.status,
+            age=base.age,
+        ),
+    }
+    assert compute_weights(more, POLICY)[name].weight >= compute_weights(bs, POLICY)[name].weight
+
+
+@given(backends)
+def test_stale_backends_weigh_zero(bs: dict) -> None:
+    weights = compute_weights(bs, POLICY)
+    for name, b in bs.items():
+        if b is not None and b.age >= POLICY.lease:
+            assert weights[name].weight == 0
+            assert "stale" in weights[name].reason or b.status != "ok" or b.ready_pods == 0
+
+
+@given(backends)
+def test_weights_are_deterministic_and_every_weight_has_a_reason(bs: dict) -> None:
+    first, second = compute_weights(bs, POLICY), compute_weights(dict(reversed(bs.items())), POLICY)
+    assert first == second
+    assert all(w.reason for w in first.values())
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=3), st.floats(0, 1e6), max_size=8))
+def test_apportion_sums_exactly(scores: dict) -> None:
+    result = apportion(scores)
+    assert sum(result.values()) in (0, WEIGHT_SCALE)
+    positive = sum(s for s in scores.values() if s > 0)
+    for k, s in scores.items():
+        if positive > 0:
+            assert abs(result[k] - s * WEIGHT_SCALE / positive) <= 1
+
+
+def test_headroom_proportional_example() -> None:
+    weights = compute_weights(
+        {
+            "a": BackendLoad(ready_pods=4, saturation=0.5),  # headroom 2
+            "b": BackendLoad(ready_pods=6, saturation=0.0),  # headroom 6
+        },
+        POLICY,
+    )
+    assert weights["a"].weight == 250_000
+    assert weights["b"].weight == 750_000
+    assert weights["a"].percent == 25.0
+    assert "4 pods" in weights["a"].reason
+
+
+def test_unhealthy_epp_and_missing_report_weigh_zero_with_reasons() -> None:
+    weights = compute_weights(
+        {
+            "a": BackendLoad(ready_pods=4, saturation=0.1, status="no-endpoints"),
+            "b": None,
+            "c": BackendLoad(ready_pods=0, saturation=0.0),
+        },
+        POLICY,
+    )
+    assert {k: w.weight for k, w in weights.items()} == {"a": 0, "b": 0, "c": 0}
+    assert weights["a"].reason == "EPP no-endpoints"
+    assert weights["b"].reason == "no load report yet"
+    assert weights["c"].reason == "no ready pods"
+
+
+def test_trust_decays_linearly_from_half_lease_to_zero() -> None:
+    assert trust(0, POLICY) == 1.0
+    assert trust(5, POLICY) == 1.0
+    assert math.isclose(trust(7.5, POLICY), 0.5)
+    assert trust(10, POLICY) == 0.0
+
+
+def test_report_saturation_takes_the_strongest_signal_and_clamps() -> None:
+    got = load_from_report(load(saturation=0.2, kv_cache_utilization=0.9), now=105, seen_at=100)
+    assert got.saturation == 0.9
+    assert got.age == 5
+    got = load_from_report(load(saturation=7.0, ready_pods=-3), now=100, seen_at=100)
+    assert (got.saturation, got.ready_pods) == (1.0, 0)

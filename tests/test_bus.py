@@ -1,0 +1,118 @@
+"""The bus adapter against a real NATS supercluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from federation import messages
+from federation.adapters.bus import BusAddress, NatsBus, inbound_stream, outbound_stream
+from federation.adapters.nats_servers import Supercluster
+from tests.conftest import wait_for
+from tests.model.factories import load
+
+pytestmark = pytest.mark.bus
+
+
+def _bus(sc: Supercluster, clusterset: str, cluster: str) -> NatsBus:
+    members = tuple(sc.specs)
+    return NatsBus(BusAddress(sc.url(cluster), clusterset, cluster, cluster, members))
+
+
+async def _started(sc: Supercluster, clusterset: str, cluster: str) -> NatsBus:
+    bus = _bus(sc, clusterset, cluster)
+    await bus.connect()
+    await bus.ensure_streams()
+    await bus.start_consuming()
+    return bus
+
+
+async def test_streams_are_placed_in_the_clusters_own_nats_cluster(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    bus = await _started(supercluster, clusterset, "eu-west")
+    try:
+        for name in (outbound_stream(clusterset, "eu-west"), inbound_stream(clusterset, "eu-west")):
+            info = await bus.js.stream_info(name)
+            assert info.cluster is not None
+            assert info.cluster.name == "eu-west"
+        inbound = await bus.js.stream_info(inbound_stream(clusterset, "eu-west"))
+        assert {s.name for s in inbound.config.sources or []} == {
+            outbound_stream(clusterset, c) for c in supercluster.specs
+        }
+    finally:
+        await bus.close()
+
+
+async def test_ensure_streams_is_idempotent(supercluster: Supercluster, clusterset: str) -> None:
+    bus = await _started(supercluster, clusterset, "us-east")
+    try:
+        await bus.ensure_streams()
+        await bus.ensure_streams()
+    finally:
+        await bus.close()
+
+
+async def test_an_event_reaches_every_members_inbound_stream(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    buses = {c: await _started(supercluster, clusterset, c) for c in supercluster.specs}
+    try:
+        event = load(cluster="us-east")
+        subject = messages.subject_for(clusterset, event)
+        assert await buses["us-east"].publish(subject, messages.encode(event), "id-1")
+        for cluster, bus in buses.items():
+            got: list = []
+
+            async def fetched(bus: NatsBus = bus, got: list = got) -> bool:
+                got.extend(await bus.fetch(10, 0.2))
+                return bool(got)
+
+            await wait_for(fetched, within=15, what=f"delivery at {cluster}")
+            assert [d.subject for d in got] == [subject]
+            assert messages.decode(got[0].data) == event
+            await got[0].ack()
+    finally:
+        for bus in buses.values():
+            await bus.close()
+
+
+async def test_a_resent_msg_id_is_dropped_by_the_server(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    bus = await _started(supercluster, clusterset, "us-east")
+    try:
+        subject = messages.subject_for(clusterset, load(cluster="us-east"))
+        assert await bus.publish(subject, b"{}", "same-id") is True
+        assert await bus.publish(subject, b"{}", "same-id") is False
+        info = await bus.js.stream_info(outbound_stream(clusterset, "us-east"))
+        assert info.state.messages == 1
+    finally:
+        await bus.close()
+
+
+async def test_a_restarted_consumer_sees_only_the_newest_event_per_subject(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    bus = await _started(supercluster, clusterset, "ap-south")
+    try:
+        for seq in (1, 2, 3):
+            for name in ("p1", "p2"):
+                e = load(cluster="ap-south", name=name, sequence=seq)
+                await bus.publish(
+                    messages.subject_for(clusterset, e), messages.encode(e), f"{name}{seq}"
+                )
+        await wait_for(
+            lambda: _inbound_has(bus, clusterset, 6), within=15, what="sourcing of 6 events"
+        )
+        await bus.start_consuming()  # what an agent restart does
+        got = await bus.fetch(100, 1.0)
+        decoded = sorted((e.name, e.sequence) for e in map(messages.decode, (d.data for d in got)))
+        assert decoded == [("p1", 3), ("p2", 3)]
+        assert got[-1].pending == 0
+    finally:
+        await bus.close()
+
+
+async def _inbound_has(bus: NatsBus, clusterset: str, count: int) -> bool:
+    info = await bus.js.stream_info(inbound_stream(clusterset, bus.address.cluster))
+    return info.state.messages >= count

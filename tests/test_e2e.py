@@ -1,0 +1,112 @@
+"""End to end: several agents federating over a real NATS supercluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import aiohttp
+import pytest
+
+from federation.adapters.nats_servers import Supercluster
+from federation.model.pools import PoolKey
+from federation.sim.demo import Demo, DemoOptions
+from tests.conftest import wait_for
+from tests.contract import check_demo_snapshot
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def demo(supercluster: Supercluster, clusterset: str):  # type: ignore[no-untyped-def]
+    d = await Demo.start(DemoOptions(clusters=3, pools=4, clusterset=clusterset), supercluster)
+    d.start_agents()
+    try:
+        yield d
+    finally:
+        await d.stop()
+
+
+async def _weights_positive(demo: Demo) -> bool:
+    demo.check_agents()
+    return all(
+        any(w.weight > 0 for w in view.weights.values())
+        for sim in demo.clusters.values()
+        for view in sim.imports.views.values()
+    )
+
+
+async def test_three_clusters_converge_to_the_contract(demo: Demo) -> None:
+    assert await demo.wait_converged(within=30) is not None
+    await wait_for(lambda: _weights_positive(demo), within=15, what="positive weights")
+    check_demo_snapshot(demo.snapshot())
+
+
+async def test_each_agent_reads_only_from_its_own_server(demo: Demo) -> None:
+    await demo.wait_converged(within=30)
+    async with aiohttp.ClientSession() as http:
+        for cluster, spec in demo.supercluster.specs.items():
+            async with http.get(f"{spec.monitor_url}/connz?limit=1000") as resp:
+                conns = (await resp.json())["connections"] or []
+            agents = {c.get("name") for c in conns if c.get("name", "").startswith("federation-")}
+            assert agents == {f"federation-agent/{cluster}"}, (cluster, agents)
+
+
+async def test_withdrawing_an_export_updates_every_cluster(demo: Demo) -> None:
+    await demo.wait_converged(within=30)
+    pools = demo.clusters["ap-south"].pools
+    key = PoolKey("llm", "mixtral-8x7b")
+    assert pools.snapshot()[key].export == "ClusterSet"
+    await pools.remove(key)
+    await wait_for(
+        lambda: all(key not in s.imports.views for s in demo.clusters.values()),
+        within=15,
+        what="the withdrawn import to disappear everywhere",
+    )
+    assert demo.converged()
+
+
+async def test_exporting_a_pool_adds_it_everywhere(demo: Demo) -> None:
+    await demo.wait_converged(within=30)
+    pools = demo.clusters["us-east"].pools
+    key = PoolKey("llm", "batch-us-east")
+    await pools.put(
+        pools.snapshot()[key].__class__(
+            **{**pools.snapshot()[key].__dict__, "export": "ClusterSet"}
+        )
+    )
+    await wait_for(
+        lambda: all(
+            key in s.imports.views
+            and s.imports.views[key].desired.exporting_clusters == ("us-east",)
+            for s in demo.clusters.values()
+        ),
+        within=15,
+        what="the new export to be imported everywhere",
+    )
+
+
+def test_demo_cli_json_contract() -> None:
+    """The exact command of the issue's contract, as a newcomer would run it."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "federation",
+            "demo",
+            "--clusters",
+            "3",
+            "--duration",
+            "8",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    )
+    snapshot = json.loads(out.stdout)
+    check_demo_snapshot(snapshot)
+    assert snapshot["bus_ready_after_s"] > 0
+    assert len(snapshot["clusters"]) == 3

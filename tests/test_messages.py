@@ -1,0 +1,80 @@
+import msgspec
+import orjson
+import pytest
+
+from federation import messages
+from federation.messages import InvalidEvent
+from tests.model.factories import beat, export, load
+
+
+@pytest.mark.parametrize("event", [export(), export(withdrawn=True), load(), beat()])
+def test_round_trip(event: messages.Event) -> None:
+    assert messages.decode(messages.encode(event)) == event
+
+
+def test_unknown_fields_from_a_newer_minor_version_are_ignored() -> None:
+    payload = orjson.loads(messages.encode(load()))
+    payload["gpu_kind"] = "H100"
+    assert messages.decode(orjson.dumps(payload)) == load()
+
+
+def test_missing_defaulted_fields_take_defaults() -> None:
+    payload = {"type": "beat", "cluster": "a", "sequence": 3, "published_at": 1.0}
+    assert messages.decode(orjson.dumps(payload)) == beat(sequence=3, published_at=1.0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not json", "malformed"),
+        (b"", "malformed"),
+        (b'{"type": "export.v9", "cluster": "a"}', "unknown-type"),
+        (b'{"type": "beat", "cluster": "a"}', "schema"),
+        (b'{"type": "beat", "cluster": "a", "sequence": "x", "published_at": 1}', "schema"),
+        (b'{"type": "beat", "cluster": "A_B", "sequence": 1, "published_at": 1}', "schema"),
+        (b"[1, 2, 3]", "schema"),
+        (b" " * (messages.MAX_EVENT_BYTES + 1), "oversized"),
+    ],
+)
+def test_bad_payloads_raise_with_a_countable_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        messages.decode(payload)
+    assert info.value.reason == reason
+
+
+def test_hostile_names_are_rejected() -> None:
+    for name in ("a.>", "*", "a b", "-x", "x" * 300):
+        payload = orjson.loads(messages.encode(load()))
+        payload["name"] = name
+        with pytest.raises(InvalidEvent):
+            messages.decode(orjson.dumps(payload))
+
+
+def test_subjects_are_versioned_and_escape_dots_in_pool_names() -> None:
+    assert (
+        messages.export_subject("cs", "a", "llm", "llama.v3") == "fed.v1.cs.export.a.llm.llama~v3"
+    )
+    assert messages.untoken("llama~v3") == "llama.v3"
+    assert messages.subject_for("cs", beat()) == "fed.v1.cs.beat.a"
+    assert messages.subject_for("cs", load()) == "fed.v1.cs.load.a.llm.pool"
+
+
+def test_own_subjects_cover_exactly_the_clusters_events() -> None:
+    subjects = messages.own_subjects("cs", "a")
+    assert subjects == ["fed.v1.cs.export.a.>", "fed.v1.cs.load.a.>", "fed.v1.cs.beat.a"]
+
+
+def test_msg_ids_differ_per_sequence_and_subject() -> None:
+    ids = {messages.msg_id(e) for e in (load(), load(sequence=2), load(name="q"), export())}
+    assert len(ids) == 4
+
+
+def test_structs_follow_the_evolution_rules() -> None:
+    for cls in messages.EVENT_TYPES:
+        config = cls.__struct_config__
+        assert config.frozen
+        assert config.tag_field == "type"
+        assert not config.forbid_unknown_fields
+        with pytest.raises(TypeError):
+            cls("a")  # keyword-only: adding a field can never shift a positional argument
+        assert isinstance(msgspec.json.schema(cls), dict)
