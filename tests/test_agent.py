@@ -1,0 +1,88 @@
+"""The agent against a real supercluster: hostile input, restarts."""
+
+from __future__ import annotations
+
+import nats
+import orjson
+import pytest
+
+from federation import messages
+from federation.adapters.nats_servers import Supercluster
+from federation.model.pools import PoolKey
+from federation.sim.demo import Demo, DemoOptions
+from tests.conftest import wait_for
+from tests.model.factories import load
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def demo(supercluster: Supercluster, clusterset: str):  # type: ignore[no-untyped-def]
+    d = await Demo.start(DemoOptions(clusters=2, pools=3, clusterset=clusterset), supercluster)
+    d.start_agents()
+    try:
+        assert await d.wait_converged(within=30) is not None
+        yield d
+    finally:
+        await d.stop()
+
+
+def _hostile(clusterset: str) -> list[tuple[str, bytes, str]]:
+    subject = messages.load_subject(clusterset, "us-east", "llm", "x")
+    spoofed = load(cluster="eu-west", name="x", sequence=2**62)
+    good = orjson.loads(messages.encode(load(cluster="us-east", name="x")))
+    return [
+        (subject, b"\x00\xff not json", "malformed"),
+        (subject, b'{"type": "load.v9", "cluster": "us-east"}', "unknown-type"),
+        (subject, orjson.dumps({**good, "ready_pods": "many"}), "schema"),
+        (subject, messages.encode(spoofed), "subject-mismatch"),
+        (subject, b"[" * (messages.MAX_EVENT_BYTES + 10), "oversized"),
+    ]
+
+
+async def test_hostile_events_are_rejected_counted_and_never_applied(demo: Demo) -> None:
+    cs = demo.options.clusterset
+    peer = demo.clusters["eu-west"].agent
+    assert peer is not None
+    before = dict(peer.views)
+    nc = await nats.connect(demo.supercluster.url("us-east"))
+    try:
+        js = nc.jetstream()
+        for i, (subject, payload, _) in enumerate(_hostile(cs)):
+            await js.publish(subject, payload, headers={"Nats-Msg-Id": f"hostile-{i}"})
+    finally:
+        await nc.close()
+    expected = {reason: 1 for _, _, reason in _hostile(cs)}
+    await wait_for(
+        lambda: dict(peer.counts.rejected) == expected,
+        within=15,
+        what=f"rejections {expected}, have {dict(peer.counts.rejected)}",
+    )
+    demo.check_agents()
+    assert ("eu-west", "llm", "x") not in peer.beliefs.loads
+    assert ("us-east", "llm", "x") not in peer.beliefs.loads
+    assert set(peer.views) == set(before)
+    assert demo.converged()
+
+
+async def test_a_restarted_agent_keeps_its_exports_and_rebuilds_its_beliefs(demo: Demo) -> None:
+    peer = demo.clusters["eu-west"].agent
+    assert peer is not None
+    key = ("us-east", "llm", "llama-3-70b")
+    first = peer.beliefs.exports[key]
+    await demo.stop_agent("us-east")
+    demo.start_agent("us-east")
+    restarted = demo.clusters["us-east"].agent
+    assert restarted is not None
+    await wait_for(lambda: restarted.ready.is_set(), within=30, what="restarted agent ready")
+    # Rebuilt from the streams: it believes what it believed before, its own exports included.
+    assert restarted.beliefs.exports[key] == first
+    assert await demo.wait_converged(within=15) is not None
+    await wait_for(
+        lambda: restarted.counts.published["Heartbeat"] >= 1, within=10, what="a heartbeat"
+    )
+    # Unchanged exports are not republished, so peers see the same generation and export time.
+    assert restarted.counts.published["ExportEvent"] == 0
+    assert peer.beliefs.exports[key] == first
+    assert not any(e.withdrawn for e in peer.beliefs.exports.values())
+    assert PoolKey("llm", "llama-3-70b") in demo.clusters["eu-west"].imports.views
