@@ -33,6 +33,13 @@ class DesiredImport:
     exporting_clusters: tuple[str, ...]  # the accepted exporters, sorted
     excluded: tuple[Conflict, ...] = ()
     has_local: bool = False  # this cluster has a same-named pool that it does not export
+    exports: tuple[ExportEvent, ...] = ()  # the accepted exports, by cluster name
+
+    def here(self, own_cluster: str) -> str | None:
+        """The backend inside this cluster, which the weight policy prefers."""
+        if self.has_local:
+            return LOCAL_BACKEND
+        return own_cluster if own_cluster in self.exporting_clusters else None
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -81,11 +88,13 @@ def desired_imports(
     desired = {}
     for key, exports in by_pool.items():
         accepted, conflicts = resolve_conflicts(exports)
+        accepted.sort(key=lambda e: e.cluster)
         local = local_pools.get(key)
         desired[key] = DesiredImport(
             key=key,
-            exporting_clusters=tuple(sorted(e.cluster for e in accepted)),
+            exporting_clusters=tuple(e.cluster for e in accepted),
             excluded=tuple(sorted(conflicts, key=lambda c: c.cluster)),
             has_local=local is not None and not is_exported(local),
+            exports=tuple(accepted),
         )
     return desired

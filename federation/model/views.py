@@ -11,9 +11,11 @@ from federation.model.pools import LOCAL_BACKEND, PoolKey
 from federation.model.weights import (
     BackendLoad,
     BackendWeight,
+    WeightMemory,
     WeightPolicy,
     compute_weights,
     load_from_report,
+    remember,
 )
 
 
@@ -54,11 +56,18 @@ def import_views(
     desired: Mapping[PoolKey, DesiredImport],
     beliefs: Beliefs,
     local_loads: Mapping[PoolKey, BackendLoad],
+    memories: Mapping[PoolKey, WeightMemory],
     *,
+    own_cluster: str,
     now: float,
     policy: WeightPolicy,
-) -> dict[PoolKey, ImportView]:
-    return {
-        key: ImportView(d, compute_weights(backend_loads(d, beliefs, local_loads, now=now), policy))
-        for key, d in desired.items()
-    }
+) -> tuple[dict[PoolKey, ImportView], dict[PoolKey, WeightMemory]]:
+    """Every import's view, and the weight memory to pass to the next step."""
+    views, next_memories = {}, {}
+    for key, d in desired.items():
+        loads = backend_loads(d, beliefs, local_loads, now=now)
+        memory = memories.get(key, WeightMemory())
+        weights = compute_weights(loads, policy, here=d.here(own_cluster), memory=memory, now=now)
+        views[key] = ImportView(d, weights)
+        next_memories[key] = remember(weights, loads, memory, policy, now)
+    return views, next_memories

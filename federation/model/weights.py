@@ -1,17 +1,34 @@
 """Capacity weights: how an importing gateway should split one pool's traffic across backends.
 
-A backend is an exporting cluster (by name) or ``local``. Its *headroom* is
-``ready_pods * (1 - saturation)``; a report's influence decays with its age, fully trusted for the
-first half of the lease and falling linearly to nothing at the lease. Weights are integers that
-sum to ``WEIGHT_SCALE`` (Gateway API style, 0..1,000,000) whenever any backend has headroom, so
-``weight / 10_000`` is the percent of traffic. Every weight comes with a one-line reason.
+A backend is an exporting cluster (by name) or ``local``. The policy, step by step:
+
+1. **Score** each backend by its headroom, ``ready_pods * (1 - saturation)``. A backend scores 0
+   when it has no report, its EPP is unhealthy (unreachable, 503 no-endpoints, 429 shedding,
+   invalid metrics), it has no ready pods, or its report is as old as the lease. A report is fully
+   trusted for the first ``full_trust`` of the lease, then its score falls linearly to 0 at the
+   lease. A remote backend that became healthy less than ``slow_start`` seconds ago is ramped from
+   ``slow_start_floor`` to full, so a cluster that (re)joins does not take a burst at once.
+2. **Prefer here.** "Here" is the backend in this cluster (``local``, or this cluster's own name
+   when it exports the pool). While here is healthy and below ``spill_threshold`` saturation it
+   takes all traffic. Above the threshold it spills the fraction
+   ``(saturation - threshold) / (1 - threshold)`` to the remotes, in proportion to their scores.
+   With no healthy here, every backend gets its share of the total score.
+3. **Cap**: no single remote gets more than ``remote_cap`` of the traffic while another backend
+   can take the excess.
+4. **Smooth**: each weight moves ``smoothing`` of the way from its previous value to the target
+   per step, except that a drop to 0 is immediate (a dead backend must not keep traffic).
+5. **Hysteresis**: if no weight moved by ``deadband`` or more, and no backend crossed zero, the
+   previous weights stand.
+
+Weights are integers that sum to ``WEIGHT_SCALE`` (Gateway API style, 0..1,000,000) whenever any
+backend can take traffic, so ``weight / 10_000`` is the percent. Each carries a one-line reason.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from federation.messages import LoadReport
 
@@ -23,6 +40,12 @@ UNHEALTHY_STATUSES = frozenset({"unreachable", "no-endpoints", "shedding", "inva
 class WeightPolicy:
     lease: float = 10.0  # seconds: a report this old carries no weight
     full_trust: float = 0.5  # fraction of the lease during which a report counts fully
+    spill_threshold: float = 0.8  # here's saturation at which traffic starts to spill
+    slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
+    slow_start_floor: float = 0.1  # the ramp starts at this fraction of the score
+    smoothing: float = 0.5  # fraction of the way to the target per step; 1 = none
+    deadband: int = 20_000  # weight moves below this (2 %) are not applied
+    remote_cap: float = 1.0  # max share of traffic to any one remote; 1 = no cap
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +64,14 @@ class BackendWeight:
     @property
     def percent(self) -> float:
         return round(self.weight / (WEIGHT_SCALE / 100), 2)
+
+
+@dataclass(frozen=True)
+class WeightMemory:
+    """What one import's previous step left: its weights and since when each backend is healthy."""
+
+    weights: Mapping[str, int] = field(default_factory=dict)
+    healthy_since: Mapping[str, float] = field(default_factory=dict)
 
 
 def clamp01(value: float) -> float:
@@ -68,7 +99,15 @@ def trust(age: float, policy: WeightPolicy) -> float:
     return (policy.lease - age) / (policy.lease - full)
 
 
-def _score(load: BackendLoad | None, policy: WeightPolicy) -> tuple[float, str]:
+def ramp(healthy_for: float | None, policy: WeightPolicy) -> float:
+    if healthy_for is None or policy.slow_start <= 0 or healthy_for >= policy.slow_start:
+        return 1.0
+    floor = policy.slow_start_floor
+    return floor + (1.0 - floor) * max(0.0, healthy_for) / policy.slow_start
+
+
+def score(load: BackendLoad | None, policy: WeightPolicy) -> tuple[float, str]:
+    """Headroom discounted by the report's age; 0 with the reason when it cannot take traffic."""
     if load is None:
         return 0.0, "no load report yet"
     if load.status in UNHEALTHY_STATUSES:
@@ -78,6 +117,8 @@ def _score(load: BackendLoad | None, policy: WeightPolicy) -> tuple[float, str]:
     if load.ready_pods == 0:
         return 0.0, "no ready pods"
     headroom = load.ready_pods * (1.0 - load.saturation)
+    if headroom <= 0:
+        return 0.0, f"saturated: {load.ready_pods} pods at {load.saturation:.2f}"
     factor = trust(load.age, policy)
     reason = f"headroom {headroom:.2f} = {load.ready_pods} pods x (1 - {load.saturation:.2f})"
     if factor < 1.0:
@@ -98,9 +139,121 @@ def apportion(scores: Mapping[str, float], total: int = WEIGHT_SCALE) -> dict[st
     return result
 
 
+def _proportional(scores: Mapping[str, float]) -> dict[str, float]:
+    total = sum(scores.values())
+    return {k: (s / total if total > 0 else 0.0) for k, s in scores.items()}
+
+
+def _target_shares(
+    scores: Mapping[str, float],
+    loads: Mapping[str, BackendLoad | None],
+    here: str | None,
+    policy: WeightPolicy,
+) -> tuple[dict[str, float], str | None]:
+    """Traffic shares before smoothing, and a note on here's preference."""
+    if here is None or scores.get(here, 0.0) <= 0:
+        return _proportional(scores), None
+    here_load = loads[here]
+    assert here_load is not None  # a positive score implies a report
+    remotes = {k: s for k, s in scores.items() if k != here}
+    remote_total = sum(remotes.values())
+    threshold = policy.spill_threshold
+    spill = clamp01((here_load.saturation - threshold) / (1 - threshold)) if threshold < 1 else 0.0
+    if spill <= 0 or remote_total <= 0:
+        why = "no remote headroom" if spill > 0 else f"saturation below {threshold:.2f}"
+        return {k: float(k == here) for k in scores}, f"here preferred ({why})"
+    shares = {k: spill * s / remote_total for k, s in remotes.items()}
+    shares[here] = 1.0 - spill
+    return (
+        shares,
+        f"here spills {spill:.0%} (saturation {here_load.saturation:.2f} >= {threshold:.2f})",
+    )
+
+
+def _cap(shares: dict[str, float], here: str | None, cap: float) -> dict[str, float]:
+    if cap >= 1.0:
+        return shares
+    capped = dict(shares)
+    for _ in range(len(capped)):
+        over = {k for k, v in capped.items() if k != here and v > cap}
+        if not over:
+            break
+        excess = sum(capped[k] - cap for k in over)
+        takers = {
+            k: v for k, v in capped.items() if v > 0 and k not in over and (k == here or v < cap)
+        }
+        if not takers:
+            break  # nobody can take the excess: the cap cannot hold
+        for k in over:
+            capped[k] = cap
+        total = sum(takers.values())
+        for k, v in takers.items():
+            capped[k] = v + excess * v / total
+    return capped
+
+
+def _smooth(
+    target: Mapping[str, int], previous: Mapping[str, int], policy: WeightPolicy
+) -> dict[str, float]:
+    if not previous or sum(previous.values()) <= 0:
+        return {k: float(v) for k, v in target.items()}
+    return {
+        k: 0.0 if t == 0 else previous.get(k, 0) + policy.smoothing * (t - previous.get(k, 0))
+        for k, t in target.items()
+    }
+
+
+def _within_deadband(new: Mapping[str, int], old: Mapping[str, int], deadband: int) -> bool:
+    """True when no weight moved by ``deadband`` and no backend started or stopped serving."""
+    if not old or set(old) != set(new):
+        return False
+    return all((new[k] > 0) == (old[k] > 0) and abs(new[k] - old[k]) < deadband for k in new)
+
+
 def compute_weights(
-    loads: Mapping[str, BackendLoad | None], policy: WeightPolicy
+    loads: Mapping[str, BackendLoad | None],
+    policy: WeightPolicy,
+    *,
+    here: str | None = None,
+    memory: WeightMemory | None = None,
+    now: float = 0.0,
 ) -> dict[str, BackendWeight]:
-    scored = {name: _score(load, policy) for name, load in loads.items()}
-    weights = apportion({name: s for name, (s, _) in scored.items()})
-    return {name: BackendWeight(weights[name], scored[name][1]) for name in sorted(loads)}
+    """The weights of one import. ``memory`` (from :func:`remember`) enables slow start,
+    smoothing and hysteresis; without it the result is the stateless target."""
+    memory = memory or WeightMemory()
+    scored = {name: score(load, policy) for name, load in loads.items()}
+    scores, reasons = {}, {}
+    for name, (value, reason) in scored.items():
+        # Not healthy at the previous step but healthy now: it joins at this instant.
+        since = memory.healthy_since.get(name, now if memory.weights else None)
+        factor = 1.0 if name == here or since is None else ramp(now - since, policy)
+        scores[name] = value * factor
+        reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
+    shares, note = _target_shares(scores, loads, here, policy)
+    shares = _cap(shares, here, policy.remote_cap)
+    target = apportion(shares)
+    weights = apportion(_smooth(target, memory.weights, policy))
+    previous = {k: memory.weights.get(k, 0) for k in weights}
+    if _within_deadband(weights, memory.weights, policy.deadband):
+        weights = previous
+    if note is not None and here is not None:
+        reasons[here] = f"{reasons[here]}; {note}"
+    return {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
+
+
+def remember(
+    weights: Mapping[str, BackendWeight],
+    loads: Mapping[str, BackendLoad | None],
+    previous: WeightMemory,
+    policy: WeightPolicy,
+    now: float,
+) -> WeightMemory:
+    """The memory for the next step: these weights, and when each backend became healthy."""
+    # On the first step every healthy backend counts as established: a restart or a new import
+    # has nobody to protect from a burst, and ramping all of them alike would change nothing.
+    joined = now if previous.weights else now - policy.slow_start
+    since = {}
+    for name, load in loads.items():
+        if score(load, policy)[0] > 0:
+            since[name] = previous.healthy_since.get(name, joined)
+    return WeightMemory({k: w.weight for k, w in weights.items()}, since)

@@ -26,7 +26,7 @@ from federation.model.imports import desired_imports
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.views import ImportView, import_views
-from federation.model.weights import WeightPolicy
+from federation.model.weights import WeightMemory, WeightPolicy
 from federation.runtime.consuming import consume_one
 from federation.runtime.counting import EventCounts
 from federation.runtime.ports import Bus, ImportSink, LoadSource, PoolSource
@@ -67,6 +67,7 @@ class Agent:
         self.local_pools: dict[PoolKey, LocalPool] = {}
         self.local_samples: dict[PoolKey, LoadSample] = {}
         self.views: dict[PoolKey, ImportView] = {}
+        self.memories: dict[PoolKey, WeightMemory] = {}  # smoothing, hysteresis, slow start
         self.ready = asyncio.Event()  # caught up with the bus and serving
         self.publisher = Publisher(
             bus=bus,
@@ -199,12 +200,22 @@ class Agent:
             await asyncio.sleep(self.settings.beat_interval)
 
     def compute_views(self, now: float) -> dict[PoolKey, ImportView]:
+        """One weight step: recompute every import's view and advance the weight memory."""
         s = self.settings
         desired = desired_imports(
             self.beliefs, self.local_pools, own_cluster=s.cluster, now=now, grace=s.grace
         )
         local_loads = {k: v.as_backend_load(now) for k, v in self.local_samples.items()}
-        return import_views(desired, self.beliefs, local_loads, now=now, policy=self.policy)
+        views, self.memories = import_views(
+            desired,
+            self.beliefs,
+            local_loads,
+            self.memories,
+            own_cluster=s.cluster,
+            now=now,
+            policy=self.policy,
+        )
+        return views
 
     async def _reconcile(self) -> None:
         dirty = True

@@ -1,0 +1,141 @@
+"""The full weight policy: local preference, spill, slow start, smoothing, hysteresis, cap."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from federation.model.weights import (
+    WEIGHT_SCALE,
+    BackendLoad,
+    WeightMemory,
+    WeightPolicy,
+    compute_weights,
+    remember,
+)
+
+P = WeightPolicy(lease=10, spill_threshold=0.8, smoothing=0.5, deadband=20_000, slow_start=30)
+
+
+def L(pods: int = 4, sat: float = 0.5, status: str = "ok", age: float = 0.0) -> BackendLoad:
+    return BackendLoad(ready_pods=pods, saturation=sat, status=status, age=age)
+
+
+def w(result: dict) -> dict[str, int]:
+    return {k: v.weight for k, v in result.items()}
+
+
+def test_here_takes_everything_while_below_the_spill_threshold() -> None:
+    got = compute_weights({"local": L(sat=0.5), "a": L(pods=50, sat=0.0)}, P, here="local")
+    assert w(got) == {"local": WEIGHT_SCALE, "a": 0}
+    assert "here preferred" in got["local"].reason
+
+
+def test_here_spills_in_proportion_to_remote_headroom_above_the_threshold() -> None:
+    loads = {"local": L(sat=0.9), "a": L(pods=2, sat=0.0), "b": L(pods=6, sat=0.0)}
+    got = w(compute_weights(loads, P, here="local"))
+    # spill = (0.9 - 0.8) / 0.2 = 50 %, split 1:3 between a and b
+    assert got == {"local": 500_000, "a": 125_000, "b": 375_000}
+
+
+def test_a_saturated_or_unhealthy_here_gets_nothing() -> None:
+    for here in (L(sat=1.0), L(status="shedding"), L(status="no-endpoints"), L(pods=0)):
+        got = w(compute_weights({"local": here, "a": L()}, P, here="local"))
+        assert got == {"local": 0, "a": WEIGHT_SCALE}
+
+
+def test_here_keeps_traffic_when_no_remote_has_headroom() -> None:
+    got = w(compute_weights({"local": L(sat=0.95), "a": L(status="unreachable")}, P, here="local"))
+    assert got == {"local": WEIGHT_SCALE, "a": 0}
+
+
+def test_own_cluster_name_can_be_here() -> None:
+    got = w(compute_weights({"us-east": L(sat=0.1), "eu-west": L()}, P, here="us-east"))
+    assert got == {"us-east": WEIGHT_SCALE, "eu-west": 0}
+
+
+def test_a_drop_to_zero_is_immediate_but_recovery_is_gradual() -> None:
+    healthy = {"a": L(pods=4, sat=0.0), "b": L(pods=4, sat=0.0)}
+    memory = WeightMemory()
+    first = compute_weights(healthy, P, memory=memory, now=0)
+    memory = remember(first, healthy, memory, P, now=0)
+    assert w(first) == {"a": 500_000, "b": 500_000}
+    dead = {"a": L(pods=4, sat=0.0), "b": L(status="unreachable")}
+    second = compute_weights(dead, P, memory=memory, now=1)
+    memory = remember(second, dead, memory, P, now=1)
+    assert w(second) == {"a": WEIGHT_SCALE, "b": 0}
+    seen = []
+    for t in range(2, 12):
+        step = compute_weights(healthy, P, memory=memory, now=t)
+        memory = remember(step, healthy, memory, P, now=t)
+        seen.append(step["b"].weight)
+    assert seen[0] > 0
+    assert seen == sorted(seen), "recovery must not oscillate"
+    assert seen[0] < seen[-1] <= 500_000
+    assert len(set(seen)) > 2, "recovery must take several steps"
+
+
+def test_a_newly_healthy_remote_ramps_up_through_slow_start() -> None:
+    loads = {"a": L(pods=4, sat=0.0)}
+    memory = remember(compute_weights(loads, P, now=0), loads, WeightMemory(), P, now=0)
+    joined = {"a": L(pods=4, sat=0.0), "b": L(pods=4, sat=0.0)}
+    step = compute_weights(joined, P, memory=memory, now=1)
+    memory = remember(step, joined, memory, P, now=1)
+    early = compute_weights(joined, P, memory=memory, now=2)
+    assert "slow start" in early["b"].reason
+    late = compute_weights(
+        joined, P.__class__(**{**P.__dict__, "smoothing": 1.0}), memory=memory, now=100
+    )
+    assert early["b"].weight < late["b"].weight == 500_000
+
+
+def test_small_moves_are_held_by_hysteresis() -> None:
+    loads = {"a": L(pods=4, sat=0.50), "b": L(pods=4, sat=0.50)}
+    memory = remember(compute_weights(loads, P, now=0), loads, WeightMemory(), P, now=0)
+    nudged = {"a": L(pods=4, sat=0.52), "b": L(pods=4, sat=0.50)}
+    got = compute_weights(nudged, P, memory=memory, now=1)
+    assert w(got) == {"a": 500_000, "b": 500_000}
+
+
+def test_the_remote_cap_moves_the_excess_to_other_backends() -> None:
+    capped = WeightPolicy(remote_cap=0.5)
+    got = w(compute_weights({"a": L(pods=9, sat=0.0), "b": L(pods=1, sat=0.0)}, capped))
+    assert got == {"a": 500_000, "b": 500_000}
+
+
+backend = st.one_of(
+    st.none(),
+    st.builds(
+        BackendLoad,
+        ready_pods=st.integers(0, 32),
+        saturation=st.floats(0, 1),
+        status=st.sampled_from(["ok", "ok", "unreachable"]),
+        age=st.floats(0, 15),
+    ),
+)
+steps = st.lists(
+    st.dictionaries(st.sampled_from(["local", "a", "b", "c"]), backend, min_size=1, max_size=4),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(steps, st.sampled_from([None, "local", "a"]))
+def test_invariants_hold_over_any_sequence_of_steps(seq: list, here: str | None) -> None:
+    memory = WeightMemory()
+    for t, loads in enumerate(seq):
+        got = compute_weights(loads, P, here=here if here in loads else None, memory=memory, now=t)
+        memory = remember(got, loads, memory, P, now=t)
+        values = {k: v.weight for k, v in got.items()}
+        assert all(v >= 0 for v in values.values())
+        assert sum(values.values()) in (0, WEIGHT_SCALE)
+        for name, load in loads.items():
+            if load is None or load.age >= P.lease or load.status != "ok":
+                assert values[name] == 0, (name, load)
+        can_serve = any(
+            b is not None
+            and b.status == "ok"
+            and b.age < P.lease
+            and b.ready_pods > 0
+            and b.saturation < 1
+            for b in loads.values()
+        )
+        assert (sum(values.values()) > 0) == can_serve
