@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from federation.model.weights import BackendLoad, clamp01
+
+# EPP pool metrics, per signal: the classic name first, then the llm-d router's.
+SIGNALS: Final = {
+    "ready_pods": ("inference_pool_ready_pods", "llm_d_epp_ready_endpoints"),
+    "kv_cache_utilization": (
+        "inference_pool_average_kv_cache_utilization",
+        "llm_d_epp_average_kv_cache_utilization",
+    ),
+    "queue_size": ("inference_pool_average_queue_size", "llm_d_epp_average_queue_size"),
+    "running_requests": (
+        "inference_pool_average_running_requests",
+        "llm_d_epp_average_running_requests",
+    ),
+    "flow_control_saturation": ("inference_extension_flow_control_pool_saturation",),
+}
+METRIC_NAMES: Final = frozenset(name for names in SIGNALS.values() for name in names)
+QUEUE_LIMIT: Final = 5.0  # average queue per pod that counts as saturated (EPP's critical level)
+
+
+class InvalidMetrics(ValueError):
+    """Metrics that cannot describe a pool's load (missing, NaN, negative, out of range)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,3 +71,45 @@ def worth_publishing(
         abs(previous.kv_cache_utilization - current.kv_cache_utilization),
     )
     return max(deltas) >= threshold
+
+
+def sample_from_metrics(
+    values: Mapping[str, float], *, observed_at: float, queue_limit: float = QUEUE_LIMIT
+) -> LoadSample:
+    """Reduce one pool's EPP metrics (by metric name) to a load sample.
+
+    Either metric family is accepted. Saturation is the strongest of KV-cache utilization, queue
+    depth against ``queue_limit`` and flow-control saturation. No ready pods reads as the EPP's
+    503 (``no-endpoints``); full flow-control saturation as its 429 (``shedding``).
+    """
+    found: dict[str, float] = {}
+    for signal, names in SIGNALS.items():
+        for name in names:
+            if name in values:
+                value = values[name]
+                if not math.isfinite(value) or value < 0:
+                    raise InvalidMetrics(f"{name} = {value!r}")
+                found[signal] = value
+                break
+    if "ready_pods" not in found:
+        raise InvalidMetrics(
+            "no ready-pods metric (inference_pool_ready_pods or llm_d_epp_ready_endpoints)"
+        )
+    for ratio in ("kv_cache_utilization", "flow_control_saturation"):
+        if found.get(ratio, 0.0) > 1.0:
+            raise InvalidMetrics(f"{ratio} = {found[ratio]} is above 1")
+    ready = int(found["ready_pods"])
+    kv = found.get("kv_cache_utilization", 0.0)
+    queue = found.get("queue_size", 0.0)
+    flow = found.get("flow_control_saturation", 0.0)
+    saturation = max(kv, min(1.0, queue / queue_limit), flow)
+    status = "no-endpoints" if ready == 0 else "shedding" if flow >= 1.0 else "ok"
+    return LoadSample(
+        observed_at=observed_at,
+        ready_pods=ready,
+        kv_cache_utilization=kv,
+        queue_size=queue,
+        running_requests=found.get("running_requests", 0.0),
+        saturation=saturation,
+        epp_status=status,
+    )

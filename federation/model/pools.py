@@ -33,6 +33,7 @@ class LocalPool:
     epp: EndpointAddress | None = None
     parents: tuple[ParentGateway, ...] = ()
     export: str | None = None  # the export annotation's value, if present
+    metrics_url: str | None = None  # the EPP's Prometheus endpoint, scraped for load
 
     @property
     def key(self) -> PoolKey:

@@ -32,6 +32,7 @@ from federation.runtime.counting import EventCounts
 from federation.runtime.ports import Bus, ImportSink, LoadSource, PoolSource
 from federation.runtime.publishing import Publisher
 from federation.runtime.retrying import with_backoff
+from federation.runtime.stopping import raise_if_cancelling
 from federation.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class Agent:
     async def _catch_up(self) -> None:
         """Apply the newest event of every subject before saying anything ourselves."""
         while True:
+            raise_if_cancelling()
             batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
             for delivery in batch:
                 await self._consume_one(delivery)
@@ -149,6 +151,7 @@ class Agent:
 
     async def _consume(self) -> None:
         while True:
+            raise_if_cancelling()
             try:
                 batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
             except Exception as exc:  # a reconnect in progress; the fetch is simply retried
@@ -160,6 +163,7 @@ class Agent:
 
     async def _watch_pools(self) -> None:
         async for snapshot in self.pools.watch():
+            raise_if_cancelling()
             self.local_pools = dict(snapshot)
             self._pools_changed.set()
             self._changed.set()
@@ -167,6 +171,7 @@ class Agent:
     async def _publish_exports(self) -> None:
         """Say what changed; re-check periodically so a failed publish is retried."""
         while True:
+            raise_if_cancelling()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.beat_interval):
                     await self._pools_changed.wait()
@@ -175,6 +180,7 @@ class Agent:
 
     async def _sample_load(self) -> None:
         while True:
+            raise_if_cancelling()
             pools = list(self.local_pools.values())
             samples = await asyncio.gather(*(self._sample(p) for p in pools))
             for pool, sample in zip(pools, samples, strict=True):
@@ -195,6 +201,7 @@ class Agent:
 
     async def _heartbeat(self) -> None:
         while True:
+            raise_if_cancelling()
             exports = sum(1 for p in self.local_pools.values() if is_exported(p))
             await self.publisher.publish_beat(exports, __version__)
             await asyncio.sleep(self.settings.beat_interval)
@@ -220,6 +227,7 @@ class Agent:
     async def _reconcile(self) -> None:
         dirty = True
         while True:
+            raise_if_cancelling()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.reconcile_interval):
                     await self._changed.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -19,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from federation.adapters.bus import BusAddress, NatsBus
+from federation.adapters.epp import EppScraper
 from federation.adapters.nats_servers import Supercluster
 from federation.model.pools import PoolKey, is_exported
 from federation.runtime.agent import Agent
+from federation.runtime.stopping import stop_task
 from federation.settings import Settings
 from federation.sim.clusters import SimPools
+from federation.sim.epp import SimEpp
 from federation.sim.imports import MemoryImports
 from federation.sim.layouts import cluster_names, demo_layout, expected_imports
-from federation.sim.loads import SimLoad
+from federation.sim.loads import LoadModel
 
+STOP_TIMEOUT = 10.0
 CONVERGENCE_POLL = 0.02  # seconds between convergence checks; the figure's resolution
 
 
@@ -47,7 +52,9 @@ class DemoOptions:
 class SimCluster:
     name: str
     pools: SimPools
-    load: SimLoad
+    load: LoadModel
+    epp: SimEpp
+    scraper: EppScraper
     imports: MemoryImports
     agent: Agent | None = None
     task: asyncio.Task[None] | None = None
@@ -86,9 +93,13 @@ class Demo:
                 demo.close()
                 raise
         layout = demo_layout(names, options.pools)
-        for name in names:
+        for i, name in enumerate(names):
+            load = LoadModel(name)
+            epp = SimEpp(load, llm_d=i % 2 == 1)
+            await epp.start()
+            pools = [dataclasses.replace(p, metrics_url=epp.url(p.key)) for p in layout[name]]
             demo.clusters[name] = SimCluster(
-                name, SimPools(layout[name]), SimLoad(name), MemoryImports()
+                name, SimPools(pools), load, epp, EppScraper(), MemoryImports()
             )
         return demo
 
@@ -119,7 +130,7 @@ class Demo:
                 request_timeout=s.request_timeout,
             )
         )
-        sim.agent = Agent(s, bus=bus, pools=sim.pools, loads=sim.load, sinks=[sim.imports])
+        sim.agent = Agent(s, bus=bus, pools=sim.pools, loads=sim.scraper, sinks=[sim.imports])
         sim.task = asyncio.create_task(sim.agent.run(), name=f"agent-{cluster}")
 
     def start_agents(self) -> None:
@@ -131,10 +142,8 @@ class Demo:
         task = self.clusters[cluster].task
         if task is None:
             return
-        task.cancel()
-        while not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(task)
+        if not await stop_task(task, within=STOP_TIMEOUT):
+            raise RuntimeError(f"agent {cluster} did not stop within {STOP_TIMEOUT}s")
         self.clusters[cluster].task = None
 
     def check_agents(self) -> None:
@@ -184,8 +193,10 @@ class Demo:
         }
 
     async def stop(self) -> None:
-        for cluster in list(self.clusters):
+        for cluster, sim in self.clusters.items():
             await self.stop_agent(cluster)
+            await sim.scraper.close()
+            await sim.epp.stop()
         self.close()
 
     def close(self) -> None:

@@ -1,48 +1,64 @@
 """Simulated load: each pool's saturation follows a slow wave, with per-pool phase and size.
 
 Deterministic from the pool's identity and the time since start, so runs are comparable. A test
-or the demo can pin a pool's load with :meth:`SimLoad.override`.
+or the demo can pin a pool's load (:meth:`LoadModel.pin`) or make its EPP fail
+(:meth:`LoadModel.fail`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import math
 import time
 import zlib
 
 from federation.model.loads import LoadSample
-from federation.model.pools import LocalPool, PoolKey
+from federation.model.pools import PoolKey
 
 
-class SimLoad:
+@dataclasses.dataclass(frozen=True)
+class EppFault:
+    """How a simulated EPP misbehaves: an HTTP status, or a body instead of its metrics."""
+
+    status: int = 200
+    body: str | None = None
+
+
+class LoadModel:
     def __init__(self, cluster: str, period: float = 40.0) -> None:
         self.cluster = cluster
         self.period = period
-        self._t0 = asyncio.get_running_loop().time()
-        self._overrides: dict[PoolKey, LoadSample] = {}
+        self._t0 = time.monotonic()
+        self._pinned: dict[PoolKey, LoadSample] = {}
+        self.faults: dict[PoolKey, EppFault] = {}
 
-    def override(self, key: PoolKey, sample: LoadSample | None) -> None:
+    def pin(self, key: PoolKey, sample: LoadSample | None) -> None:
         if sample is None:
-            self._overrides.pop(key, None)
+            self._pinned.pop(key, None)
         else:
-            self._overrides[key] = sample
+            self._pinned[key] = sample
 
-    async def sample(self, pool: LocalPool) -> LoadSample:
+    def fail(self, key: PoolKey, fault: EppFault | None) -> None:
+        if fault is None:
+            self.faults.pop(key, None)
+        else:
+            self.faults[key] = fault
+
+    def sample(self, key: PoolKey) -> LoadSample:
         now = time.time()
-        pinned = self._overrides.get(pool.key)
+        pinned = self._pinned.get(key)
         if pinned is not None:
-            return LoadSample(**{**pinned.__dict__, "observed_at": now})
-        seed = zlib.crc32(f"{self.cluster}/{pool.key}".encode())
+            return dataclasses.replace(pinned, observed_at=now)
+        seed = zlib.crc32(f"{self.cluster}/{key}".encode())
         phase = (seed % 628) / 100
         pods = 2 + seed % 7
-        elapsed = asyncio.get_running_loop().time() - self._t0
-        saturation = 0.5 + 0.4 * math.sin(2 * math.pi * elapsed / self.period + phase)
+        elapsed = time.monotonic() - self._t0
+        wave = 0.5 + 0.45 * math.sin(2 * math.pi * elapsed / self.period + phase)
         return LoadSample(
             observed_at=now,
             ready_pods=pods,
-            kv_cache_utilization=round(saturation, 3),
-            queue_size=round(max(0.0, saturation - 0.6) * 20, 2),
-            running_requests=round(saturation * 16, 2),
-            saturation=round(saturation, 3),
+            kv_cache_utilization=round(wave, 3),
+            queue_size=round(max(0.0, wave - 0.6) * 10, 2),
+            running_requests=round(wave * 16, 2),
+            saturation=round(wave, 3),
         )
