@@ -68,6 +68,47 @@ def demo(
         sys.stdout.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+@main.command()
+@click.option(
+    "--loads",
+    "loads_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="JSON file of per-backend load snapshots (format: README, 'Weights').",
+)
+@click.option(
+    "--local",
+    "local_cluster",
+    default=None,
+    help="The cluster asking; its own backend is preferred while it has headroom.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def weights(loads_file: Path, local_cluster: str | None, as_json: bool) -> None:
+    """What would the gateway do? Weights and reasons from a file of load snapshots."""
+    from federation.model.offline import here_of, offline_weights, parse_loads
+    from federation.tables import weights_table
+
+    try:
+        loads = parse_loads(loads_file.read_bytes())
+    except (OSError, ValueError) as exc:
+        click.echo(f"federation weights: {loads_file}: {exc}", err=True)
+        sys.exit(2)
+    result = offline_weights(loads, local_cluster)
+    here = here_of(loads, local_cluster)
+    if as_json:
+        doc = {
+            "pool": loads.pool,
+            "here": here,
+            "weights": {
+                name: {"weight": w.weight, "percent": w.percent, "reason": w.reason}
+                for name, w in result.items()
+            },
+        }
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        Console().print(weights_table(loads.pool, here, result))
+
+
 @main.command("schemas")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("bus-schemas"), show_default=True

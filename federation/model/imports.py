@@ -34,6 +34,7 @@ class DesiredImport:
     excluded: tuple[Conflict, ...] = ()
     has_local: bool = False  # this cluster has a same-named pool that it does not export
     exports: tuple[ExportEvent, ...] = ()  # the accepted exports, by cluster name
+    local: LocalPool | None = None  # the same-named local pool behind ``local``, if any
 
     def here(self, own_cluster: str) -> str | None:
         """The backend inside this cluster, which the weight policy prefers."""
@@ -96,5 +97,6 @@ def desired_imports(
             excluded=tuple(sorted(conflicts, key=lambda c: c.cluster)),
             has_local=local is not None and not is_exported(local),
             exports=tuple(accepted),
+            local=local if local is not None and not is_exported(local) else None,
         )
     return desired

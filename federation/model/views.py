@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Final
 
+from federation.messages import EndpointAddress
 from federation.model.beliefs import Beliefs
 from federation.model.imports import DesiredImport
 from federation.model.pools import LOCAL_BACKEND, PoolKey
@@ -18,6 +21,8 @@ from federation.model.weights import (
     remember,
 )
 
+WEIGHTS_ANNOTATION: Final = "inference-federation.io/weights"
+
 
 @dataclass(frozen=True)
 class ImportView:
@@ -27,6 +32,55 @@ class ImportView:
     @property
     def key(self) -> PoolKey:
         return self.desired.key
+
+    def epp(self, backend: str) -> EndpointAddress | None:
+        """Where Endpoint mode sends this backend's traffic: its EPP."""
+        if backend == LOCAL_BACKEND:
+            return self.desired.local.epp if self.desired.local else None
+        return next((e.epp for e in self.desired.exports if e.cluster == backend), None)
+
+    def parent_addresses(self, backend: str) -> tuple[EndpointAddress, ...]:
+        """Where Parent mode sends this backend's traffic: its parent Gateways."""
+        if backend == LOCAL_BACKEND:
+            parents = self.desired.local.parents if self.desired.local else ()
+        else:
+            export = next((e for e in self.desired.exports if e.cluster == backend), None)
+            parents = export.parents if export else ()
+        return tuple(a for p in parents for a in p.addresses)
+
+
+def _address(a: EndpointAddress | None) -> str | None:
+    return None if a is None else f"{a.host}:{a.port}"
+
+
+def weights_document(views: Mapping[PoolKey, ImportView]) -> dict[str, Any]:
+    """Every import's weights with reasons and addresses: the body of ``GET /v1/weights``."""
+    return {
+        str(key): {
+            "exportingClusters": list(view.desired.exporting_clusters),
+            "excluded": [
+                {"cluster": c.cluster, "fields": list(c.fields), "winner": c.winner}
+                for c in view.desired.excluded
+            ],
+            "backends": {
+                name: {
+                    "weight": w.weight,
+                    "percent": w.percent,
+                    "reason": w.reason,
+                    "epp": _address(view.epp(name)),
+                    "parents": [_address(a) for a in view.parent_addresses(name)],
+                }
+                for name, w in view.weights.items()
+            },
+        }
+        for key, view in sorted(views.items())
+    }
+
+
+def weights_annotation(view: ImportView) -> dict[str, str]:
+    """The InferencePoolImport annotation carrying weights (upstream status has no field)."""
+    weights = {name: w.weight for name, w in sorted(view.weights.items())}
+    return {WEIGHTS_ANNOTATION: json.dumps(weights, separators=(",", ":"))}
 
 
 def backend_loads(

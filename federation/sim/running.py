@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 
 from federation.sim.demo import Demo, DemoOptions
-from federation.sim.tables import demo_view
+from federation.tables import demo_view
 
 REFRESH = 0.25  # seconds between live-table redraws
 

@@ -1,4 +1,4 @@
-"""The demo's live view: one rich table per cluster with its imports, exporters and weights."""
+"""Terminal views: the demo's live tables and the weights table of `federation weights`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from federation.model.pools import LOCAL_BACKEND
+from federation.model.weights import BackendWeight
 from federation.sim.demo import Demo, SimCluster
 
 
@@ -63,3 +64,16 @@ def demo_view(demo: Demo, elapsed: float, duration: float) -> Group:
         f"{elapsed:.0f}/{duration:.0f}s"
     )
     return Group(header, *(cluster_table(sim) for sim in demo.clusters.values()))
+
+
+def weights_table(pool: str, here: str | None, weights: dict[str, BackendWeight]) -> Table:
+    table = Table(
+        title=f"weights for {pool or 'the pool'} (here: {here or 'none'})", title_justify="left"
+    )
+    table.add_column("backend")
+    table.add_column("weight", justify="right")
+    table.add_column("%", justify="right")
+    table.add_column("why")
+    for name, w in weights.items():
+        table.add_row(name, str(w.weight), f"{w.percent:.2f}", w.reason)
+    return table

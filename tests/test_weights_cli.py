@@ -1,0 +1,72 @@
+"""`federation weights`: the operator's offline what-if, on the README example and bad input."""
+
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from federation.cli import main
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "loads.json"
+
+
+def test_the_readme_example() -> None:
+    result = CliRunner().invoke(main, ["weights", "--loads", str(EXAMPLE), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = orjson.loads(result.output)
+    assert doc["here"] == "local"
+    assert {k: v["weight"] for k, v in doc["weights"].items()} == {
+        "ap-south": 0,
+        "eu-west": 400_000,
+        "local": 500_000,
+        "us-east": 100_000,
+    }
+    assert doc["weights"]["ap-south"]["reason"] == "EPP shedding"
+    assert "spills 50%" in doc["weights"]["local"]["reason"]
+
+
+def test_the_table_names_every_backend() -> None:
+    result = CliRunner().invoke(main, ["weights", "--loads", str(EXAMPLE)], terminal_width=200)
+    assert result.exit_code == 0
+    for backend in ("ap-south", "eu-west", "local", "us-east"):
+        assert backend in result.output
+
+
+def test_local_cluster_is_preferred_when_named(tmp_path: Path) -> None:
+    f = tmp_path / "l.json"
+    f.write_bytes(
+        orjson.dumps(
+            {"backends": {"a": {"ready_pods": 2, "saturation": 0.3}, "b": {"ready_pods": 9}}}
+        )
+    )
+    result = CliRunner().invoke(main, ["weights", "--loads", str(f), "--local", "a", "--json"])
+    doc = orjson.loads(result.output)
+    assert doc["here"] == "a"
+    assert doc["weights"]["a"]["weight"] == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "malformed"),
+        (b'{"backends": {}}', "empty"),
+        (b'{"backends": {"a": {"ready_pods": -1}}}', ">= 0"),
+        (b'{"backends": {"a": {"ready_pods": 1, "saturation": 3}}}', "<= 1.0"),
+        (b'{"backends": {"a": {"ready_pods": 1, "sturation": 0.3}}}', "unknown field"),
+        (b"[]", "Expected `object`"),
+    ],
+)
+def test_malformed_input_is_a_clear_error_with_exit_code_2(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    f = tmp_path / "bad.json"
+    f.write_bytes(content)
+    result = CliRunner().invoke(main, ["weights", "--loads", str(f)])
+    assert result.exit_code == 2
+    assert message.lower() in result.output.lower()
+
+
+def test_a_missing_file_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["weights", "--loads", str(tmp_path / "nope.json")])
+    assert result.exit_code == 2
