@@ -29,6 +29,8 @@ class Settings:
     request_timeout: float = 5.0  # every network await
     backoff: tuple[float, ...] = field(default=(0.2, 0.5, 1.0, 2.0, 5.0, 10.0))
     history_per_subject: int = 8  # export/load events kept per subject, for replay
+    spill_threshold: float = 0.8  # local saturation at which traffic starts to spill
+    slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
 
     def __post_init__(self) -> None:
         for what, value in (("clusterset", self.clusterset), ("cluster", self.cluster)):

@@ -9,6 +9,7 @@ Files are written to a temporary name and renamed, which is the atomic move Envo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -86,6 +87,10 @@ class EnvoyEdsFeed:
         return self.directory / f"{cluster_name(key)}.json"
 
     async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
+        # Small files, but fsync can stall on a busy disk: keep it off the event loop.
+        await asyncio.to_thread(self._write, views)
+
+    def _write(self, views: Mapping[PoolKey, ImportView]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         for key, view in views.items():
             body = load_assignment(view, self.mode)

@@ -16,9 +16,8 @@ from federation.model.weights import (
     BackendWeight,
     WeightMemory,
     WeightPolicy,
-    compute_weights,
     load_from_report,
-    remember,
+    step_weights,
 )
 
 WEIGHTS_ANNOTATION: Final = "inference-federation.io/weights"
@@ -120,8 +119,8 @@ def import_views(
     views, next_memories = {}, {}
     for key, d in desired.items():
         loads = backend_loads(d, beliefs, local_loads, now=now)
-        memory = memories.get(key, WeightMemory())
-        weights = compute_weights(loads, policy, here=d.here(own_cluster), memory=memory, now=now)
+        weights, next_memories[key] = step_weights(
+            loads, policy, here=d.here(own_cluster), memory=memories.get(key), now=now
+        )
         views[key] = ImportView(d, weights)
-        next_memories[key] = remember(weights, loads, memory, policy, now)
     return views, next_memories

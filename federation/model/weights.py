@@ -15,10 +15,12 @@ A backend is an exporting cluster (by name) or ``local``. The policy, step by st
    With no healthy here, every backend gets its share of the total score.
 3. **Cap**: no single remote gets more than ``remote_cap`` of the traffic while another backend
    can take the excess.
-4. **Smooth**: each weight moves ``smoothing`` of the way from its previous value to the target
-   per step, except that a drop to 0 is immediate (a dead backend must not keep traffic).
-5. **Hysteresis**: if no weight moved by ``deadband`` or more, and no backend crossed zero, the
-   previous weights stand.
+4. **Hysteresis**: the new target replaces the goal the weights move towards only if some
+   backend differs from the goal by ``deadband`` or more, starts or stops serving, or the
+   target held still for a step (so a steady input always ends exactly at its target).
+5. **Smooth**: each weight moves ``smoothing`` of the way from its current value to the goal per
+   step, and snaps to the goal once all are within ``deadband``; a drop to 0 is immediate (a
+   dead backend must not keep traffic).
 
 Weights are integers that sum to ``WEIGHT_SCALE`` (Gateway API style, 0..1,000,000) whenever any
 backend can take traffic, so ``weight / 10_000`` is the percent. Each carries a one-line reason.
@@ -68,9 +70,12 @@ class BackendWeight:
 
 @dataclass(frozen=True)
 class WeightMemory:
-    """What one import's previous step left: its weights and since when each backend is healthy."""
+    """What one import's previous step left: its weights, the goal they move towards, and since
+    when each backend has been healthy."""
 
     weights: Mapping[str, int] = field(default_factory=dict)
+    goal: Mapping[str, int] = field(default_factory=dict)
+    target: Mapping[str, int] = field(default_factory=dict)  # the previous step's target
     healthy_since: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -192,68 +197,85 @@ def _cap(shares: dict[str, float], here: str | None, cap: float) -> dict[str, fl
     return capped
 
 
-def _smooth(
-    target: Mapping[str, int], previous: Mapping[str, int], policy: WeightPolicy
-) -> dict[str, float]:
-    if not previous or sum(previous.values()) <= 0:
-        return {k: float(v) for k, v in target.items()}
-    return {
-        k: 0.0 if t == 0 else previous.get(k, 0) + policy.smoothing * (t - previous.get(k, 0))
-        for k, t in target.items()
-    }
-
-
-def _within_deadband(new: Mapping[str, int], old: Mapping[str, int], deadband: int) -> bool:
-    """True when no weight moved by ``deadband`` and no backend started or stopped serving."""
-    if not old or set(old) != set(new):
+def _holds(target: Mapping[str, int], goal: Mapping[str, int], deadband: int) -> bool:
+    """True when the new target is within the deadband of the goal and none starts or stops."""
+    if not goal or set(goal) != set(target):
         return False
-    return all((new[k] > 0) == (old[k] > 0) and abs(new[k] - old[k]) < deadband for k in new)
+    return all(
+        (target[k] > 0) == (goal[k] > 0) and abs(target[k] - goal[k]) < deadband for k in target
+    )
 
 
-def compute_weights(
+def _approach(
+    goal: Mapping[str, int], current: Mapping[str, int], policy: WeightPolicy
+) -> dict[str, int]:
+    """One smoothing step from the current weights towards the goal."""
+    if not current or sum(current.values()) <= 0 or set(current) != set(goal):
+        return dict(goal)
+    if all(abs(goal[k] - current[k]) < policy.deadband for k in goal):
+        return dict(goal)  # close enough: snap, so the goal is reached exactly
+    return apportion(
+        {
+            # A drop to 0 is immediate: a dead backend must not keep traffic while smoothing.
+            k: 0.0 if g == 0 else current[k] + policy.smoothing * (g - current[k])
+            for k, g in goal.items()
+        }
+    )
+
+
+def step_weights(
     loads: Mapping[str, BackendLoad | None],
     policy: WeightPolicy,
     *,
     here: str | None = None,
     memory: WeightMemory | None = None,
     now: float = 0.0,
-) -> dict[str, BackendWeight]:
-    """The weights of one import. ``memory`` (from :func:`remember`) enables slow start,
-    smoothing and hysteresis; without it the result is the stateless target."""
+) -> tuple[dict[str, BackendWeight], WeightMemory]:
+    """One step of one import's weights, and the memory to pass to the next step."""
     memory = memory or WeightMemory()
-    scored = {name: score(load, policy) for name, load in loads.items()}
     scores, reasons = {}, {}
-    for name, (value, reason) in scored.items():
+    for name, load in loads.items():
+        value, reason = score(load, policy)
         # Not healthy at the previous step but healthy now: it joins at this instant.
         since = memory.healthy_since.get(name, now if memory.weights else None)
         factor = 1.0 if name == here or since is None else ramp(now - since, policy)
         scores[name] = value * factor
         reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
     shares, note = _target_shares(scores, loads, here, policy)
-    shares = _cap(shares, here, policy.remote_cap)
-    target = apportion(shares)
-    weights = apportion(_smooth(target, memory.weights, policy))
-    previous = {k: memory.weights.get(k, 0) for k in weights}
-    if _within_deadband(weights, memory.weights, policy.deadband):
-        weights = previous
+    target = apportion(_cap(shares, here, policy.remote_cap))
+    # Hold the goal against small moves of the target, unless the target stopped moving: a
+    # steady input must end at its own target, not at whatever the goal was on the way there.
+    steady = target == memory.target
+    goal = memory.goal if not steady and _holds(target, memory.goal, policy.deadband) else target
+    weights = _approach(goal, memory.weights, policy)
     if note is not None and here is not None:
         reasons[here] = f"{reasons[here]}; {note}"
-    return {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
+    result = {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
+    return result, _remember(weights, goal, target, loads, memory, policy, now)
 
 
-def remember(
-    weights: Mapping[str, BackendWeight],
+def compute_weights(
+    loads: Mapping[str, BackendLoad | None], policy: WeightPolicy, *, here: str | None = None
+) -> dict[str, BackendWeight]:
+    """The stateless target: no slow start, smoothing or hysteresis (offline what-if)."""
+    return step_weights(loads, policy, here=here)[0]
+
+
+def _remember(
+    weights: Mapping[str, int],
+    goal: Mapping[str, int],
+    target: Mapping[str, int],
     loads: Mapping[str, BackendLoad | None],
     previous: WeightMemory,
     policy: WeightPolicy,
     now: float,
 ) -> WeightMemory:
-    """The memory for the next step: these weights, and when each backend became healthy."""
     # On the first step every healthy backend counts as established: a restart or a new import
     # has nobody to protect from a burst, and ramping all of them alike would change nothing.
     joined = now if previous.weights else now - policy.slow_start
-    since = {}
-    for name, load in loads.items():
-        if score(load, policy)[0] > 0:
-            since[name] = previous.healthy_since.get(name, joined)
-    return WeightMemory({k: w.weight for k, w in weights.items()}, since)
+    since = {
+        name: previous.healthy_since.get(name, joined)
+        for name, load in loads.items()
+        if score(load, policy)[0] > 0
+    }
+    return WeightMemory(dict(weights), dict(goal), dict(target), since)

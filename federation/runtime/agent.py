@@ -62,7 +62,11 @@ class Agent:
         self.loads = loads
         self.sinks = list(sinks)
         self.wall = wall  # wall clock: event times are compared across clusters
-        self.policy = WeightPolicy(lease=settings.lease)
+        self.policy = WeightPolicy(
+            lease=settings.lease,
+            spill_threshold=settings.spill_threshold,
+            slow_start=settings.slow_start,
+        )
         self.beliefs = Beliefs()
         self.counts = EventCounts()
         self.local_pools: dict[PoolKey, LocalPool] = {}

@@ -46,6 +46,7 @@ class DemoOptions:
     beat_interval: float = 1.0
     lease: float = 10.0
     grace: float = 60.0  # shortened from the production 5 min so a dead peer leaves in-demo
+    slow_start: float = 10.0  # shortened from the production 30 s so recovery is visible
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Demo:
             beat_interval=o.beat_interval,
             lease=o.lease,
             grace=o.grace,
+            slow_start=o.slow_start,
         )
 
     def start_agent(self, cluster: str) -> None:
