@@ -40,7 +40,14 @@ async def _weights_positive(demo: Demo) -> bool:
 async def test_three_clusters_converge_to_the_contract(demo: Demo) -> None:
     assert await demo.wait_converged(within=30) is not None
     await wait_for(lambda: _weights_positive(demo), within=15, what="positive weights")
-    check_demo_snapshot(demo.snapshot())
+    snapshot = demo.snapshot()
+    check_demo_snapshot(snapshot)
+    async with aiohttp.ClientSession() as http:
+        for name, sim in demo.clusters.items():
+            async with http.get(sim.api.url) as resp:
+                served = await resp.json()
+            assert served["cluster"] == name
+            assert set(served["imports"]) == set(snapshot["clusters"][name]["imports"])
 
 
 async def test_each_agent_reads_only_from_its_own_server(demo: Demo) -> None:

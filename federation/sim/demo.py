@@ -22,6 +22,7 @@ from typing import Any
 from federation.adapters.bus import BusAddress, NatsBus
 from federation.adapters.epp import EppScraper
 from federation.adapters.nats_servers import Supercluster
+from federation.adapters.weights_api import WeightsApi
 from federation.model.pools import PoolKey, is_exported
 from federation.runtime.agent import Agent
 from federation.runtime.stopping import stop_task
@@ -57,6 +58,7 @@ class SimCluster:
     epp: SimEpp
     scraper: EppScraper
     imports: MemoryImports
+    api: WeightsApi
     agent: Agent | None = None
     task: asyncio.Task[None] | None = None
 
@@ -99,8 +101,10 @@ class Demo:
             epp = SimEpp(load, llm_d=i % 2 == 1)
             await epp.start()
             pools = [dataclasses.replace(p, metrics_url=epp.url(p.key)) for p in layout[name]]
+            api = WeightsApi(name)
+            await api.start()
             demo.clusters[name] = SimCluster(
-                name, SimPools(pools), load, epp, EppScraper(), MemoryImports()
+                name, SimPools(pools), load, epp, EppScraper(), MemoryImports(), api
             )
         return demo
 
@@ -132,7 +136,9 @@ class Demo:
                 request_timeout=s.request_timeout,
             )
         )
-        sim.agent = Agent(s, bus=bus, pools=sim.pools, loads=sim.scraper, sinks=[sim.imports])
+        sim.agent = Agent(
+            s, bus=bus, pools=sim.pools, loads=sim.scraper, sinks=[sim.imports, sim.api]
+        )
         sim.task = asyncio.create_task(sim.agent.run(), name=f"agent-{cluster}")
 
     def start_agents(self) -> None:
@@ -199,6 +205,7 @@ class Demo:
             await self.stop_agent(cluster)
             await sim.scraper.close()
             await sim.epp.stop()
+            await sim.api.stop()
         self.close()
 
     def close(self) -> None:
