@@ -52,18 +52,58 @@ def main() -> None:
     default=None,
     help="Keep the JetStream stores here (default: a temporary directory).",
 )
+@click.option(
+    "--kill",
+    "kill_cluster",
+    default=None,
+    metavar="CLUSTER",
+    help="Chaos: kill this cluster's nats-server and agent...",
+)
+@click.option(
+    "--at",
+    "kill_at",
+    default=None,
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="...this many seconds after the agents start.",
+)
+@click.option(
+    "--revive-at",
+    default=None,
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="...and bring it back at this time.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def demo(
-    clusters: int, pools: int, duration: float, as_json: bool, data_dir: Path | None, verbose: bool
+    clusters: int,
+    pools: int,
+    duration: float,
+    as_json: bool,
+    data_dir: Path | None,
+    kill_cluster: str | None,
+    kill_at: float | None,
+    revive_at: float | None,
+    verbose: bool,
 ) -> None:
     """Federate N simulated clusters over an embedded NATS supercluster."""
     from federation.sim.demo import DemoOptions
-    from federation.sim.running import run_demo
+    from federation.sim.layouts import cluster_names
+    from federation.sim.running import Chaos, run_demo
 
     _logging(verbose, quiet=as_json)
+    chaos = None
+    if kill_cluster is not None or kill_at is not None or revive_at is not None:
+        if kill_cluster not in cluster_names(clusters) or kill_at is None:
+            raise click.UsageError(
+                f"--kill needs one of {', '.join(cluster_names(clusters))} and --at SECONDS"
+            )
+        if revive_at is not None and revive_at <= kill_at:
+            raise click.UsageError("--revive-at must come after --at")
+        chaos = Chaos(kill_cluster, kill_at, revive_at)
     options = DemoOptions(clusters=clusters, pools=pools, data_dir=data_dir)
     console = None if as_json else Console(stderr=False)
-    snapshot = asyncio.run(run_demo(options, duration=duration, console=console))
+    snapshot = asyncio.run(run_demo(options, duration=duration, console=console, chaos=chaos))
     if as_json:
         sys.stdout.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode() + "\n")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 
 import pytest
 
@@ -94,21 +95,12 @@ async def test_faults_give_an_unhealthy_sample_and_a_counter(  # type: ignore[no
 
 async def test_a_silent_endpoint_times_out(served) -> None:  # type: ignore[no-untyped-def]
     _, _, scraper = served
-
-    writers: list[asyncio.StreamWriter] = []
-
-    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)  # accept, read, never answer
-
-    silent = await asyncio.start_server(hang, "127.0.0.1", 0)
-    port = silent.sockets[0].getsockname()[1]
-    try:
+    # A listening socket that never accepts: the kernel completes the handshake, nobody answers.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
         got = await scraper.sample(pool("p", metrics_url=f"http://127.0.0.1:{port}/metrics"))
-    finally:
-        for writer in writers:
-            writer.close()
-        silent.close()
-        await silent.wait_closed()
     assert got.epp_status == "unreachable"
     assert scraper.failures["timeout"] == 1
 

@@ -70,3 +70,18 @@ def test_malformed_input_is_a_clear_error_with_exit_code_2(
 def test_a_missing_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["weights", "--loads", str(tmp_path / "nope.json")])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--kill", "eu-west"],
+        ["--kill", "mars", "--at", "3"],
+        ["--at", "3"],
+        ["--kill", "eu-west", "--at", "5", "--revive-at", "4"],
+    ],
+)
+def test_demo_chaos_flags_are_checked_before_anything_starts(args: list[str]) -> None:
+    result = CliRunner().invoke(main, ["demo", "--duration", "1", *args])
+    assert result.exit_code == 2
+    assert "--" in result.output

@@ -182,6 +182,35 @@ class NatsBus:
             return
         await self.js.update_stream(config)
 
+    async def restart_stalled_sources(self, stalled_after: float) -> list[str]:
+        """Re-attach inbound sources that have been silent for ``stalled_after`` seconds.
+
+        Checked with nats-server 2.15: after this cluster's server restarts, its inbound stream's
+        sources from *other* NATS clusters can stay inactive for minutes. Removing and re-adding
+        them re-establishes them at once. A re-added source replays its history; the consumer
+        drops those events as duplicates, so this is safe, merely not free. Returns the names of
+        the sources restarted (none when all are live; needs the JetStream meta leader).
+        """
+        a = self.address
+        name = inbound_stream(a.clusterset, a.cluster)
+        info = await self.js.stream_info(name)
+        own = outbound_stream(a.clusterset, a.cluster)
+        stalled = [
+            s.name
+            for s in info.sources or []
+            if s.name != own
+            and (s.active is None or s.active < 0 or s.active / 1e9 > stalled_after)
+        ]
+        if not stalled:
+            return []
+        config = info.config
+        wanted = config.sources or []
+        config.sources = [s for s in wanted if s.name not in stalled]
+        await self.js.update_stream(config)
+        config.sources = wanted
+        await self.js.update_stream(config)
+        return stalled
+
     async def start_consuming(self) -> None:
         """(Re)create the durable consumer from the newest message per subject.
 

@@ -9,6 +9,8 @@ from typing import Any, Final
 
 from federation.messages import EndpointAddress
 from federation.model.beliefs import Beliefs
+from federation.model.conditions import Condition, accepted, fresh
+from federation.model.freshness import LinkState, staleness
 from federation.model.imports import DesiredImport
 from federation.model.pools import LOCAL_BACKEND, PoolKey
 from federation.model.weights import (
@@ -27,6 +29,7 @@ WEIGHTS_ANNOTATION: Final = "inference-federation.io/weights"
 class ImportView:
     desired: DesiredImport
     weights: Mapping[str, BackendWeight]
+    conditions: tuple[Condition, ...] = ()
 
     @property
     def key(self) -> PoolKey:
@@ -114,13 +117,31 @@ def import_views(
     own_cluster: str,
     now: float,
     policy: WeightPolicy,
+    link: LinkState | None = None,
+    previous: Mapping[PoolKey, ImportView] | None = None,
 ) -> tuple[dict[PoolKey, ImportView], dict[PoolKey, WeightMemory]]:
-    """Every import's view, and the weight memory to pass to the next step."""
-    views, next_memories = {}, {}
+    """Every import's view, and the weight memory to pass to the next step.
+
+    While the link is suspect the previous weights stand (and their memory with them): silence
+    from every peer at once says nothing about their capacity.
+    """
+    link = link or LinkState(False)
+    previous = previous or {}
+    clusters = {c for d in desired.values() for c in d.exporting_clusters}
+    freshness = {c: staleness(beliefs, c, now=now, lease=policy.lease) for c in clusters}
+    views, next_memories = {}, dict(memories)
     for key, d in desired.items():
-        loads = backend_loads(d, beliefs, local_loads, now=now)
-        weights, next_memories[key] = step_weights(
-            loads, policy, here=d.here(own_cluster), memory=memories.get(key), now=now
+        held = previous.get(key)
+        if link.suspect and held is not None and set(held.weights) == set(d.backends):
+            weights = held.weights
+        else:
+            loads = backend_loads(d, beliefs, local_loads, now=now)
+            weights, next_memories[key] = step_weights(
+                loads, policy, here=d.here(own_cluster), memory=memories.get(key), now=now
+            )
+        conditions = (
+            accepted(d),
+            fresh(d, freshness, link, now=now, lease=policy.lease),
         )
-        views[key] = ImportView(d, weights)
-    return views, next_memories
+        views[key] = ImportView(d, weights, conditions)
+    return views, {k: m for k, m in next_memories.items() if k in desired}

@@ -9,6 +9,7 @@ publishing, so a restart never withdraws or re-times an export. Then five tasks 
 - ``heartbeat``: liveness for peers' leases
 - ``consume``: inbound stream → beliefs
 - ``reconcile``: beliefs + local pools + local load → import views → sinks
+- ``watch-sources``: re-attach peers' stream sources that stalled (see the bus adapter)
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from federation import __version__
 from federation.model.beliefs import Beliefs
+from federation.model.freshness import LinkState, link_state
 from federation.model.imports import desired_imports
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
@@ -73,6 +76,7 @@ class Agent:
         self.local_samples: dict[PoolKey, LoadSample] = {}
         self.views: dict[PoolKey, ImportView] = {}
         self.memories: dict[PoolKey, WeightMemory] = {}  # smoothing, hysteresis, slow start
+        self.link = LinkState(False)
         self.ready = asyncio.Event()  # caught up with the bus and serving
         self.publisher = Publisher(
             bus=bus,
@@ -106,6 +110,7 @@ class Agent:
             "heartbeat": self._heartbeat(),
             "consume": self._consume(),
             "reconcile": self._reconcile(),
+            "watch-sources": self._watch_sources(),
         }
 
     async def _root(self, task: str, coro: Coroutine[Any, Any, None]) -> None:
@@ -165,6 +170,21 @@ class Agent:
             for delivery in batch:
                 await self._consume_one(delivery)
 
+    async def _watch_sources(self) -> None:
+        """Re-attach peers' sources that went quiet (a peer's lease is the yardstick)."""
+        while True:
+            raise_if_cancelling()
+            await asyncio.sleep(self.settings.lease)
+            try:
+                async with asyncio.timeout(self.settings.request_timeout):
+                    restarted = await self.bus.restart_stalled_sources(self.settings.lease)
+            except Exception as exc:  # no meta leader (partition) or a reconnect: next round
+                log.info("agent %s: source check failed: %s", self.name, exc)
+                continue
+            if restarted:
+                self.counts.sources_restarted += len(restarted)
+                log.warning("agent %s: restarted stalled sources %s", self.name, restarted)
+
     async def _watch_pools(self) -> None:
         async for snapshot in self.pools.watch():
             raise_if_cancelling()
@@ -213,8 +233,18 @@ class Agent:
     def compute_views(self, now: float) -> dict[PoolKey, ImportView]:
         """One weight step: recompute every import's view and advance the weight memory."""
         s = self.settings
+        self.link = link_state(
+            self.beliefs,
+            own_cluster=s.cluster,
+            members=s.members,
+            connected=self.bus.connected,
+            now=now,
+            lease=s.lease,
+        )
+        # A suspect link collects no garbage: peers are not gone just because we cannot hear them.
+        grace = math.inf if self.link.suspect else s.grace
         desired = desired_imports(
-            self.beliefs, self.local_pools, own_cluster=s.cluster, now=now, grace=s.grace
+            self.beliefs, self.local_pools, own_cluster=s.cluster, now=now, grace=grace
         )
         local_loads = {k: v.as_backend_load(now) for k, v in self.local_samples.items()}
         views, self.memories = import_views(
@@ -225,6 +255,8 @@ class Agent:
             own_cluster=s.cluster,
             now=now,
             policy=self.policy,
+            link=self.link,
+            previous=self.views,
         )
         return views
 

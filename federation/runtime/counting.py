@@ -14,6 +14,7 @@ class EventCounts:
     rejected: Counter[str] = field(default_factory=Counter)  # by reason
     published: Counter[str] = field(default_factory=Counter)  # by event type
     publish_failures: int = 0
+    sources_restarted: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {

@@ -154,6 +154,17 @@ class Demo:
             raise RuntimeError(f"agent {cluster} did not stop within {STOP_TIMEOUT}s")
         self.clusters[cluster].task = None
 
+    async def kill(self, cluster: str) -> None:
+        """Chaos: SIGKILL the cluster's nats-server and stop its agent, as if the cluster died."""
+        await self.stop_agent(cluster)
+        self.supercluster.kill_server(cluster)
+
+    async def revive(self, cluster: str) -> None:
+        """Bring a killed cluster back: its server on the same ports and store, then its agent."""
+        self.supercluster.start_server(cluster)
+        await self.supercluster.wait_ready([cluster])
+        self.start_agent(cluster)
+
     def check_agents(self) -> None:
         """Raise the error of any agent that died: a demo must not hide a crash."""
         for sim in self.clusters.values():
@@ -222,6 +233,7 @@ def _round(value: float | None) -> float | None:
 def cluster_snapshot(sim: SimCluster) -> dict[str, Any]:
     pools = sim.pools.snapshot()
     return {
+        "alive": sim.task is not None and not sim.task.done(),
         "pools": sorted(str(k) for k in pools),
         "exports": sorted(str(k) for k, p in pools.items() if is_exported(p)),
         "imports": imports_snapshot(sim.imports.views),
@@ -233,6 +245,10 @@ def imports_snapshot(views: Mapping[PoolKey, Any]) -> dict[str, Any]:
         str(key): {
             "exportingClusters": list(view.desired.exporting_clusters),
             "weights": {b: w.weight for b, w in view.weights.items()},
+            "conditions": [
+                {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+                for c in view.conditions
+            ],
         }
         for key, view in sorted(views.items())
     }

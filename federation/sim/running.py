@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -16,8 +17,29 @@ from federation.tables import demo_view
 REFRESH = 0.25  # seconds between live-table redraws
 
 
+@dataclass(frozen=True)
+class Chaos:
+    """Kill one cluster (its nats-server and agent) at ``at`` seconds, optionally revive it."""
+
+    cluster: str
+    at: float
+    revive_at: float | None = None
+
+
+async def _run_chaos(demo: Demo, chaos: Chaos, started: float) -> None:
+    await asyncio.sleep(max(0.0, started + chaos.at - time.monotonic()))
+    await demo.kill(chaos.cluster)
+    if chaos.revive_at is not None:
+        await asyncio.sleep(max(0.0, started + chaos.revive_at - time.monotonic()))
+        await demo.revive(chaos.cluster)
+
+
 async def run_demo(
-    options: DemoOptions, *, duration: float, console: Console | None
+    options: DemoOptions,
+    *,
+    duration: float,
+    console: Console | None,
+    chaos: Chaos | None = None,
 ) -> dict[str, Any]:
     """Run for ``duration`` seconds after the agents start; return the final snapshot.
 
@@ -29,6 +51,9 @@ async def run_demo(
         started = time.monotonic()
         deadline = started + duration
         convergence = asyncio.create_task(demo.wait_converged(duration), name="convergence")
+        chaos_task = (
+            asyncio.create_task(_run_chaos(demo, chaos, started), name="chaos") if chaos else None
+        )
         try:
             if console is None:
                 while time.monotonic() < deadline:
@@ -41,9 +66,13 @@ async def run_demo(
                         live.update(demo_view(demo, time.monotonic() - started, duration))
                         await asyncio.sleep(REFRESH)
         finally:
-            convergence.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await convergence
+            for task in (convergence, chaos_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        if chaos_task is not None and not chaos_task.cancelled() and chaos_task.exception():
+            raise RuntimeError("chaos failed") from chaos_task.exception()
         demo.check_agents()
         return demo.snapshot()
     finally:

@@ -1,0 +1,103 @@
+"""Fault tests with real processes: a cluster dies and comes back; the whole fleet restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from federation.adapters.nats_servers import Supercluster
+from federation.model.conditions import FRESH
+from federation.sim.demo import Demo, DemoOptions
+from federation.sim.layouts import cluster_names
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+LEASE = 3.0  # shortened so the suite stays quick; production default is 10 s
+
+
+@pytest.fixture
+async def own_demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    """A demo on a supercluster of its own: these tests kill servers."""
+    sc = Supercluster(cluster_names(3), tmp_path)
+    await sc.start()
+    d = await Demo.start(
+        DemoOptions(clusters=3, pools=4, clusterset="faults", lease=LEASE, slow_start=1.0), sc
+    )
+    d.start_agents()
+    try:
+        assert await d.wait_converged(within=30) is not None
+        yield d
+    finally:
+        await d.stop()
+        sc.stop()
+
+
+def _drained_and_stale(demo: Demo, dead: str) -> bool:
+    for name in ("us-east", "ap-south"):
+        for view in demo.clusters[name].imports.views.values():
+            if dead not in view.desired.exporting_clusters:
+                continue
+            condition = next(c for c in view.conditions if c.type == FRESH)
+            if view.weights[dead].weight != 0 or condition.reason != "Stale":
+                return False
+    return True
+
+
+def _all_fresh(demo: Demo) -> bool:
+    return demo.converged() and all(
+        next(c for c in v.conditions if c.type == FRESH).status == "True"
+        for sim in demo.clusters.values()
+        for v in sim.imports.views.values()
+    )
+
+
+async def test_a_dead_cluster_is_drained_within_its_lease_and_rejoins_after_revival(
+    own_demo: Demo,
+) -> None:
+    demo = own_demo
+    await demo.kill("eu-west")
+    detected = await wait_for(
+        lambda: _drained_and_stale(demo, "eu-west"),
+        within=4 * LEASE,
+        what="survivors to drain eu-west and call it stale",
+    )
+    # The lease, plus one reconcile step and one keepalive of slack.
+    assert detected <= LEASE + 2.0, detected
+    # The survivors still federate with each other.
+    assert demo.clusters["us-east"].imports.views
+    await demo.revive("eu-west")
+    await wait_for(lambda: _all_fresh(demo), within=30, what="convergence after revival")
+
+
+async def test_the_whole_fleet_restarts_from_its_durable_stores(own_demo: Demo) -> None:
+    demo = own_demo
+    before = {n: set(s.imports.views) for n, s in demo.clusters.items()}
+    for name in demo.clusters:
+        await demo.kill(name)
+    for name in demo.clusters:
+        demo.supercluster.start_server(name)
+    await demo.supercluster.wait_ready()
+    for name in demo.clusters:
+        demo.start_agent(name)
+    await wait_for(lambda: _all_fresh(demo), within=30, what="convergence after a full restart")
+    assert {n: set(s.imports.views) for n, s in demo.clusters.items()} == before
+    for sim in demo.clusters.values():
+        assert sim.agent is not None
+        assert sim.agent.counts.published["ExportEvent"] == 0  # nothing re-exported or withdrawn
+
+
+async def test_a_killed_agent_alone_restarts_without_disturbing_peers(own_demo: Demo) -> None:
+    demo = own_demo
+    peer = demo.clusters["ap-south"].agent
+    assert peer is not None
+    exports_before = dict(peer.beliefs.exports)
+    await demo.stop_agent("us-east")
+    demo.start_agent("us-east")
+    await wait_for(lambda: _all_fresh(demo), within=20, what="convergence after agent restart")
+    await asyncio.sleep(0)  # let the restarted agent's first publish cycle run
+    assert {k: e.generation for k, e in peer.beliefs.exports.items()} == {
+        k: e.generation for k, e in exports_before.items()
+    }
