@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from federation.adapters.nats_servers import Supercluster
+from federation.sim.demo import Demo, DemoOptions
 from federation.sim.layouts import cluster_names
 
 _sets = itertools.count()
@@ -50,3 +52,14 @@ async def wait_for(
         if loop.time() - start > within:
             pytest.fail(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running_demo(options: DemoOptions, supercluster: Supercluster) -> AsyncIterator[Demo]:
+    """Simulated clusters with their agents running on a test's supercluster; stopped after."""
+    demo = await Demo.start(options, supercluster)
+    demo.start_agents()
+    try:
+        yield demo
+    finally:
+        await demo.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import nats
 import orjson
 import pytest
@@ -10,21 +12,19 @@ from federation import messages
 from federation.adapters.nats_servers import Supercluster
 from federation.model.pools import PoolKey
 from federation.sim.demo import Demo, DemoOptions
-from tests.conftest import wait_for
+from tests.conftest import running_demo, wait_for
 from tests.model.factories import load
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-async def demo(supercluster: Supercluster, clusterset: str):  # type: ignore[no-untyped-def]
-    d = await Demo.start(DemoOptions(clusters=2, pools=3, clusterset=clusterset), supercluster)
-    d.start_agents()
-    try:
+async def demo(supercluster: Supercluster, clusterset: str) -> AsyncIterator[Demo]:
+    async with running_demo(
+        DemoOptions(clusters=2, pools=3, clusterset=clusterset), supercluster
+    ) as d:
         assert await d.wait_converged(within=30) is not None
         yield d
-    finally:
-        await d.stop()
 
 
 def _hostile(clusterset: str) -> list[tuple[str, bytes, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -12,20 +13,18 @@ import pytest
 from federation.adapters.nats_servers import Supercluster
 from federation.model.pools import PoolKey
 from federation.sim.demo import Demo, DemoOptions
-from tests.conftest import wait_for
+from tests.conftest import running_demo, wait_for
 from tests.contract import check_demo_snapshot
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-async def demo(supercluster: Supercluster, clusterset: str):  # type: ignore[no-untyped-def]
-    d = await Demo.start(DemoOptions(clusters=3, pools=4, clusterset=clusterset), supercluster)
-    d.start_agents()
-    try:
+async def demo(supercluster: Supercluster, clusterset: str) -> AsyncIterator[Demo]:
+    async with running_demo(
+        DemoOptions(clusters=3, pools=4, clusterset=clusterset), supercluster
+    ) as d:
         yield d
-    finally:
-        await d.stop()
 
 
 async def _weights_positive(demo: Demo) -> bool:

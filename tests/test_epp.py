@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from federation.adapters.epp import EppScraper, pool_metrics
-from federation.adapters.metrics_server import TextServer
+from federation.adapters.http_serving import TextServer
 from federation.model.loads import InvalidMetrics, LoadSample, sample_from_metrics
 from federation.model.pools import PoolKey
 from federation.sim.epp import CLASSIC, LLM_D, render_metrics

@@ -14,7 +14,7 @@ import pytest
 
 from federation.adapters.envoy_eds import CLA_TYPE, EnvoyEdsFeed, cluster_name
 from federation.adapters.haproxy import HAProxyError, HAProxyFeed, haproxy_weights
-from federation.adapters.metrics_server import TextServer
+from federation.adapters.http_serving import TextServer
 from federation.adapters.nats_servers import free_port
 from federation.adapters.weights_api import WeightsApi
 from federation.messages import EndpointAddress, ParentGateway

@@ -7,13 +7,13 @@ public Service).
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Mapping
 
 import orjson
 from aiohttp import web
 
+from federation.adapters.http_serving import start_http
 from federation.model.pools import PoolKey
 from federation.model.views import ImportView, weights_document
 
@@ -40,13 +40,7 @@ class WeightsApi:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/weights", self._weights)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = int(sock.getsockname()[1])
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await start_http(app, self.host, self.port)
 
     @property
     def url(self) -> str:

@@ -32,7 +32,7 @@ from federation.model.views import ImportView, import_views
 from federation.model.weights import WeightMemory, WeightPolicy
 from federation.runtime.consuming import consume_one
 from federation.runtime.counting import EventCounts
-from federation.runtime.ports import Bus, ImportSink, LoadSource, PoolSource
+from federation.runtime.ports import Bus, Delivery, ImportSink, LoadSource, PoolSource
 from federation.runtime.publishing import Publisher
 from federation.runtime.retrying import with_backoff
 from federation.runtime.stopping import raise_if_cancelling
@@ -146,7 +146,7 @@ class Agent:
             if not batch or batch[-1].pending == 0:
                 return
 
-    async def _consume_one(self, delivery: Any) -> None:
+    async def _consume_one(self, delivery: Delivery) -> None:
         changed = await consume_one(
             delivery,
             beliefs=self.beliefs,

@@ -8,7 +8,7 @@ both through the real scraper.
 
 from __future__ import annotations
 
-from federation.adapters.metrics_server import TextServer
+from federation.adapters.http_serving import TextServer
 from federation.model.loads import LoadSample
 from federation.model.pools import PoolKey
 from federation.sim.loads import LoadModel

@@ -1,4 +1,4 @@
-"""A small HTTP server on loopback that serves text documents by path (simulated EPP metrics)."""
+"""Small HTTP servers on loopback: the shared start-up, and a text server for simulated EPPs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ from aiohttp import web
 
 # path -> (status, body); the renderer decides, so a simulation can inject faults.
 Renderer = Callable[[str], tuple[int, str]]
+
+
+async def start_http(app: web.Application, host: str, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve ``app``; binding the socket here tells us the port without a race."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    await web.SockSite(runner, sock).start()
+    return runner, int(sock.getsockname()[1])
 
 
 class TextServer:
@@ -25,12 +36,7 @@ class TextServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind((self._host, 0))  # bound here so the port is known without a race
-        self.port = int(sock.getsockname()[1])
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await start_http(app, self._host)
 
     def url(self, path: str) -> str:
         return f"http://{self._host}:{self.port}{path}"
