@@ -171,10 +171,15 @@ class Agent:
                 await self._consume_one(delivery)
 
     async def _watch_sources(self) -> None:
-        """Re-attach peers' sources that went quiet (a peer's lease is the yardstick)."""
+        """Re-attach peers' sources that went quiet (a peer's lease is the yardstick).
+
+        The first check comes early: a stall is likeliest right after our own server restarted.
+        """
+        delay = min(self.settings.lease, 3 * self.settings.beat_interval)
         while True:
             raise_if_cancelling()
-            await asyncio.sleep(self.settings.lease)
+            await asyncio.sleep(delay)
+            delay = self.settings.lease
             try:
                 async with asyncio.timeout(self.settings.request_timeout):
                     restarted = await self.bus.restart_stalled_sources(self.settings.lease)
