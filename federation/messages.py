@@ -9,7 +9,7 @@ fields. A breaking change is a new tag and a new subject version (``fed.v2``).
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
@@ -22,11 +22,20 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
+# Constrained numbers: the same JSON types, with the ranges a real EPP can produce. An event
+# outside them is rejected on receipt ("schema"), never clamped into something plausible.
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Amount = Annotated[float, msgspec.Meta(ge=0.0)]
+Sequence = Annotated[int, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
 class EndpointAddress(msgspec.Struct, frozen=True, kw_only=True):
     """A host and port that an importing gateway can reach (the EPP, or a parent gateway)."""
 
     host: str
-    port: int
+    port: Port
 
 
 class ParentGateway(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,10 +52,10 @@ class ExportEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", t
     cluster: str
     namespace: str
     name: str
-    generation: int  # per-pool, strictly increasing across the exporter's restarts
+    generation: Sequence  # per-pool, strictly increasing across the exporter's restarts
     exported_at: float  # wall-clock seconds of the first export: the conflict tie-breaker
     published_at: float
-    target_ports: tuple[int, ...] = ()
+    target_ports: tuple[Port, ...] = ()
     app_protocol: str = "http"
     model: str = ""  # model identity; pools that serve different models must not merge
     epp: EndpointAddress | None = None
@@ -60,14 +69,14 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
     cluster: str
     namespace: str
     name: str
-    sequence: int
+    sequence: Sequence
     observed_at: float
     published_at: float
-    ready_pods: int = 0
-    kv_cache_utilization: float = 0.0  # 0..1
-    queue_size: float = 0.0  # average per pod
-    running_requests: float = 0.0  # average per pod
-    saturation: float = 0.0  # 0..1, the strongest saturation signal the EPP gave
+    ready_pods: Count = 0
+    kv_cache_utilization: Ratio = 0.0
+    queue_size: Amount = 0.0  # average per pod
+    running_requests: Amount = 0.0  # average per pod
+    saturation: Ratio = 0.0  # the strongest saturation signal the EPP gave
     epp_status: str = "ok"  # ok | unreachable | no-endpoints | shedding | invalid
 
 
@@ -75,9 +84,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag
     """A cluster's agent is alive and connected; renews its lease at every peer."""
 
     cluster: str
-    sequence: int
+    sequence: Sequence
     published_at: float
-    exports: int = 0
+    exports: Count = 0
     agent_version: str = ""
 
 

@@ -78,3 +78,21 @@ def test_structs_follow_the_evolution_rules() -> None:
         with pytest.raises(TypeError):
             cls("a")  # keyword-only: adding a field can never shift a positional argument
         assert isinstance(msgspec.json.schema(cls), dict)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ready_pods", -1),
+        ("saturation", 1.5),
+        ("kv_cache_utilization", -0.1),
+        ("queue_size", -3.0),
+        ("sequence", -5),
+    ],
+)
+def test_values_no_epp_can_produce_are_rejected(field: str, value: float) -> None:
+    payload = orjson.loads(messages.encode(load()))
+    payload[field] = value
+    with pytest.raises(InvalidEvent) as info:
+        messages.decode(orjson.dumps(payload))
+    assert info.value.reason == "schema"

@@ -19,8 +19,13 @@ from federation.runtime.ports import Delivery
 
 log = logging.getLogger(__name__)
 
+# Sequences are a hybrid of the publisher's clock (microseconds) and a counter, so a sequence
+# far ahead of our clock can only be hostile: accepted, it would make every later honest event
+# on that subject look stale. Clocks are assumed to agree within this much.
+MAX_CLOCK_SKEW = 300.0
 
-def check(delivery: Delivery, clusterset: str, members: Collection[str]) -> Event:
+
+def check(delivery: Delivery, clusterset: str, members: Collection[str], now: float) -> Event:
     """The event in a delivery, or :class:`InvalidEvent` saying why it cannot be trusted."""
     event = messages.decode(delivery.data)
     expected = messages.subject_for(clusterset, event)
@@ -30,6 +35,12 @@ def check(delivery: Delivery, clusterset: str, members: Collection[str]) -> Even
         )
     if event.cluster not in members:
         raise InvalidEvent("unknown-cluster", f"{event.cluster!r} is not a member")
+    if messages.sequence_of(event) > (now + MAX_CLOCK_SKEW) * 1_000_000:
+        raise InvalidEvent(
+            "future-sequence",
+            f"sequence {messages.sequence_of(event)} is ahead "
+            f"of this clock by more than {MAX_CLOCK_SKEW:g}s",
+        )
     return event
 
 
@@ -44,7 +55,7 @@ async def consume_one(
 ) -> bool:
     """Apply one delivery; return True when the beliefs changed."""
     try:
-        event = check(delivery, clusterset, members)
+        event = check(delivery, clusterset, members, wall())
     except InvalidEvent as exc:
         counts.rejected[exc.reason] += 1
         log.warning("rejected event on %s: %s", delivery.subject, exc)
