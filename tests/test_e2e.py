@@ -116,3 +116,42 @@ def test_demo_cli_json_contract() -> None:
     check_demo_snapshot(snapshot)
     assert snapshot["bus_ready_after_s"] > 0
     assert len(snapshot["clusters"]) == 3
+
+
+async def test_metrics_endpoint_reports_events_lag_leases_and_weights(demo: Demo) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await demo.wait_converged(within=30)
+    await wait_for(lambda: _weights_positive(demo), within=15, what="positive weights")
+    sim = demo.clusters["ap-south"]
+    url = sim.api.url.replace("/v1/weights", "/metrics")
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    assert samples[("federation_events_received_total", (("outcome", "applied"),))] > 0
+    lag_counts = {
+        dict(k[1])["peer"]: v
+        for k, v in samples.items()
+        if k[0] == "federation_propagation_lag_seconds_count"
+    }
+    assert set(lag_counts) == set(demo.clusters)  # every member, this one included
+    assert all(v > 0 for v in lag_counts.values())
+    leases = {
+        dict(k[1])["peer"]: v
+        for k, v in samples.items()
+        if k[0] == "federation_peer_lease_age_seconds"
+    }
+    assert set(leases) == set(demo.clusters)
+    assert all(0 <= v < 10 for v in leases.values())
+    weights = {
+        (dict(k[1])["import"], dict(k[1])["backend"]): v
+        for k, v in samples.items()
+        if k[0] == "federation_import_weight"
+    }
+    expected = {(str(key), b) for key, view in sim.imports.views.items() for b in view.weights}
+    assert set(weights) == expected
+    assert samples[("federation_events_published_total", (("type", "Heartbeat"),))] > 0

@@ -1,4 +1,5 @@
-"""The agent's HTTP endpoint for gateways that poll: ``GET /v1/weights`` (JSON, all imports).
+"""The agent's HTTP port: ``GET /v1/weights`` (JSON, all imports) for gateways that poll, and
+``GET /metrics`` (Prometheus) when metrics are given.
 
 It is an ImportSink: the agent hands it every new set of views; requests read the latest.
 Listens on loopback by default; in a pod, set the host to ``0.0.0.0`` (and keep it off the
@@ -8,7 +9,7 @@ public Service).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from aiohttp import web
@@ -19,8 +20,15 @@ from federation.model.views import ImportView, weights_document
 
 
 class WeightsApi:
-    def __init__(self, cluster: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        metrics: Callable[[], bytes] | None = None,
+    ) -> None:
         self.cluster = cluster
+        self.metrics = metrics
         self.host = host
         self.port = port
         self._body = orjson.dumps({"cluster": cluster, "updated_at": None, "imports": {}})
@@ -37,9 +45,15 @@ class WeightsApi:
     async def _weights(self, _: web.Request) -> web.Response:
         return web.Response(body=self._body, content_type="application/json")
 
+    async def _metrics(self, _: web.Request) -> web.Response:
+        if self.metrics is None:
+            return web.Response(status=404, text="metrics are not enabled\n")
+        return web.Response(body=self.metrics(), content_type="text/plain", charset="utf-8")
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/weights", self._weights)
+        app.router.add_get("/metrics", self._metrics)
         self._runner, self.port = await start_http(app, self.host, self.port)
 
     @property

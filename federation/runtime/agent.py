@@ -24,6 +24,7 @@ from typing import Any
 
 from federation import __version__
 from federation.model.beliefs import Beliefs
+from federation.model.counts import EventCounts
 from federation.model.freshness import LinkState, link_state
 from federation.model.imports import desired_imports
 from federation.model.loads import LoadSample
@@ -31,7 +32,6 @@ from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.views import ImportView, import_views
 from federation.model.weights import WeightMemory, WeightPolicy
 from federation.runtime.consuming import consume_one
-from federation.runtime.counting import EventCounts
 from federation.runtime.ports import Bus, Delivery, ImportSink, LoadSource, PoolSource
 from federation.runtime.publishing import Publisher
 from federation.runtime.retrying import with_backoff
@@ -77,6 +77,8 @@ class Agent:
         self.views: dict[PoolKey, ImportView] = {}
         self.memories: dict[PoolKey, WeightMemory] = {}  # smoothing, hysteresis, slow start
         self.link = LinkState(False)
+        self.pending = 0  # messages behind the last delivery: the consumer's backlog
+        self.lag_observers: list[Callable[[str, float], None]] = []  # (peer, seconds)
         self.ready = asyncio.Event()  # caught up with the bus and serving
         self.publisher = Publisher(
             bus=bus,
@@ -147,7 +149,8 @@ class Agent:
                 return
 
     async def _consume_one(self, delivery: Delivery) -> None:
-        changed = await consume_one(
+        self.pending = delivery.pending
+        applied = await consume_one(
             delivery,
             beliefs=self.beliefs,
             clusterset=self.settings.clusterset,
@@ -155,8 +158,11 @@ class Agent:
             counts=self.counts,
             wall=self.wall,
         )
-        if changed:
+        if applied is not None:
             self._changed.set()
+            lag = self.wall() - applied.published_at
+            for observe in self.lag_observers:
+                observe(applied.cluster, lag)
 
     async def _consume(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from federation import messages
 from federation.messages import Event, InvalidEvent
 from federation.model.beliefs import Beliefs, Outcome
-from federation.runtime.counting import EventCounts
+from federation.model.counts import EventCounts
 from federation.runtime.ports import Delivery
 
 log = logging.getLogger(__name__)
@@ -52,22 +52,22 @@ async def consume_one(
     members: Collection[str],
     counts: EventCounts,
     wall: Callable[[], float],
-) -> bool:
-    """Apply one delivery; return True when the beliefs changed."""
+) -> Event | None:
+    """Apply one delivery; return the event when it changed the beliefs."""
     try:
         event = check(delivery, clusterset, members, wall())
     except InvalidEvent as exc:
         counts.rejected[exc.reason] += 1
         log.warning("rejected event on %s: %s", delivery.subject, exc)
         await delivery.term()
-        return False
+        return None
     outcome = beliefs.apply(event, wall())
     await delivery.ack()
     if outcome is Outcome.APPLIED:
         counts.applied += 1
-        return True
+        return event
     if outcome is Outcome.DUPLICATE:
         counts.duplicates += 1
     else:
         counts.stale += 1
-    return False
+    return None

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from federation import messages
 from federation.messages import Event, ExportEvent, Heartbeat, LoadReport
 from federation.model.beliefs import Beliefs
+from federation.model.counts import EventCounts
 from federation.model.loads import LoadSample, worth_publishing
 from federation.model.pools import LocalPool, PoolKey, is_exported
-from federation.runtime.counting import EventCounts
 from federation.runtime.ports import Bus
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from typing import Any
 
 from federation.adapters.bus import BusAddress, NatsBus
 from federation.adapters.epp import EppScraper
+from federation.adapters.metrics import AgentMetrics
 from federation.adapters.nats_servers import Supercluster
 from federation.adapters.weights_api import WeightsApi
 from federation.model.pools import PoolKey, is_exported
@@ -139,6 +140,9 @@ class Demo:
         sim.agent = Agent(
             s, bus=bus, pools=sim.pools, loads=sim.scraper, sinks=[sim.imports, sim.api]
         )
+        metrics = AgentMetrics(sim.agent)
+        sim.agent.lag_observers.append(metrics.observe_lag)
+        sim.api.metrics = metrics.render
         sim.task = asyncio.create_task(sim.agent.run(), name=f"agent-{cluster}")
 
     def start_agents(self) -> None:

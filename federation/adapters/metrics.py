@@ -1,0 +1,118 @@
+"""Prometheus metrics of one agent, served on its HTTP port at ``/metrics``.
+
+Most figures are read from the agent's own state at scrape time (a custom collector), so there
+is no second set of books to drift from the first: event counts by outcome and reason, weights
+per import and backend, lease age per peer, consumer pending. Only the propagation lag is
+observed as events are applied, into a histogram per peer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from federation.model.beliefs import Beliefs
+from federation.model.counts import EventCounts
+from federation.model.pools import PoolKey
+from federation.model.views import ImportView
+
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class AgentState(Protocol):
+    """What the collector reads; the runtime's Agent provides it."""
+
+    @property
+    def name(self) -> str: ...
+
+    counts: EventCounts
+    beliefs: Beliefs
+    views: dict[PoolKey, ImportView]
+    pending: int
+
+
+class _StateCollector(Collector):
+    def __init__(self, agent: AgentState, wall: Callable[[], float]) -> None:
+        self.agent = agent
+        self.wall = wall
+
+    def collect(self) -> Iterator[Metric]:
+        a, c = self.agent, self.agent.counts
+        received = CounterMetricFamily(
+            "federation_events_received", "Events received, by outcome", labels=["outcome"]
+        )
+        for outcome, value in (
+            ("applied", c.applied),
+            ("duplicate", c.duplicates),
+            ("stale", c.stale),
+            ("rejected", sum(c.rejected.values())),
+        ):
+            received.add_metric([outcome], value)
+        yield received
+        rejected = CounterMetricFamily(
+            "federation_events_rejected", "Events rejected, by reason", labels=["reason"]
+        )
+        for reason, value in sorted(c.rejected.items()):
+            rejected.add_metric([reason], value)
+        yield rejected
+        published = CounterMetricFamily(
+            "federation_events_published", "Events published, by type", labels=["type"]
+        )
+        for kind, value in sorted(c.published.items()):
+            published.add_metric([kind], value)
+        yield published
+        yield CounterMetricFamily(
+            "federation_publish_failures", "Failed publishes", value=c.publish_failures
+        )
+        yield CounterMetricFamily(
+            "federation_sources_restarted",
+            "Stalled inbound stream sources re-attached",
+            value=c.sources_restarted,
+        )
+        yield GaugeMetricFamily(
+            "federation_consumer_pending",
+            "Messages waiting behind the last one delivered",
+            value=a.pending,
+        )
+        now = self.wall()
+        lease = GaugeMetricFamily(
+            "federation_peer_lease_age_seconds",
+            "Seconds since each peer was last heard",
+            labels=["peer"],
+        )
+        for peer, heard in sorted(a.beliefs.heard_at.items()):
+            lease.add_metric([peer], max(0.0, now - heard))
+        yield lease
+        weight = GaugeMetricFamily(
+            "federation_import_weight",
+            "Weight (0..1e6) per import and backend",
+            labels=["import", "backend"],
+        )
+        for key, view in sorted(a.views.items()):
+            for backend, w in view.weights.items():
+                weight.add_metric([str(key), backend], w.weight)
+        yield weight
+
+
+class AgentMetrics:
+    def __init__(self, agent: AgentState, wall: Callable[[], float] = time.time) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_StateCollector(agent, wall))
+        self.lag = Histogram(
+            "federation_propagation_lag_seconds",
+            "Publish (peer clock) to applied (this clock), per peer",
+            ["peer"],
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_lag(self, peer: str, seconds: float) -> None:
+        self.lag.labels(peer).observe(max(0.0, seconds))
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
