@@ -149,6 +149,25 @@ def weights(loads_file: Path, local_cluster: str | None, as_json: bool) -> None:
         Console().print(weights_table(loads.pool, here, result))
 
 
+@main.command()
+@click.option("--url", required=True, help="The agent's HTTP address, e.g. http://127.0.0.1:9464")
+@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+def status(url: str, as_json: bool) -> None:
+    """Per peer: lease age and state; per import: exporting clusters, weights and why."""
+    from federation.adapters.weights_api import AgentUnreachable, fetch_status
+    from federation.tables import status_view
+
+    try:
+        doc = asyncio.run(fetch_status(url))
+    except AgentUnreachable as exc:
+        click.echo(f"federation status: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        Console().print(status_view(doc))
+
+
 @main.command("schemas")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("bus-schemas"), show_default=True

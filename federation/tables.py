@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
@@ -77,3 +78,34 @@ def weights_table(pool: str, here: str | None, weights: dict[str, BackendWeight]
     for name, w in weights.items():
         table.add_row(name, str(w.weight), f"{w.percent:.2f}", w.reason)
     return table
+
+
+def status_view(doc: dict[str, Any]) -> Group:
+    """``federation status``: peers' leases, then every import's weights and why."""
+    link = doc["link"]
+    header = Text.from_markup(
+        f"[bold]{doc['cluster']}[/] · lease {doc['lease_s']:g}s · link "
+        + ("[red]SUSPECT[/] " + link["reason"] if link["suspect"] else "[green]ok[/]")
+    )
+    peers = Table(title="peers", title_justify="left")
+    for column in ("peer", "lease age", "state", "exports", "last beat"):
+        peers.add_column(column)
+    for name, p in doc["peers"].items():
+        age = "-" if p["lease_age_s"] is None else f"{p['lease_age_s']:.1f}s"
+        state = "[red]stale[/]" if p["stale"] else "[green]fresh[/]"
+        peers.add_row(
+            name,
+            age,
+            Text.from_markup(state),
+            str(p["exports"]),
+            str(p["last_beat_sequence"] or "-"),
+        )
+    imports = Table(title="imports", title_justify="left")
+    for column in ("import", "backend", "weight", "%", "why"):
+        imports.add_column(column)
+    for key, imp in doc["imports"].items():
+        for i, (backend, b) in enumerate(imp["backends"].items()):
+            imports.add_row(
+                key if i == 0 else "", backend, str(b["weight"]), f"{b['percent']:.1f}", b["reason"]
+            )
+    return Group(header, peers, imports)

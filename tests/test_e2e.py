@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -155,3 +157,52 @@ async def test_metrics_endpoint_reports_events_lag_leases_and_weights(demo: Demo
     expected = {(str(key), b) for key, view in sim.imports.views.items() for b in view.weights}
     assert set(weights) == expected
     assert samples[("federation_events_published_total", (("type", "Heartbeat"),))] > 0
+
+
+async def test_status_command_explains_peers_and_every_weight(demo: Demo) -> None:
+    await demo.wait_converged(within=30)
+    await wait_for(lambda: _weights_positive(demo), within=15, what="positive weights")
+    base = demo.clusters["ap-south"].api.url.removesuffix("/v1/weights")
+    for args in (["--json"], []):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "federation",
+            "status",
+            "--url",
+            base,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        if args:
+            doc = json.loads(out)
+            assert set(doc["peers"]) == set(demo.clusters)
+            assert not any(p["stale"] for p in doc["peers"].values())
+            assert doc["link"]["suspect"] is False
+            assert set(doc["imports"]) == {str(k) for k in demo.clusters["ap-south"].imports.views}
+            assert all(
+                b["reason"] for imp in doc["imports"].values() for b in imp["backends"].values()
+            )
+        else:
+            text = out.decode()
+            for name in demo.clusters:
+                assert name in text
+            assert "llm/llama-3-70b" in text
+
+
+def test_status_of_an_unreachable_agent_is_a_clear_error() -> None:
+    from federation.adapters.nats_servers import free_port
+
+    out = subprocess.run(
+        [sys.executable, "-m", "federation", "status", "--url", f"http://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "federation status:" in out.stderr

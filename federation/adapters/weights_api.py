@@ -1,5 +1,5 @@
-"""The agent's HTTP port: ``GET /v1/weights`` (JSON, all imports) for gateways that poll, and
-``GET /metrics`` (Prometheus) when metrics are given.
+"""The agent's HTTP port: ``GET /v1/weights`` (JSON, all imports) for gateways that poll, and,
+when given, ``GET /metrics`` (Prometheus) and ``GET /v1/status`` (what ``federation status`` shows).
 
 It is an ImportSink: the agent hands it every new set of views; requests read the latest.
 Listens on loopback by default; in a pod, set the host to ``0.0.0.0`` (and keep it off the
@@ -8,9 +8,12 @@ public Service).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -26,9 +29,11 @@ class WeightsApi:
         host: str = "127.0.0.1",
         port: int = 0,
         metrics: Callable[[], bytes] | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.cluster = cluster
         self.metrics = metrics
+        self.status = status
         self.host = host
         self.port = port
         self._body = orjson.dumps({"cluster": cluster, "updated_at": None, "imports": {}})
@@ -50,10 +55,16 @@ class WeightsApi:
             return web.Response(status=404, text="metrics are not enabled\n")
         return web.Response(body=self.metrics(), content_type="text/plain", charset="utf-8")
 
+    async def _status(self, _: web.Request) -> web.Response:
+        if self.status is None:
+            return web.Response(status=404, text="status is not enabled\n")
+        return web.Response(body=orjson.dumps(self.status()), content_type="application/json")
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/weights", self._weights)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/status", self._status)
         self._runner, self.port = await start_http(app, self.host, self.port)
 
     @property
@@ -63,3 +74,24 @@ class WeightsApi:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+class AgentUnreachable(RuntimeError):
+    pass
+
+
+async def fetch_status(base_url: str, within: float = 5.0) -> dict[str, Any]:
+    """``GET <base_url>/v1/status`` of a running agent, for ``federation status``."""
+    url = base_url.rstrip("/") + "/v1/status"
+    try:
+        async with (
+            asyncio.timeout(within),
+            aiohttp.ClientSession() as http,
+            http.get(url) as resp,
+        ):
+            if resp.status != 200:
+                raise AgentUnreachable(f"{url} answered {resp.status}")
+            doc: dict[str, Any] = orjson.loads(await resp.read())
+            return doc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise AgentUnreachable(f"{url}: {exc or type(exc).__name__}") from None

@@ -29,6 +29,7 @@ from federation.model.freshness import LinkState, link_state
 from federation.model.imports import desired_imports
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
+from federation.model.status import status_document
 from federation.model.views import ImportView, import_views
 from federation.model.weights import WeightMemory, WeightPolicy
 from federation.runtime.consuming import consume_one
@@ -240,6 +241,18 @@ class Agent:
             exports = sum(1 for p in self.local_pools.values() if is_exported(p))
             await self.publisher.publish_beat(exports, __version__)
             await asyncio.sleep(self.settings.beat_interval)
+
+    def status(self) -> dict[str, Any]:
+        """What ``federation status`` shows: peers' leases, the link, every import and why."""
+        return status_document(
+            cluster=self.name,
+            members=self.settings.members,
+            beliefs=self.beliefs,
+            views=self.views,
+            link=self.link,
+            now=self.wall(),
+            lease=self.settings.lease,
+        )
 
     def compute_views(self, now: float) -> dict[PoolKey, ImportView]:
         """One weight step: recompute every import's view and advance the weight memory."""

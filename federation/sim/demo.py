@@ -143,6 +143,7 @@ class Demo:
         metrics = AgentMetrics(sim.agent)
         sim.agent.lag_observers.append(metrics.observe_lag)
         sim.api.metrics = metrics.render
+        sim.api.status = sim.agent.status
         sim.task = asyncio.create_task(sim.agent.run(), name=f"agent-{cluster}")
 
     def start_agents(self) -> None:

@@ -1,0 +1,42 @@
+"""The status document: per peer, its lease and lag; per import, its weights and why."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from federation.model.beliefs import Beliefs
+from federation.model.freshness import LinkState, staleness
+from federation.model.pools import PoolKey
+from federation.model.views import ImportView, weights_document
+
+
+def status_document(
+    *,
+    cluster: str,
+    members: Collection[str],
+    beliefs: Beliefs,
+    views: Mapping[PoolKey, ImportView],
+    link: LinkState,
+    now: float,
+    lease: float,
+) -> dict[str, Any]:
+    peers = {}
+    for member in sorted(members):
+        s = staleness(beliefs, member, now=now, lease=lease)
+        beat = beliefs.beats.get(member)
+        peers[member] = {
+            "lease_age_s": None if s.age is None else round(s.age, 3),
+            "stale": s.stale,
+            "last_beat_sequence": None if beat is None else beat.sequence,
+            "exports": sum(
+                1 for (c, _, _), e in beliefs.exports.items() if c == member and not e.withdrawn
+            ),
+        }
+    return {
+        "cluster": cluster,
+        "link": {"suspect": link.suspect, "reason": link.reason},
+        "lease_s": lease,
+        "peers": peers,
+        "imports": weights_document(views),
+    }
