@@ -74,6 +74,12 @@ def main() -> None:
     metavar="SECONDS",
     help="...and bring it back at this time.",
 )
+@click.option(
+    "--trace-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write every finished span as a JSON line to this file.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def demo(
     clusters: int,
@@ -84,6 +90,7 @@ def demo(
     kill_cluster: str | None,
     kill_at: float | None,
     revive_at: float | None,
+    trace_file: Path | None,
     verbose: bool,
 ) -> None:
     """Federate N simulated clusters over an embedded NATS supercluster."""
@@ -101,7 +108,7 @@ def demo(
         if revive_at is not None and revive_at <= kill_at:
             raise click.UsageError("--revive-at must come after --at")
         chaos = Chaos(kill_cluster, kill_at, revive_at)
-    options = DemoOptions(clusters=clusters, pools=pools, data_dir=data_dir)
+    options = DemoOptions(clusters=clusters, pools=pools, data_dir=data_dir, trace_file=trace_file)
     console = None if as_json else Console(stderr=False)
     snapshot = asyncio.run(run_demo(options, duration=duration, console=console, chaos=chaos))
     if as_json:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from opentelemetry import trace
+
 from federation import __version__
 from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
@@ -59,8 +61,10 @@ class Agent:
         loads: LoadSource,
         sinks: Sequence[ImportSink] = (),
         wall: Callable[[], float] = time.time,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.settings = settings
+        self.tracer = tracer or trace.get_tracer("federation")
         self.bus = bus
         self.pools = pools
         self.loads = loads
@@ -88,6 +92,7 @@ class Agent:
             wall=wall,
             counts=self.counts,
             keepalive=settings.lease / 3,
+            tracer=self.tracer,
         )
         self._changed = asyncio.Event()
         self._pools_changed = asyncio.Event()
@@ -158,6 +163,8 @@ class Agent:
             members=self.settings.members,
             counts=self.counts,
             wall=self.wall,
+            cluster=self.name,
+            tracer=self.tracer,
         )
         if applied is not None:
             self._changed.set()

@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 
+from opentelemetry import propagate, trace
+
 from federation import messages
 from federation.messages import Event, InvalidEvent
 from federation.model.beliefs import Beliefs, Outcome
 from federation.model.counts import EventCounts
 from federation.runtime.ports import Delivery
+from federation.runtime.publishing import messaging_attributes
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +55,34 @@ async def consume_one(
     members: Collection[str],
     counts: EventCounts,
     wall: Callable[[], float],
+    cluster: str = "",
+    tracer: trace.Tracer | None = None,
 ) -> Event | None:
-    """Apply one delivery; return the event when it changed the beliefs."""
-    try:
-        event = check(delivery, clusterset, members, wall())
-    except InvalidEvent as exc:
-        counts.rejected[exc.reason] += 1
-        log.warning("rejected event on %s: %s", delivery.subject, exc)
-        await delivery.term()
-        return None
-    outcome = beliefs.apply(event, wall())
-    await delivery.ack()
+    """Apply one delivery; return the event when it changed the beliefs.
+
+    Traced as a CONSUMER span whose parent is the publisher's span (from ``traceparent``), with
+    the apply as its child: one trace from the exporting cluster to this one.
+    """
+    tracer = tracer or trace.get_tracer("federation")
+    parent = propagate.extract(dict(delivery.headers))
+    with tracer.start_as_current_span(
+        "process event",
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
+        attributes=messaging_attributes(delivery.subject, delivery.data, cluster),
+    ) as span:
+        try:
+            event = check(delivery, clusterset, members, wall())
+        except InvalidEvent as exc:
+            counts.rejected[exc.reason] += 1
+            span.set_attribute("federation.rejected", exc.reason)
+            log.warning("rejected event on %s: %s", delivery.subject, exc)
+            await delivery.term()
+            return None
+        with tracer.start_as_current_span(f"apply {type(event).__name__}") as applying:
+            outcome = beliefs.apply(event, wall())
+            applying.set_attribute("federation.outcome", outcome.value)
+        await delivery.ack()
     if outcome is Outcome.APPLIED:
         counts.applied += 1
         return event

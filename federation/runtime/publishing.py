@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from opentelemetry import propagate, trace
+
 from federation import messages
 from federation.messages import Event, ExportEvent, Heartbeat, LoadReport
 from federation.model.beliefs import Beliefs
@@ -22,6 +24,16 @@ from federation.runtime.ports import Bus
 log = logging.getLogger(__name__)
 
 LOAD_CHANGE_THRESHOLD = 0.02  # saturation moves smaller than this wait for the keepalive
+
+
+def messaging_attributes(subject: str, payload: bytes, cluster: str) -> dict[str, str | int]:
+    """OpenTelemetry messaging semantic conventions, plus which cluster did it."""
+    return {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.message.body.size": len(payload),
+        "federation.cluster": cluster,
+    }
 
 
 def export_content(e: ExportEvent) -> tuple[object, ...]:
@@ -37,6 +49,7 @@ class Publisher:
     wall: Callable[[], float]
     counts: EventCounts
     keepalive: float
+    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("federation"))
     exported: dict[PoolKey, ExportEvent] = field(default_factory=dict)  # what we last said
     _sequences: dict[str, int] = field(default_factory=dict)
     _loads: dict[PoolKey, tuple[LoadSample, float]] = field(default_factory=dict)
@@ -56,8 +69,16 @@ class Publisher:
 
     async def _send(self, event: Event) -> bool:
         subject = messages.subject_for(self.clusterset, event)
+        payload = messages.encode(event)
         try:
-            await self.bus.publish(subject, messages.encode(event), messages.msg_id(event))
+            with self.tracer.start_as_current_span(
+                f"publish {type(event).__name__}",
+                kind=trace.SpanKind.PRODUCER,
+                attributes=messaging_attributes(subject, payload, self.cluster),
+            ):
+                headers: dict[str, str] = {}
+                propagate.inject(headers)  # W3C traceparent rides in the NATS headers
+                await self.bus.publish(subject, payload, messages.msg_id(event), headers)
         except Exception as exc:  # the next cycle publishes again; never fatal
             self.counts.publish_failures += 1
             log.warning("publish %s failed: %s", subject, exc)

@@ -23,6 +23,7 @@ from federation.adapters.bus import BusAddress, NatsBus
 from federation.adapters.epp import EppScraper
 from federation.adapters.metrics import AgentMetrics
 from federation.adapters.nats_servers import Supercluster
+from federation.adapters.tracing import TracerProvider, setup_tracing
 from federation.adapters.weights_api import WeightsApi
 from federation.model.pools import PoolKey, is_exported
 from federation.runtime.agent import Agent
@@ -49,6 +50,7 @@ class DemoOptions:
     lease: float = 10.0
     grace: float = 60.0  # shortened from the production 5 min so a dead peer leaves in-demo
     slow_start: float = 10.0  # shortened from the production 30 s so recovery is visible
+    trace_file: Path | None = None  # finished spans as JSON lines
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Demo:
     _owned_dir: Path | None = None
 
     _owns_supercluster: bool = True
+    _tracing: TracerProvider | None = None
 
     @classmethod
     async def start(cls, options: DemoOptions, supercluster: Supercluster | None = None) -> Demo:
@@ -96,6 +99,8 @@ class Demo:
             except BaseException:
                 demo.close()
                 raise
+        if options.trace_file is not None:
+            demo._tracing = setup_tracing("federation-demo", options.trace_file, install=False)
         layout = demo_layout(names, options.pools)
         for i, name in enumerate(names):
             load = LoadModel(name)
@@ -138,7 +143,12 @@ class Demo:
             )
         )
         sim.agent = Agent(
-            s, bus=bus, pools=sim.pools, loads=sim.scraper, sinks=[sim.imports, sim.api]
+            s,
+            bus=bus,
+            pools=sim.pools,
+            loads=sim.scraper,
+            sinks=[sim.imports, sim.api],
+            tracer=self._tracing.get_tracer("federation") if self._tracing else None,
         )
         metrics = AgentMetrics(sim.agent)
         sim.agent.lag_observers.append(metrics.observe_lag)
@@ -225,6 +235,8 @@ class Demo:
         self.close()
 
     def close(self) -> None:
+        if self._tracing is not None:
+            self._tracing.shutdown()
         if self._owns_supercluster:
             self.supercluster.stop()
         if self._owned_dir is not None:
