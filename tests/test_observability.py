@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from federation.adapters.nats_servers import Supercluster, free_port
+from federation.sim.demo import DemoOptions
+from tests.conftest import running_demo, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent / "observability"
 PROMTOOL = shutil.which("promtool")
@@ -38,3 +45,75 @@ def test_rules_only_use_metrics_the_agent_exports() -> None:
     }
     assert used, "no metric used"
     assert used <= exported, used - exported
+
+
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+PROMETHEUS = shutil.which("prometheus")
+
+
+def _exprs() -> list[str]:
+    exprs = []
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            exprs.extend(t["expr"] for t in panel.get("targets", []))
+    return exprs
+
+
+def test_dashboards_exist_and_use_only_exported_metrics() -> None:
+    from federation.adapters import metrics
+
+    exported = set(re.findall(r'"(federation_[a-z_]+)"', Path(metrics.__file__).read_text()))
+    exprs = _exprs()
+    assert exprs
+    for expr in exprs:
+        used = {
+            re.sub(r"_(total|bucket|count|sum)$", "", m)
+            for m in re.findall(r"\b(federation_[a-z_]+)", expr)
+        }
+        assert used, expr
+        assert used <= exported, (expr, used - exported)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (.ci/run installs it)")
+async def test_a_real_prometheus_gets_data_for_every_dashboard_query(
+    supercluster: Supercluster, clusterset: str, tmp_path: Path
+) -> None:
+    async with running_demo(
+        DemoOptions(clusters=2, pools=3, clusterset=clusterset), supercluster
+    ) as demo:
+        targets = [s.api.url.split("/")[2] for s in demo.clusters.values()]
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            "  - job_name: federation\n"
+            f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            str(PROMETHEUS),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'db'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            async with aiohttp.ClientSession() as http:
+                for expr in _exprs():
+
+                    async def has_data(expr: str = expr) -> bool:
+                        try:
+                            async with http.get(
+                                f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}
+                            ) as resp:
+                                body = await resp.json()
+                        except aiohttp.ClientError:
+                            return False
+                        return body.get("status") == "success" and bool(body["data"]["result"])
+
+                    await wait_for(has_data, within=60, what=f"data for {expr}")
+        finally:
+            proc.terminate()
+            await proc.wait()
