@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -97,7 +96,15 @@ async def test_a_killed_agent_alone_restarts_without_disturbing_peers(own_demo: 
     await demo.stop_agent("us-east")
     demo.start_agent("us-east")
     await wait_for(lambda: _all_fresh(demo), within=20, what="convergence after agent restart")
-    await asyncio.sleep(0)  # let the restarted agent's first publish cycle run
+    restarted = demo.clusters["us-east"].agent
+    assert restarted is not None
+    # Its publishing has run (a heartbeat went out), and no export needed saying again.
+    await wait_for(
+        lambda: restarted.counts.published["Heartbeat"] >= 2,
+        within=10,
+        what="the restarted agent's publishing to run",
+    )
+    assert restarted.counts.published["ExportEvent"] == 0
     assert {k: e.generation for k, e in peer.beliefs.exports.items()} == {
         k: e.generation for k, e in exports_before.items()
     }
