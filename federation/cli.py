@@ -161,7 +161,7 @@ def weights(loads_file: Path, local_cluster: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
 def status(url: str, as_json: bool) -> None:
     """Per peer: lease age and state; per import: exporting clusters, weights and why."""
-    from federation.adapters.weights_api import AgentUnreachable, fetch_status
+    from federation.adapters.agent_http import AgentUnreachable, fetch_status
     from federation.tables import status_view
 
     try:

@@ -31,7 +31,7 @@ def cluster_table(sim: SimCluster) -> Table:
     pools = sim.pools.snapshot()
     exported = sum(1 for p in pools.values() if p.export == "ClusterSet")
     table = Table(
-        title=f"[bold]{sim.name}[/] — {len(pools)} pools, {exported} exported · {sim.api.url}",
+        title=f"[bold]{sim.name}[/] — {len(pools)} pools, {exported} exported · {sim.api.base_url}",
         title_justify="left",
         expand=True,
     )

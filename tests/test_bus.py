@@ -46,8 +46,16 @@ async def test_streams_are_placed_in_the_clusters_own_nats_cluster(
 async def test_ensure_streams_is_idempotent(supercluster: Supercluster, clusterset: str) -> None:
     bus = await _started(supercluster, clusterset, "us-east")
     try:
+        subject = messages.subject_for(clusterset, load(cluster="us-east"))
+        await bus.publish(subject, b"{}", "kept")
+        names = (outbound_stream(clusterset, "us-east"), inbound_stream(clusterset, "us-east"))
+        before = [(await bus.js.stream_info(n)).config for n in names]
         await bus.ensure_streams()
         await bus.ensure_streams()
+        after = [(await bus.js.stream_info(n)).config for n in names]
+        assert after == before
+        info = await bus.js.stream_info(names[0])
+        assert info.state.messages == 1  # re-ensuring never purges what was published
     finally:
         await bus.close()
 

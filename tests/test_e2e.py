@@ -126,7 +126,7 @@ async def test_metrics_endpoint_reports_events_lag_leases_and_weights(demo: Demo
     await demo.wait_converged(within=30)
     await wait_for(lambda: _weights_positive(demo), within=15, what="positive weights")
     sim = demo.clusters["ap-south"]
-    url = sim.api.url.replace("/v1/weights", "/metrics")
+    url = f"{sim.api.base_url}/metrics"
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         assert resp.status == 200
         text = await resp.text()
@@ -162,7 +162,7 @@ async def test_metrics_endpoint_reports_events_lag_leases_and_weights(demo: Demo
 async def test_status_command_explains_peers_and_every_weight(demo: Demo) -> None:
     await demo.wait_converged(within=30)
     await wait_for(lambda: _weights_positive(demo), within=15, what="positive weights")
-    base = demo.clusters["ap-south"].api.url.removesuffix("/v1/weights")
+    base = demo.clusters["ap-south"].api.base_url
     for args in (["--json"], []):
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -12,11 +12,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from federation.adapters.agent_http import AgentHttp
 from federation.adapters.envoy_eds import CLA_TYPE, EnvoyEdsFeed, cluster_name
 from federation.adapters.haproxy import HAProxyError, HAProxyFeed, haproxy_weights
 from federation.adapters.http_serving import TextServer
 from federation.adapters.nats_servers import free_port
-from federation.adapters.weights_api import WeightsApi
 from federation.messages import EndpointAddress, ParentGateway
 from federation.model.imports import DesiredImport
 from federation.model.pools import PoolKey
@@ -201,7 +201,7 @@ def _files(directory: Path) -> list[str]:
 
 
 async def test_weights_endpoint_serves_every_import_with_reasons() -> None:
-    api = WeightsApi("ap-south")
+    api = AgentHttp("ap-south")
     await api.start()
     try:
         await api.apply({KEY: view({"eu-west": 700_000, "local": 300_000, "us-east": 0})})

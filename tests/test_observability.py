@@ -82,7 +82,7 @@ async def test_a_real_prometheus_gets_data_for_every_dashboard_query(
     async with running_demo(
         DemoOptions(clusters=2, pools=3, clusterset=clusterset), supercluster
     ) as demo:
-        targets = [s.api.url.split("/")[2] for s in demo.clusters.values()]
+        targets = [s.api.base_url.removeprefix("http://") for s in demo.clusters.values()]
         port = free_port()
         config = tmp_path / "prometheus.yml"
         config.write_text(

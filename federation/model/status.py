@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ def status_document(
     now: float,
     lease: float,
 ) -> dict[str, Any]:
+    exports = Counter(c for (c, _, _), e in beliefs.exports.items() if not e.withdrawn)
     peers = {}
     for member in sorted(members):
         s = staleness(beliefs, member, now=now, lease=lease)
@@ -29,9 +31,7 @@ def status_document(
             "lease_age_s": None if s.age is None else round(s.age, 3),
             "stale": s.stale,
             "last_beat_sequence": None if beat is None else beat.sequence,
-            "exports": sum(
-                1 for (c, _, _), e in beliefs.exports.items() if c == member and not e.withdrawn
-            ),
+            "exports": exports[member],
         }
     return {
         "cluster": cluster,

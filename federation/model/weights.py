@@ -17,10 +17,11 @@ A backend is an exporting cluster (by name) or ``local``. The policy, step by st
    can take the excess.
 4. **Hysteresis**: the new target replaces the goal the weights move towards only if some
    backend differs from the goal by ``deadband`` or more, starts or stops serving, or the
-   target held still for a step (so a steady input always ends exactly at its target).
+   target has held still for ``settle`` seconds (so a steady input ends exactly at its target).
 5. **Smooth**: each weight moves ``smoothing`` of the way from its current value to the goal per
-   step, and snaps to the goal once all are within ``deadband``; a drop to 0 is immediate (a
-   dead backend must not keep traffic).
+   ``smoothing_period`` of time (so the pace does not depend on how often events arrive), and
+   snaps to the goal once all are within ``deadband``; a drop to 0 is immediate (a dead backend
+   must not keep traffic).
 
 Weights are integers that sum to ``WEIGHT_SCALE`` (Gateway API style, 0..1,000,000) whenever any
 backend can take traffic, so ``weight / 10_000`` is the percent. Each carries a one-line reason.
@@ -45,7 +46,9 @@ class WeightPolicy:
     spill_threshold: float = 0.8  # here's saturation at which traffic starts to spill
     slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
     slow_start_floor: float = 0.1  # the ramp starts at this fraction of the score
-    smoothing: float = 0.5  # fraction of the way to the target per step; 1 = none
+    smoothing: float = 0.5  # fraction of the way to the goal per smoothing_period; 1 = none
+    smoothing_period: float = 0.5  # seconds
+    settle: float = 5.0  # seconds a target must hold still to be adopted despite the deadband
     deadband: int = 20_000  # weight moves below this (2 %) are not applied
     remote_cap: float = 1.0  # max share of traffic to any one remote; 1 = no cap
 
@@ -76,7 +79,9 @@ class WeightMemory:
     weights: Mapping[str, int] = field(default_factory=dict)
     goal: Mapping[str, int] = field(default_factory=dict)
     target: Mapping[str, int] = field(default_factory=dict)  # the previous step's target
+    target_since: float | None = None  # since when the target has held still
     healthy_since: Mapping[str, float] = field(default_factory=dict)
+    at: float | None = None  # when this step was taken
 
 
 def clamp01(value: float) -> float:
@@ -207,17 +212,19 @@ def _holds(target: Mapping[str, int], goal: Mapping[str, int], deadband: int) ->
 
 
 def _approach(
-    goal: Mapping[str, int], current: Mapping[str, int], policy: WeightPolicy
+    goal: Mapping[str, int], current: Mapping[str, int], policy: WeightPolicy, elapsed: float
 ) -> dict[str, int]:
-    """One smoothing step from the current weights towards the goal."""
+    """Move the current weights towards the goal for ``elapsed`` seconds."""
     if not current or sum(current.values()) <= 0 or set(current) != set(goal):
         return dict(goal)
     if all(abs(goal[k] - current[k]) < policy.deadband for k in goal):
         return dict(goal)  # close enough: snap, so the goal is reached exactly
+    periods = max(0.0, elapsed) / policy.smoothing_period if policy.smoothing_period > 0 else 1.0
+    pace = 1.0 - (1.0 - policy.smoothing) ** periods
     return apportion(
         {
             # A drop to 0 is immediate: a dead backend must not keep traffic while smoothing.
-            k: 0.0 if g == 0 else current[k] + policy.smoothing * (g - current[k])
+            k: 0.0 if g == 0 else current[k] + pace * (g - current[k])
             for k, g in goal.items()
         }
     )
@@ -243,15 +250,19 @@ def step_weights(
         reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
     shares, note = _target_shares(scores, loads, here, policy)
     target = apportion(_cap(shares, here, policy.remote_cap))
-    # Hold the goal against small moves of the target, unless the target stopped moving: a
-    # steady input must end at its own target, not at whatever the goal was on the way there.
-    steady = target == memory.target
+    # Hold the goal against small moves of the target, unless the target has held still for
+    # ``settle`` seconds: a steady input must end at its own target, not at whatever the goal
+    # was on the way there. (By time: the agent recomputes far more often than loads change.)
+    since = memory.target_since if target == memory.target else None
+    steady = since is not None and now - since >= policy.settle
     goal = memory.goal if not steady and _holds(target, memory.goal, policy.deadband) else target
-    weights = _approach(goal, memory.weights, policy)
+    elapsed = policy.smoothing_period if memory.at is None else now - memory.at
+    weights = _approach(goal, memory.weights, policy, elapsed)
     if note is not None and here is not None:
         reasons[here] = f"{reasons[here]}; {note}"
     result = {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
-    return result, _remember(weights, goal, target, loads, memory, policy, now)
+    target_since = now if since is None else since
+    return result, _remember(weights, goal, target, target_since, loads, memory, policy, now)
 
 
 def compute_weights(
@@ -265,6 +276,7 @@ def _remember(
     weights: Mapping[str, int],
     goal: Mapping[str, int],
     target: Mapping[str, int],
+    target_since: float,
     loads: Mapping[str, BackendLoad | None],
     previous: WeightMemory,
     policy: WeightPolicy,
@@ -278,4 +290,4 @@ def _remember(
         for name, load in loads.items()
         if score(load, policy)[0] > 0
     }
-    return WeightMemory(dict(weights), dict(goal), dict(target), since)
+    return WeightMemory(dict(weights), dict(goal), dict(target), target_since, since, now)

@@ -226,10 +226,12 @@ class Agent:
             raise_if_cancelling()
             pools = list(self.local_pools.values())
             samples = await asyncio.gather(*(self._sample(p) for p in pools))
-            for pool, sample in zip(pools, samples, strict=True):
-                self.local_samples[pool.key] = sample
-                if is_exported(pool):
-                    await self.publisher.publish_load(pool, sample)
+            # Replaced, not updated: a deleted pool's last sample must not linger.
+            self.local_samples = {p.key: s for p, s in zip(pools, samples, strict=True)}
+            exported = [(p, s) for p, s in zip(pools, samples, strict=True) if is_exported(p)]
+            self.publisher.forget_loads_except({p.key for p, _ in exported})
+            for pool, sample in exported:
+                await self.publisher.publish_load(pool, sample)
             self._changed.set()
             await asyncio.sleep(self.settings.load_interval)
 

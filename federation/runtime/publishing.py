@@ -126,6 +126,11 @@ class Publisher:
                 sent += 1
         return sent
 
+    def forget_loads_except(self, keys: set[PoolKey]) -> None:
+        """Drop the publish history of pools no longer exported (a re-export starts afresh)."""
+        for key in set(self._loads) - keys:
+            del self._loads[key]
+
     async def publish_load(self, pool: LocalPool, sample: LoadSample) -> None:
         now = self.wall()
         previous = self._loads.get(pool.key)

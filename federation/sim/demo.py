@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from federation.adapters.agent_http import AgentHttp
 from federation.adapters.bus import BusAddress, NatsBus
 from federation.adapters.epp import EppScraper
 from federation.adapters.metrics import AgentMetrics
 from federation.adapters.nats_servers import Supercluster
 from federation.adapters.tracing import TracerProvider, setup_tracing
-from federation.adapters.weights_api import WeightsApi
 from federation.model.pools import PoolKey, is_exported
 from federation.runtime.agent import Agent
 from federation.runtime.stopping import stop_task
@@ -61,7 +61,7 @@ class SimCluster:
     epp: SimEpp
     scraper: EppScraper
     imports: MemoryImports
-    api: WeightsApi
+    api: AgentHttp
     agent: Agent | None = None
     task: asyncio.Task[None] | None = None
 
@@ -107,7 +107,7 @@ class Demo:
             epp = SimEpp(load, llm_d=i % 2 == 1)
             await epp.start()
             pools = [dataclasses.replace(p, metrics_url=epp.url(p.key)) for p in layout[name]]
-            api = WeightsApi(name)
+            api = AgentHttp(name)
             await api.start()
             demo.clusters[name] = SimCluster(
                 name, SimPools(pools), load, epp, EppScraper(), MemoryImports(), api

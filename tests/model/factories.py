@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import strategies as st
+
 from federation.messages import ExportEvent, Heartbeat, LoadReport
 from federation.model.pools import EXPORT_VALUE, LocalPool
+from federation.model.weights import BackendLoad
 
 
 def export(cluster: str = "a", name: str = "pool", **kw: Any) -> ExportEvent:
@@ -49,3 +52,17 @@ def pool(name: str = "pool", exported: bool = False, **kw: Any) -> LocalPool:
         "export": EXPORT_VALUE if exported else None,
     }
     return LocalPool(**{**base, **kw})
+
+
+def backend_loads(*, max_pods: int, max_age: float) -> st.SearchStrategy[BackendLoad | None]:
+    """A backend's load as the weight policy sees it, or None (no report yet); mostly healthy."""
+    return st.one_of(
+        st.none(),
+        st.builds(
+            BackendLoad,
+            ready_pods=st.integers(0, max_pods),
+            saturation=st.floats(0, 1),
+            status=st.sampled_from(["ok", "ok", "ok", "unreachable", "shedding"]),
+            age=st.floats(0, max_age),
+        ),
+    )

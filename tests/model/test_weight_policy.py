@@ -11,6 +11,7 @@ from federation.model.weights import (
     compute_weights,
     step_weights,
 )
+from tests.model.factories import backend_loads
 
 P = WeightPolicy(lease=10, spill_threshold=0.8, smoothing=0.5, deadband=20_000, slow_start=30)
 
@@ -106,16 +107,7 @@ def test_the_remote_cap_moves_the_excess_to_other_backends() -> None:
     assert got == {"a": 500_000, "b": 500_000}
 
 
-backend = st.one_of(
-    st.none(),
-    st.builds(
-        BackendLoad,
-        ready_pods=st.integers(0, 32),
-        saturation=st.floats(0, 1),
-        status=st.sampled_from(["ok", "ok", "unreachable"]),
-        age=st.floats(0, 15),
-    ),
-)
+backend = backend_loads(max_pods=32, max_age=15)
 steps = st.lists(
     st.dictionaries(st.sampled_from(["local", "a", "b", "c"]), backend, min_size=1, max_size=4),
     min_size=1,
@@ -145,3 +137,28 @@ def test_invariants_hold_over_any_sequence_of_steps(seq: list, here: str | None)
             for b in loads.values()
         )
         assert (sum(values.values()) > 0) == can_serve
+
+
+def test_smoothing_pace_follows_time_not_the_number_of_recomputations() -> None:
+    healthy = {"a": L(pods=4, sat=0.0), "b": L(pods=4, sat=0.0)}
+    _, memory = step_weights(healthy, P, now=0)
+    dead = {"a": L(pods=4, sat=0.0), "b": L(status="unreachable")}
+    _, memory = step_weights(dead, P, memory=memory, now=1)
+    once, _ = step_weights(healthy, P, memory=memory, now=1.5)
+    many, m = step_weights(healthy, P, memory=memory, now=1.5)
+    for _ in range(20):  # a burst of events: recomputed twenty times at the same instant
+        many, m = step_weights(healthy, P, memory=m, now=1.5)
+    assert w(many) == w(once)
+
+
+def test_noise_is_held_even_when_recomputed_many_times_between_samples() -> None:
+    loads = {"a": L(pods=4, sat=0.50), "b": L(pods=4, sat=0.50)}
+    _, memory = step_weights(loads, P, now=0)
+    t = 0.0
+    for sample in range(8):  # a noisy EPP sampled every second, recomputed every 0.1 s
+        jitter = 0.52 if sample % 2 else 0.49
+        noisy = {"a": L(pods=4, sat=jitter), "b": L(pods=4, sat=0.50)}
+        for _ in range(10):
+            t += 0.1
+            got, memory = step_weights(noisy, P, memory=memory, now=t)
+            assert w(got) == {"a": 500_000, "b": 500_000}, t

@@ -12,19 +12,14 @@ from federation.model.weights import (
     load_from_report,
     trust,
 )
-from tests.model.factories import load
+from tests.model.factories import backend_loads, load
 
 POLICY = WeightPolicy(lease=10.0)
 
-loads = st.builds(
-    BackendLoad,
-    ready_pods=st.integers(0, 64),
-    saturation=st.floats(0, 1),
-    status=st.sampled_from(["ok", "ok", "ok", "unreachable", "shedding"]),
-    age=st.floats(0, 20),
-)
 backends = st.dictionaries(
-    st.sampled_from(["local", "a", "b", "c", "d"]), st.one_of(st.none(), loads), max_size=5
+    st.sampled_from(["local", "a", "b", "c", "d"]),
+    backend_loads(max_pods=64, max_age=20),
+    max_size=5,
 )
 
 

@@ -1,4 +1,4 @@
-"""`federation weights`: the operator's offline what-if, on the README example and bad input."""
+"""The command line: `federation weights` (offline what-if) and the checks on `demo`'s flags."""
 
 from pathlib import Path
 

@@ -22,7 +22,7 @@ from federation.model.pools import PoolKey
 from federation.model.views import ImportView, weights_document
 
 
-class WeightsApi:
+class AgentHttp:
     def __init__(
         self,
         cluster: str,
@@ -68,8 +68,13 @@ class WeightsApi:
         self._runner, self.port = await start_http(app, self.host, self.port)
 
     @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1/weights"
+        """Where gateways poll the weights."""
+        return f"{self.base_url}/v1/weights"
 
     async def stop(self) -> None:
         if self._runner is not None:
