@@ -88,6 +88,11 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag
     published_at: float
     exports: Count = 0
     agent_version: str = ""
+    # Acknowledgements, from which exporters set their pools' ``Exported`` condition: per
+    # exporting cluster, the newest export generation reflected in the imports this cluster has
+    # applied, and that exporter's pools ("namespace/name") it has not accepted.
+    accepted: dict[str, Sequence] = {}
+    refused: dict[str, list[str]] = {}
 
 
 Event = ExportEvent | LoadReport | Heartbeat

@@ -34,6 +34,9 @@ class LocalPool:
     parents: tuple[ParentGateway, ...] = ()
     export: str | None = None  # the export annotation's value, if present
     metrics_url: str | None = None  # the EPP's Prometheus endpoint, scraped for load
+    # Why this pool cannot be exported as it stands: (status reason, message), e.g. no
+    # endpointPickerRef or an EPP Service that does not resolve. None when it can be.
+    invalid: tuple[str, str] | None = None
 
     @property
     def key(self) -> PoolKey:
@@ -44,12 +47,18 @@ class ExportState(enum.Enum):
     EXPORTED = "Exported"
     NOT_REQUESTED = "NotRequested"
     NOT_SUPPORTED = "NotSupported"
+    INVALID = "Invalid"
 
 
 @dataclass(frozen=True)
 class ExportDecision:
     state: ExportState
     message: str
+    reason: str = ""  # the status reason; the state's name unless the pool is invalid
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            object.__setattr__(self, "reason", self.state.value)
 
 
 def export_decision(pool: LocalPool) -> ExportDecision:
@@ -57,6 +66,8 @@ def export_decision(pool: LocalPool) -> ExportDecision:
     value = pool.export
     if value is None:
         return ExportDecision(ExportState.NOT_REQUESTED, f"no {EXPORT_ANNOTATION} annotation")
+    if value == EXPORT_VALUE and pool.invalid is not None:
+        return ExportDecision(ExportState.INVALID, pool.invalid[1], pool.invalid[0])
     if value == EXPORT_VALUE:
         return ExportDecision(ExportState.EXPORTED, "exported to the ClusterSet")
     shown = value if len(value) <= 64 else value[:61] + "..."

@@ -26,8 +26,10 @@ from opentelemetry import trace
 
 from federation import __version__
 from federation.model.beliefs import Beliefs
+from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
-from federation.model.freshness import LinkState, link_state
+from federation.model.exported import Acks, acks_for, exported_condition
+from federation.model.freshness import LinkState, link_state, staleness
 from federation.model.imports import desired_imports
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
@@ -35,7 +37,15 @@ from federation.model.status import status_document
 from federation.model.views import ImportView, import_views
 from federation.model.weights import WeightMemory, WeightPolicy
 from federation.runtime.consuming import consume_one
-from federation.runtime.ports import Bus, Delivery, ImportSink, LoadSource, PoolSource
+from federation.runtime.ports import (
+    Bus,
+    Delivery,
+    ExportStatusSink,
+    ImportSink,
+    LoadSource,
+    PoolSource,
+    Service,
+)
 from federation.runtime.publishing import Publisher
 from federation.runtime.retrying import with_backoff
 from federation.runtime.stopping import raise_if_cancelling
@@ -60,6 +70,8 @@ class Agent:
         pools: PoolSource,
         loads: LoadSource,
         sinks: Sequence[ImportSink] = (),
+        export_status: ExportStatusSink | None = None,
+        services: Mapping[str, Service] | None = None,
         wall: Callable[[], float] = time.time,
         tracer: trace.Tracer | None = None,
     ) -> None:
@@ -69,6 +81,8 @@ class Agent:
         self.pools = pools
         self.loads = loads
         self.sinks = list(sinks)
+        self.export_status = export_status
+        self.services = dict(services or {})
         self.wall = wall  # wall clock: event times are compared across clusters
         self.policy = WeightPolicy(
             lease=settings.lease,
@@ -82,6 +96,8 @@ class Agent:
         self.views: dict[PoolKey, ImportView] = {}
         self.memories: dict[PoolKey, WeightMemory] = {}  # smoothing, hysteresis, slow start
         self.link = LinkState(False)
+        self.acks: Acks | None = None  # what our heartbeat acknowledges to exporters
+        self.export_conditions: dict[PoolKey, Condition | None] = {}
         self.pending = 0  # messages behind the last delivery: the consumer's backlog
         self.lag_observers: list[Callable[[str, float], None]] = []  # (peer, seconds)
         self.ready = asyncio.Event()  # caught up with the bus and serving
@@ -111,7 +127,8 @@ class Agent:
             await self.bus.close()
 
     def _tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
-        return {
+        services = {name: service.run() for name, service in self.services.items()}
+        return services | {
             "watch-pools": self._watch_pools(),
             "publish-exports": self._publish_exports(),
             "sample-load": self._sample_load(),
@@ -248,7 +265,7 @@ class Agent:
         while True:
             raise_if_cancelling()
             exports = sum(1 for p in self.local_pools.values() if is_exported(p))
-            await self.publisher.publish_beat(exports, __version__)
+            await self.publisher.publish_beat(exports, __version__, self.acks)
             await asyncio.sleep(self.settings.beat_interval)
 
     def status(self) -> dict[str, Any]:
@@ -301,11 +318,54 @@ class Agent:
                 async with asyncio.timeout(self.settings.reconcile_interval):
                     await self._changed.wait()
             self._changed.clear()
-            views = self.compute_views(self.wall())
+            now = self.wall()
+            views = self.compute_views(now)
+            await self._report_exports(now)
             if views == self.views and not dirty:
                 continue
             self.views = views
             dirty = not await self._feed(views)
+            if not dirty:
+                refused: dict[PoolKey, str] = {}
+                for sink in self.sinks:
+                    refused.update(getattr(sink, "refused", {}))
+                self.acks = acks_for(self.beliefs, views, refused)
+
+    def live_members(self, now: float) -> list[str]:
+        lease = self.settings.lease
+        return [
+            m
+            for m in self.settings.members
+            if not staleness(self.beliefs, m, now=now, lease=lease).stale
+        ]
+
+    def compute_export_conditions(self, now: float) -> dict[PoolKey, Condition | None]:
+        live = self.live_members(now)
+        return {
+            key: exported_condition(
+                pool,
+                generation=self.publisher.export_generation(key),
+                beliefs=self.beliefs,
+                own_cluster=self.name,
+                live_peers=live,
+            )
+            for key, pool in self.local_pools.items()
+        }
+
+    async def _report_exports(self, now: float) -> None:
+        """Tell the pools' status what peers acknowledged; only when something changed."""
+        if self.export_status is None:
+            return
+        conditions = self.compute_export_conditions(now)
+        if conditions == self.export_conditions:
+            return
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                await self.export_status.apply_export_status(conditions)
+        except Exception as exc:  # retried on the next cycle: the remembered set stays old
+            log.warning("agent %s: export status failed: %s", self.name, exc)
+            return
+        self.export_conditions = conditions
 
     async def _feed(self, views: Mapping[PoolKey, ImportView]) -> bool:
         """Give every sink the views; False if one failed (it gets them again next cycle)."""

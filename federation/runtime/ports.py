@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
+from federation.model.conditions import Condition
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey
 from federation.model.views import ImportView
@@ -26,6 +27,18 @@ class ImportSink(Protocol):
     """Receives the full set of import views whenever it changes (idempotent)."""
 
     async def apply(self, views: Mapping[PoolKey, ImportView]) -> None: ...
+
+
+class ExportStatusSink(Protocol):
+    """Receives every local pool's ``Exported`` condition (None: the pool has no entry)."""
+
+    async def apply_export_status(self, conditions: Mapping[PoolKey, Condition | None]) -> None: ...
+
+
+class Service(Protocol):
+    """Something the agent runs alongside its own tasks (informers, for instance)."""
+
+    async def run(self) -> None: ...
 
 
 class Delivery(Protocol):

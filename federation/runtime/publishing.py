@@ -17,6 +17,7 @@ from federation import messages
 from federation.messages import Event, ExportEvent, Heartbeat, LoadReport
 from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
+from federation.model.exported import Acks
 from federation.model.loads import LoadSample, worth_publishing
 from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.runtime.ports import Bus
@@ -161,7 +162,12 @@ class Publisher:
         if await self._send(report):
             self._loads[pool.key] = (sample, now)
 
-    async def publish_beat(self, exports: int, version: str) -> None:
+    def export_generation(self, key: PoolKey) -> int | None:
+        """The generation of the export we last published for ``key`` (None if none is live)."""
+        held = self.exported.get(key)
+        return held.generation if held is not None and not held.withdrawn else None
+
+    async def publish_beat(self, exports: int, version: str, acks: Acks | None = None) -> None:
         subject = messages.beat_subject(self.clusterset, self.cluster)
         await self._send(
             Heartbeat(
@@ -170,5 +176,7 @@ class Publisher:
                 published_at=self.wall(),
                 exports=exports,
                 agent_version=version,
+                accepted=acks.accepted if acks else {},
+                refused=acks.refused if acks else {},
             )
         )

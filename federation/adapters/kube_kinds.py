@@ -1,0 +1,28 @@
+"""The kinds an emulated cluster serves: exactly the resources the agent reads and writes."""
+
+from __future__ import annotations
+
+from federation.adapters.kube import GATEWAYS, HTTPROUTES, IMPORTS, POOLS, SERVICES, Resource
+from federation.adapters.kube_emulator import ApiEmulator, Kind
+
+
+def kind_of(r: Resource, *, status: bool) -> Kind:
+    return Kind(r.group, r.version, r.plural, r.kind, namespaced=True, status_subresource=status)
+
+
+EMULATED = (
+    kind_of(POOLS, status=True),
+    kind_of(IMPORTS, status=True),
+    kind_of(SERVICES, status=True),
+    kind_of(HTTPROUTES, status=True),
+    kind_of(GATEWAYS, status=True),
+)
+POOL_KIND, IMPORT_KIND, SERVICE_KIND, ROUTE_KIND, GATEWAY_KIND = EMULATED
+
+
+def new_emulator(namespaces: tuple[str, ...] = ("default",)) -> ApiEmulator:
+    emulator = ApiEmulator()
+    emulator.register(*EMULATED)
+    for ns in namespaces:
+        emulator.add_namespace(ns)
+    return emulator
