@@ -251,7 +251,10 @@ class ApiEmulator(kmock.KubernetesScaffold):
         if kind is None:
             return await super()._handle(request)
         try:
-            if request.method == "GET" and str(request.params.get("watch", "")).lower() in ("true", "1"):
+            if request.method == "GET" and str(request.params.get("watch", "")).lower() in (
+                "true",
+                "1",
+            ):
                 return await self._watch(kind, request)
             status, body = await self._serve(kind, request)
         except ApiError as exc:

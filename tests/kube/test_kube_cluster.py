@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from federation.adapters.kube import HTTPROUTES, IMPORTS, POOLS, SERVICES, GATEWAYS
+from federation.adapters.kube import GATEWAYS, HTTPROUTES, IMPORTS, POOLS, SERVICES
 from federation.adapters.kube_cluster import KubeCluster
 from federation.model.conditions import Condition
 from federation.model.imports import Conflict, DesiredImport
@@ -32,7 +32,9 @@ def pool_obj(ns: str, name: str, **annotations: str) -> dict[str, Any]:
     }
 
 
-def service_obj(ns: str, name: str, cluster_ip: str = "10.0.0.7", lb: str | None = None) -> dict[str, Any]:
+def service_obj(
+    ns: str, name: str, cluster_ip: str = "10.0.0.7", lb: str | None = None
+) -> dict[str, Any]:
     status = {"loadBalancer": {"ingress": [{"ip": lb}]}} if lb else {}
     return {
         "metadata": {"namespace": ns, "name": name},
@@ -41,9 +43,13 @@ def service_obj(ns: str, name: str, cluster_ip: str = "10.0.0.7", lb: str | None
     }
 
 
-def view(key: PoolKey, clusters: tuple[str, ...], *, excluded: tuple[Conflict, ...] = ()) -> ImportView:
+def view(
+    key: PoolKey, clusters: tuple[str, ...], *, excluded: tuple[Conflict, ...] = ()
+) -> ImportView:
     desired = DesiredImport(key=key, exporting_clusters=clusters, excluded=excluded)
-    conditions = (Condition("Accepted", "True", "Accepted", "all exporting clusters are compatible"),)
+    conditions = (
+        Condition("Accepted", "True", "Accepted", "all exporting clusters are compatible"),
+    )
     weights = {c: BackendWeight(100 // len(clusters), "test") for c in clusters}
     return ImportView(desired, weights, conditions)
 
@@ -82,19 +88,24 @@ async def test_watch_resolves_epp_and_follows_annotation_changes(api: ApiUnderTe
         watch = cluster.watch()
         pools = await next_pools(watch, lambda p: key in p)
         pool = pools[key]
-        assert pool.export is None and pool.invalid is None
+        assert pool.export is None
+        assert pool.invalid is None
         assert (pool.epp.host, pool.epp.port) == ("10.0.0.7", 9002)
         assert pool.metrics_url == "http://10.0.0.7:9090/metrics"
         assert pool.target_ports == (8000,)
 
         # annotation added → exported; LoadBalancer ingress preferred over the ClusterIP
         await api.put(SERVICES, service_obj(ns, "llama-epp", lb="203.0.113.9"))
-        await api.put(POOLS, pool_obj(ns, "llama", **{"inference.networking.x-k8s.io/export": "ClusterSet"}))
+        await api.put(
+            POOLS, pool_obj(ns, "llama", **{"inference.networking.x-k8s.io/export": "ClusterSet"})
+        )
         pools = await next_pools(
             watch, lambda p: p[key].export == "ClusterSet" and p[key].epp.host == "203.0.113.9"
         )
         # annotation changed to an unsupported value, then removed
-        await api.put(POOLS, pool_obj(ns, "llama", **{"inference.networking.x-k8s.io/export": "Everywhere"}))
+        await api.put(
+            POOLS, pool_obj(ns, "llama", **{"inference.networking.x-k8s.io/export": "Everywhere"})
+        )
         await next_pools(watch, lambda p: p[key].export == "Everywhere")
         obj = pool_obj(ns, "llama")
         obj["metadata"]["annotations"] = {}
@@ -110,20 +121,37 @@ async def test_parent_gateways_come_from_httproutes(api: ApiUnderTest) -> None:
     key = PoolKey(ns, "llama")
     await api.put(SERVICES, service_obj(ns, "llama-epp"))
     await api.put(POOLS, pool_obj(ns, "llama"))
-    await api.put(GATEWAYS, {
-        "metadata": {"namespace": ns, "name": "inference-gw"},
-        "spec": {"gatewayClassName": "x", "listeners": [{"name": "h", "port": 8443, "protocol": "HTTPS"}]},
-        "status": {"addresses": [{"type": "IPAddress", "value": "198.51.100.4"}]},
-    })
-    await api.put(HTTPROUTES, {
-        "metadata": {"namespace": ns, "name": "llm-route"},
-        "spec": {
-            "parentRefs": [{"name": "inference-gw"}],
-            "rules": [{"backendRefs": [
-                {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "llama"}
-            ]}],
+    await api.put(
+        GATEWAYS,
+        {
+            "metadata": {"namespace": ns, "name": "inference-gw"},
+            "spec": {
+                "gatewayClassName": "x",
+                "listeners": [{"name": "h", "port": 8443, "protocol": "HTTPS"}],
+            },
+            "status": {"addresses": [{"type": "IPAddress", "value": "198.51.100.4"}]},
         },
-    })
+    )
+    await api.put(
+        HTTPROUTES,
+        {
+            "metadata": {"namespace": ns, "name": "llm-route"},
+            "spec": {
+                "parentRefs": [{"name": "inference-gw"}],
+                "rules": [
+                    {
+                        "backendRefs": [
+                            {
+                                "group": "inference.networking.k8s.io",
+                                "kind": "InferencePool",
+                                "name": "llama",
+                            }
+                        ]
+                    }
+                ],
+            },
+        },
+    )
     async with running(api) as cluster:
         pools = await next_pools(cluster.watch(), lambda p: key in p and p[key].parents)
         (parent,) = pools[key].parents
@@ -189,7 +217,10 @@ async def test_other_controllers_entries_are_kept(api: ApiUnderTest) -> None:
     ns = api.namespace
     key = PoolKey(ns, "shared")
     other = {"name": OTHER, "exportingClusters": [{"name": "far"}], "conditions": []}
-    await api.put(IMPORTS, {"metadata": {"namespace": ns, "name": "shared"}, "status": {"controllers": [other]}})
+    await api.put(
+        IMPORTS,
+        {"metadata": {"namespace": ns, "name": "shared"}, "status": {"controllers": [other]}},
+    )
     async with running(api) as cluster:
         await cluster.apply({key: view(key, ("eu-west",))})
         obj = await api.get(IMPORTS, ns, "shared")
@@ -210,7 +241,10 @@ async def test_status_write_retries_on_409(emulator: Emulated) -> None:
         await cluster.apply({key: view(key, ("a", "b"))})
         obj = emulator.emulator.object_at("inferencepoolimports", "llm", "raced")
         assert obj is not None
-        assert obj["status"]["controllers"][0]["exportingClusters"] == [{"name": "a"}, {"name": "b"}]
+        assert obj["status"]["controllers"][0]["exportingClusters"] == [
+            {"name": "a"},
+            {"name": "b"},
+        ]
         assert cluster.counts["conflicts"] == 2
         assert obj["metadata"]["annotations"]["emulator.test/foreign-writes"] == "2"
 
@@ -237,9 +271,12 @@ async def test_restart_adopts_fixes_drift_and_deletes_orphans(api: ApiUnderTest)
         assert fixed is not None
         assert fixed["status"]["controllers"][0]["exportingClusters"] == [{"name": "a"}]
         kept_after = await api.get(IMPORTS, ns, "keep")
-        assert kept_before is not None and kept_after is not None
+        assert kept_before is not None
+        assert kept_after is not None
         assert kept_after["metadata"]["uid"] == kept_before["metadata"]["uid"]
-        assert kept_after["metadata"]["resourceVersion"] == kept_before["metadata"]["resourceVersion"]
+        assert (
+            kept_after["metadata"]["resourceVersion"] == kept_before["metadata"]["resourceVersion"]
+        )
 
 
 async def test_drift_while_running_is_repaired(api: ApiUnderTest) -> None:
@@ -254,7 +291,9 @@ async def test_drift_while_running_is_repaired(api: ApiUnderTest) -> None:
 
         async def repaired() -> bool:
             got = await api.get(IMPORTS, ns, "llama")
-            return got is not None and got["status"]["controllers"][0]["exportingClusters"] == [{"name": "a"}]
+            return got is not None and got["status"]["controllers"][0]["exportingClusters"] == [
+                {"name": "a"}
+            ]
 
         await wait_for(repaired, within=10, what="the drifted entry to be repaired")
 
