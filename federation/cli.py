@@ -80,6 +80,14 @@ def main() -> None:
     default=None,
     help="Write every finished span as a JSON line to this file.",
 )
+@click.option(
+    "--dump-objects",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="At the end, write every InferencePool and InferencePoolImport of every cluster as "
+    "JSON to DIR/<cluster>/<kind>/<namespace>.<name>.json.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def demo(
     clusters: int,
@@ -91,6 +99,7 @@ def demo(
     kill_at: float | None,
     revive_at: float | None,
     trace_file: Path | None,
+    dump_objects: Path | None,
     verbose: bool,
 ) -> None:
     """Federate N simulated clusters over an embedded NATS supercluster."""
@@ -110,9 +119,136 @@ def demo(
         chaos = Chaos(kill_cluster, kill_at, revive_at)
     options = DemoOptions(clusters=clusters, pools=pools, data_dir=data_dir, trace_file=trace_file)
     console = None if as_json else Console(stderr=False)
-    snapshot = asyncio.run(run_demo(options, duration=duration, console=console, chaos=chaos))
+    snapshot = asyncio.run(
+        run_demo(options, duration=duration, console=console, chaos=chaos, dump_to=dump_objects)
+    )
     if as_json:
         sys.stdout.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _env(name: str) -> str:
+    return f"FEDERATION_{name}"
+
+
+@main.command()
+@click.option("--clusterset", required=True, envvar=_env("CLUSTERSET"), help="The ClusterSet.")
+@click.option("--cluster", required=True, envvar=_env("CLUSTER"), help="This cluster's name.")
+@click.option(
+    "--members",
+    required=True,
+    envvar=_env("MEMBERS"),
+    help="Every cluster of the ClusterSet, comma-separated (this one included).",
+)
+@click.option("--nats-url", required=True, envvar=_env("NATS_URL"), help="This cluster's NATS.")
+@click.option(
+    "--nats-cluster",
+    default="",
+    envvar=_env("NATS_CLUSTER"),
+    help="The NATS cluster this cluster's streams live in (default: the cluster name).",
+)
+@click.option("--kubeconfig", default=None, envvar="KUBECONFIG", help="Default: in-cluster.")
+@click.option(
+    "--kube-url",
+    default=None,
+    envvar=_env("KUBE_URL"),
+    help="An API server without credentials (tests and emulators only).",
+)
+@click.option(
+    "--namespaces",
+    default="",
+    envvar=_env("NAMESPACES"),
+    help="Watch only these namespaces (comma-separated; default: all).",
+)
+@click.option(
+    "--controller-name", default=None, envvar=_env("CONTROLLER_NAME"), help="DOMAIN/PATH."
+)
+@click.option("--http-host", default="0.0.0.0", show_default=True, envvar=_env("HTTP_HOST"))
+@click.option(
+    "--http-port",
+    default=9464,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar=_env("HTTP_PORT"),
+    help="/metrics, /v1/status, /v1/weights, /healthz, /readyz",
+)
+@click.option(
+    "--lease",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    envvar=_env("LEASE"),
+    help="Seconds of silence after which a peer weighs 0.",
+)
+@click.option(
+    "--grace",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0.2),
+    envvar=_env("GRACE"),
+    help="Seconds of silence after which a peer's exports go.",
+)
+@click.option(
+    "--trace-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    envvar=_env("TRACE_FILE"),
+    help="Also write finished spans as JSON lines here.",
+)
+@click.option(
+    "--shutdown-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    envvar=_env("SHUTDOWN_TIMEOUT"),
+)
+@click.option("-v", "--verbose", is_flag=True)
+def agent(
+    clusterset: str,
+    cluster: str,
+    members: str,
+    nats_url: str,
+    nats_cluster: str,
+    kubeconfig: str | None,
+    kube_url: str | None,
+    namespaces: str,
+    controller_name: str | None,
+    http_host: str,
+    http_port: int,
+    lease: float,
+    grace: float,
+    trace_file: Path | None,
+    shutdown_timeout: float,
+    verbose: bool,
+) -> None:
+    """Run this cluster's federation agent until SIGTERM (production)."""
+    from federation.app import ProcessOptions, run_agent
+    from federation.settings import DEFAULT_CONTROLLER_NAME, Settings, SettingsError
+
+    _logging(verbose)
+    logging.getLogger("federation").setLevel(logging.DEBUG if verbose else logging.INFO)
+    try:
+        settings = Settings(
+            clusterset=clusterset,
+            cluster=cluster,
+            members=tuple(m.strip() for m in members.split(",") if m.strip()),
+            nats_url=nats_url,
+            nats_cluster=nats_cluster,
+            lease=lease,
+            grace=grace,
+            controller_name=controller_name or DEFAULT_CONTROLLER_NAME,
+        )
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    options = ProcessOptions(
+        kube_url=kube_url,
+        kubeconfig=kubeconfig,
+        namespaces=tuple(n.strip() for n in namespaces.split(",") if n.strip()),
+        http_host=http_host,
+        http_port=http_port,
+        trace_file=trace_file,
+        shutdown_timeout=shutdown_timeout,
+    )
+    sys.exit(asyncio.run(run_agent(settings, options)))
 
 
 @main.command()

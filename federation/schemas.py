@@ -65,6 +65,8 @@ EXAMPLES: dict[str, messages.Event] = {
         published_at=1_764_300_002.0,
         exports=3,
         agent_version="0.1.0",
+        accepted={"eu-west": 1_764_299_990_000_000, "ap-south": 1_764_299_995_000_000},
+        refused={"ap-south": ["llm/qwen-2-72b"]},
     ),
 }
 

@@ -30,8 +30,10 @@ class AgentHttp:
         port: int = 0,
         metrics: Callable[[], bytes] | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.ready = ready
         self.metrics = metrics
         self.status = status
         self.host = host
@@ -60,8 +62,19 @@ class AgentHttp:
             return web.Response(status=404, text="status is not enabled\n")
         return web.Response(body=orjson.dumps(self.status()), content_type="application/json")
 
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        """Ready once caught up with the bus (a Deployment's readiness probe)."""
+        if self.ready is not None and not self.ready():
+            return web.Response(status=503, text="catching up\n")
+        return web.Response(text="ready\n")
+
     async def start(self) -> None:
         app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/v1/weights", self._weights)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/status", self._status)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -65,11 +65,15 @@ def status_details(exc: BaseException) -> Mapping[str, Any]:
     return details if isinstance(details, Mapping) else {}
 
 
+def url_client(url: str) -> client.ApiClient:
+    """A client for an API server at ``url`` with no credentials (an emulator on loopback)."""
+    return client.ApiClient(client.Configuration(host=url))
+
+
 async def api_client(*, url: str | None = None, kubeconfig: str | None = None) -> client.ApiClient:
     """A client for ``url`` (an emulator, no auth), a kubeconfig, or the in-cluster account."""
     if url is not None:
-        configuration = client.Configuration(host=url)
-        return client.ApiClient(configuration)
+        return url_client(url)
     configuration = client.Configuration()
     if kubeconfig:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
@@ -272,8 +276,3 @@ class Informer:
                     self.objects[key] = obj
                 self._on_change()
         return version
-
-
-async def first(*waits: Awaitable[Any]) -> None:
-    """Await all (a small helper for waiting on several informers' ``synced``)."""
-    await asyncio.gather(*waits)

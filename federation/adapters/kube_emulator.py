@@ -32,6 +32,7 @@ import copy
 import datetime
 import itertools
 import json
+import socket
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -115,6 +116,8 @@ class ApiEmulator(kmock.KubernetesScaffold):
     compacted_through: int = attrs.field(default=0, init=False)  # no resuming at or below
     revision: int = attrs.field(default=1, init=False)  # as etcd: an empty store is at 1
     writes: list[tuple[str, str, ObjKey]] = attrs.field(factory=list, init=False)  # for tests
+    # (API group, resource[/subresource], RBAC verb) of every request served: what a client used
+    verbs_used: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(2), init=False)
     _changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
     _interference: dict[ObjKey, int] = attrs.field(factory=dict, init=False)
@@ -250,6 +253,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
             kind = self.kinds.get((res.group, res.version, res.plural))
         if kind is None:
             return await super()._handle(request)
+        self._note_verb(kind, request)
         try:
             if request.method == "GET" and str(request.params.get("watch", "")).lower() in (
                 "true",
@@ -260,6 +264,18 @@ class ApiEmulator(kmock.KubernetesScaffold):
         except ApiError as exc:
             status, body = exc.code, exc.status()
         return web.json_response(body, status=status)
+
+    def _note_verb(self, kind: Kind, request: Any) -> None:
+        watching = str(request.params.get("watch", "")).lower() in ("true", "1")
+        verb = {
+            "GET": "watch" if watching else "get" if request.name else "list",
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete",
+        }.get(request.method, request.method.lower())
+        resource = kind.plural + (f"/{request.subresource}" if request.subresource else "")
+        self.verbs_used.add((kind.group, resource, verb))
 
     async def _serve(self, kind: Kind, request: Any) -> tuple[int, Obj]:
         ns = request.namespace or ""
@@ -400,6 +416,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
 
     async def _delete(self, kind: Kind, key: ObjKey, body: Any) -> Obj:
         async with self._changed:
+            self._interfere_if_asked(kind, key)
             old = self.store.get(key)
             if old is None:
                 raise self._not_found(kind, key[2])
@@ -486,3 +503,34 @@ class ApiEmulator(kmock.KubernetesScaffold):
                 }
                 await send([{"type": "BOOKMARK", "object": mark}])
         return response
+
+
+class EmulatedApiServer:
+    """An emulator served on a random loopback port (the demo's and tests' API server).
+
+    Served by aiohttp's low-level server rather than ``kmock.Server``, which also patches
+    aiohttp's DNS resolver process-wide: several emulators (one per demo cluster) must not
+    interfere with each other or with the agent's other HTTP clients.
+    """
+
+    def __init__(self, emulator: ApiEmulator, host: str = "127.0.0.1") -> None:
+        self.emulator = emulator
+        self._host = host
+        self._runner: web.ServerRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        await self.emulator.__aenter__()
+        self._runner = web.ServerRunner(web.Server(self.emulator), access_log=None)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, 0))
+        await web.SockSite(self._runner, sock).start()
+        self.url = f"http://{self._host}:{sock.getsockname()[1]}"
+
+    async def stop(self) -> None:
+        await self.emulator.drop_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.emulator.__aexit__(None, None, None)

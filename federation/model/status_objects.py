@@ -19,7 +19,7 @@ from federation.model.views import ImportView
 
 IMPORT_GROUP: Final = "inference.networking.x-k8s.io"
 IMPORT_KIND: Final = "InferencePoolImport"
-DEFAULT_CONTROLLER: Final = "inference-federation.io/federation-agent"
+DEFAULT_CONTROLLER: Final = "inference-federation.io/agent"  # = Settings.controller_name
 
 Obj = dict[str, Any]
 

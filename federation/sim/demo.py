@@ -1,9 +1,11 @@
 """The embedded demo: N simulated clusters federating over a real NATS supercluster.
 
 Each simulated cluster gets its own nats-server (one NATS cluster per Kubernetes cluster, joined
-by gateways), its own production :class:`~federation.runtime.agent.Agent` connected only to that
-server, simulated InferencePools and simulated EPP load. Only the Kubernetes API and the EPPs are
-simulated; the bus path is the real one.
+by gateways), its own emulated Kubernetes API server on loopback holding its InferencePools and
+EPP Services, simulated EPP load, and its own production :class:`~federation.runtime.agent.Agent`
+connected only to that server and that API, through the same kube adapter as in production. Only
+the API server (an emulator: none can be installed here) and the EPPs are simulated; the bus path
+and the Kubernetes client path are the real ones.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import shutil
 import tempfile
 import time
@@ -22,17 +25,22 @@ from typing import Any
 from federation.adapters.agent_http import AgentHttp
 from federation.adapters.bus import BusAddress, NatsBus
 from federation.adapters.epp import EppScraper
+from federation.adapters.kube import Kube, url_client
+from federation.adapters.kube_cluster import KubeCluster
+from federation.adapters.kube_emulator import EmulatedApiServer
+from federation.adapters.kube_kinds import IMPORT_KIND, POOL_KIND, new_emulator
 from federation.adapters.metrics import AgentMetrics
 from federation.adapters.nats_servers import Supercluster
 from federation.adapters.tracing import TracerProvider, setup_tracing
 from federation.model.pools import PoolKey, is_exported
+from federation.model.status_objects import DEFAULT_CONTROLLER
 from federation.runtime.agent import Agent
 from federation.runtime.stopping import stop_task
 from federation.settings import Settings
-from federation.sim.clusters import SimPools
 from federation.sim.epp import SimEpp
 from federation.sim.imports import MemoryImports
-from federation.sim.layouts import cluster_names, demo_layout, expected_imports
+from federation.sim.kube_pools import EmulatedPools
+from federation.sim.layouts import NAMESPACE, cluster_names, demo_layout, expected_imports
 from federation.sim.loads import LoadModel
 
 STOP_TIMEOUT = 10.0
@@ -56,14 +64,26 @@ class DemoOptions:
 @dataclass
 class SimCluster:
     name: str
-    pools: SimPools
+    apiserver: EmulatedApiServer
+    pools: EmulatedPools
     load: LoadModel
     epp: SimEpp
     scraper: EppScraper
-    imports: MemoryImports
+    imports: MemoryImports  # the same views the kube adapter writes, kept for the snapshot
     api: AgentHttp
+    kube: KubeCluster | None = None
     agent: Agent | None = None
     task: asyncio.Task[None] | None = None
+
+    def kube_imports(self) -> dict[PoolKey, tuple[str, ...]]:
+        """Each InferencePoolImport in the API and the exporting clusters our entry lists."""
+        out = {}
+        for obj in self.apiserver.emulator.objects(IMPORT_KIND.plural):
+            for entry in (obj.get("status") or {}).get("controllers") or []:
+                if entry.get("name") == DEFAULT_CONTROLLER:
+                    key = PoolKey(obj["metadata"]["namespace"], obj["metadata"]["name"])
+                    out[key] = tuple(c["name"] for c in entry.get("exportingClusters") or [])
+        return out
 
 
 @dataclass
@@ -106,11 +126,15 @@ class Demo:
             load = LoadModel(name)
             epp = SimEpp(load, llm_d=i % 2 == 1)
             await epp.start()
-            pools = [dataclasses.replace(p, metrics_url=epp.url(p.key)) for p in layout[name]]
+            apiserver = EmulatedApiServer(new_emulator((NAMESPACE,)))
+            await apiserver.start()
+            pools = EmulatedPools(apiserver.emulator, i)
+            for pool in layout[name]:
+                await pools.put(dataclasses.replace(pool, metrics_url=epp.url(pool.key)))
             api = AgentHttp(name)
             await api.start()
             demo.clusters[name] = SimCluster(
-                name, SimPools(pools), load, epp, EppScraper(), MemoryImports(), api
+                name, apiserver, pools, load, epp, EppScraper(), MemoryImports(), api
             )
         return demo
 
@@ -142,12 +166,17 @@ class Demo:
                 request_timeout=s.request_timeout,
             )
         )
+        sim.kube = KubeCluster(
+            Kube(url_client(sim.apiserver.url)), controller=s.controller_name, backoff=s.backoff
+        )
         sim.agent = Agent(
             s,
             bus=bus,
-            pools=sim.pools,
+            pools=sim.kube,
             loads=sim.scraper,
-            sinks=[sim.imports, sim.api],
+            sinks=[sim.kube, sim.imports, sim.api],
+            export_status=sim.kube,
+            services={"kube": sim.kube},
             tracer=self._tracing.get_tracer("federation") if self._tracing else None,
         )
         metrics = AgentMetrics(sim.agent)
@@ -168,6 +197,9 @@ class Demo:
         if not await stop_task(task, within=STOP_TIMEOUT):
             raise RuntimeError(f"agent {cluster} did not stop within {STOP_TIMEOUT}s")
         self.clusters[cluster].task = None
+        kube = self.clusters[cluster].kube
+        if kube is not None:
+            await kube.close()
 
     async def kill(self, cluster: str) -> None:
         """Chaos: SIGKILL the cluster's nats-server and stop its agent, as if the cluster died."""
@@ -193,6 +225,7 @@ class Demo:
         )
 
     def converged(self) -> bool:
+        """Every cluster's views *and* its InferencePoolImport objects match the truth."""
         truth = self.truth()
         for name, sim in self.clusters.items():
             held = {
@@ -201,7 +234,26 @@ class Demo:
             }
             if held != truth[name]:
                 return False
+            if sim.kube_imports() != {k: clusters for k, (clusters, _) in truth[name].items()}:
+                return False
         return True
+
+    def dump_objects(self, directory: Path) -> int:
+        """Write every InferencePool and InferencePoolImport of every cluster; return the count.
+
+        ``DIR/<cluster>/<kind>/<namespace>.<name>.json``, each as the API returns it.
+        """
+        written = 0
+        for name, sim in self.clusters.items():
+            for kind in (POOL_KIND, IMPORT_KIND):
+                folder = directory / name / kind.kind
+                folder.mkdir(parents=True, exist_ok=True)
+                for obj in sim.apiserver.emulator.objects(kind.plural):
+                    meta = obj["metadata"]
+                    path = folder / f"{meta['namespace']}.{meta['name']}.json"
+                    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+                    written += 1
+        return written
 
     async def wait_converged(self, within: float) -> float | None:
         """Seconds from the agents' start until every cluster holds every import it should."""
@@ -232,6 +284,7 @@ class Demo:
             await sim.scraper.close()
             await sim.epp.stop()
             await sim.api.stop()
+            await sim.apiserver.stop()
         self.close()
 
     def close(self) -> None:

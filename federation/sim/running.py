@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -40,6 +41,7 @@ async def run_demo(
     duration: float,
     console: Console | None,
     chaos: Chaos | None = None,
+    dump_to: Path | None = None,
 ) -> dict[str, Any]:
     """Run for ``duration`` seconds after the agents start; return the final snapshot.
 
@@ -74,6 +76,8 @@ async def run_demo(
         if chaos_task is not None and not chaos_task.cancelled() and chaos_task.exception():
             raise RuntimeError("chaos failed") from chaos_task.exception()
         demo.check_agents()
+        if dump_to is not None:
+            demo.dump_objects(dump_to)
         return demo.snapshot()
     finally:
         await demo.stop()

@@ -18,12 +18,11 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import kmock
 import pytest
 from kubernetes_asyncio import client
 
 from federation.adapters.kube import Kube, Resource, api_client
-from federation.adapters.kube_emulator import ApiEmulator
+from federation.adapters.kube_emulator import ApiEmulator, EmulatedApiServer
 from federation.adapters.kube_kinds import EMULATED, new_emulator
 
 _names = itertools.count()
@@ -147,13 +146,14 @@ class RealCluster:
 
 @contextlib.asynccontextmanager
 async def emulated_api(*namespaces: str) -> AsyncIterator[Emulated]:
-    emulator = new_emulator(namespaces or ("default",))
-    async with emulator, kmock.Server(emulator) as server:
-        api = Emulated(emulator, str(server.url).rstrip("/"), (namespaces or ("default",))[0])
-        try:
-            yield api
-        finally:
-            await api.close()
+    server = EmulatedApiServer(new_emulator(namespaces or ("default",)))
+    await server.start()
+    api = Emulated(server.emulator, server.url, (namespaces or ("default",))[0])
+    try:
+        yield api
+    finally:
+        await api.close()
+        await server.stop()
 
 
 BACKENDS = ["emulator"] + (["kubeconfig"] if os.environ.get("KUBECONFIG") else [])

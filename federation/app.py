@@ -1,0 +1,117 @@
+"""The production agent process: settings → adapters → :class:`Agent`, and a bounded shutdown.
+
+``federation agent`` runs this in each cluster (deploy/ ships it as a Deployment). SIGTERM or
+SIGINT stops the agent within ``shutdown_timeout``: tasks are cancelled, the NATS connection is
+drained and closed, the HTTP port and the Kubernetes client are closed. Nothing is withdrawn on
+the way out: exports stay on the bus and imports stay in the cluster, so a restart (a rollout, a
+node drain) is invisible to peers as long as it is shorter than the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from federation.adapters.agent_http import AgentHttp
+from federation.adapters.bus import BusAddress, NatsBus
+from federation.adapters.epp import EppScraper
+from federation.adapters.kube import Kube, api_client
+from federation.adapters.kube_cluster import KubeCluster
+from federation.adapters.metrics import AgentMetrics
+from federation.adapters.tracing import setup_tracing
+from federation.runtime.agent import Agent
+from federation.runtime.stopping import stop_task
+from federation.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessOptions:
+    """How this process reaches its Kubernetes API and serves its HTTP port."""
+
+    kube_url: str | None = None  # an API server without credentials (an emulator on loopback)
+    kubeconfig: str | None = None  # else: the in-cluster service account
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    http_host: str = "0.0.0.0"
+    http_port: int = 9464
+    trace_file: Path | None = None
+    shutdown_timeout: float = 10.0
+
+
+async def run_agent(settings: Settings, options: ProcessOptions) -> int:
+    """Run until SIGTERM/SIGINT; return the exit code (0 on a clean, bounded stop)."""
+    tracing = setup_tracing(f"federation-agent/{settings.cluster}", options.trace_file)
+    kube = KubeCluster(
+        Kube(await api_client(url=options.kube_url, kubeconfig=options.kubeconfig)),
+        controller=settings.controller_name,
+        namespaces=options.namespaces or None,
+        backoff=settings.backoff,
+    )
+    bus = NatsBus(
+        BusAddress(
+            url=settings.nats_url,
+            clusterset=settings.clusterset,
+            cluster=settings.cluster,
+            placement_cluster=settings.placement_cluster,
+            members=settings.members,
+            history_per_subject=settings.history_per_subject,
+            request_timeout=settings.request_timeout,
+        )
+    )
+    http = AgentHttp(settings.cluster, options.http_host, options.http_port)
+    scraper = EppScraper()
+    agent = Agent(
+        settings,
+        bus=bus,
+        pools=kube,
+        loads=scraper,
+        sinks=[kube, http],
+        export_status=kube,
+        services={"kube": kube},
+        tracer=tracing.get_tracer("federation"),
+    )
+    metrics = AgentMetrics(agent)
+    agent.lag_observers.append(metrics.observe_lag)
+    http.metrics, http.status, http.ready = metrics.render, agent.status, agent.ready.is_set
+    await http.start()
+    log.info("agent %s serving HTTP on %s:%d", settings.cluster, options.http_host, http.port)
+
+    task = asyncio.create_task(agent.run(), name=f"agent-{settings.cluster}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if task.done():  # the agent ended by itself: always an error
+            code = 1
+            log.error("agent %s stopped: %r", settings.cluster, task.exception())
+        else:
+            started = time.monotonic()
+            log.info("agent %s: stopping (signal)", settings.cluster)
+            if not await stop_task(task, within=options.shutdown_timeout):
+                log.error(
+                    "agent %s did not stop within %.0fs", settings.cluster, options.shutdown_timeout
+                )
+                code = 1
+            log.info("agent %s stopped in %.2fs", settings.cluster, time.monotonic() - started)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        with contextlib.suppress(Exception):
+            await http.stop()
+        with contextlib.suppress(Exception):
+            await scraper.close()
+        with contextlib.suppress(Exception):
+            await kube.close()
+        tracing.shutdown()
+    return code

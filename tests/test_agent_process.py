@@ -1,0 +1,150 @@
+"""The production ``federation agent`` process: federates through its kube adapter, stops on
+SIGTERM within a bound, and a restart withdraws nothing at its peers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from federation.adapters.kube_emulator import EmulatedApiServer
+from federation.adapters.kube_kinds import new_emulator
+from federation.adapters.nats_servers import Supercluster, free_port
+from federation.model.pools import EXPORT_VALUE, LocalPool
+from federation.model.status_objects import DEFAULT_CONTROLLER
+from federation.sim.kube_pools import EmulatedPools
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+SHUTDOWN_BOUND = 10.0  # the agent's --shutdown-timeout default
+
+
+@dataclass
+class AgentProcess:
+    cluster: str
+    port: int
+    proc: asyncio.subprocess.Process
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def start_agent(
+    cluster: str, clusterset: str, members: str, nats_url: str, kube_url: str, log: Any
+) -> AgentProcess:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "federation", "agent",
+        "--clusterset", clusterset, "--cluster", cluster, "--members", members,
+        "--nats-url", nats_url, "--kube-url", kube_url,
+        "--http-host", "127.0.0.1", "--http-port", str(port),
+        stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    return AgentProcess(cluster, port, proc)
+
+
+async def ready(agent: AgentProcess) -> bool:
+    with contextlib.suppress(aiohttp.ClientError, OSError):
+        async with aiohttp.ClientSession() as http, http.get(f"{agent.url}/readyz") as resp:
+            return resp.status == 200
+    return False
+
+
+@contextlib.asynccontextmanager
+async def api_server() -> AsyncIterator[EmulatedApiServer]:
+    server = EmulatedApiServer(new_emulator(("llm",)))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def pool(name: str) -> LocalPool:
+    return LocalPool(
+        namespace="llm", name=name, target_ports=(8000,), model=name, export=EXPORT_VALUE,
+        metrics_url="http://127.0.0.1:9/metrics",  # nothing listens: the EPP reads unreachable
+    )  # fmt: skip
+
+
+def import_clusters(obj: dict[str, Any] | None) -> list[str] | None:
+    for entry in ((obj or {}).get("status") or {}).get("controllers") or []:
+        if entry.get("name") == DEFAULT_CONTROLLER:
+            return [c["name"] for c in entry.get("exportingClusters") or []]
+    return None
+
+
+async def test_sigterm_stops_within_bound_and_restart_withdraws_nothing(
+    supercluster: Supercluster, clusterset: str, tmp_path: Any
+) -> None:
+    members = "us-east,eu-west"
+    async with api_server() as east_api, api_server() as west_api:
+        await EmulatedPools(east_api.emulator, 0).put(pool("llama"))
+        logs = {c: open(tmp_path / f"{c}.log", "wb") for c in ("us-east", "eu-west")}  # noqa: SIM115
+        agents: list[AgentProcess] = []
+        try:
+            for cluster, api in (("us-east", east_api), ("eu-west", west_api)):
+                agents.append(
+                    await start_agent(cluster, clusterset, members, supercluster.url(cluster),
+                                      api.url, logs[cluster])
+                )  # fmt: skip
+            east, west = agents
+
+            def west_import() -> list[str] | None:
+                obj = west_api.emulator.object_at("inferencepoolimports", "llm", "llama")
+                return import_clusters(obj)
+
+            def east_exported() -> bool:
+                obj = east_api.emulator.object_at("inferencepools", "llm", "llama") or {}
+                for entry in (obj.get("status") or {}).get("parents") or []:
+                    for cond in entry.get("conditions") or []:
+                        if cond["type"] == "Exported" and cond["status"] == "True":
+                            return True
+                return False
+
+            await wait_for(lambda: west_import() == ["us-east"], within=60, what="the import")
+            await wait_for(east_exported, within=30, what="Exported=True from the peer's ack")
+            since = west_api.emulator.revision
+
+            east.proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            code = await asyncio.wait_for(east.proc.wait(), timeout=SHUTDOWN_BOUND + 5)
+            stopped_in = time.monotonic() - started
+            assert code == 0
+            assert stopped_in < SHUTDOWN_BOUND
+
+            agents[0] = east = await start_agent(
+                "us-east", clusterset, members, supercluster.url("us-east"), east_api.url,
+                logs["us-east"],
+            )  # fmt: skip
+            await wait_for(lambda: ready(east), within=60, what="the restarted agent to be ready")
+            await wait_for(east_exported, within=30, what="Exported=True after the restart")
+            # Through the stop and the restart, eu-west's import never lost us-east.
+            versions = [
+                obj for rv, plural, _, obj in west_api.emulator.history
+                if rv > since and plural == "inferencepoolimports"
+            ]  # fmt: skip
+            assert all(import_clusters(o) == ["us-east"] for o in versions), versions
+            assert west_import() == ["us-east"]
+        finally:
+            for agent in agents:
+                if agent.proc.returncode is None:
+                    agent.proc.send_signal(signal.SIGTERM)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(agent.proc.wait(), timeout=SHUTDOWN_BOUND + 5)
+                    if agent.proc.returncode is None:
+                        agent.proc.kill()
+                        await agent.proc.wait()
+            for f in logs.values():
+                f.close()
