@@ -76,7 +76,7 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         services={"kube": kube},
         tracer=tracing.get_tracer("federation"),
     )
-    metrics = AgentMetrics(agent)
+    metrics = AgentMetrics(agent, kube=kube)
     agent.lag_observers.append(metrics.observe_lag)
     http.metrics, http.status, http.ready = metrics.render, agent.status, agent.ready.is_set
     await http.start()

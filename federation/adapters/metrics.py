@@ -9,6 +9,7 @@ observed as events are applied, into a histogram per peer.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -99,10 +100,47 @@ class _StateCollector(Collector):
         yield weight
 
 
+class _KubeCollector(Collector):
+    """The kube adapter's operations (writes, conflicts, errors) and refused imports."""
+
+    def __init__(self, kube: KubeState) -> None:
+        self.kube = kube
+
+    def collect(self) -> Iterator[Metric]:
+        ops = CounterMetricFamily(
+            "federation_kube_operations",
+            "Kubernetes API operations of the agent, by kind (writes, conflicts, errors)",
+            labels=["operation"],
+        )
+        for operation, value in sorted(self.kube.counts.items()):
+            ops.add_metric([operation], value)
+        yield ops
+        refused = GaugeMetricFamily(
+            "federation_imports_refused",
+            "Imports this cluster could not materialize, by reason (e.g. NamespaceMissing)",
+            labels=["reason"],
+        )
+        for reason, value in sorted(Counter(self.kube.refused.values()).items()):
+            refused.add_metric([reason], value)
+        yield refused
+
+
+class KubeState(Protocol):
+    counts: Counter[str]
+    refused: dict[PoolKey, str]
+
+
 class AgentMetrics:
-    def __init__(self, agent: AgentState, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        agent: AgentState,
+        wall: Callable[[], float] = time.time,
+        kube: KubeState | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_StateCollector(agent, wall))
+        if kube is not None:
+            self.registry.register(_KubeCollector(kube))
         self.lag = Histogram(
             "federation_propagation_lag_seconds",
             "Publish (peer clock) to applied (this clock), per peer",

@@ -157,7 +157,8 @@ def pool_from_object(
     epp, metrics_url = _resolve_epp(namespace, spec, annotations, services)
     if isinstance(epp, tuple):
         invalid, epp = invalid or epp, None
-    if metrics_url is None and annotations.get(METRICS_URL_ANNOTATION) is not None:
+    url = annotations.get(METRICS_URL_ANNOTATION)
+    if url is not None and not _is_http_url(url):
         invalid = invalid or ("InvalidAnnotation", f"{METRICS_URL_ANNOTATION} is not an http URL")
     return LocalPool(
         namespace=namespace,
@@ -173,12 +174,16 @@ def pool_from_object(
     )
 
 
+def _is_http_url(url: str) -> bool:
+    return len(url) <= 2048 and re.match(r"^https?://[^\s/]+(/\S*)?$", url) is not None
+
+
 def _resolve_epp(
     namespace: str, spec: Obj, annotations: Mapping[str, str], services: Index
 ) -> tuple[EndpointAddress | tuple[str, str] | None, str | None]:
     """(the EPP address or an (reason, message) problem, the metrics URL)."""
     url = annotations.get(METRICS_URL_ANNOTATION)
-    metrics_url = url if url and len(url) <= 2048 and re.match(r"^https?://[^\s]+$", url) else None
+    metrics_url = url if url is not None and _is_http_url(url) else None
     override = annotations.get(EPP_ADDRESS_ANNOTATION)
     if override is not None:
         address = parse_address(override)

@@ -179,7 +179,7 @@ class Demo:
             services={"kube": sim.kube},
             tracer=self._tracing.get_tracer("federation") if self._tracing else None,
         )
-        metrics = AgentMetrics(sim.agent)
+        metrics = AgentMetrics(sim.agent, kube=sim.kube)
         sim.agent.lag_observers.append(metrics.observe_lag)
         sim.api.metrics = metrics.render
         sim.api.status = sim.agent.status
