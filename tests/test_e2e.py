@@ -72,7 +72,7 @@ async def test_withdrawing_an_export_updates_every_cluster(demo: Demo) -> None:
         within=15,
         what="the withdrawn import to disappear everywhere",
     )
-    assert demo.converged()
+    await wait_for(demo.converged, within=15, what="views and InferencePoolImports to match")
 
 
 async def test_exporting_a_pool_adds_it_everywhere(demo: Demo) -> None:

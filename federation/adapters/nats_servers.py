@@ -26,6 +26,8 @@ from pathlib import Path
 
 import aiohttp
 
+from federation.adapters.gateway_proxy import GatewayProxy
+
 READY_TIMEOUT = 60.0
 
 
@@ -67,10 +69,22 @@ class ServerSpec:
         return f"http://127.0.0.1:{self.monitor_port}"
 
 
-def render_config(spec: ServerSpec, peers: list[ServerSpec], extra: str = "") -> str:
+def render_config(
+    spec: ServerSpec,
+    peers: list[ServerSpec],
+    extra: str = "",
+    gateway_ports: dict[str, int] | None = None,
+) -> str:
+    """``gateway_ports``: where each cluster's gateway is reached (its proxy), if not direct."""
+    reach = gateway_ports or {}
+
+    def port(s: ServerSpec) -> int:
+        return reach.get(s.cluster, s.gateway_port)
+
     gateways = ",\n".join(
-        f'    {{ name: "{p.cluster}", urls: ["nats://127.0.0.1:{p.gateway_port}"] }}' for p in peers
+        f'    {{ name: "{p.cluster}", urls: ["nats://127.0.0.1:{port(p)}"] }}' for p in peers
     )
+    advertise = f'  advertise: "127.0.0.1:{port(spec)}"\n' if spec.cluster in reach else ""
     return f"""\
 server_name: "{spec.cluster}-0"
 listen: "127.0.0.1:{spec.client_port}"
@@ -89,7 +103,7 @@ cluster {{
 gateway {{
   name: "{spec.cluster}"
   listen: "127.0.0.1:{spec.gateway_port}"
-  gateways: [
+{advertise}  gateways: [
 {gateways}
   ]
 }}
@@ -100,11 +114,35 @@ gateway {{
 class Supercluster:
     """N nats-servers joined by gateways; start, kill, restart and stop them."""
 
-    def __init__(self, clusters: list[str], base_dir: Path, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        clusters: list[str],
+        base_dir: Path,
+        extra_config: str = "",
+        *,
+        gateway_proxies: bool = False,
+    ) -> None:
         self.base_dir = base_dir
         self.specs = {c: ServerSpec(c, base_dir / c / "jetstream") for c in clusters}
         self.extra_config = extra_config
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        # With proxies, every gateway link runs through them and can be cut (fault tests).
+        self.proxies: dict[str, GatewayProxy] = (
+            {c: GatewayProxy(c, s.gateway_port) for c, s in self.specs.items()}
+            if gateway_proxies
+            else {}
+        )
+        self._proxy_ports = {c: free_port() for c in self.proxies}
+
+    async def partition(self, a: str, b: str) -> None:
+        """Cut the gateway link between clusters ``a`` and ``b`` (both directions)."""
+        self.proxies[a].block(b)
+        self.proxies[b].block(a)
+        await asyncio.sleep(0)  # let the cancelled connections close
+
+    def heal(self, a: str, b: str) -> None:
+        self.proxies[a].unblock(b)
+        self.proxies[b].unblock(a)
 
     def url(self, cluster: str) -> str:
         return self.specs[cluster].url
@@ -117,7 +155,7 @@ class Supercluster:
         spec.store_dir.mkdir(parents=True, exist_ok=True)
         peers = [s for c, s in self.specs.items() if c != cluster]
         conf = self.config_path(cluster)
-        conf.write_text(render_config(spec, peers, self.extra_config))
+        conf.write_text(render_config(spec, peers, self.extra_config, self._proxy_ports or None))
         log = (self.base_dir / cluster / "nats.log").open("ab")
         self._procs[cluster] = subprocess.Popen(
             [server_binary(), "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
@@ -137,6 +175,8 @@ class Supercluster:
     async def start(self, within: float = READY_TIMEOUT) -> float:
         """Start every server and wait until JetStream is usable everywhere; return seconds."""
         began = time.monotonic()
+        for cluster, proxy in self.proxies.items():
+            await proxy.start(self._proxy_ports[cluster])
         for cluster in self.specs:
             self.start_server(cluster)
         await self.wait_ready(within=within)
@@ -172,6 +212,10 @@ class Supercluster:
         async with http.get(f"{base}/jsz") as jsz:
             meta = (await jsz.json()).get("meta_cluster") or {}
         return bool(meta.get("leader")) and meta.get("cluster_size", 0) >= len(self.specs)
+
+    async def stop_proxies(self) -> None:
+        for proxy in self.proxies.values():
+            await proxy.stop()
 
     def stop(self) -> None:
         for cluster in list(self._procs):
