@@ -29,7 +29,8 @@ class GatewayProxy:
         self.port = 0
         self.blocked: set[str] = set()  # gateway names whose links to this server are cut
         self._server: asyncio.Server | None = None
-        self._links: dict[asyncio.Task[None], str] = {}  # connection task → peer name
+        # open connections: id → (peer name, downstream writer, upstream writer)
+        self._links: dict[int, tuple[str, asyncio.StreamWriter, asyncio.StreamWriter | None]] = {}
         self.refused = 0
 
     async def start(self, port: int = 0) -> None:
@@ -39,8 +40,8 @@ class GatewayProxy:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._links):
-            task.cancel()
+        for _, down, up in list(self._links.values()):
+            self._close(down, up)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -48,27 +49,32 @@ class GatewayProxy:
     def block(self, peer: str) -> None:
         """Cut the link from ``peer``'s server: close it now and refuse it until unblocked."""
         self.blocked.add(peer)
-        for task, name in list(self._links.items()):
+        for name, down, up in list(self._links.values()):
             if name == peer:
-                task.cancel()
+                self._close(down, up)
+
+    @staticmethod
+    def _close(down: asyncio.StreamWriter, up: asyncio.StreamWriter | None) -> None:
+        """Closing both sockets ends the connection's pipes (no task is cancelled)."""
+        down.close()
+        if up is not None:
+            up.close()
 
     def unblock(self, peer: str) -> None:
         self.blocked.discard(peer)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._links[task] = ""
+        link = id(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(self.host, self.upstream_port)
         except OSError:
             writer.close()
-            self._links.pop(task, None)
             return
+        self._links[link] = ("", writer, up_writer)
         downstream = asyncio.create_task(self._pipe(up_reader, writer))
         try:
             peer, connect = await self._identify(reader, up_writer)
-            self._links[task] = peer or ""
+            self._links[link] = (peer or "", writer, up_writer)
             if peer is None or peer in self.blocked:
                 self.refused += 1
                 return
@@ -77,10 +83,9 @@ class GatewayProxy:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
-            downstream.cancel()
-            for w in (writer, up_writer):
-                w.close()
-            self._links.pop(task, None)
+            self._close(writer, up_writer)
+            await asyncio.gather(downstream, return_exceptions=True)
+            self._links.pop(link, None)
 
     async def _identify(
         self, reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter
