@@ -123,6 +123,7 @@ async def test_sigterm_stops_within_bound_and_restart_withdraws_nothing(
             stopped_in = time.monotonic() - started
             assert code == 0
             assert stopped_in < SHUTDOWN_BOUND
+            print(f"SIGTERM → exit in {stopped_in:.2f}s")
 
             agents[0] = east = await start_agent(
                 "us-east", clusterset, members, supercluster.url("us-east"), east_api.url,

@@ -108,3 +108,42 @@ async def test_a_killed_agent_alone_restarts_without_disturbing_peers(own_demo: 
     assert {k: e.generation for k, e in peer.beliefs.exports.items()} == {
         k: e.generation for k, e in exports_before.items()
     }
+
+
+def test_demo_cli_kill_contract(tmp_path: Path) -> None:
+    """The issue's exact command: a cluster killed at 8 s shows as dead everywhere else."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "federation", "demo", "--clusters", "3", "--duration", "30",
+         "--kill", "eu-west", "--at", "8", "--json", "--dump-objects", str(tmp_path / "objects")],
+        capture_output=True, text=True, timeout=150, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    snapshot = json.loads(out.stdout)
+    clusters = snapshot["clusters"]
+    assert clusters["eu-west"]["alive"] is False
+    survivors = ("us-east", "ap-south")
+    dead_seen = 0
+    for name in survivors:
+        assert clusters[name]["alive"] is True
+        for key, imp in clusters[name]["imports"].items():
+            fresh = next(c for c in imp["conditions"] if c["type"] == FRESH)
+            if "eu-west" in imp["exportingClusters"]:
+                dead_seen += 1
+                assert imp["weights"]["eu-west"] == 0, (name, key)
+                assert fresh["reason"] == "Stale", (name, key)
+                assert "eu-west" in fresh["message"]
+            else:  # the survivors still federate with each other
+                assert fresh["reason"] == "Fresh", (name, key)
+        assert snapshot["events"][name]["applied"] > 0
+    assert dead_seen > 0
+    # The same state is in the Kubernetes objects: the dead cluster is still listed (grace).
+    imp = json.loads(
+        (tmp_path / "objects/us-east/InferencePoolImport/llm.llama-3-70b.json").read_text()
+    )
+    (entry,) = imp["status"]["controllers"]
+    stale = next(c for c in entry["conditions"] if c["type"] == FRESH)
+    assert stale["status"] == "False"

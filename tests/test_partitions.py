@@ -59,8 +59,10 @@ async def test_one_cut_link_makes_the_two_sides_stale_to_each_other_only(proxied
     demo, sc = proxied, proxied.supercluster
     await sc.partition("us-east", "eu-west")
     await wait_for(
-        lambda: bool(condition(demo, "eu-west", "us-east"))
-        and all(r == "Stale" and w == 0 for r, w in condition(demo, "eu-west", "us-east")),
+        lambda: (
+            bool(condition(demo, "eu-west", "us-east"))
+            and all(r == "Stale" and w == 0 for r, w in condition(demo, "eu-west", "us-east"))
+        ),
         within=LEASE + 10,
         what="eu-west to see us-east stale behind the cut link",
     )
