@@ -85,7 +85,7 @@ def import_clusters(obj: dict[str, Any] | None) -> list[str] | None:
     return None
 
 
-async def test_sigterm_stops_within_bound_and_restart_withdraws_nothing(
+async def test_sigterm_and_kill_9_then_restart_withdraw_nothing(
     supercluster: Supercluster, clusterset: str, tmp_path: Any
 ) -> None:
     members = "us-east,eu-west"
@@ -131,7 +131,16 @@ async def test_sigterm_stops_within_bound_and_restart_withdraws_nothing(
             )  # fmt: skip
             await wait_for(lambda: ready(east), within=60, what="the restarted agent to be ready")
             await wait_for(east_exported, within=30, what="Exported=True after the restart")
-            # Through the stop and the restart, eu-west's import never lost us-east.
+            # kill -9 mid-stream (its load reports keep flowing), then a restart: same outcome.
+            east.proc.send_signal(signal.SIGKILL)
+            assert await asyncio.wait_for(east.proc.wait(), timeout=10) == -signal.SIGKILL
+            agents[0] = east = await start_agent(
+                "us-east", clusterset, members, supercluster.url("us-east"), east_api.url,
+                logs["us-east"],
+            )  # fmt: skip
+            await wait_for(lambda: ready(east), within=60, what="the agent to be ready after -9")
+            await wait_for(east_exported, within=30, what="Exported=True after kill -9")
+            # Through the stops and the restarts, eu-west's import never lost us-east.
             versions = [
                 obj for rv, plural, _, obj in west_api.emulator.history
                 if rv > since and plural == "inferencepoolimports"
