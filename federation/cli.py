@@ -311,6 +311,123 @@ def status(url: str, as_json: bool) -> None:
         Console().print(status_view(doc))
 
 
+@main.command()
+@click.option("--nats", "nats_url", default=None, help="Read the live streams from this NATS URL.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Read JetStream stores on disk (e.g. what `demo --data-dir` kept), served from a copy.",
+)
+@click.option("--clusterset", default=None, help="Needed when several cluster sets are found.")
+@click.option("--since", default=None, help="Only events stored at or after (ISO 8601 or epoch).")
+@click.option("--until", default=None, help="Only events stored at or before.")
+@click.option("--cluster", "clusters", multiple=True, help="Only events of this cluster (repeat).")
+@click.option("--pool", "pools", multiple=True, metavar="NS/NAME", help="Only this pool (repeat).")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice(["export", "load", "beat", "invalid"]),
+    help="Only events of this type (repeat).",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (one per event) / one document.")
+@click.option("--state-at", default=None, help="Rebuild the imports and weights at this time...")
+@click.option("--as", "as_cluster", default=None, help="...as this cluster computed them.")
+@click.option("--lease", type=float, default=None, help="Default: the demo's, else 10 s.")
+@click.option("--grace", type=float, default=None, help="Default: the demo's, else 300 s.")
+@click.option("--slow-start", type=float, default=None, help="Default: the demo's, else 30 s.")
+def replay(
+    nats_url: str | None,
+    data_dir: Path | None,
+    clusterset: str | None,
+    since: str | None,
+    until: str | None,
+    clusters: tuple[str, ...],
+    pools: tuple[str, ...],
+    types: tuple[str, ...],
+    as_json: bool,
+    state_at: str | None,
+    as_cluster: str | None,
+    lease: float | None,
+    grace: float | None,
+    slow_start: float | None,
+) -> None:
+    """Print the federation's events, or rebuild what a cluster computed at a moment."""
+    from federation.model.pools import PoolKey
+    from federation.model.replay import ReplayFilter, iso_ms, parse_time, row, select
+    from federation.model.replay import state_at as rebuild
+    from federation.model.views import imports_document
+    from federation.model.weights import WeightPolicy
+    from federation.replay import ReplayError, find_stores, load_streams
+    from federation.tables import replay_table, state_table
+
+    _logging(False, quiet=True)
+    if (nats_url is None) == (data_dir is None):
+        raise click.UsageError("give exactly one of --nats URL and --data-dir DIR")
+    if (state_at is None) != (as_cluster is None):
+        raise click.UsageError("--state-at and --as go together")
+    try:
+        keys = frozenset(PoolKey(*p.split("/", 1)) for p in pools)
+    except TypeError:
+        raise click.UsageError("--pool takes NAMESPACE/NAME") from None
+    try:
+        window = ReplayFilter(
+            since=parse_time(since) if since else None,
+            until=parse_time(until) if until else None,
+            clusters=frozenset(clusters),
+            pools=keys,
+            types=frozenset(types),
+        )
+        at = parse_time(state_at) if state_at else None
+    except ValueError as exc:
+        raise click.UsageError(f"bad time: {exc}") from None
+    try:
+        stores, manifest = find_stores(data_dir) if data_dir else ([], {})
+        streams = asyncio.run(
+            load_streams(nats_url=nats_url, stores=stores, manifest=manifest, clusterset=clusterset)
+        )
+    except (ReplayError, OSError) as exc:
+        click.echo(f"federation replay: {exc}", err=True)
+        sys.exit(2)
+    out = sys.stdout
+    if at is None:
+        rows = [row(s) for s in select((s for v in streams.outbound.values() for s in v), window)]
+        if as_json:
+            for r in rows:
+                out.write(orjson.dumps(r).decode() + "\n")
+        else:
+            Console().print(replay_table(rows))
+        return
+    assert as_cluster is not None
+    if as_cluster not in streams.inbound:
+        click.echo(f"federation replay: no inbound stream of {as_cluster!r}", err=True)
+        sys.exit(2)
+    m = streams.manifest
+    members = m.get("members") or sorted(set(streams.inbound) | set(streams.outbound))
+    policy = WeightPolicy(
+        lease=lease or m.get("lease", 10.0), slow_start=slow_start or m.get("slow_start", 30.0)
+    )
+    views = rebuild(
+        streams.inbound[as_cluster],
+        cluster=as_cluster,
+        members=members,
+        at=at,
+        policy=policy,
+        grace=grace or m.get("grace", 300.0),
+    )
+    doc = {
+        "clusterset": streams.clusterset,
+        "cluster": as_cluster,
+        "at": iso_ms(at),
+        "imports": imports_document(views),
+    }
+    if as_json:
+        out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        Console().print(state_table(doc))
+
+
 @main.command("schemas")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("bus-schemas"), show_default=True

@@ -109,3 +109,47 @@ def status_view(doc: dict[str, Any]) -> Group:
                 key if i == 0 else "", backend, str(b["weight"]), f"{b['percent']:.1f}", b["reason"]
             )
     return Group(header, peers, imports)
+
+
+def _summary(row: dict[str, Any]) -> str:
+    event = row.get("event") or {}
+    if row["type"] == "export":
+        if event.get("withdrawn"):
+            return "withdrawn"
+        return f"ports {event.get('target_ports')} model {event.get('model') or '-'}"
+    if row["type"] == "load":
+        return (
+            f"saturation {event.get('saturation', 0):.2f} ready {event.get('ready_pods')} "
+            f"{event.get('epp_status')}"
+        )
+    if row["type"] == "beat":
+        return f"exports {event.get('exports')}"
+    return str(row.get("error", ""))
+
+
+def replay_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(rows)} events", title_justify="left")
+    for column in ("stored at", "cluster", "type", "pool", "seq", "what"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["stored_at"], row.get("cluster", "?"), row["type"], row.get("pool", ""),
+            str(row.get("event", {}).get("sequence", row.get("event", {}).get("generation", ""))),
+            _summary(row),
+        )  # fmt: skip
+    return table
+
+
+def state_table(doc: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"{doc['cluster']} at {doc['at']} (rebuilt from the bus)", title_justify="left"
+    )
+    for column in ("import", "exporting clusters", "weights", "conditions"):
+        table.add_column(column)
+    for key, imp in doc["imports"].items():
+        weights = ", ".join(f"{b} {w / 10_000:.0f}%" for b, w in sorted(imp["weights"].items()))
+        conditions = ", ".join(
+            f"{c['type'].split('/')[-1]}={c['reason']}" for c in imp["conditions"]
+        )
+        table.add_row(key, ", ".join(imp["exportingClusters"]), weights, conditions)
+    return table

@@ -145,3 +145,18 @@ def import_views(
         )
         views[key] = ImportView(d, weights, conditions)
     return views, {k: m for k, m in next_memories.items() if k in desired}
+
+
+def imports_document(views: Mapping[PoolKey, ImportView]) -> dict[str, Any]:
+    """Every import as the demo's snapshot and ``replay --state-at`` print it."""
+    return {
+        str(key): {
+            "exportingClusters": list(view.desired.exporting_clusters),
+            "weights": {b: w.weight for b, w in view.weights.items()},
+            "conditions": [
+                {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+                for c in view.conditions
+            ],
+        }
+        for key, view in sorted(views.items())
+    }

@@ -17,7 +17,6 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from federation.adapters.nats_servers import Supercluster
 from federation.adapters.tracing import TracerProvider, setup_tracing
 from federation.model.pools import PoolKey, is_exported
 from federation.model.status_objects import DEFAULT_CONTROLLER
+from federation.model.views import imports_document
+from federation.replay import DEMO_MANIFEST
 from federation.runtime.agent import Agent
 from federation.runtime.stopping import stop_task
 from federation.settings import Settings
@@ -44,6 +45,7 @@ from federation.sim.layouts import NAMESPACE, cluster_names, demo_layout, expect
 from federation.sim.loads import LoadModel
 
 STOP_TIMEOUT = 10.0
+MANIFEST = DEMO_MANIFEST  # in --data-dir: the demo's clusterset, members and timers
 CONVERGENCE_POLL = 0.02  # seconds between convergence checks; the figure's resolution
 
 
@@ -59,6 +61,15 @@ class DemoOptions:
     grace: float = 60.0  # shortened from the production 5 min so a dead peer leaves in-demo
     slow_start: float = 10.0  # shortened from the production 30 s so recovery is visible
     trace_file: Path | None = None  # finished spans as JSON lines
+    # Events kept per subject. With --data-dir the demo keeps enough for `federation replay` to
+    # rebuild any moment of the run (production keeps 8; raise it there for the same purpose).
+    history_per_subject: int | None = None
+
+    @property
+    def history(self) -> int:
+        if self.history_per_subject is not None:
+            return self.history_per_subject
+        return 10_000 if self.data_dir is not None else 8
 
 
 @dataclass
@@ -121,6 +132,8 @@ class Demo:
                 raise
         if options.trace_file is not None:
             demo._tracing = setup_tracing("federation-demo", options.trace_file, install=False)
+        if options.data_dir is not None:  # what `federation replay --data-dir` needs to know
+            (options.data_dir / MANIFEST).write_text(json.dumps(demo.manifest(), indent=2) + "\n")
         layout = demo_layout(names, options.pools)
         for i, name in enumerate(names):
             load = LoadModel(name)
@@ -138,6 +151,16 @@ class Demo:
             )
         return demo
 
+    def manifest(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "clusterset": o.clusterset,
+            "members": list(self.supercluster.specs)[: o.clusters],
+            "lease": o.lease,
+            "grace": o.grace,
+            "slow_start": o.slow_start,
+        }
+
     def settings_for(self, cluster: str) -> Settings:
         o = self.options
         return Settings(
@@ -150,6 +173,7 @@ class Demo:
             lease=o.lease,
             grace=o.grace,
             slow_start=o.slow_start,
+            history_per_subject=o.history,
         )
 
     def start_agent(self, cluster: str) -> None:
@@ -269,6 +293,7 @@ class Demo:
     def snapshot(self) -> dict[str, Any]:
         return {
             "clusterset": self.options.clusterset,
+            "taken_at": round(time.time(), 3),
             "bus_ready_after_s": _round(self.bus_ready_after_s),
             "converged_after_s": _round(self.converged_after_s),
             "clusters": {name: cluster_snapshot(sim) for name, sim in self.clusters.items()},
@@ -306,19 +331,5 @@ def cluster_snapshot(sim: SimCluster) -> dict[str, Any]:
         "alive": sim.task is not None and not sim.task.done(),
         "pools": sorted(str(k) for k in pools),
         "exports": sorted(str(k) for k, p in pools.items() if is_exported(p)),
-        "imports": imports_snapshot(sim.imports.views),
-    }
-
-
-def imports_snapshot(views: Mapping[PoolKey, Any]) -> dict[str, Any]:
-    return {
-        str(key): {
-            "exportingClusters": list(view.desired.exporting_clusters),
-            "weights": {b: w.weight for b, w in view.weights.items()},
-            "conditions": [
-                {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
-                for c in view.conditions
-            ],
-        }
-        for key, view in sorted(views.items())
+        "imports": imports_document(sim.imports.views),
     }
