@@ -52,11 +52,40 @@ PROMETHEUS = shutil.which("prometheus")
 
 
 def _exprs() -> list[str]:
+    """Every PromQL query of the dashboards, template variables set to "All" (``.+``)."""
     exprs = []
     for path in DASHBOARDS:
         for panel in json.loads(path.read_text())["panels"]:
-            exprs.extend(t["expr"] for t in panel.get("targets", []))
+            exprs.extend(
+                re.sub(r"\$(instance|peer|import)\b", ".+", t["expr"])
+                for t in panel.get("targets", [])
+                if "expr" in t
+            )
     return exprs
+
+
+def test_dashboards_use_provisioned_datasources_and_a_tempo_trace_search() -> None:
+    import yaml
+
+    provisioned = yaml.safe_load(
+        (ROOT / "grafana" / "provisioning" / "datasources" / "federation.yml").read_text()
+    )
+    uids = {d["uid"] for d in provisioned["datasources"]}
+    traces = []
+    for path in DASHBOARDS:
+        doc = json.loads(path.read_text())
+        for panel in doc["panels"]:
+            assert panel["datasource"]["uid"] in uids, (path.name, panel["title"])
+            if panel["type"] == "traces":
+                traces.append(panel)
+        for variable in doc["templating"]["list"]:
+            assert variable["datasource"]["uid"] in uids
+    (tempo,) = traces
+    query = tempo["targets"][0]["query"]
+    # The attributes the trace search filters on are the ones the agent's spans carry.
+    assert "messaging.system" in query
+    publishing = (ROOT.parent / "federation" / "runtime" / "publishing.py").read_text()
+    assert '"messaging.system": "nats"' in publishing
 
 
 def test_dashboards_exist_and_use_only_exported_metrics() -> None:
@@ -117,3 +146,31 @@ async def test_a_real_prometheus_gets_data_for_every_dashboard_query(
         finally:
             proc.terminate()
             await proc.wait()
+
+
+def test_the_local_stack_files_fit_together() -> None:
+    import yaml
+
+    stack = ROOT / "stack"
+    compose = yaml.safe_load((stack / "compose.yaml").read_text())
+    assert {"grafana", "tempo", "prometheus", "otel-collector"} <= set(compose["services"])
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = (stack / volume.split(":")[0]).resolve()
+            assert source.exists(), volume
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), "the stack listens on loopback only"
+    collector = yaml.safe_load((stack / "otel-collector.yaml").read_text())
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlp/tempo"]
+    provisioned = yaml.safe_load(
+        (ROOT / "grafana" / "provisioning" / "datasources" / "federation.yml").read_text()
+    )
+    urls = {d["uid"]: d["url"] for d in provisioned["datasources"]}
+    assert urls["tempo"] == "http://tempo:3200"
+    assert yaml.safe_load((stack / "tempo.yaml").read_text())["server"]["http_listen_port"] == 3200
+    dashboards = yaml.safe_load(
+        (ROOT / "grafana" / "provisioning" / "dashboards" / "federation.yml").read_text()
+    )
+    path = dashboards["providers"][0]["options"]["path"]
+    grafana_volumes = compose["services"]["grafana"]["volumes"]
+    assert any(v.split(":")[1] == path for v in grafana_volumes)
