@@ -85,6 +85,9 @@ class BusAddress:
     members: tuple[str, ...]
     history_per_subject: int = 8
     request_timeout: float = 5.0
+    # Deliver every stored event at start, not only the newest per subject (benchmarks only:
+    # it lets one agent ingest a pre-filled stream through its normal consume path).
+    deliver_all: bool = False
 
 
 class NatsBus:
@@ -224,7 +227,7 @@ class NatsBus:
             await self.js.delete_consumer(stream, durable)
         config = ConsumerConfig(
             durable_name=durable,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            deliver_policy=DeliverPolicy.ALL if a.deliver_all else DeliverPolicy.LAST_PER_SUBJECT,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=30.0,
             max_ack_pending=20_000,

@@ -151,7 +151,9 @@ class ApiEmulator(kmock.KubernetesScaffold):
         return copy.deepcopy(obj) if obj is not None else None
 
     def interfere(self, plural: str, namespace: str, name: str, times: int = 1) -> None:
-        """The next ``times`` writes to this object lose a race to a foreign writer."""
+        """The next ``times`` conditional writes to this object (a PUT or DELETE that names the
+        ``resourceVersion`` it read) lose a race to a foreign writer. Unconditional writes
+        cannot lose one, so they pass untouched."""
         self._interference[(plural, namespace, name)] = times
 
     def compact(self) -> None:
@@ -232,9 +234,9 @@ class ApiEmulator(kmock.KubernetesScaffold):
         self.history.append((self.revision, kind.plural, event, copy.deepcopy(obj)))
         self._changed.notify_all()
 
-    def _interfere_if_asked(self, kind: Kind, key: ObjKey) -> None:
+    def _interfere_if_asked(self, kind: Kind, key: ObjKey, conditional: bool) -> None:
         left = self._interference.get(key, 0)
-        if left <= 0 or key not in self.store:
+        if not conditional or left <= 0 or key not in self.store:
             return
         self._interference[key] = left - 1
         foreign = copy.deepcopy(self.store[key])
@@ -355,7 +357,10 @@ class ApiEmulator(kmock.KubernetesScaffold):
 
     async def _update(self, kind: Kind, key: ObjKey, request: Any, *, status_only: bool) -> Obj:
         async with self._changed:
-            self._interfere_if_asked(kind, key)
+            data = request.data if isinstance(request.data, dict) else {}
+            self._interfere_if_asked(
+                kind, key, bool((data.get("metadata") or {}).get("resourceVersion"))
+            )
             old = self.store.get(key)
             if old is None:
                 raise self._not_found(kind, key[2])
@@ -416,11 +421,11 @@ class ApiEmulator(kmock.KubernetesScaffold):
 
     async def _delete(self, kind: Kind, key: ObjKey, body: Any) -> Obj:
         async with self._changed:
-            self._interfere_if_asked(kind, key)
+            pre = (body or {}).get("preconditions") or {} if isinstance(body, dict) else {}
+            self._interfere_if_asked(kind, key, bool(pre.get("resourceVersion") or pre.get("uid")))
             old = self.store.get(key)
             if old is None:
                 raise self._not_found(kind, key[2])
-            pre = (body or {}).get("preconditions") or {} if isinstance(body, dict) else {}
             for field, have in (
                 ("resourceVersion", old["metadata"]["resourceVersion"]),
                 ("uid", old["metadata"]["uid"]),

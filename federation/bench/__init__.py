@@ -1,0 +1,1 @@
+"""Benchmarks: `federation bench` (see BENCHMARKS.md)."""
