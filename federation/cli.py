@@ -428,6 +428,39 @@ def replay(
         Console().print(state_table(doc))
 
 
+@main.command()
+@click.argument("scenarios", nargs=-1, type=click.Choice(
+    ["raw", "ingest", "propagation", "scale", "routing"]))  # fmt: skip
+@click.option("--quick", is_flag=True, help="Smaller runs (scale 20 x 50); minutes, not tens.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--scenario-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A routing scenario (JSON: clusters with slots, rate and bursts; see BENCHMARKS.md).",
+)
+def bench(
+    scenarios: tuple[str, ...], quick: bool, as_json: bool, scenario_file: Path | None
+) -> None:
+    """Measure ingest, propagation, scale and routing quality against the raw NATS baseline."""
+    from federation.bench.routing import Scenario
+    from federation.bench.running import run_bench
+    from federation.tables import bench_view
+
+    _logging(False, quiet=True)
+    routing = None
+    if scenario_file is not None:
+        try:
+            routing = Scenario.from_json(scenario_file.read_text())
+        except (OSError, ValueError, TypeError) as exc:
+            raise click.UsageError(f"{scenario_file}: {exc}") from None
+    doc = asyncio.run(run_bench(list(scenarios), quick=quick, routing_scenario=routing))
+    if as_json:
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        Console().print(bench_view(doc))
+
+
 @main.command("schemas")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("bus-schemas"), show_default=True

@@ -153,3 +153,22 @@ def state_table(doc: dict[str, Any]) -> Table:
         )
         table.add_row(key, ", ".join(imp["exportingClusters"]), weights, conditions)
     return table
+
+
+def bench_view(doc: dict[str, Any]) -> Table:
+    """Every figure of a bench run, flattened: scenario, figure, value."""
+    table = Table(title=f"federation bench ({'quick' if doc['quick'] else 'full'}, "
+                  f"{doc['took_s']} s)", title_justify="left")  # fmt: skip
+    for column in ("scenario", "figure", "value"):
+        table.add_column(column)
+
+    def walk(scenario: str, prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(scenario, f"{prefix}.{k}" if prefix else k, v)
+        elif not isinstance(value, list):
+            table.add_row(scenario, prefix, str(value))
+
+    for scenario, figures in doc["scenarios"].items():
+        walk(scenario, "", figures)
+    return table

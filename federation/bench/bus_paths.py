@@ -12,19 +12,21 @@ reconcile (recompute every import's view and weights) every 0.5 s of wall time, 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Placement, StreamConfig, StreamSource
-
 from federation import messages
 from federation.adapters.bus import BusAddress, NatsBus
+from federation.adapters.nats_baseline import (
+    create_raw_streams,
+    fill_then_consume,
+    publish_deliver_latencies,
+    publish_events,
+    wait_stream_holds,
+)
 from federation.adapters.nats_servers import Supercluster
 from federation.bench.stats import percentiles
 from federation.messages import ExportEvent, LoadReport
@@ -35,9 +37,19 @@ from federation.settings import Settings
 
 REPORT_BYTES = len(
     messages.encode(
-        LoadReport(cluster="us-east", namespace="llm", name="llama-3-70b", sequence=1_700_000_000_000_000,
-                   observed_at=1.7e9, published_at=1.7e9, ready_pods=8, kv_cache_utilization=0.42,
-                   queue_size=1.5, running_requests=9.0, saturation=0.42)  # fmt: skip
+        LoadReport(
+            cluster="us-east",
+            namespace="llm",
+            name="llama-3-70b",
+            sequence=1_700_000_000_000_000,
+            observed_at=1.7e9,
+            published_at=1.7e9,
+            ready_pods=8,
+            kv_cache_utilization=0.42,
+            queue_size=1.5,
+            running_requests=9.0,
+            saturation=0.42,
+        )
     )
 )
 
@@ -52,77 +64,21 @@ async def supercluster(names: list[str], base: Path) -> AsyncIterator[Superclust
         sc.stop()
 
 
-async def _latencies(
-    pub_url: str, sub_url: str, stream: str, subject: str, count: int
-) -> list[float]:
-    """Publish ``count`` messages one by one (each acked) and time each until delivered."""
-    pub, sub_nc = await nats.connect(pub_url), await nats.connect(sub_url)
-    try:
-        js_pub, js_sub = pub.jetstream(), sub_nc.jetstream()
-        sub = await js_sub.pull_subscribe(
-            ">", stream=stream,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.EXPLICIT),
-        )  # fmt: skip
-        sent: dict[int, float] = {}
-        got: list[float] = []
-
-        async def consume() -> None:
-            while len(got) < count:
-                try:
-                    batch = await sub.fetch(512, timeout=1.0)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                now = time.perf_counter()
-                for m in batch:
-                    got.append(now - sent[int(m.data[:12])])
-                    await m.ack()
-
-        task = asyncio.create_task(consume())
-        await asyncio.sleep(0.2)  # the consumer's first fetch is waiting: a real agent's state
-        filler = b" " * (REPORT_BYTES - 12)
-        for i in range(count):
-            sent[i] = time.perf_counter()
-            await js_pub.publish(subject, b"%012d" % i + filler)
-            await asyncio.sleep(0.002)
-        async with asyncio.timeout(30):
-            await task
-        return got
-    finally:
-        await pub.close()
-        await sub_nc.close()
-
-
 async def raw_baseline(base: Path, quick: bool) -> dict[str, Any]:
     count = 300 if quick else 2000
     fill = 5_000 if quick else 50_000
     out: dict[str, Any] = {"message_bytes": REPORT_BYTES, "samples": count}
     async with supercluster(["r0", "r1"], base / "raw") as sc:
-        nc = await nats.connect(sc.url("r0"))
-        js = nc.jetstream()
-        await js.add_stream(StreamConfig(name="RAW_LOCAL", subjects=["raw.local"],
-                                         placement=Placement(cluster="r0")))  # fmt: skip
-        await js.add_stream(StreamConfig(name="RAW_OUT", subjects=["raw.out"],
-                                         placement=Placement(cluster="r0")))  # fmt: skip
-        await js.add_stream(StreamConfig(name="RAW_IN", placement=Placement(cluster="r1"),
-                                         sources=[StreamSource(name="RAW_OUT")]))  # fmt: skip
-        await js.add_stream(StreamConfig(name="RAW_FILL", subjects=["raw.fill"],
-                                         placement=Placement(cluster="r0")))  # fmt: skip
-        local = await _latencies(sc.url("r0"), sc.url("r0"), "RAW_LOCAL", "raw.local", count)
-        remote = await _latencies(sc.url("r0"), sc.url("r1"), "RAW_IN", "raw.out", count)
+        await create_raw_streams(sc.url("r0"), "r0", "r1")
+        local = await publish_deliver_latencies(
+            sc.url("r0"), sc.url("r0"), "RAW_LOCAL", "raw.local", count, REPORT_BYTES
+        )
+        remote = await publish_deliver_latencies(
+            sc.url("r0"), sc.url("r1"), "RAW_IN", "raw.out", count, REPORT_BYTES
+        )
         out["publish_deliver_local_s"] = percentiles(local)
         out["publish_deliver_across_clusters_s"] = percentiles(remote)
-        payload = b"x" * REPORT_BYTES
-        for start in range(0, fill, 500):
-            await asyncio.gather(*(js.publish("raw.fill", payload) for _ in range(start, min(fill, start + 500))))
-        sub = await js.pull_subscribe("raw.fill", stream="RAW_FILL",
-                                      config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
-        began, done = time.perf_counter(), 0
-        while done < fill:
-            for m in await sub.fetch(512, timeout=5.0):
-                await m.ack()
-                done += 1
-        out["consume_rate_per_s"] = round(fill / (time.perf_counter() - began))
-        await nc.close()
+        out["consume_rate_per_s"] = round(await fill_then_consume(sc.url("r0"), fill, REPORT_BYTES))
     return out
 
 
@@ -137,8 +93,15 @@ async def ingest(base: Path, quick: bool) -> dict[str, Any]:
         url = sc.url("i0")
 
         def address(cluster: str, deliver_all: bool = False) -> BusAddress:
-            return BusAddress(url=url, clusterset=cs, cluster=cluster, placement_cluster="i0",
-                              members=members, history_per_subject=100_000, deliver_all=deliver_all)  # fmt: skip
+            return BusAddress(
+                url=url,
+                clusterset=cs,
+                cluster=cluster,
+                placement_cluster="i0",
+                members=members,
+                history_per_subject=100_000,
+                deliver_all=deliver_all,
+            )
 
         for cluster in peers:
             bus = NatsBus(address(cluster))
@@ -148,30 +111,37 @@ async def ingest(base: Path, quick: bool) -> dict[str, Any]:
         agent_bus = NatsBus(address("agent", deliver_all=True))
         await agent_bus.connect()
         await agent_bus.ensure_streams()
-        nc = await nats.connect(url)
-        js = nc.jetstream()
         now = time.time()
         events: list[messages.Event] = [
-            ExportEvent(cluster=p, namespace="llm", name=f"pool-{j}", generation=1, exported_at=now,
-                        published_at=now, target_ports=(8000,), model=f"m{j}")  # fmt: skip
-            for p in peers for j in range(pools)
+            ExportEvent(
+                cluster=p,
+                namespace="llm",
+                name=f"pool-{j}",
+                generation=1,
+                exported_at=now,
+                published_at=now,
+                target_ports=(8000,),
+                model=f"m{j}",
+            )
+            for p in peers
+            for j in range(pools)
         ]
         for i in range(reports):
             p, j = peers[i % len(peers)], (i // len(peers)) % pools
-            events.append(LoadReport(
-                cluster=p, namespace="llm", name=f"pool-{j}", sequence=2 + i, observed_at=now,
-                published_at=now, ready_pods=4 + i % 3, saturation=(i % 100) / 100,
-            ))  # fmt: skip
-        for start in range(0, len(events), 500):
-            chunk = events[start : start + 500]
-            await asyncio.gather(
-                *(js.publish(messages.subject_for(cs, e), messages.encode(e)) for e in chunk)
+            events.append(
+                LoadReport(
+                    cluster=p,
+                    namespace="llm",
+                    name=f"pool-{j}",
+                    sequence=2 + i,
+                    observed_at=now,
+                    published_at=now,
+                    ready_pods=4 + i % 3,
+                    saturation=(i % 100) / 100,
+                )
             )
-        inbound = f"FED_IN_{cs}_agent"
-        async with asyncio.timeout(120):
-            while (await js.stream_info(inbound)).state.messages < len(events):
-                await asyncio.sleep(0.1)
-        await nc.close()
+        await publish_events(url, cs, events)
+        await wait_stream_holds(url, f"FED_IN_{cs}_agent", len(events), within=120)
 
         settings = Settings(clusterset=cs, cluster="agent", members=members, nats_url=url)
         agent = Agent(settings, bus=agent_bus, pools=_NoPools(), loads=_NoLoads())

@@ -2,7 +2,7 @@
 
 Each cluster has ``slots`` (model-server concurrency) serving requests with exponential service
 times and a FIFO queue; an EPP sheds (rejects) a request when the queue holds ``max_queue_per_slot
-× slots``. Requests arrive at each cluster's gateway (Poisson, with optional bursts) and the
+x slots``. Requests arrive at each cluster's gateway (Poisson, with optional bursts) and the
 gateway picks a destination by policy:
 
 - ``local-only``: always its own cluster;
@@ -66,8 +66,14 @@ class Scenario:
             clusters=(
                 ClusterSpec("us-east", slots=40, rate=24.0),
                 ClusterSpec("eu-west", slots=24, rate=14.0),
-                ClusterSpec("ap-south", slots=12, rate=8.0, burst_factor=3.0,
-                            burst_start=120.0, burst_end=180.0),  # fmt: skip
+                ClusterSpec(
+                    "ap-south",
+                    slots=12,
+                    rate=8.0,
+                    burst_factor=3.0,
+                    burst_start=120.0,
+                    burst_end=180.0,
+                ),
             )
         )
 

@@ -1,0 +1,77 @@
+"""`federation bench`: run the scenarios, one JSON document with every figure and its ratio to
+the raw NATS baseline measured in the same run, and whether each target is met."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from federation import __version__
+from federation.bench.bus_paths import ingest, raw_baseline
+from federation.bench.propagation import propagation
+from federation.bench.routing import Scenario, run_routing
+from federation.bench.scale import scale
+
+SCENARIOS = ("raw", "ingest", "propagation", "scale", "routing")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def machine() -> dict[str, Any]:
+    with open("/proc/cpuinfo") as f:
+        models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return {
+        "cpus": len(models) or None,
+        "cpu": models[0] if models else platform.processor(),
+        "python": platform.python_version(),
+        "federation": __version__,
+    }
+
+
+async def run_bench(
+    scenarios: list[str], *, quick: bool, routing_scenario: Scenario | None = None
+) -> dict[str, Any]:
+    chosen = scenarios or list(SCENARIOS)
+    doc: dict[str, Any] = {"quick": quick, "machine": machine(), "scenarios": {}}
+    base = Path(tempfile.mkdtemp(prefix="federation-bench-"))
+    started = time.monotonic()
+    try:
+        results = doc["scenarios"]
+        if {"raw", "ingest", "propagation"} & set(chosen):
+            results["raw"] = await raw_baseline(base, quick)  # every ratio's denominator
+        raw = results.get("raw", {})
+        if "ingest" in chosen:
+            results["ingest"] = r = await ingest(base, quick)
+            r["ratio_to_raw_consume_rate"] = _ratio(r["applied_per_s"], raw["consume_rate_per_s"])
+            r["target_at_least_half_of_raw"] = (r["ratio_to_raw_consume_rate"] or 0) >= 0.5
+        if "propagation" in chosen:
+            results["propagation"] = r = await propagation(base, quick)
+            raw_p99 = raw["publish_deliver_across_clusters_s"]["p99"]
+            r["load_p99_ratio_to_raw_p99"] = _ratio(r["load_to_peer_weight_s"]["p99"], raw_p99)
+            r["export_p99_ratio_to_raw_p99"] = _ratio(
+                r["export_annotation_to_import_everywhere_s"]["p99"], raw_p99
+            )
+            r["target_load_p99_within_3x_raw"] = (r["load_p99_ratio_to_raw_p99"] or 1e9) <= 3.0
+        if "scale" in chosen:
+            c, p = (20, 50) if quick else (100, 100)
+            results["scale"] = r = await scale(base, c, p, within=120 if quick else 600)
+            r["targets"] = {
+                "cold_under_10s": (r.get("cold_convergence_s") or 1e9) < 10,
+                "heal_under_2s": (r.get("heal_convergence_s") or 1e9) < 2,
+                "dead_to_zero_within_lease": (
+                    (r.get("dead_cluster_weight_zero_since_last_heard_s") or 1e9)
+                    <= r.get("lease_s", 10)
+                ),
+            }
+        if "routing" in chosen:
+            results["routing"] = run_routing(routing_scenario or Scenario.default())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    doc["took_s"] = round(time.monotonic() - started, 1)
+    return doc

@@ -1,0 +1,213 @@
+"""Scale: C clusters x P pools on this machine, on the real bus path.
+
+Every cluster runs the production :class:`Agent` (in this one process, to fit the machine) with
+its own streams and its own connection; clusters are spread over a few NATS clusters (each agent
+connects to the server its streams are placed on), joined by gateways through proxies so a NATS
+cluster can be cut off and healed. Pools and EPP loads are synthetic (no Kubernetes, no HTTP);
+imports go to an in-memory sink. Each cluster exports P pools of its own, so every agent holds
+C x P imports.
+
+Figures: cold convergence (agents' start → every agent holds every import), time for every agent
+to weigh a dead cluster at 0, convergence after a NATS cluster's partition heals, and the agent
+process's RSS and CPU per 1,000 applied events/s in steady state (nats-servers not included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from federation.adapters.bus import BusAddress, NatsBus
+from federation.adapters.nats_servers import Supercluster
+from federation.model.conditions import FRESH
+from federation.model.loads import LoadSample
+from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
+from federation.model.views import ImportView
+from federation.runtime.agent import Agent
+from federation.runtime.stopping import stop_task
+from federation.settings import Settings
+
+NATS_CLUSTERS = 4
+
+
+class StaticPools:
+    def __init__(self, pools: Mapping[PoolKey, LocalPool]) -> None:
+        self.pools = dict(pools)
+
+    async def watch(self) -> AsyncIterator[Mapping[PoolKey, LocalPool]]:
+        yield self.pools
+        await asyncio.Event().wait()
+
+
+class SyntheticLoads:
+    """A steady load per pool with a slow drift, so reports flow at their keepalive pace."""
+
+    async def sample(self, pool: LocalPool) -> LoadSample:
+        now = time.time()
+        level = 0.3 + 0.2 * ((hash(pool.name) + int(now / 10)) % 3) / 2
+        return LoadSample(
+            observed_at=now, ready_pods=4, kv_cache_utilization=level, saturation=level
+        )
+
+
+class Views:
+    def __init__(self) -> None:
+        self.views: dict[PoolKey, ImportView] = {}
+
+    async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
+        self.views = dict(views)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def _until(condition: Any, within: float, poll: float = 0.05) -> float | None:
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > within:
+            return None
+        await asyncio.sleep(poll)
+    return time.monotonic() - began
+
+
+async def scale(base: Path, clusters: int, pools: int, *, within: float) -> dict[str, Any]:
+    nats_names = [f"n{i}" for i in range(min(NATS_CLUSTERS, clusters))]
+    sc = Supercluster(nats_names, base / f"scale-{clusters}x{pools}", gateway_proxies=True)
+    await sc.start()
+    names = [f"c{i:03d}" for i in range(clusters)]
+    placement = {c: nats_names[i % len(nats_names)] for i, c in enumerate(names)}
+    sinks = {c: Views() for c in names}
+    agents: dict[str, Agent] = {}
+    tasks: dict[str, asyncio.Task[None]] = {}
+    out: dict[str, Any] = {
+        "clusters": clusters,
+        "pools_per_cluster": pools,
+        "exports": clusters * pools,
+        "nats_clusters": len(nats_names),
+    }
+    expected = clusters * pools
+
+    def start(c: str) -> None:
+        s = Settings(
+            clusterset="scale",
+            cluster=c,
+            members=tuple(names),
+            nats_url=sc.url(placement[c]),
+            nats_cluster=placement[c],
+        )
+        bus = NatsBus(
+            BusAddress(
+                url=s.nats_url,
+                clusterset=s.clusterset,
+                cluster=c,
+                placement_cluster=s.placement_cluster,
+                members=s.members,
+            )
+        )
+        own = {
+            PoolKey("llm", f"{c}-p{j}"): LocalPool(
+                namespace="llm", name=f"{c}-p{j}", target_ports=(8000,), export=EXPORT_VALUE
+            )
+            for j in range(pools)
+        }
+        agents[c] = Agent(
+            s, bus=bus, pools=StaticPools(own), loads=SyntheticLoads(), sinks=[sinks[c]]
+        )
+        tasks[c] = asyncio.create_task(agents[c].run(), name=f"agent-{c}")
+
+    def converged() -> bool:
+        return all(len(s.views) == expected for s in sinks.values())
+
+    try:
+        began = time.monotonic()
+        for c in names:
+            start(c)
+        cold = await _until(converged, within)
+        out["cold_convergence_s"] = round(cold, 2) if cold is not None else None
+        if cold is None:
+            out["converged_imports"] = min(len(s.views) for s in sinks.values())
+            return out
+        out["agents_started_in_s"] = round(time.monotonic() - began - cold, 2)
+
+        # Steady state: RSS, and CPU per 1,000 applied events/s, over a 10 s window.
+        applied0 = sum(a.counts.applied for a in agents.values())
+        cpu0, t0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(10)
+        window = time.monotonic() - t0
+        rate = (sum(a.counts.applied for a in agents.values()) - applied0) / window
+        cpu = (time.process_time() - cpu0) / window
+        out["steady_applied_events_per_s"] = round(rate)
+        out["agent_process_rss_mib"] = round(_rss_mib())
+        out["agent_process_cpu_cores"] = round(cpu, 2)
+        out["cpu_cores_per_1000_events_per_s"] = round(cpu / (rate / 1000), 3) if rate else None
+
+        # A NATS cluster cut off from the others, then healed.
+        cut = nats_names[0]
+        for other in nats_names[1:]:
+            await sc.partition(cut, other)
+        inside = [c for c in names if placement[c] == cut]
+        outside = [c for c in names if placement[c] != cut]
+
+        def drained() -> bool:
+            return all(
+                v.weights.get(d) is not None and v.weights[d].weight == 0
+                for o in outside[:3]
+                for v in sinks[o].views.values()
+                for d in v.desired.exporting_clusters
+                if d in inside
+            )
+
+        await _until(drained, 60)
+        for other in nats_names[1:]:
+            sc.heal(cut, other)
+
+        def all_fresh() -> bool:
+            return converged() and all(
+                next(c for c in v.conditions if c.type == FRESH).status == "True"
+                for s in sinks.values()
+                for v in s.views.values()
+            )
+
+        heal = await _until(all_fresh, within)
+        out["heal_convergence_s"] = round(heal, 2) if heal is not None else None
+
+        # A dead cluster: its agent stops (its server lives on, shared); how long until every
+        # other agent weighs it 0.
+        dead = names[-1]
+        await stop_task(tasks.pop(dead), within=10)
+        last_heard = max(a.beliefs.last_heard(dead) or 0 for c, a in agents.items() if c != dead)
+
+        def weighed_zero() -> bool:
+            return all(
+                v.weights[dead].weight == 0
+                for c, s in sinks.items()
+                if c != dead
+                for v in s.views.values()
+                if dead in v.weights
+            )
+
+        zero = await _until(weighed_zero, 60, poll=0.02)
+        zero_at = time.time()
+        out["dead_cluster_weight_zero_s"] = round(zero, 2) if zero is not None else None
+        # The lease runs from when the cluster was last heard, not from when it died.
+        out["dead_cluster_weight_zero_since_last_heard_s"] = (
+            round(zero_at - last_heard, 2) if zero is not None else None
+        )
+        out["lease_s"] = agents[names[0]].settings.lease
+        return out
+    finally:
+        for task in tasks.values():
+            with contextlib.suppress(Exception):
+                await stop_task(task, within=10)
+        sc.stop()
+        await sc.stop_proxies()
