@@ -71,7 +71,7 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         bus=bus,
         pools=kube,
         loads=scraper,
-        sinks=[kube, http],
+        sinks=[http, kube],  # the gateways' feed first: it never waits for API writes
         export_status=kube,
         services={"kube": kube},
         tracer=tracing.get_tracer("federation"),

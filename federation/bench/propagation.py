@@ -49,11 +49,18 @@ async def propagation(base: Path, quick: bool) -> dict[str, Any]:
         for name in ("eu-west", "ap-south"):  # hold every other load still: no other movement
             for key in demo.clusters[name].pools.snapshot():
                 demo.clusters[name].load.pin(key, steady)
+        # ap-south's own llama runs hot, so it spills to the exporters and their loads matter.
+        hot = dataclasses.replace(steady, kv_cache_utilization=0.9, saturation=0.9)
+        demo.clusters["ap-south"].load.pin(LLAMA, hot)
         demo.start_agents()
         await demo.wait_converged(within=60)
         exporter, peer = demo.clusters["us-east"], demo.clusters["ap-south"]
         assert peer.agent is not None
         load_lags: list[float] = []
+        applied_lags: list[float] = []  # the bus part alone: publish → applied at the peer
+        peer.agent.lag_observers.append(
+            lambda cluster, lag: applied_lags.append(lag) if cluster == "us-east" else None
+        )
         for i in range(samples):
             level = 0.2 if i % 2 else 0.75
             before = peer.agent.beliefs.loads.get(("us-east", *LLAMA))
@@ -95,6 +102,7 @@ async def propagation(base: Path, quick: bool) -> dict[str, Any]:
             export_lags.append(done - started)
         return {
             "load_to_peer_weight_s": percentiles(load_lags),
+            "publish_to_applied_at_peer_s": percentiles(applied_lags),
             "export_annotation_to_import_everywhere_s": percentiles(export_lags),
             "clusters": 3,
             "note": "load: from the exporter's publish (scrape excluded) to the peer's feed; "

@@ -320,16 +320,16 @@ class Agent:
             self._changed.clear()
             now = self.wall()
             views = self.compute_views(now)
+            if views != self.views or dirty:
+                self.views = views
+                dirty = not await self._feed(views)
+                if not dirty:
+                    refused: dict[PoolKey, str] = {}
+                    for sink in self.sinks:
+                        refused.update(getattr(sink, "refused", {}))
+                    self.acks = acks_for(self.beliefs, views, refused)
+            # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
             await self._report_exports(now)
-            if views == self.views and not dirty:
-                continue
-            self.views = views
-            dirty = not await self._feed(views)
-            if not dirty:
-                refused: dict[PoolKey, str] = {}
-                for sink in self.sinks:
-                    refused.update(getattr(sink, "refused", {}))
-                self.acks = acks_for(self.beliefs, views, refused)
 
     def live_members(self, now: float) -> list[str]:
         lease = self.settings.lease

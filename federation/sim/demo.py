@@ -198,7 +198,7 @@ class Demo:
             bus=bus,
             pools=sim.kube,
             loads=sim.scraper,
-            sinks=[sim.kube, sim.imports, sim.api],
+            sinks=[sim.api, sim.imports, sim.kube],  # gateways first: never behind API writes
             export_status=sim.kube,
             services={"kube": sim.kube},
             tracer=self._tracing.get_tracer("federation") if self._tracing else None,
