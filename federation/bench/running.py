@@ -60,7 +60,9 @@ async def run_bench(
             r["target_load_p99_within_3x_raw"] = (r["load_p99_ratio_to_raw_p99"] or 1e9) <= 3.0
         if "scale" in chosen:
             c, p = (20, 50) if quick else (100, 100)
-            results["scale"] = r = await scale(base, c, p, within=120 if quick else 600)
+            results["scale"] = r = await scale(
+                base, c, p, within=120 if quick else 900, heal_within=45 if quick else 300
+            )
             r["targets"] = {
                 "cold_under_10s": (r.get("cold_convergence_s") or 1e9) < 10,
                 "heal_under_2s": (r.get("heal_convergence_s") or 1e9) < 2,

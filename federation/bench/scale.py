@@ -80,7 +80,9 @@ async def _until(condition: Any, within: float, poll: float = 0.05) -> float | N
     return time.monotonic() - began
 
 
-async def scale(base: Path, clusters: int, pools: int, *, within: float) -> dict[str, Any]:
+async def scale(
+    base: Path, clusters: int, pools: int, *, within: float, heal_within: float
+) -> dict[str, Any]:
     nats_names = [f"n{i}" for i in range(min(NATS_CLUSTERS, clusters))]
     sc = Supercluster(nats_names, base / f"scale-{clusters}x{pools}", gateway_proxies=True)
     await sc.start()
@@ -178,7 +180,7 @@ async def scale(base: Path, clusters: int, pools: int, *, within: float) -> dict
                 for v in s.views.values()
             )
 
-        heal = await _until(all_fresh, within)
+        heal = await _until(all_fresh, heal_within)
         out["heal_convergence_s"] = round(heal, 2) if heal is not None else None
 
         # A dead cluster: its agent stops (its server lives on, shared); how long until every
