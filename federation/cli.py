@@ -88,6 +88,17 @@ def main() -> None:
     help="At the end, write every InferencePool and InferencePoolImport of every cluster as "
     "JSON to DIR/<cluster>/<kind>/<namespace>.<name>.json.",
 )
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Per-cluster NATS users with least-privilege permissions, and signed events.",
+)
+@click.option(
+    "--spoof",
+    is_flag=True,
+    help="With --secure: a rogue client with us-east's login impersonates eu-west and forges "
+    "signatures; the snapshot counts the rejections.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def demo(
     clusters: int,
@@ -100,6 +111,8 @@ def demo(
     revive_at: float | None,
     trace_file: Path | None,
     dump_objects: Path | None,
+    secure: bool,
+    spoof: bool,
     verbose: bool,
 ) -> None:
     """Federate N simulated clusters over an embedded NATS supercluster."""
@@ -117,10 +130,23 @@ def demo(
         if revive_at is not None and revive_at <= kill_at:
             raise click.UsageError("--revive-at must come after --at")
         chaos = Chaos(kill_cluster, kill_at, revive_at)
-    options = DemoOptions(clusters=clusters, pools=pools, data_dir=data_dir, trace_file=trace_file)
+    if spoof and not secure:
+        raise click.UsageError("--spoof needs --secure")
+    if spoof and clusters < 2:
+        raise click.UsageError("--spoof needs at least 2 clusters")
+    options = DemoOptions(
+        clusters=clusters, pools=pools, data_dir=data_dir, trace_file=trace_file, secure=secure
+    )
     console = None if as_json else Console(stderr=False)
     snapshot = asyncio.run(
-        run_demo(options, duration=duration, console=console, chaos=chaos, dump_to=dump_objects)
+        run_demo(
+            options,
+            duration=duration,
+            console=console,
+            chaos=chaos,
+            dump_to=dump_objects,
+            spoof=spoof,
+        )
     )
     if as_json:
         sys.stdout.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode() + "\n")

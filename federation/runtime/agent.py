@@ -45,6 +45,8 @@ from federation.runtime.ports import (
     LoadSource,
     PoolSource,
     Service,
+    Signer,
+    Verifier,
 )
 from federation.runtime.publishing import Publisher
 from federation.runtime.retrying import with_backoff
@@ -72,6 +74,8 @@ class Agent:
         sinks: Sequence[ImportSink] = (),
         export_status: ExportStatusSink | None = None,
         services: Mapping[str, Service] | None = None,
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
         wall: Callable[[], float] = time.time,
         tracer: trace.Tracer | None = None,
     ) -> None:
@@ -83,6 +87,7 @@ class Agent:
         self.sinks = list(sinks)
         self.export_status = export_status
         self.services = dict(services or {})
+        self.verifier = verifier
         self.wall = wall  # wall clock: event times are compared across clusters
         self.policy = WeightPolicy(
             lease=settings.lease,
@@ -109,6 +114,7 @@ class Agent:
             counts=self.counts,
             keepalive=settings.lease / 3,
             tracer=self.tracer,
+            signer=signer,
         )
         self._changed = asyncio.Event()
         self._pools_changed = asyncio.Event()
@@ -182,6 +188,7 @@ class Agent:
             wall=self.wall,
             cluster=self.name,
             tracer=self.tracer,
+            verifier=self.verifier,
         )
         if applied is not None:
             self._changed.set()

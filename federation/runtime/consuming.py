@@ -17,7 +17,7 @@ from federation import messages
 from federation.messages import Event, InvalidEvent
 from federation.model.beliefs import Beliefs, Outcome
 from federation.model.counts import EventCounts
-from federation.runtime.ports import Delivery
+from federation.runtime.ports import Delivery, Verifier
 from federation.runtime.publishing import messaging_attributes
 
 log = logging.getLogger(__name__)
@@ -26,9 +26,19 @@ log = logging.getLogger(__name__)
 # far ahead of our clock can only be hostile: accepted, it would make every later honest event
 # on that subject look stale. Clocks are assumed to agree within this much.
 MAX_CLOCK_SKEW = 300.0
+# Load reports and heartbeats are only worth anything while fresh (a lease is seconds), so one
+# older than this is a replay, not news. Exports are full state that stays true for as long as it
+# is the newest on its subject, so only their per-subject sequence guards them against replays.
+MAX_REPORT_AGE = 600.0
 
 
-def check(delivery: Delivery, clusterset: str, members: Collection[str], now: float) -> Event:
+def check(
+    delivery: Delivery,
+    clusterset: str,
+    members: Collection[str],
+    now: float,
+    verifier: Verifier | None = None,
+) -> Event:
     """The event in a delivery, or :class:`InvalidEvent` saying why it cannot be trusted."""
     event = messages.decode(delivery.data)
     expected = messages.subject_for(clusterset, event)
@@ -44,6 +54,14 @@ def check(delivery: Delivery, clusterset: str, members: Collection[str], now: fl
             f"sequence {messages.sequence_of(event)} is ahead "
             f"of this clock by more than {MAX_CLOCK_SKEW:g}s",
         )
+    if not isinstance(event, messages.ExportEvent) and event.published_at < now - MAX_REPORT_AGE:
+        raise InvalidEvent(
+            "expired", f"published {now - event.published_at:.0f}s ago (> {MAX_REPORT_AGE:g}s)"
+        )
+    if verifier is not None:
+        reason = verifier.verify(delivery.subject, delivery.data, delivery.headers, event.cluster)
+        if reason is not None:
+            raise InvalidEvent(reason, f"signature check failed for cluster {event.cluster!r}")
     return event
 
 
@@ -57,6 +75,7 @@ async def consume_one(
     wall: Callable[[], float],
     cluster: str = "",
     tracer: trace.Tracer | None = None,
+    verifier: Verifier | None = None,
 ) -> Event | None:
     """Apply one delivery; return the event when it changed the beliefs.
 
@@ -72,7 +91,7 @@ async def consume_one(
         attributes=messaging_attributes(delivery.subject, delivery.data, cluster),
     ) as span:
         try:
-            event = check(delivery, clusterset, members, wall())
+            event = check(delivery, clusterset, members, wall(), verifier)
         except InvalidEvent as exc:
             counts.rejected[exc.reason] += 1
             span.set_attribute("federation.rejected", exc.reason)

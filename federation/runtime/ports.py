@@ -35,6 +35,20 @@ class ExportStatusSink(Protocol):
     async def apply_export_status(self, conditions: Mapping[PoolKey, Condition | None]) -> None: ...
 
 
+class Signer(Protocol):
+    """Signs what this cluster publishes: headers to send with the payload."""
+
+    def sign(self, subject: str, payload: bytes) -> dict[str, str]: ...
+
+
+class Verifier(Protocol):
+    """None when ``cluster`` signed exactly this subject and payload; else why not."""
+
+    def verify(
+        self, subject: str, payload: bytes, headers: Mapping[str, str], cluster: str
+    ) -> str | None: ...
+
+
 class Service(Protocol):
     """Something the agent runs alongside its own tasks (informers, for instance)."""
 

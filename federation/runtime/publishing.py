@@ -20,7 +20,7 @@ from federation.model.counts import EventCounts
 from federation.model.exported import Acks
 from federation.model.loads import LoadSample, worth_publishing
 from federation.model.pools import LocalPool, PoolKey, is_exported
-from federation.runtime.ports import Bus
+from federation.runtime.ports import Bus, Signer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Publisher:
     counts: EventCounts
     keepalive: float
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("federation"))
+    signer: Signer | None = None
     exported: dict[PoolKey, ExportEvent] = field(default_factory=dict)  # what we last said
     _sequences: dict[str, int] = field(default_factory=dict)
     _loads: dict[PoolKey, tuple[LoadSample, float]] = field(default_factory=dict)
@@ -79,6 +80,8 @@ class Publisher:
             ):
                 headers: dict[str, str] = {}
                 propagate.inject(headers)  # W3C traceparent rides in the NATS headers
+                if self.signer is not None:
+                    headers.update(self.signer.sign(subject, payload))
                 await self.bus.publish(subject, payload, messages.msg_id(event), headers)
         except Exception as exc:  # the next cycle publishes again; never fatal
             self.counts.publish_failures += 1

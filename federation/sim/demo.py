@@ -43,6 +43,7 @@ from federation.sim.imports import MemoryImports
 from federation.sim.kube_pools import EmulatedPools
 from federation.sim.layouts import NAMESPACE, cluster_names, demo_layout, expected_imports
 from federation.sim.loads import LoadModel
+from federation.sim.security import SECURITY_REASONS, Security
 
 STOP_TIMEOUT = 10.0
 MANIFEST = DEMO_MANIFEST  # in --data-dir: the demo's clusterset, members and timers
@@ -64,6 +65,7 @@ class DemoOptions:
     # Events kept per subject. With --data-dir the demo keeps enough for `federation replay` to
     # rebuild any moment of the run (production keeps 8; raise it there for the same purpose).
     history_per_subject: int | None = None
+    secure: bool = False  # per-cluster NATS users with least privilege, signed events
 
     @property
     def history(self) -> int:
@@ -109,22 +111,39 @@ class Demo:
 
     _owns_supercluster: bool = True
     _tracing: TracerProvider | None = None
+    security: Security | None = None
 
     @classmethod
-    async def start(cls, options: DemoOptions, supercluster: Supercluster | None = None) -> Demo:
-        """Start a supercluster (or reuse a running one, e.g. a test's) and build the clusters."""
+    async def start(
+        cls,
+        options: DemoOptions,
+        supercluster: Supercluster | None = None,
+        security: Security | None = None,
+    ) -> Demo:
+        """Start a supercluster (or reuse a running one, e.g. a test's) and build the clusters.
+
+        With ``options.secure``, a reused supercluster must have been started with
+        ``security.server_config()``, and ``security`` must be given.
+        """
         names = cluster_names(options.clusters)
+        if options.secure and supercluster is not None and security is None:
+            raise ValueError("a secure demo on a given supercluster needs its Security")
         if supercluster is not None:
             if list(supercluster.specs)[: len(names)] != names:
                 raise ValueError(f"supercluster has {list(supercluster.specs)}, need {names}")
-            demo = cls(options, supercluster, _owns_supercluster=False)
+            demo = cls(options, supercluster, _owns_supercluster=False, security=security)
         else:
             owned = None
             base = options.data_dir
             if base is None:
                 owned = base = Path(tempfile.mkdtemp(prefix="federation-demo-"))
             base.mkdir(parents=True, exist_ok=True)
-            demo = cls(options, Supercluster(names, base), _owned_dir=owned)
+            if options.secure and security is None:
+                security = Security.create(options.clusterset, names, base / "security")
+            extra = security.server_config() if security is not None else ""
+            demo = cls(
+                options, Supercluster(names, base, extra), _owned_dir=owned, security=security
+            )
             try:
                 demo.bus_ready_after_s = await demo.supercluster.start()
             except BaseException:
@@ -188,7 +207,8 @@ class Demo:
                 members=s.members,
                 history_per_subject=s.history_per_subject,
                 request_timeout=s.request_timeout,
-            )
+            ),
+            connect_options=self.security.login(cluster) if self.security else None,
         )
         sim.kube = KubeCluster(
             Kube(url_client(sim.apiserver.url)), controller=s.controller_name, backoff=s.backoff
@@ -201,6 +221,8 @@ class Demo:
             sinks=[sim.api, sim.imports, sim.kube],  # gateways first: never behind API writes
             export_status=sim.kube,
             services={"kube": sim.kube},
+            signer=self.security.signer(cluster) if self.security else None,
+            verifier=self.security.verifier() if self.security else None,
             tracer=self._tracing.get_tracer("federation") if self._tracing else None,
         )
         metrics = AgentMetrics(sim.agent, kube=sim.kube)
@@ -301,7 +323,25 @@ class Demo:
                 name: (sim.agent.counts.as_dict() if sim.agent else {})
                 for name, sim in self.clusters.items()
             },
+        } | (self.security_snapshot() if self.security is not None else {})
+
+    def security_snapshot(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            name: {
+                "rejected": {
+                    reason: n
+                    for reason, n in sorted(
+                        (sim.agent.counts.rejected if sim.agent else {}).items()
+                    )
+                    if reason in SECURITY_REASONS
+                }
+            }
+            for name, sim in self.clusters.items()
         }
+        out: dict[str, Any] = {"security": doc}
+        if self.security is not None and self.security.drill:
+            out["spoof_drill"] = self.security.drill
+        return out
 
     async def stop(self) -> None:
         for cluster, sim in self.clusters.items():

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 
 from federation.sim.demo import Demo, DemoOptions
+from federation.sim.security import spoof_drill
 from federation.tables import demo_view
 
 REFRESH = 0.25  # seconds between live-table redraws
@@ -35,6 +36,14 @@ async def _run_chaos(demo: Demo, chaos: Chaos, started: float) -> None:
         await demo.revive(chaos.cluster)
 
 
+async def _run_spoof(demo: Demo) -> None:
+    """Once the clusters federate, attack with us-east's login (see ``sim/security.py``)."""
+    await demo.wait_converged(60)
+    assert demo.security is not None
+    names = list(demo.clusters)
+    await spoof_drill(demo.security, demo.supercluster.url(names[0]), names[0], names[1])
+
+
 async def run_demo(
     options: DemoOptions,
     *,
@@ -42,6 +51,7 @@ async def run_demo(
     console: Console | None,
     chaos: Chaos | None = None,
     dump_to: Path | None = None,
+    spoof: bool = False,
 ) -> dict[str, Any]:
     """Run for ``duration`` seconds after the agents start; return the final snapshot.
 
@@ -56,6 +66,7 @@ async def run_demo(
         chaos_task = (
             asyncio.create_task(_run_chaos(demo, chaos, started), name="chaos") if chaos else None
         )
+        spoof_task = asyncio.create_task(_run_spoof(demo), name="spoof") if spoof else None
         try:
             if console is None:
                 while time.monotonic() < deadline:
@@ -68,13 +79,14 @@ async def run_demo(
                         live.update(demo_view(demo, time.monotonic() - started, duration))
                         await asyncio.sleep(REFRESH)
         finally:
-            for task in (convergence, chaos_task):
+            for task in (convergence, chaos_task, spoof_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-        if chaos_task is not None and not chaos_task.cancelled() and chaos_task.exception():
-            raise RuntimeError("chaos failed") from chaos_task.exception()
+        for task in (chaos_task, spoof_task):
+            if task is not None and task.done() and not task.cancelled() and task.exception():
+                raise RuntimeError(f"{task.get_name()} failed") from task.exception()
         demo.check_agents()
         if dump_to is not None:
             demo.dump_objects(dump_to)

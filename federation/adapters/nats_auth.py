@@ -1,0 +1,64 @@
+"""NATS users for a cluster set: each cluster may publish only its own events and touch only its
+own streams and consumer; everything else is refused by the server itself.
+
+What a cluster's agent needs, and nothing more (checked against the bus adapter by the tests):
+
+- publish its events: ``fed.v1.<cs>.export.<c>.>``, ``fed.v1.<cs>.load.<c>.>``,
+  ``fed.v1.<cs>.beat.<c>``;
+- manage its two streams and its one durable consumer through the JetStream API, pull from that
+  consumer and acknowledge its messages;
+- receive replies on ``_INBOX.>``.
+
+Sourcing peers' outbound streams into a cluster's inbound stream is done by the servers, so no
+user needs read access to another cluster's stream. The ``admin`` user (tests, ``federation
+replay``) may do anything and is not given to agents.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from federation import messages
+from federation.adapters.bus import consumer_name, inbound_stream, outbound_stream
+
+ADMIN = "admin"
+
+
+def cluster_permissions(clusterset: str, cluster: str) -> dict[str, Any]:
+    out, inbound = outbound_stream(clusterset, cluster), inbound_stream(clusterset, cluster)
+    consumer = consumer_name(cluster)
+    api = "$JS.API"
+    publish = [
+        *messages.own_subjects(clusterset, cluster),
+        f"{api}.INFO",
+        *(
+            f"{api}.STREAM.{verb}.{s}"
+            for verb in ("INFO", "CREATE", "UPDATE")
+            for s in (out, inbound)
+        ),
+        f"{api}.CONSUMER.INFO.{inbound}.{consumer}",
+        f"{api}.CONSUMER.DELETE.{inbound}.{consumer}",
+        f"{api}.CONSUMER.CREATE.{inbound}.{consumer}",
+        f"{api}.CONSUMER.CREATE.{inbound}.{consumer}.>",
+        f"{api}.CONSUMER.DURABLE.CREATE.{inbound}.{consumer}",
+        f"{api}.CONSUMER.MSG.NEXT.{inbound}.{consumer}",
+        f"$JS.ACK.{inbound}.{consumer}.>",
+    ]
+    return {"publish": {"allow": publish}, "subscribe": {"allow": ["_INBOX.>"]}}
+
+
+def authorization_block(clusterset: str, passwords: Mapping[str, str], admin_password: str) -> str:
+    """The ``authorization`` block of a nats-server config: one user per cluster, and admin."""
+    users = [
+        {
+            "user": cluster,
+            "password": password,
+            "permissions": cluster_permissions(clusterset, cluster),
+        }
+        for cluster, password in sorted(passwords.items())
+    ]
+    users.append({"user": ADMIN, "password": admin_password})
+    # nats-server reads JSON inside its config format.
+    return "authorization {\n  users: " + json.dumps(users, indent=2) + "\n}\n"

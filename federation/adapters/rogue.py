@@ -1,0 +1,42 @@
+"""A rogue NATS client, for the security drill and tests: it logs in with whatever credentials it
+was given and publishes whatever it is told to. Returns what the server said."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import nats
+from nats.aio.client import Client
+
+
+async def publish_as(
+    url: str,
+    user: str,
+    password: str,
+    subject: str,
+    payload: bytes,
+    headers: Mapping[str, str] | None = None,
+    *,
+    within: float = 3.0,
+) -> str | None:
+    """Publish once with JetStream; None when stored, else the server's refusal or the error."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc: Client = await nats.connect(
+        url, user=user, password=password, error_cb=on_error, allow_reconnect=False, name="rogue"
+    )
+    try:
+        try:
+            await nc.jetstream().publish(
+                subject, payload, headers=dict(headers or {}), timeout=within
+            )
+        except Exception as exc:  # a refused publish gets no ack: the server's error says why
+            await asyncio.sleep(0)
+            return errors[0] if errors else f"{type(exc).__name__}: {exc}"
+        return None
+    finally:
+        await nc.close()
