@@ -23,8 +23,11 @@ from federation.adapters.epp import EppScraper
 from federation.adapters.kube import Kube, api_client
 from federation.adapters.kube_cluster import KubeCluster
 from federation.adapters.metrics import AgentMetrics
+from federation.adapters.signing import FileSigner, TrustBundle
+from federation.adapters.tls import ReloadingTls
 from federation.adapters.tracing import setup_tracing
 from federation.runtime.agent import Agent
+from federation.runtime.ports import Service
 from federation.runtime.stopping import stop_task
 from federation.settings import Settings
 
@@ -42,6 +45,14 @@ class ProcessOptions:
     http_port: int = 9464
     trace_file: Path | None = None
     shutdown_timeout: float = 10.0
+    # Security (docs/SECURITY.md). Each file is re-read when it changes: no restart to rotate.
+    signing_key: Path | None = None  # this cluster's Ed25519 key (PEM): sign what we publish
+    trust_bundle: Path | None = None  # peers' public keys: verify what we receive
+    nats_user: str | None = None
+    nats_password_file: Path | None = None
+    nats_ca: Path | None = None
+    nats_cert: Path | None = None
+    nats_key: Path | None = None
 
 
 async def run_agent(settings: Settings, options: ProcessOptions) -> int:
@@ -53,6 +64,16 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         namespaces=options.namespaces or None,
         backoff=settings.backoff,
     )
+    connect: dict[str, object] = {}
+    services: dict[str, Service] = {"kube": kube}
+    if options.nats_user:
+        connect["user"] = options.nats_user
+    if options.nats_password_file:
+        connect["password"] = options.nats_password_file.read_text().strip()
+    if options.nats_ca:
+        tls = ReloadingTls(options.nats_ca, options.nats_cert, options.nats_key)
+        connect["tls"] = tls.context
+        services["tls-reload"] = tls
     bus = NatsBus(
         BusAddress(
             url=settings.nats_url,
@@ -62,7 +83,8 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
             members=settings.members,
             history_per_subject=settings.history_per_subject,
             request_timeout=settings.request_timeout,
-        )
+        ),
+        connect_options=connect,
     )
     http = AgentHttp(settings.cluster, options.http_host, options.http_port)
     scraper = EppScraper()
@@ -73,7 +95,9 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         loads=scraper,
         sinks=[http, kube],  # the gateways' feed first: it never waits for API writes
         export_status=kube,
-        services={"kube": kube},
+        services=services,
+        signer=FileSigner(options.signing_key) if options.signing_key else None,
+        verifier=TrustBundle(options.trust_bundle) if options.trust_bundle else None,
         tracer=tracing.get_tracer("federation"),
     )
     metrics = AgentMetrics(agent, kube=kube)

@@ -243,6 +243,13 @@ def agent(
     lease: float,
     grace: float,
     trace_file: Path | None,
+    signing_key: Path | None,
+    trust_bundle: Path | None,
+    nats_user: str | None,
+    nats_password_file: Path | None,
+    nats_ca: Path | None,
+    nats_cert: Path | None,
+    nats_key: Path | None,
     shutdown_timeout: float,
     verbose: bool,
 ) -> None:
@@ -273,8 +280,30 @@ def agent(
         http_port=http_port,
         trace_file=trace_file,
         shutdown_timeout=shutdown_timeout,
+        signing_key=signing_key,
+        trust_bundle=trust_bundle,
+        nats_user=nats_user,
+        nats_password_file=nats_password_file,
+        nats_ca=nats_ca,
+        nats_cert=nats_cert,
+        nats_key=nats_key,
     )
+    if (signing_key is None) != (trust_bundle is None):
+        raise click.UsageError("--signing-key and --trust-bundle go together")
+    if (nats_cert is None) != (nats_key is None) or (nats_cert and not nats_ca):
+        raise click.UsageError("--nats-cert and --nats-key go together, with --nats-ca")
     sys.exit(asyncio.run(run_agent(settings, options)))
+
+
+@main.command()
+@click.argument("key_file", type=click.Path(path_type=Path, dir_okay=False))
+def keygen(key_file: Path) -> None:
+    """Write a new Ed25519 signing key (mode 0600) and print its public key for trust bundles."""
+    from federation.adapters.signing import generate_key
+
+    if key_file.exists():
+        raise click.UsageError(f"{key_file} exists; refusing to overwrite a key")
+    click.echo(generate_key(key_file))
 
 
 @main.command()

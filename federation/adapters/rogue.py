@@ -1,10 +1,12 @@
 """A rogue NATS client, for the security drill and tests: it logs in with whatever credentials it
-was given and publishes whatever it is told to. Returns what the server said."""
+was given (user, password, TLS context: nats-py's connect options) and publishes whatever it is
+told to. Returns what the server said."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -12,8 +14,7 @@ from nats.aio.client import Client
 
 async def publish_as(
     url: str,
-    user: str,
-    password: str,
+    login: Mapping[str, Any],
     subject: str,
     payload: bytes,
     headers: Mapping[str, str] | None = None,
@@ -27,7 +28,7 @@ async def publish_as(
         errors.append(str(exc))
 
     nc: Client = await nats.connect(
-        url, user=user, password=password, error_cb=on_error, allow_reconnect=False, name="rogue"
+        url, error_cb=on_error, allow_reconnect=False, name="rogue", **dict(login)
     )
     try:
         try:

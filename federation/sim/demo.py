@@ -220,7 +220,8 @@ class Demo:
             loads=sim.scraper,
             sinks=[sim.api, sim.imports, sim.kube],  # gateways first: never behind API writes
             export_status=sim.kube,
-            services={"kube": sim.kube},
+            services={"kube": sim.kube}
+            | ({"tls-reload": self.security.tls(cluster)} if self.security else {}),
             signer=self.security.signer(cluster) if self.security else None,
             verifier=self.security.verifier() if self.security else None,
             tracer=self._tracing.get_tracer("federation") if self._tracing else None,

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from federation import messages
-from federation.adapters.nats_auth import authorization_block
+from federation.adapters.nats_auth import ADMIN, authorization_block
 from federation.adapters.rogue import publish_as
 from federation.adapters.signing import FileSigner, TrustBundle, generate_key, write_bundle
+from federation.adapters.tls import Pki, ReloadingTls, create_pki
 from federation.messages import ExportEvent
 
 SECURITY_REASONS: Final = ("unsigned", "unknown-signer", "wrong-signer", "bad-signature", "expired")
@@ -36,7 +37,9 @@ class Security:
     admin_password: str
     keys: dict[str, Path]
     bundle: Path
+    pki: Pki
     drill: dict[str, Any] = field(default_factory=dict)
+    _tls: dict[str, ReloadingTls] = field(default_factory=dict)
 
     @classmethod
     def create(cls, clusterset: str, clusters: list[str], folder: Path) -> Security:
@@ -51,13 +54,30 @@ class Security:
             secrets.token_urlsafe(16),
             keys,
             bundle,
+            create_pki(folder / "pki", [*clusters, ADMIN]),
         )
 
     def server_config(self) -> str:
-        return authorization_block(self.clusterset, self.passwords, self.admin_password)
+        """Users with least privilege, and mutual TLS on the client port."""
+        users = authorization_block(self.clusterset, self.passwords, self.admin_password)
+        return users + self.pki.server_config()
 
-    def login(self, cluster: str) -> dict[str, str]:
-        return {"user": cluster, "password": self.passwords[cluster]}
+    def tls(self, name: str) -> ReloadingTls:
+        """The client TLS of ``name`` (one per name, reloaded in place when its files change)."""
+        if name not in self._tls:
+            self._tls[name] = self.pki.client(name)
+        return self._tls[name]
+
+    def login(self, cluster: str) -> dict[str, Any]:
+        """nats-py connect options: the cluster's user, password and client certificate."""
+        return {
+            "user": cluster,
+            "password": self.passwords[cluster],
+            "tls": self.tls(cluster).context,
+        }
+
+    def admin_login(self) -> dict[str, Any]:
+        return {"user": ADMIN, "password": self.admin_password, "tls": self.tls(ADMIN).context}
 
     def signer(self, cluster: str) -> FileSigner:
         return FileSigner(self.keys[cluster])
@@ -79,8 +99,7 @@ async def spoof_drill(security: Security, url: str, attacker: str, victim: str) 
     cs, login = security.clusterset, security.login(attacker)
     as_victim = _spoofed_export(victim, f"{SPOOFED_PREFIX}as-{victim}")
     refused = await publish_as(
-        url, login["user"], login["password"], messages.subject_for(cs, as_victim),
-        messages.encode(as_victim),
+        url, login, messages.subject_for(cs, as_victim), messages.encode(as_victim)
     )  # fmt: skip
     forged: dict[str, str | None] = {}
     rogue_key = security.keys[attacker].with_name("rogue.key")
@@ -98,9 +117,7 @@ async def spoof_drill(security: Security, url: str, attacker: str, victim: str) 
         if case == "bad-signature":  # a genuine signature, over something else
             other = messages.encode(_spoofed_export(attacker, "innocent"))
             headers = signer.sign(subject, other) if signer is not None else {}
-        forged[case] = await publish_as(
-            url, login["user"], login["password"], subject, payload, headers
-        )
+        forged[case] = await publish_as(url, login, subject, payload, headers)
     security.drill = {
         "attacker_login": attacker,
         "publish_as_other_cluster": {"victim": victim, "refused_by_server": refused},
