@@ -259,3 +259,15 @@ async def test_no_secret_reaches_logs_or_traces(
     for secret in secrets:
         assert secret not in logged
         assert secret not in traced
+
+
+def test_the_shipped_nats_example_grants_what_the_code_grants() -> None:
+    """deploy/nats/us-east.conf lists exactly the permissions nats_auth generates."""
+    import re
+
+    from federation.adapters.nats_auth import cluster_permissions
+
+    conf = (Path(__file__).resolve().parent.parent / "deploy" / "nats" / "us-east.conf").read_text()
+    block = conf.split("publish: {allow: [", 1)[1].split("]}", 1)[0]
+    shipped = set(re.findall(r'"([^"]+)"', block))
+    assert shipped == set(cluster_permissions("prod", "us-east")["publish"]["allow"])
