@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format schemas clean
+.PHONY: bench-smoke setup demo test test-fast lint format schemas clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"
+
+bench-smoke: setup
+	$(BIN)/federation bench --quick --json > .bench-quick.json
+	$(BIN)/python -c "import json; d = json.load(open('.bench-quick.json')); print('bench --quick:', sorted(d['scenarios']), d['took_s'], 's')"
 
 lint: setup
 	$(BIN)/ruff check federation tests
