@@ -23,6 +23,7 @@ from federation.adapters.epp import EppScraper
 from federation.adapters.kube import Kube, api_client
 from federation.adapters.kube_cluster import KubeCluster
 from federation.adapters.metrics import AgentMetrics
+from federation.adapters.password_file import PasswordFile
 from federation.adapters.signing import FileSigner, TrustBundle
 from federation.adapters.tls import ReloadingTls
 from federation.adapters.tracing import setup_tracing
@@ -68,8 +69,6 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
     services: dict[str, Service] = {"kube": kube}
     if options.nats_user:
         connect["user"] = options.nats_user
-    if options.nats_password_file:
-        connect["password"] = options.nats_password_file.read_text().strip()
     if options.nats_ca:
         tls = ReloadingTls(options.nats_ca, options.nats_cert, options.nats_key)
         connect["tls"] = tls.context
@@ -86,6 +85,8 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         ),
         connect_options=connect,
     )
+    if options.nats_password_file:
+        services["password-reload"] = PasswordFile(options.nats_password_file, bus.set_password)
     http = AgentHttp(settings.cluster, options.http_host, options.http_port)
     scraper = EppScraper()
     agent = Agent(

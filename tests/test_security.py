@@ -271,3 +271,50 @@ def test_the_shipped_nats_example_grants_what_the_code_grants() -> None:
     block = conf.split("publish: {allow: [", 1)[1].split("]}", 1)[0]
     shipped = set(re.findall(r'"([^"]+)"', block))
     assert shipped == set(cluster_permissions("prod", "us-east")["publish"]["allow"])
+
+
+@pytest.mark.bus
+async def test_password_rotation_without_restart(tmp_path: Path) -> None:
+    from federation.adapters.password_file import PasswordFile
+    from tests.conftest import wait_for
+
+    sc = Supercluster(["a", "b"], tmp_path / "nats", authorization_block("cs", {"a": "old"}, "adm"))
+    await sc.start()
+    secret = tmp_path / "password"
+    secret.write_text("old\n")
+    bus = NatsBus(
+        BusAddress(url=sc.url("a"), clusterset="cs", cluster="a", placement_cluster="a",
+                   members=("a",)),
+        connect_options={"user": "a"},
+    )  # fmt: skip
+    password = PasswordFile(secret, bus.set_password)
+    try:
+        await bus.connect()
+        await bus.ensure_streams()
+        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "before")
+
+        secret.write_text("new\n")  # the Secret is updated...
+        touch_later(secret)
+        assert password.check()
+        sc.reload_config("a", authorization_block("cs", {"a": "new"}, "adm"))  # ...and NATS too
+
+        async def publishes_again() -> bool:
+            try:
+                return await bus.publish("fed.v1.cs.beat.a", b"{}", f"after-{time.time()}")
+            except Exception:
+                return False
+
+        await wait_for(publishes_again, within=30, what="publishing with the new password")
+        # The old password is really gone: a fresh login with it is refused.
+        refusal = None
+        try:
+            await publish_as(
+                sc.url("a"), {"user": "a", "password": "old"}, "fed.v1.cs.beat.a", b"{}"
+            )
+        except Exception as exc:  # the connection itself is refused
+            refusal = str(exc)
+        assert refusal is not None
+        assert "authorization" in refusal.lower()
+    finally:
+        await bus.close()
+        sc.stop()

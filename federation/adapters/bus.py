@@ -266,6 +266,12 @@ class NatsBus:
         )
         return not ack.duplicate
 
+    def set_password(self, password: str) -> None:
+        """Use this password from the next (re)connection on: a rotation needs no restart."""
+        self._connect_options["password"] = password
+        if self._nc is not None:
+            self._nc.options["password"] = password  # nats-py reads it at every reconnect
+
     async def publish_raw(self, subject: str, payload: bytes) -> None:
         """Core publish without JetStream's ack (for drills that send hostile input)."""
         if self._nc is None:

@@ -213,6 +213,15 @@ class Supercluster:
             meta = (await jsz.json()).get("meta_cluster") or {}
         return bool(meta.get("leader")) and meta.get("cluster_size", 0) >= len(self.specs)
 
+    def reload_config(self, cluster: str, extra_config: str) -> None:
+        """Rewrite a running server's config with ``extra_config`` and signal it to reload."""
+        spec = self.specs[cluster]
+        peers = [s for c, s in self.specs.items() if c != cluster]
+        self.config_path(cluster).write_text(
+            render_config(spec, peers, extra_config, self._proxy_ports or None)
+        )
+        self._procs[cluster].send_signal(signal.SIGHUP)
+
     async def stop_proxies(self) -> None:
         for proxy in self.proxies.values():
             await proxy.stop()

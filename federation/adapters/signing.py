@@ -67,7 +67,7 @@ def generate_key(path: Path) -> str:
     return public_key_text(key)
 
 
-class _Watched:
+class Watched:
     """A file re-read when its modification time or size changes."""
 
     def __init__(self, path: Path, reload_every: float) -> None:
@@ -96,7 +96,7 @@ class FileSigner:
     """Signs with the private key in ``path``; picks up a replaced key file by itself."""
 
     def __init__(self, path: Path, reload_every: float = RELOAD_EVERY) -> None:
-        self._file = _Watched(path, reload_every)
+        self._file = Watched(path, reload_every)
         self._key: Ed25519PrivateKey | None = None
         self._public = ""
         self._reload()
@@ -134,7 +134,7 @@ class TrustBundle:
     """Cluster name → trusted public keys, from a JSON file re-read when it changes."""
 
     def __init__(self, path: Path, reload_every: float = RELOAD_EVERY) -> None:
-        self._file = _Watched(path, reload_every)
+        self._file = Watched(path, reload_every)
         self._keys: dict[str, tuple[Ed25519PublicKey, str]] = {}  # public key text → (key, owner)
         self._reload()
 
