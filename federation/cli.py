@@ -221,6 +221,49 @@ def _env(name: str) -> str:
     help="Also write finished spans as JSON lines here.",
 )
 @click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=_env("SIGNING_KEY"),
+    help="This cluster's Ed25519 key: sign every event.",
+)
+@click.option(
+    "--trust-bundle",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=_env("TRUST_BUNDLE"),
+    help="Peers' public keys: reject unsigned/forged events.",
+)
+@click.option("--nats-user", default=None, envvar=_env("NATS_USER"))
+@click.option(
+    "--nats-password-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=_env("NATS_PASSWORD_FILE"),
+    help="Re-read when it changes: a rotation needs no restart.",
+)
+@click.option(
+    "--nats-ca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=_env("NATS_CA"),
+    help="TLS: the CA that signed the NATS servers' certificates.",
+)
+@click.option(
+    "--nats-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=_env("NATS_CERT"),
+    help="TLS: this agent's client certificate (re-read).",
+)
+@click.option(
+    "--nats-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=_env("NATS_KEY"),
+    help="TLS: the client certificate's key.",
+)
+@click.option(
     "--shutdown-timeout",
     default=10.0,
     show_default=True,

@@ -158,3 +158,53 @@ async def test_sigterm_and_kill_9_then_restart_withdraw_nothing(
                         await agent.proc.wait()
             for f in logs.values():
                 f.close()
+
+
+async def test_a_secure_agent_process_federates(tmp_path: Any) -> None:
+    """Every security flag of `federation agent`, against servers that enforce them."""
+    from federation.sim.security import Security
+
+    members = ["us-east", "eu-west"]
+    security = Security.create("sec", members, tmp_path / "security")
+    sc = Supercluster(members, tmp_path / "nats", security.server_config())
+    await sc.start()
+    agents: list[AgentProcess] = []
+    logs = {c: (tmp_path / f"{c}.log").open("wb") for c in members}
+    try:
+        async with api_server() as east_api, api_server() as west_api:
+            await EmulatedPools(east_api.emulator, 0).put(pool("llama"))
+            for cluster, api in (("us-east", east_api), ("eu-west", west_api)):
+                password = tmp_path / f"{cluster}.password"
+                password.write_text(security.passwords[cluster])
+                cert, key = security.pki.clients[cluster]
+                port = free_port()
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "federation", "agent",
+                    "--clusterset", "sec", "--cluster", cluster, "--members", ",".join(members),
+                    "--nats-url", sc.url(cluster), "--kube-url", api.url,
+                    "--http-host", "127.0.0.1", "--http-port", str(port),
+                    "--signing-key", str(security.keys[cluster]),
+                    "--trust-bundle", str(security.bundle),
+                    "--nats-user", cluster, "--nats-password-file", str(password),
+                    "--nats-ca", str(security.pki.ca), "--nats-cert", str(cert),
+                    "--nats-key", str(key),
+                    stdout=logs[cluster], stderr=logs[cluster],
+                )  # fmt: skip
+                agents.append(AgentProcess(cluster, port, proc))
+
+            def imported() -> bool:
+                obj = west_api.emulator.object_at("inferencepoolimports", "llm", "llama")
+                return import_clusters(obj) == ["us-east"]
+
+            await wait_for(imported, within=60, what="the import over the secure bus")
+        for agent in agents:
+            agent.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(agent.proc.wait(), timeout=SHUTDOWN_BOUND + 5) == 0
+    finally:
+        for agent in agents:
+            if agent.proc.returncode is None:
+                agent.proc.kill()
+                await agent.proc.wait()
+        for f in logs.values():
+            f.close()
+        sc.stop()
