@@ -10,6 +10,7 @@ any other error back off and resume from the last version seen.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,8 +56,6 @@ def is_status(exc: BaseException, *codes: int) -> bool:
 
 def status_details(exc: BaseException) -> Mapping[str, Any]:
     """The ``details`` of an API error's Status body ({} when there is none)."""
-    import json
-
     body = getattr(exc, "body", None)
     try:
         details = json.loads(body).get("details") if body else None

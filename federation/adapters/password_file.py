@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from federation.adapters.signing import Watched
+from federation.adapters.watched_files import Watched
 
 log = logging.getLogger(__name__)
 

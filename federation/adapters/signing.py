@@ -21,7 +21,6 @@ import binascii
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -29,6 +28,8 @@ from typing import Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from federation.adapters.watched_files import Watched
 
 log = logging.getLogger(__name__)
 
@@ -65,31 +66,6 @@ def generate_key(path: Path) -> str:
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     return public_key_text(key)
-
-
-class Watched:
-    """A file re-read when its modification time or size changes."""
-
-    def __init__(self, path: Path, reload_every: float) -> None:
-        self.path = path
-        self.reload_every = reload_every
-        self._stamp: tuple[int, int] | None = None
-        self._checked = 0.0
-
-    def changed(self) -> bool:
-        now = time.monotonic()
-        if self._stamp is not None and now - self._checked < self.reload_every:
-            return False
-        self._checked = now
-        try:
-            st = self.path.stat()
-        except OSError:
-            return False  # keep what we have; a missing file is logged by the caller's load
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        return True
 
 
 class FileSigner:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import resource
 import time
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ class SyntheticLoads:
 
     async def sample(self, pool: LocalPool) -> LoadSample:
         now = time.time()
-        level = 0.3 + 0.2 * ((hash(pool.name) + int(now / 10)) % 3) / 2
+        level = 0.3 + 0.2 * ((zlib.crc32(pool.name.encode()) + int(now / 10)) % 3) / 2
         return LoadSample(
             observed_at=now, ready_pods=4, kv_cache_utilization=level, saturation=level
         )
