@@ -22,11 +22,12 @@ import nats
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from federation.adapters.nats_servers import free_port, server_binary
 
 FETCH_BATCH = 1000
+UNAVAILABLE_RETRIES = 20
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,21 @@ class StreamReader:
         )
         sub = await js.pull_subscribe(">", stream=stream, config=config)
         out: list[StoredMessage] = []
+        unavailable = 0
         try:
             while True:
                 try:
                     batch = await sub.fetch(FETCH_BATCH, timeout=1.0)
                 except (NatsTimeoutError, TimeoutError):
                     break
+                except ServiceUnavailableError:
+                    # A consumer just created in another NATS cluster: until its interest has
+                    # crossed the gateway, pull requests get 503 "no responders". Seen on CI.
+                    unavailable += 1
+                    if unavailable > UNAVAILABLE_RETRIES:
+                        raise
+                    await asyncio.sleep(0.1 * unavailable)
+                    continue
                 for m in batch:
                     md = m.metadata
                     stamp = md.timestamp.timestamp() if md.timestamp else 0.0
