@@ -32,6 +32,7 @@ class GatewayProxy:
         # open connections: id → (peer name, downstream writer, upstream writer)
         self._links: dict[int, tuple[str, asyncio.StreamWriter, asyncio.StreamWriter | None]] = {}
         self.refused = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # connection handlers, awaited on stop
 
     async def start(self, port: int = 0) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, port)
@@ -42,6 +43,8 @@ class GatewayProxy:
             self._server.close()
         for _, down, up in list(self._links.values()):
             self._close(down, up)
+        if self._tasks:  # closed sockets end their pipes; let the handlers finish
+            await asyncio.wait(self._tasks, timeout=5)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -65,6 +68,10 @@ class GatewayProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = id(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(self.host, self.upstream_port)
         except OSError:
