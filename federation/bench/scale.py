@@ -170,7 +170,8 @@ async def scale(
                 if d in inside
             )
 
-        await _until(drained, 60)
+        seen = await _until(drained, 60)
+        out["partition_drained_s"] = round(seen, 2) if seen is not None else None
         for other in nats_names[1:]:
             sc.heal(cut, other)
 
@@ -181,7 +182,8 @@ async def scale(
                 for v in s.views.values()
             )
 
-        heal = await _until(all_fresh, heal_within)
+        heal = await _until(all_fresh, heal_within) if seen is not None else None
+        # No heal figure when the partition was never seen: it would measure nothing.
         out["heal_convergence_s"] = round(heal, 2) if heal is not None else None
 
         # A dead cluster: its agent stops (its server lives on, shared); how long until every
