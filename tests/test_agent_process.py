@@ -165,8 +165,9 @@ async def test_a_secure_agent_process_federates(tmp_path: Any) -> None:
     from federation.sim.security import Security
 
     members = ["us-east", "eu-west"]
-    security = Security.create("sec", members, tmp_path / "security")
-    sc = Supercluster(members, tmp_path / "nats", security.server_config())
+    servers = [*members, "ap-south"]  # three: a meta group of two needs both for an election
+    security = Security.create("sec", servers, tmp_path / "security")
+    sc = Supercluster(servers, tmp_path / "nats", security.server_config())
     await sc.start()
     agents: list[AgentProcess] = []
     logs = {c: (tmp_path / f"{c}.log").open("wb") for c in members}

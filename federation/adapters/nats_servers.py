@@ -179,7 +179,11 @@ class Supercluster:
             await proxy.start(self._proxy_ports[cluster])
         for cluster in self.specs:
             self.start_server(cluster)
-        await self.wait_ready(within=within)
+        try:
+            await self.wait_ready(within=within)
+        except BaseException:
+            self.stop()  # no server outlives a failed start
+            raise
         return time.monotonic() - began
 
     async def wait_ready(
