@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,22 @@ class ProcessOptions:
     nats_key: Path | None = None
 
 
+def nats_bus(settings: Settings, connect_options: Mapping[str, object] | None = None) -> NatsBus:
+    """The agent's bus for ``settings`` (the demo and the benchmarks build theirs here too)."""
+    return NatsBus(
+        BusAddress(
+            url=settings.nats_url,
+            clusterset=settings.clusterset,
+            cluster=settings.cluster,
+            placement_cluster=settings.placement_cluster,
+            members=settings.members,
+            history_per_subject=settings.history_per_subject,
+            request_timeout=settings.request_timeout,
+        ),
+        connect_options=connect_options,
+    )
+
+
 async def run_agent(settings: Settings, options: ProcessOptions) -> int:
     """Run until SIGTERM/SIGINT; return the exit code (0 on a clean, bounded stop)."""
     tracing = setup_tracing(f"federation-agent/{settings.cluster}", options.trace_file)
@@ -73,18 +90,7 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         tls = ReloadingTls(options.nats_ca, options.nats_cert, options.nats_key)
         connect["tls"] = tls.context
         services["tls-reload"] = tls
-    bus = NatsBus(
-        BusAddress(
-            url=settings.nats_url,
-            clusterset=settings.clusterset,
-            cluster=settings.cluster,
-            placement_cluster=settings.placement_cluster,
-            members=settings.members,
-            history_per_subject=settings.history_per_subject,
-            request_timeout=settings.request_timeout,
-        ),
-        connect_options=connect,
-    )
+    bus = nats_bus(settings, connect)
     if options.nats_password_file:
         services["password-reload"] = PasswordFile(options.nats_password_file, bus.set_password)
     http = AgentHttp(settings.cluster, options.http_host, options.http_port)

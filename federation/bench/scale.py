@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from federation.adapters.bus import BusAddress, NatsBus
 from federation.adapters.nats_servers import Supercluster
+from federation.app import nats_bus
 from federation.model.conditions import FRESH
 from federation.model.loads import LoadSample
 from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
@@ -108,15 +108,7 @@ async def scale(
             nats_url=sc.url(placement[c]),
             nats_cluster=placement[c],
         )
-        bus = NatsBus(
-            BusAddress(
-                url=s.nats_url,
-                clusterset=s.clusterset,
-                cluster=c,
-                placement_cluster=s.placement_cluster,
-                members=s.members,
-            )
-        )
+        bus = nats_bus(s)
         own = {
             PoolKey("llm", f"{c}-p{j}"): LocalPool(
                 namespace="llm", name=f"{c}-p{j}", target_ports=(8000,), export=EXPORT_VALUE

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from federation.adapters.agent_http import AgentHttp
-from federation.adapters.bus import BusAddress, NatsBus
 from federation.adapters.epp import EppScraper
 from federation.adapters.kube import Kube, url_client
 from federation.adapters.kube_cluster import KubeCluster
@@ -31,6 +30,7 @@ from federation.adapters.kube_kinds import IMPORT_KIND, POOL_KIND, new_emulator
 from federation.adapters.metrics import AgentMetrics
 from federation.adapters.nats_servers import Supercluster
 from federation.adapters.tracing import TracerProvider, setup_tracing
+from federation.app import nats_bus
 from federation.model.pools import PoolKey, is_exported
 from federation.model.status_objects import DEFAULT_CONTROLLER
 from federation.model.views import imports_document
@@ -198,18 +198,7 @@ class Demo:
     def start_agent(self, cluster: str) -> None:
         sim = self.clusters[cluster]
         s = self.settings_for(cluster)
-        bus = NatsBus(
-            BusAddress(
-                url=s.nats_url,
-                clusterset=s.clusterset,
-                cluster=cluster,
-                placement_cluster=s.placement_cluster,
-                members=s.members,
-                history_per_subject=s.history_per_subject,
-                request_timeout=s.request_timeout,
-            ),
-            connect_options=self.security.login(cluster) if self.security else None,
-        )
+        bus = nats_bus(s, self.security.login(cluster) if self.security else None)
         sim.kube = KubeCluster(
             Kube(url_client(sim.apiserver.url)), controller=s.controller_name, backoff=s.backoff
         )
