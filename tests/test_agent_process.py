@@ -113,6 +113,12 @@ async def test_sigterm_and_kill_9_then_restart_withdraw_nothing(
                             return True
                 return False
 
+            async def restart_east() -> AgentProcess:
+                return await start_agent(
+                    "us-east", clusterset, members, supercluster.url("us-east"), east_api.url,
+                    logs["us-east"],
+                )  # fmt: skip
+
             await wait_for(lambda: west_import() == ["us-east"], within=60, what="the import")
             await wait_for(east_exported, within=30, what="Exported=True from the peer's ack")
             since = west_api.emulator.revision
@@ -125,19 +131,13 @@ async def test_sigterm_and_kill_9_then_restart_withdraw_nothing(
             assert stopped_in < SHUTDOWN_BOUND
             print(f"SIGTERM → exit in {stopped_in:.2f}s")
 
-            agents[0] = east = await start_agent(
-                "us-east", clusterset, members, supercluster.url("us-east"), east_api.url,
-                logs["us-east"],
-            )  # fmt: skip
+            agents[0] = east = await restart_east()
             await wait_for(lambda: ready(east), within=60, what="the restarted agent to be ready")
             await wait_for(east_exported, within=30, what="Exported=True after the restart")
             # kill -9 mid-stream (its load reports keep flowing), then a restart: same outcome.
             east.proc.send_signal(signal.SIGKILL)
             assert await asyncio.wait_for(east.proc.wait(), timeout=10) == -signal.SIGKILL
-            agents[0] = east = await start_agent(
-                "us-east", clusterset, members, supercluster.url("us-east"), east_api.url,
-                logs["us-east"],
-            )  # fmt: skip
+            agents[0] = east = await restart_east()
             await wait_for(lambda: ready(east), within=60, what="the agent to be ready after -9")
             await wait_for(east_exported, within=30, what="Exported=True after kill -9")
             # Through the stops and the restarts, eu-west's import never lost us-east.

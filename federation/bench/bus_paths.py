@@ -33,25 +33,11 @@ from federation.messages import ExportEvent, LoadReport
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey
 from federation.runtime.agent import Agent
+from federation.schemas import EXAMPLES
 from federation.settings import Settings
 
-REPORT_BYTES = len(
-    messages.encode(
-        LoadReport(
-            cluster="us-east",
-            namespace="llm",
-            name="llama-3-70b",
-            sequence=1_700_000_000_000_000,
-            observed_at=1.7e9,
-            published_at=1.7e9,
-            ready_pods=8,
-            kv_cache_utilization=0.42,
-            queue_size=1.5,
-            running_requests=9.0,
-            saturation=0.42,
-        )
-    )
-)
+# The bus schemas' example load report: the size of a real one.
+REPORT_BYTES = len(messages.encode(EXAMPLES["load"]))
 
 
 @contextlib.asynccontextmanager
