@@ -106,6 +106,8 @@ class NatsBus:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._closing = False
+        self.reopened = 0  # clients closed by the server and replaced (see _reopen_if_closed)
 
     @property
     def js(self) -> JetStreamContext:
@@ -119,6 +121,7 @@ class NatsBus:
 
     async def connect(self) -> None:
         a = self.address
+        self._closing = False
 
         async def note(state: str) -> None:
             log.info("nats %s: %s", a.cluster, state)
@@ -134,6 +137,10 @@ class NatsBus:
         async def error(exc: Exception) -> None:
             log.warning("nats %s: %s", a.cluster, exc)
 
+        async def closed() -> None:
+            if not self._closing:
+                await note("closed by the server; a new connection is opened on next use")
+
         self._nc = await nats.connect(
             servers=[a.url],
             name=f"federation-agent/{a.cluster}",
@@ -144,9 +151,29 @@ class NatsBus:
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
+            closed_cb=closed,
             **self._connect_options,
         )
         self._js = self._nc.jetstream(timeout=a.request_timeout)
+
+    async def _reopen_if_closed(self) -> None:
+        """Replace a client the server closed for good with a new one, bound to our consumer.
+
+        nats-py does not reconnect after the server sends 'Authorization Violation' to a live
+        connection; it closes the client. A nats-server config reload after a password rotation
+        does exactly that to connections made with the old password. The new client logs in with
+        the current options (the rotated password); failures propagate and the caller retries.
+        """
+        if self._nc is None or not self._nc.is_closed or self._closing:
+            return
+        log.warning("nats %s: client closed by the server; opening a new one", self.address.cluster)
+        await self.connect()
+        self.reopened += 1
+        if self._sub is not None:
+            a = self.address
+            self._sub = await self.js.pull_subscribe_bind(
+                durable=consumer_name(a.cluster), stream=inbound_stream(a.clusterset, a.cluster)
+            )
 
     async def ensure_streams(self) -> None:
         """Create or update this cluster's outbound and inbound streams (idempotent)."""
@@ -194,6 +221,7 @@ class NatsBus:
         drops those events as duplicates, so this is safe, merely not free. Returns the names of
         the sources restarted (none when all are live; needs the JetStream meta leader).
         """
+        await self._reopen_if_closed()
         a = self.address
         name = inbound_stream(a.clusterset, a.cluster)
         info = await self.js.stream_info(name)
@@ -241,6 +269,7 @@ class NatsBus:
         """Up to ``batch`` deliveries, waiting at most ``wait`` for the first one."""
         if self._sub is None:
             raise RuntimeError("start_consuming() first")
+        await self._reopen_if_closed()
         try:
             msgs = await self._sub.fetch(batch, timeout=wait)
         except (NatsTimeoutError, TimeoutError):
@@ -260,6 +289,7 @@ class NatsBus:
         self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = None
     ) -> bool:
         """Publish to JetStream; True when stored, False when the server saw it already."""
+        await self._reopen_if_closed()
         hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
         ack = await self.js.publish(
             subject, payload, headers=hdrs, timeout=self.address.request_timeout
@@ -281,6 +311,7 @@ class NatsBus:
     async def close(self) -> None:
         # close, not drain: every delivery is acked before its effect returns, so nothing
         # in flight is lost, and drain can stall on an outstanding pull request.
+        self._closing = True
         if self._nc is not None:
             try:
                 async with asyncio.timeout(self.address.request_timeout):

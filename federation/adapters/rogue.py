@@ -21,15 +21,19 @@ async def publish_as(
     *,
     within: float = 3.0,
 ) -> str | None:
-    """Publish once with JetStream; None when stored, else the server's refusal or the error."""
+    """Publish once with JetStream; None when stored, else the server's refusal or the error.
+    A refused login is a refusal like any other: returned, not raised, so callers can poll."""
     errors: list[str] = []
 
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
-    nc: Client = await nats.connect(
-        url, error_cb=on_error, allow_reconnect=False, name="rogue", **dict(login)
-    )
+    try:
+        nc: Client = await nats.connect(
+            url, error_cb=on_error, allow_reconnect=False, name="rogue", **dict(login)
+        )
+    except Exception as exc:  # e.g. "nats: 'Authorization Violation'"
+        return f"{type(exc).__name__}: {exc}"
     try:
         try:
             await nc.jetstream().publish(
