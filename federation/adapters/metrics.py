@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -31,9 +31,11 @@ class AgentState(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def views(self) -> Mapping[PoolKey, ImportView]: ...
+
     counts: EventCounts
     beliefs: Beliefs
-    views: dict[PoolKey, ImportView]
     pending: int
 
 

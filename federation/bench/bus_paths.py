@@ -139,9 +139,9 @@ async def ingest(base: Path, quick: bool) -> dict[str, Any]:
             for delivery in await agent_bus.fetch(512, 1.0):
                 await agent._consume_one(delivery)
             if time.perf_counter() - last_reconcile >= settings.reconcile_interval:
-                agent.views = agent.compute_views(time.time())
+                agent.step_views(time.time())
                 last_reconcile, reconciles = time.perf_counter(), reconciles + 1
-        agent.views = agent.compute_views(time.time())
+        agent.step_views(time.time())
         elapsed = time.perf_counter() - began
         await agent_bus.close()
     return {

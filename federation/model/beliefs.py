@@ -44,6 +44,9 @@ class Beliefs:
     seen_at: dict[tuple[str, ...], float] = field(default_factory=dict)
     heard_at: dict[str, float] = field(default_factory=dict)  # newest beat or report per cluster
     _sequences: dict[tuple[str, ...], int] = field(default_factory=dict)
+    # The same exports indexed by pool, so one import can be recomputed without a full scan.
+    _by_pool: dict[tuple[str, str], dict[str, ExportEvent]] = field(default_factory=dict)
+    _by_cluster: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
 
     def apply(self, event: Event, received_at: float) -> Outcome:
         sid = _subject_id(event)
@@ -60,6 +63,8 @@ class Beliefs:
             self.heard_at[event.cluster] = max(seen, self.heard_at.get(event.cluster, seen))
         if isinstance(event, ExportEvent):
             self.exports[(event.cluster, event.namespace, event.name)] = event
+            self._by_pool.setdefault((event.namespace, event.name), {})[event.cluster] = event
+            self._by_cluster.setdefault(event.cluster, set()).add((event.namespace, event.name))
         elif isinstance(event, LoadReport):
             self.loads[(event.cluster, event.namespace, event.name)] = event
         else:
@@ -75,3 +80,16 @@ class Beliefs:
 
     def live_exports(self) -> list[ExportEvent]:
         return [e for e in self.exports.values() if not e.withdrawn]
+
+    def exporters(self) -> set[str]:
+        """Every cluster that ever exported something (withdrawn exports included)."""
+        return set(self._by_cluster)
+
+    def pools_exported_by(self, cluster: str) -> set[tuple[str, str]]:
+        """(namespace, name) of every pool ``cluster`` exported (withdrawn ones included)."""
+        return set(self._by_cluster.get(cluster, ()))
+
+    def live_exports_of(self, namespace: str, name: str) -> list[ExportEvent]:
+        """The live exports of one pool, by every cluster that exports it."""
+        held = self._by_pool.get((namespace, name), {})
+        return [e for e in held.values() if not e.withdrawn]

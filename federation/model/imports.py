@@ -73,6 +73,35 @@ def is_alive(beliefs: Beliefs, export: ExportEvent, *, now: float, grace: float)
     return latest is not None and now - latest <= grace
 
 
+def desired_import(
+    key: PoolKey,
+    exports: list[ExportEvent],
+    local: LocalPool | None,
+    beliefs: Beliefs,
+    *,
+    own_cluster: str,
+    now: float,
+    grace: float,
+) -> DesiredImport | None:
+    """One pool's import from its live exports; None when no exporter is left."""
+    alive = [
+        e for e in exports if e.cluster == own_cluster or is_alive(beliefs, e, now=now, grace=grace)
+    ]
+    if not alive:
+        return None
+    accepted, conflicts = resolve_conflicts(alive)
+    accepted.sort(key=lambda e: e.cluster)
+    held_locally = local if local is not None and not is_exported(local) else None
+    return DesiredImport(
+        key=key,
+        exporting_clusters=tuple(e.cluster for e in accepted),
+        excluded=tuple(sorted(conflicts, key=lambda c: c.cluster)),
+        has_local=held_locally is not None,
+        exports=tuple(accepted),
+        local=held_locally,
+    )
+
+
 def desired_imports(
     beliefs: Beliefs,
     local_pools: Mapping[PoolKey, LocalPool],
@@ -81,22 +110,18 @@ def desired_imports(
     now: float,
     grace: float,
 ) -> dict[PoolKey, DesiredImport]:
-    by_pool: dict[PoolKey, list[ExportEvent]] = {}
-    for export in beliefs.live_exports():
-        if export.cluster != own_cluster and not is_alive(beliefs, export, now=now, grace=grace):
-            continue
-        by_pool.setdefault(PoolKey(export.namespace, export.name), []).append(export)
+    keys = {PoolKey(e.namespace, e.name) for e in beliefs.live_exports()}
     desired = {}
-    for key, exports in by_pool.items():
-        accepted, conflicts = resolve_conflicts(exports)
-        accepted.sort(key=lambda e: e.cluster)
-        local = local_pools.get(key)
-        desired[key] = DesiredImport(
-            key=key,
-            exporting_clusters=tuple(e.cluster for e in accepted),
-            excluded=tuple(sorted(conflicts, key=lambda c: c.cluster)),
-            has_local=local is not None and not is_exported(local),
-            exports=tuple(accepted),
-            local=local if local is not None and not is_exported(local) else None,
+    for key in sorted(keys):
+        d = desired_import(
+            key,
+            beliefs.live_exports_of(*key),
+            local_pools.get(key),
+            beliefs,
+            own_cluster=own_cluster,
+            now=now,
+            grace=grace,
         )
+        if d is not None:
+            desired[key] = d
     return desired

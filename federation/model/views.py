@@ -10,7 +10,7 @@ from typing import Any, Final
 from federation.messages import EndpointAddress
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition, accepted, fresh
-from federation.model.freshness import LinkState, staleness
+from federation.model.freshness import LinkState, Staleness, staleness
 from federation.model.imports import DesiredImport
 from federation.model.pools import LOCAL_BACKEND, PoolKey
 from federation.model.weights import (
@@ -108,6 +108,35 @@ def backend_loads(
     return loads
 
 
+def import_view(
+    d: DesiredImport,
+    beliefs: Beliefs,
+    local_loads: Mapping[PoolKey, BackendLoad],
+    memory: WeightMemory | None,
+    freshness: Mapping[str, Staleness],
+    *,
+    own_cluster: str,
+    now: float,
+    policy: WeightPolicy,
+    link: LinkState,
+    held: ImportView | None = None,
+) -> tuple[ImportView, WeightMemory | None]:
+    """One import's view and the weight memory for its next step.
+
+    While the link is suspect the previous weights stand (and their memory with them): silence
+    from every peer at once says nothing about their capacity.
+    """
+    if link.suspect and held is not None and set(held.weights) == set(d.backends):
+        weights, next_memory = held.weights, memory
+    else:
+        loads = backend_loads(d, beliefs, local_loads, now=now)
+        weights, next_memory = step_weights(
+            loads, policy, here=d.here(own_cluster), memory=memory, now=now
+        )
+    conditions = (accepted(d), fresh(d, freshness, link, now=now, lease=policy.lease))
+    return ImportView(d, weights, conditions), next_memory
+
+
 def import_views(
     desired: Mapping[PoolKey, DesiredImport],
     beliefs: Beliefs,
@@ -120,31 +149,20 @@ def import_views(
     link: LinkState | None = None,
     previous: Mapping[PoolKey, ImportView] | None = None,
 ) -> tuple[dict[PoolKey, ImportView], dict[PoolKey, WeightMemory]]:
-    """Every import's view, and the weight memory to pass to the next step.
-
-    While the link is suspect the previous weights stand (and their memory with them): silence
-    from every peer at once says nothing about their capacity.
-    """
+    """Every import's view, and the weight memory to pass to the next step."""
     link = link or LinkState(False)
     previous = previous or {}
     clusters = {c for d in desired.values() for c in d.exporting_clusters}
     freshness = {c: staleness(beliefs, c, now=now, lease=policy.lease) for c in clusters}
-    views, next_memories = {}, dict(memories)
+    views, next_memories = {}, {}
     for key, d in desired.items():
-        held = previous.get(key)
-        if link.suspect and held is not None and set(held.weights) == set(d.backends):
-            weights = held.weights
-        else:
-            loads = backend_loads(d, beliefs, local_loads, now=now)
-            weights, next_memories[key] = step_weights(
-                loads, policy, here=d.here(own_cluster), memory=memories.get(key), now=now
-            )
-        conditions = (
-            accepted(d),
-            fresh(d, freshness, link, now=now, lease=policy.lease),
-        )
-        views[key] = ImportView(d, weights, conditions)
-    return views, {k: m for k, m in next_memories.items() if k in desired}
+        views[key], memory = import_view(
+            d, beliefs, local_loads, memories.get(key), freshness,
+            own_cluster=own_cluster, now=now, policy=policy, link=link, held=previous.get(key),
+        )  # fmt: skip
+        if memory is not None:
+            next_memories[key] = memory
+    return views, next_memories
 
 
 def imports_document(views: Mapping[PoolKey, ImportView]) -> dict[str, Any]:

@@ -123,7 +123,8 @@ def score(load: BackendLoad | None, policy: WeightPolicy) -> tuple[float, str]:
     if load.status in UNHEALTHY_STATUSES:
         return 0.0, f"EPP {load.status}"
     if load.age >= policy.lease:
-        return 0.0, f"stale: last report {load.age:.1f}s ago (lease {policy.lease:g}s)"
+        # No age in the text: a reason must not change while nothing but the clock moves.
+        return 0.0, f"stale: no report within the lease ({policy.lease:g}s)"
     if load.ready_pods == 0:
         return 0.0, "no ready pods"
     headroom = load.ready_pods * (1.0 - load.saturation)
@@ -245,7 +246,8 @@ def step_weights(
         value, reason = score(load, policy)
         # Not healthy at the previous step but healthy now: it joins at this instant.
         since = memory.healthy_since.get(name, now if memory.weights else None)
-        factor = 1.0 if name == here or since is None else ramp(now - since, policy)
+        # (Only a backend that can take traffic is ramped, or said to be.)
+        factor = 1.0 if name == here or since is None or value <= 0 else ramp(now - since, policy)
         scores[name] = value * factor
         reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
     shares, note = _target_shares(scores, loads, here, policy)

@@ -19,23 +19,24 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
 
 from federation import __version__
+from federation.messages import Heartbeat
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
 from federation.model.exported import Acks, acks_for, exported_condition
 from federation.model.freshness import LinkState, link_state, staleness
-from federation.model.imports import desired_imports
+from federation.model.import_book import ImportBook
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.status import status_document
-from federation.model.views import ImportView, import_views
-from federation.model.weights import WeightMemory, WeightPolicy
+from federation.model.views import ImportView
+from federation.model.weights import WeightPolicy
 from federation.runtime.consuming import consume_one
 from federation.runtime.ports import (
     Bus,
@@ -98,8 +99,8 @@ class Agent:
         self.counts = EventCounts()
         self.local_pools: dict[PoolKey, LocalPool] = {}
         self.local_samples: dict[PoolKey, LoadSample] = {}
-        self.views: dict[PoolKey, ImportView] = {}
-        self.memories: dict[PoolKey, WeightMemory] = {}  # smoothing, hysteresis, slow start
+        self.book = ImportBook(self.policy, settings.cluster)  # views, weight memories
+        self._dirty: set[PoolKey] | None = None  # pools whose inputs changed; None: any
         self.link = LinkState(False)
         self.acks: Acks | None = None  # what our heartbeat acknowledges to exporters
         self.export_conditions: dict[PoolKey, Condition | None] = {}
@@ -122,6 +123,17 @@ class Agent:
     @property
     def name(self) -> str:
         return self.settings.cluster
+
+    @property
+    def views(self) -> dict[PoolKey, ImportView]:
+        return self.book.views
+
+    def mark_dirty(self, keys: Iterable[PoolKey] | None) -> None:
+        """These pools' inputs changed (None: anything may have); the next reconcile sees it."""
+        if keys is None:
+            self._dirty = None
+        elif self._dirty is not None:
+            self._dirty.update(keys)
 
     async def run(self) -> None:
         try:
@@ -191,6 +203,8 @@ class Agent:
             verifier=self.verifier,
         )
         if applied is not None:
+            if not isinstance(applied, Heartbeat):  # beats move leases: the book sees those
+                self.mark_dirty((PoolKey(applied.namespace, applied.name),))
             self._changed.set()
             lag = self.wall() - applied.published_at
             for observe in self.lag_observers:
@@ -232,6 +246,7 @@ class Agent:
         async for snapshot in self.pools.watch():
             raise_if_cancelling()
             self.local_pools = dict(snapshot)
+            self.mark_dirty(None)
             self._pools_changed.set()
             self._changed.set()
 
@@ -256,6 +271,7 @@ class Agent:
             self.publisher.forget_loads_except({p.key for p, _ in exported})
             for pool, sample in exported:
                 await self.publisher.publish_load(pool, sample)
+            self.mark_dirty(p.key for p in pools)
             self._changed.set()
             await asyncio.sleep(self.settings.load_interval)
 
@@ -287,8 +303,8 @@ class Agent:
             lease=self.settings.lease,
         )
 
-    def compute_views(self, now: float) -> dict[PoolKey, ImportView]:
-        """One weight step: recompute every import's view and advance the weight memory."""
+    def step_views(self, now: float) -> bool:
+        """One weight step of the imports whose inputs or time moved; True if a view changed."""
         s = self.settings
         self.link = link_state(
             self.beliefs,
@@ -300,22 +316,12 @@ class Agent:
         )
         # A suspect link collects no garbage: peers are not gone just because we cannot hear them.
         grace = math.inf if self.link.suspect else s.grace
-        desired = desired_imports(
-            self.beliefs, self.local_pools, own_cluster=s.cluster, now=now, grace=grace
-        )
         local_loads = {k: v.as_backend_load(now) for k, v in self.local_samples.items()}
-        views, self.memories = import_views(
-            desired,
-            self.beliefs,
-            local_loads,
-            self.memories,
-            own_cluster=s.cluster,
-            now=now,
-            policy=self.policy,
-            link=self.link,
-            previous=self.views,
-        )
-        return views
+        dirty, self._dirty = self._dirty, set()
+        return self.book.step(
+            self.beliefs, self.local_pools, local_loads, self.link,
+            now=now, grace=grace, dirty=dirty,
+        )  # fmt: skip
 
     async def _reconcile(self) -> None:
         dirty = True
@@ -326,9 +332,8 @@ class Agent:
                     await self._changed.wait()
             self._changed.clear()
             now = self.wall()
-            views = self.compute_views(now)
-            if views != self.views or dirty:
-                self.views = views
+            if self.step_views(now) or dirty:
+                views = self.views
                 dirty = not await self._feed(views)
                 if not dirty:
                     refused: dict[PoolKey, str] = {}

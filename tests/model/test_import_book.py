@@ -1,0 +1,129 @@
+"""The import book recomputes only what can have changed; it must equal a full recomputation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from federation.model.beliefs import Beliefs
+from federation.model.freshness import LinkState, link_state
+from federation.model.import_book import ImportBook
+from federation.model.imports import desired_imports
+from federation.model.pools import LocalPool, PoolKey
+from federation.model.views import ImportView, import_views
+from federation.model.weights import BackendLoad, WeightMemory, WeightPolicy
+from tests.model.factories import beat, export, load, pool
+
+OWN = "a"
+MEMBERS = ("a", "b", "c")
+NAMES = ("p", "q")
+POLICY = WeightPolicy(lease=10.0, slow_start=6.0, settle=3.0)
+GRACE = 25.0
+
+
+@dataclass
+class Full:
+    """The reference: every import recomputed at every step (what the agent did before)."""
+
+    views: dict[PoolKey, ImportView] = field(default_factory=dict)
+    memories: dict[PoolKey, WeightMemory] = field(default_factory=dict)
+
+    def step(
+        self,
+        beliefs: Beliefs,
+        local_pools: dict[PoolKey, LocalPool],
+        local_loads: dict[PoolKey, BackendLoad],
+        link: LinkState,
+        now: float,
+    ) -> None:
+        grace = math.inf if link.suspect else GRACE
+        desired = desired_imports(beliefs, local_pools, own_cluster=OWN, now=now, grace=grace)
+        self.views, self.memories = import_views(
+            desired, beliefs, local_loads, self.memories,
+            own_cluster=OWN, now=now, policy=POLICY, link=link, previous=self.views,
+        )  # fmt: skip
+
+
+events = st.one_of(
+    st.tuples(st.just("export"), st.sampled_from(MEMBERS), st.sampled_from(NAMES),
+              st.sampled_from([(8000,), (9000,)]), st.booleans()),
+    st.tuples(st.just("load"), st.sampled_from(MEMBERS), st.sampled_from(NAMES),
+              st.integers(0, 6), st.floats(0, 1)),
+    st.tuples(st.just("beat"), st.sampled_from(MEMBERS)),
+    st.tuples(st.just("local"), st.sampled_from(NAMES), st.integers(0, 4), st.floats(0, 1)),
+    st.tuples(st.just("wait"), st.floats(0.05, 12.0)),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(events, min_size=1, max_size=60))
+def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+    beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
+    local_pools = {PoolKey("llm", "q"): pool("q")}  # q is also held here, not exported
+    local_loads: dict[PoolKey, BackendLoad] = {}
+    local_at: dict[PoolKey, tuple[float, int, float]] = {}
+    now = 1000.0
+    dirty: set[PoolKey] | None = None
+    for seq, step in enumerate(steps, start=1):
+        kind = step[0]
+        if kind == "wait":
+            now += step[1]
+        elif kind == "export":
+            _, cluster, name, ports, withdrawn = step
+            beliefs.apply(export(cluster, name, generation=seq, published_at=now,
+                                 exported_at=900.0 + seq, target_ports=ports,
+                                 withdrawn=withdrawn), now)  # fmt: skip
+            dirty = None if dirty is None else dirty | {PoolKey("llm", name)}
+        elif kind == "load":
+            _, cluster, name, pods, saturation = step
+            beliefs.apply(load(cluster, name, sequence=seq, published_at=now, observed_at=now,
+                               ready_pods=pods, saturation=saturation), now)  # fmt: skip
+            dirty = None if dirty is None else dirty | {PoolKey("llm", name)}
+        elif kind == "beat":
+            beliefs.apply(beat(step[1], sequence=seq, published_at=now), now)
+        else:
+            _, name, pods, saturation = step
+            local_at[PoolKey("llm", name)] = (now, pods, saturation)
+            dirty = None if dirty is None else dirty | {PoolKey("llm", name)}
+        local_loads = {
+            k: BackendLoad(ready_pods=p, saturation=s, age=now - at)
+            for k, (at, p, s) in local_at.items()
+        }
+        link = link_state(beliefs, own_cluster=OWN, members=MEMBERS, connected=True, now=now,
+                          lease=POLICY.lease)  # fmt: skip
+        grace = math.inf if link.suspect else GRACE
+        book.step(beliefs, local_pools, local_loads, link, now=now, grace=grace, dirty=dirty)
+        full.step(beliefs, local_pools, local_loads, link, now)
+        assert book.views == full.views, (step, now)
+        dirty = set()
+
+
+def test_a_quiet_import_is_not_recomputed_until_it_is_due() -> None:
+    beliefs, book = Beliefs(), ImportBook(POLICY, OWN)
+    beliefs.apply(export("b", "p", published_at=1000.0), 1000.0)
+    beliefs.apply(load("b", "p", published_at=1000.0, observed_at=1000.0), 1000.0)
+    link = LinkState(False)
+    assert book.step(beliefs, {}, {}, link, now=1000.0, grace=GRACE, dirty=None)
+    key = PoolKey("llm", "p")
+    assert book.due[key] == 1000.0 + POLICY.lease * POLICY.full_trust  # trust starts to fall
+    before = book.recomputed
+    assert not book.step(beliefs, {}, {}, link, now=1001.0, grace=GRACE, dirty=set())
+    assert book.recomputed == before  # nothing changed and nothing due: skipped
+    book.step(beliefs, {}, {}, link, now=1006.0, grace=GRACE, dirty=set())
+    assert book.recomputed == before + 1  # due: the report is ageing
+    assert "for a 6.0s old report" in book.views[key].weights["b"].reason
+
+
+def test_a_dirty_key_is_recomputed_and_a_withdrawn_one_removed() -> None:
+    beliefs, book = Beliefs(), ImportBook(POLICY, OWN)
+    beliefs.apply(export("b", "p", published_at=1000.0), 1000.0)
+    link = LinkState(False)
+    book.step(beliefs, {}, {}, link, now=1000.0, grace=GRACE, dirty=None)
+    assert PoolKey("llm", "p") in book.views
+    beliefs.apply(export("b", "p", generation=2, published_at=1001.0, withdrawn=True), 1001.0)
+    assert book.step(beliefs, {}, {}, link, now=1001.0, grace=GRACE, dirty={PoolKey("llm", "p")})
+    assert book.views == {}
+    assert book.memories == {}
