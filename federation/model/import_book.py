@@ -5,8 +5,8 @@ Recomputing every import at every reconcile made the agent's CPU grow with impor
 
 1. an input of that pool changed — an export or load report of it, the local pool or its EPP
    sample: the caller names these keys (``dirty``);
-2. an exporter's lease ran out or was renewed, or the link turned suspect or back: the book sees
-   it by comparing with its previous step;
+2. an exporter's lease ran out or was renewed, or the link's state changed (suspect or back):
+   the book sees it by comparing with its previous step;
 3. time alone moves it — smoothing or a slow start under way, a target waiting to settle, a
    report ageing past full trust or the lease, a grace period running out: each import records
    the earliest instant at which that can happen (its *due* time) and is recomputed then.
@@ -28,7 +28,7 @@ from federation.model.freshness import LinkState, Staleness, staleness
 from federation.model.imports import DesiredImport, desired_import
 from federation.model.pools import LocalPool, PoolKey
 from federation.model.views import ImportView, import_view
-from federation.model.weights import BackendLoad, WeightMemory, WeightPolicy
+from federation.model.weights import BackendLoad, WeightMemory, WeightPolicy, next_ramp_step
 
 
 def next_due(
@@ -44,12 +44,14 @@ def next_due(
     """The earliest instant at which time alone could change this import's view."""
     if memory is None or memory.weights != memory.goal:
         return now  # smoothing under way (or nothing remembered): step at every reconcile
-    if any(now - since < policy.slow_start for since in memory.healthy_since.values()):
-        return now  # a slow start ramps continuously
     times = [math.inf]
-    if memory.target != memory.goal:
-        since = memory.target_since
-        times.append(now if since is None else since + policy.settle)
+    for since in memory.healthy_since.values():
+        step = next_ramp_step(now - since, policy)  # a slow start rises in steps
+        if step is not None:
+            times.append(since + step)
+    if memory.target != memory.goal:  # a target waiting to settle
+        held = memory.target_since
+        times.append(now if held is None else held + policy.settle)
     seen: list[float] = []
     for cluster in d.exporting_clusters:
         at = beliefs.report_seen_at(cluster, *d.key)
@@ -86,7 +88,7 @@ class ImportBook:
     recomputed: int = 0  # imports recomputed, over the book's life (for benchmarks)
     _queue: list[tuple[float, PoolKey]] = field(default_factory=list)  # due heap, lazily pruned
     _stale: frozenset[str] = frozenset()
-    _suspect: bool = False
+    _link: LinkState = field(default_factory=lambda: LinkState(False))
     _last_live_step: float | None = None  # the previous step with the link not suspect
 
     def step(
@@ -105,7 +107,7 @@ class ImportBook:
         ``dirty`` names the pools whose inputs changed; None means anything may have (a first
         step, or local pools changed).
         """
-        if dirty is None or link.suspect or link.suspect != self._suspect:
+        if dirty is None or link != self._link:
             keys = set(self.views) | {PoolKey(e.namespace, e.name) for e in beliefs.live_exports()}
         else:
             keys = set(dirty) | self._pop_due(now)
@@ -115,7 +117,7 @@ class ImportBook:
                 keys |= {PoolKey(*k) for k in beliefs.pools_exported_by(cluster)}
         changed = self._recompute(keys, beliefs, local_pools, local_loads, link, now, grace)
         self._stale = self._stale_exporters(beliefs, now)
-        self._suspect = link.suspect
+        self._link = link
         if not link.suspect:
             self._last_live_step = now
         return changed
@@ -181,11 +183,7 @@ class ImportBook:
                 self.memories[key] = memory
             if view != held:
                 updates[key] = view
-            due = (
-                now
-                if link.suspect
-                else next_due(d, memory, beliefs, local_loads, now=now, policy=policy, grace=grace)
-            )
+            due = next_due(d, memory, beliefs, local_loads, now=now, policy=policy, grace=grace)
             self.due[key] = due
             if math.isfinite(due):
                 heapq.heappush(self._queue, (due, key))

@@ -7,7 +7,8 @@ A backend is an exporting cluster (by name) or ``local``. The policy, step by st
    invalid metrics), it has no ready pods, or its report is as old as the lease. A report is fully
    trusted for the first ``full_trust`` of the lease, then its score falls linearly to 0 at the
    lease. A remote backend that became healthy less than ``slow_start`` seconds ago is ramped from
-   ``slow_start_floor`` to full, so a cluster that (re)joins does not take a burst at once.
+   ``slow_start_floor`` to full in ``slow_start_steps`` even steps, so a cluster that (re)joins
+   does not take a burst at once.
 2. **Prefer here.** "Here" is the backend in this cluster (``local``, or this cluster's own name
    when it exports the pool). While here is healthy and below ``spill_threshold`` saturation it
    takes all traffic. Above the threshold it spills the fraction
@@ -46,6 +47,7 @@ class WeightPolicy:
     spill_threshold: float = 0.8  # here's saturation at which traffic starts to spill
     slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
     slow_start_floor: float = 0.1  # the ramp starts at this fraction of the score
+    slow_start_steps: int = 6  # the ramp rises in this many even steps (so it holds still between)
     smoothing: float = 0.5  # fraction of the way to the goal per smoothing_period; 1 = none
     smoothing_period: float = 0.5  # seconds
     settle: float = 5.0  # seconds a target must hold still to be adopted despite the deadband
@@ -110,10 +112,25 @@ def trust(age: float, policy: WeightPolicy) -> float:
 
 
 def ramp(healthy_for: float | None, policy: WeightPolicy) -> float:
+    """The slow-start factor: from the floor to 1 over ``slow_start``, in even steps.
+
+    Steps, not a continuous line: between two steps nothing but the clock moves, so an import
+    whose inputs hold still need not be recomputed (see ``model.import_book``).
+    """
     if healthy_for is None or policy.slow_start <= 0 or healthy_for >= policy.slow_start:
         return 1.0
-    floor = policy.slow_start_floor
-    return floor + (1.0 - floor) * max(0.0, healthy_for) / policy.slow_start
+    floor, steps = policy.slow_start_floor, max(1, policy.slow_start_steps)
+    done = math.floor(max(0.0, healthy_for) / policy.slow_start * steps) / steps
+    return floor + (1.0 - floor) * done
+
+
+def next_ramp_step(healthy_for: float, policy: WeightPolicy) -> float | None:
+    """Seconds (of healthy time) at which the ramp next rises; None once it is done."""
+    if policy.slow_start <= 0 or healthy_for >= policy.slow_start:
+        return None
+    steps = max(1, policy.slow_start_steps)
+    done = math.floor(max(0.0, healthy_for) / policy.slow_start * steps)
+    return policy.slow_start * (done + 1) / steps
 
 
 def score(load: BackendLoad | None, policy: WeightPolicy) -> tuple[float, str]:

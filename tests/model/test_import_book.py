@@ -55,6 +55,7 @@ events = st.one_of(
     st.tuples(st.just("beat"), st.sampled_from(MEMBERS)),
     st.tuples(st.just("local"), st.sampled_from(NAMES), st.integers(0, 4), st.floats(0, 1)),
     st.tuples(st.just("wait"), st.floats(0.05, 12.0)),
+    st.tuples(st.just("connected"), st.booleans()),
 )  # fmt: skip
 
 
@@ -67,10 +68,13 @@ def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # ty
     local_at: dict[PoolKey, tuple[float, int, float]] = {}
     now = 1000.0
     dirty: set[PoolKey] | None = None
+    connected = True
     for seq, step in enumerate(steps, start=1):
         kind = step[0]
         if kind == "wait":
             now += step[1]
+        elif kind == "connected":
+            connected = step[1]
         elif kind == "export":
             _, cluster, name, ports, withdrawn = step
             beliefs.apply(export(cluster, name, generation=seq, published_at=now,
@@ -92,7 +96,7 @@ def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # ty
             k: BackendLoad(ready_pods=p, saturation=s, age=now - at)
             for k, (at, p, s) in local_at.items()
         }
-        link = link_state(beliefs, own_cluster=OWN, members=MEMBERS, connected=True, now=now,
+        link = link_state(beliefs, own_cluster=OWN, members=MEMBERS, connected=connected, now=now,
                           lease=POLICY.lease)  # fmt: skip
         grace = math.inf if link.suspect else GRACE
         book.step(beliefs, local_pools, local_loads, link, now=now, grace=grace, dirty=dirty)
