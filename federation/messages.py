@@ -175,6 +175,11 @@ def beat_subject(clusterset: str, cluster: str) -> str:
     return f"{prefix(clusterset)}.beat.{cluster}"
 
 
+def beats_subject(clusterset: str) -> str:
+    """Every member's heartbeat subject (a wildcard)."""
+    return f"{prefix(clusterset)}.beat.*"
+
+
 def subject_for(clusterset: str, event: Event) -> str:
     if isinstance(event, ExportEvent):
         return export_subject(clusterset, event.cluster, event.namespace, event.name)

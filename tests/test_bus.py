@@ -124,3 +124,41 @@ async def test_a_restarted_consumer_sees_only_the_newest_event_per_subject(
 async def _inbound_has(bus: NatsBus, clusterset: str, count: int) -> bool:
     info = await bus.js.stream_info(inbound_stream(clusterset, bus.address.cluster))
     return info.state.messages >= count
+
+
+async def test_a_source_check_puts_back_sources_a_failed_restart_left_out(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    """A restart removes and re-adds a source in two updates; when the second fails (JetStream
+    answers 503 for seconds after a gateway heal) the source is gone. The next check repairs it,
+    and peers' events flow into the inbound stream again."""
+    bus = await _started(supercluster, clusterset, "eu-west")
+    peer = await _started(supercluster, clusterset, "us-east")
+    try:
+        name = inbound_stream(clusterset, "eu-west")
+        info = await bus.js.stream_info(name)
+        config = info.config
+        config.sources = [
+            s for s in config.sources or [] if s.name != outbound_stream(clusterset, "us-east")
+        ]
+        await bus.js.update_stream(config)  # the first step of a restart, and no second one
+
+        # Nothing is stalled by the clock (every source was just active), yet one is missing.
+        assert await bus.restart_stalled_sources(3600.0) == [outbound_stream(clusterset, "us-east")]
+        repaired = await bus.js.stream_info(name)
+        assert {s.name for s in repaired.config.sources or []} == {
+            outbound_stream(clusterset, c) for c in supercluster.specs
+        }
+        assert await bus.restart_stalled_sources(3600.0) == []  # repaired once, then quiet
+
+        event = load(cluster="us-east", name="after-repair")
+        await peer.publish(messages.subject_for(clusterset, event), messages.encode(event), "r1")
+
+        async def arrived() -> bool:
+            got = await bus.fetch(64, 0.5)
+            return any(d.subject.endswith("after-repair") for d in got)
+
+        await wait_for(arrived, within=15, what="us-east's event in eu-west's inbound stream")
+    finally:
+        await bus.close()
+        await peer.close()

@@ -125,8 +125,13 @@ async def test_servers_enforce_each_clusters_publish_rights(tmp_path: Path) -> N
             await bus.connect()
             await bus.ensure_streams()
             await bus.start_consuming()  # the agent's whole JetStream path works with its rights
+            heard: list[str] = []
+            await bus.watch_beats(heard.append)  # and so does the live heartbeat hint
             assert await bus.publish(f"fed.v1.cs.beat.{cluster}", b"{}", f"m-{cluster}")
             assert len(await bus.fetch(10, 5.0)) >= 1
+            await wait_for_async(
+                lambda c=cluster, h=heard: h == [c], within=5, what="the live heartbeat"
+            )
             await bus.close()
 
         # With a's valid login: b's subjects, b's streams and other clustersets are refused.
@@ -270,9 +275,11 @@ def test_the_shipped_nats_example_grants_what_the_code_grants() -> None:
     from federation.adapters.nats_auth import cluster_permissions
 
     conf = (Path(__file__).resolve().parent.parent / "deploy" / "nats" / "us-east.conf").read_text()
-    block = conf.split("publish: {allow: [", 1)[1].split("]}", 1)[0]
-    shipped = set(re.findall(r'"([^"]+)"', block))
-    assert shipped == set(cluster_permissions("prod", "us-east")["publish"]["allow"])
+    wanted = cluster_permissions("prod", "us-east")
+    for verb in ("publish", "subscribe"):
+        block = conf.split(f"{verb}: {{allow: [", 1)[1].split("]}", 1)[0]
+        shipped = set(re.findall(r'"([^"]+)"', block))
+        assert shipped == set(wanted[verb]["allow"]), verb
 
 
 @pytest.mark.bus

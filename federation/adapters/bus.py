@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import math
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import nats
@@ -34,6 +35,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
     StreamSource,
+    StreamSourceInfo,
 )
 from nats.js.errors import NotFoundError
 
@@ -107,6 +109,7 @@ class NatsBus:
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._closing = False
+        self._on_beat: Callable[[str], None] | None = None
         self.reopened = 0  # clients closed by the server and replaced (see _reopen_if_closed)
 
     @property
@@ -169,6 +172,8 @@ class NatsBus:
         log.warning("nats %s: client closed by the server; opening a new one", self.address.cluster)
         await self.connect()
         self.reopened += 1
+        if self._on_beat is not None:
+            await self.watch_beats(self._on_beat)
         if self._sub is not None:
             a = self.address
             self._sub = await self.js.pull_subscribe_bind(
@@ -196,7 +201,7 @@ class NatsBus:
                 storage=StorageType.FILE,
                 max_msgs_per_subject=a.history_per_subject,
                 placement=Placement(cluster=a.placement_cluster),
-                sources=[StreamSource(name=outbound_stream(a.clusterset, m)) for m in a.members],
+                sources=self._inbound_sources(),
                 allow_direct=True,
                 num_replicas=1,
             )
@@ -212,35 +217,81 @@ class NatsBus:
             return
         await self.js.update_stream(config)
 
-    async def restart_stalled_sources(self, stalled_after: float) -> list[str]:
-        """Re-attach inbound sources that have been silent for ``stalled_after`` seconds.
+    async def watch_beats(self, on_beat: Callable[[str], None]) -> None:
+        """Call ``on_beat(cluster)`` for every member's heartbeat seen live on plain NATS.
 
-        Checked with nats-server 2.15: after this cluster's server restarts, its inbound stream's
-        sources from *other* NATS clusters can stay inactive for minutes. Removing and re-adding
-        them re-establishes them at once. A re-added source replays its history; the consumer
-        drops those events as duplicates, so this is safe, merely not free. Returns the names of
-        the sources restarted (none when all are live; needs the JetStream meta leader).
+        Only a hint for :meth:`restart_stalled_sources`: nothing is applied from it (the
+        inbound stream, verified, is the only source of beliefs). Without the subscribe
+        permission the server refuses it and the hint is simply never given.
+        """
+        if self._nc is None:
+            raise RuntimeError("bus is not connected")
+        self._on_beat = on_beat
+
+        async def heard(msg: Msg) -> None:
+            on_beat(msg.subject.rsplit(".", 1)[-1])
+
+        await self._nc.subscribe(messages.beats_subject(self.address.clusterset), cb=heard)
+
+    async def restart_stalled_sources(
+        self,
+        stalled_after: float,
+        *,
+        heard_live: Collection[str] = (),
+        quiet_after: float = math.inf,
+    ) -> list[str]:
+        """Re-attach inbound sources that have been silent for ``stalled_after`` seconds, or for
+        ``quiet_after`` seconds when their cluster was just heard live (``heard_live``).
+
+        Checked with nats-server 2.15: after this cluster's server restarts, or a gateway link
+        heals, its inbound stream's sources from *other* NATS clusters can stay inactive for
+        minutes. Removing and re-adding them re-establishes them at once. A re-added source
+        replays its history; the consumer drops those events as duplicates, so this is safe,
+        merely not free. A peer whose heartbeats arrive live but not through its source is the
+        sure sign of a stall, hence the shorter bound; a source that never made contact is
+        restarted only on that sign. Sources missing from the stream's config (a restart whose
+        second step failed) are put back first. Returns the names of the sources restarted or
+        put back (none when all are live; needs the JetStream meta leader).
         """
         await self._reopen_if_closed()
         a = self.address
         name = inbound_stream(a.clusterset, a.cluster)
         info = await self.js.stream_info(name)
         own = outbound_stream(a.clusterset, a.cluster)
-        stalled = [
-            s.name
-            for s in info.sources or []
-            if s.name != own
-            and (s.active is None or s.active < 0 or s.active / 1e9 > stalled_after)
-        ]
+        live = {outbound_stream(a.clusterset, c) for c in heard_live}
+
+        def is_stalled(source: StreamSourceInfo) -> bool:
+            active = source.active
+            if active is None or active < 0:  # no contact since it was (re-)added
+                # A peer not deployed yet, or a source just re-added: only the hint says more.
+                return source.name in live
+            # The peer is up (its heartbeats arrive live): its source must carry them too.
+            limit = quiet_after if source.name in live else stalled_after
+            return active / 1e9 > limit
+
+        stalled = [s.name for s in info.sources or [] if s.name != own and is_stalled(s)]
+        config = info.config
+        wanted = self._inbound_sources()
+        configured = {s.name for s in config.sources or []}
+        missing = [s.name for s in wanted if s.name not in configured]
+        if missing:
+            # A restart whose second step failed (JetStream answers 503 for seconds after a
+            # heal) left sources out: put every member's back, which also restarts them.
+            config.sources = wanted
+            await self.js.update_stream(config)
+            log.warning("nats %s: inbound sources %s were missing; re-added", a.cluster, missing)
+            return missing
         if not stalled:
             return []
-        config = info.config
-        wanted = config.sources or []
         config.sources = [s for s in wanted if s.name not in stalled]
         await self.js.update_stream(config)
         config.sources = wanted
         await self.js.update_stream(config)
         return stalled
+
+    def _inbound_sources(self) -> list[StreamSource]:
+        a = self.address
+        return [StreamSource(name=outbound_stream(a.clusterset, m)) for m in a.members]
 
     async def start_consuming(self) -> None:
         """(Re)create the durable consumer from the newest message per subject.

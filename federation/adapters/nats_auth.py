@@ -7,7 +7,9 @@ What a cluster's agent needs, and nothing more (checked against the bus adapter 
   ``fed.v1.<cs>.beat.<c>``;
 - manage its two streams and its one durable consumer through the JetStream API, pull from that
   consumer and acknowledge its messages;
-- receive replies on ``_INBOX.>``.
+- receive replies on ``_INBOX.>``;
+- hear members' heartbeats live (``fed.v1.<cs>.beat.*``, plain NATS): a peer heard there but
+  silent in the inbound stream has a stalled source (see ``NatsBus.restart_stalled_sources``).
 
 Sourcing peers' outbound streams into a cluster's inbound stream is done by the servers, so no
 user needs read access to another cluster's stream. The ``admin`` user (tests, ``federation
@@ -46,7 +48,8 @@ def cluster_permissions(clusterset: str, cluster: str) -> dict[str, Any]:
         f"{api}.CONSUMER.MSG.NEXT.{inbound}.{consumer}",
         f"$JS.ACK.{inbound}.{consumer}.>",
     ]
-    return {"publish": {"allow": publish}, "subscribe": {"allow": ["_INBOX.>"]}}
+    subscribe = ["_INBOX.>", messages.beats_subject(clusterset)]
+    return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 
 
 def authorization_block(clusterset: str, passwords: Mapping[str, str], admin_password: str) -> str:

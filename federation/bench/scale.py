@@ -8,8 +8,10 @@ imports go to an in-memory sink. Each cluster exports P pools of its own, so eve
 C x P imports.
 
 Figures: cold convergence (agents' start → every agent holds every import), time for every agent
-to weigh a dead cluster at 0, convergence after a NATS cluster's partition heals, and the agent
-process's RSS and CPU per 1,000 applied events/s in steady state (nats-servers not included).
+to weigh a dead cluster at 0, convergence after a NATS cluster's partition heals (from the heal
+to every import fresh again with the cut-off clusters weighed above 0; the heal comes once the
+others saw those clusters' leases run out), and the agent process's RSS and CPU per 1,000 applied
+events/s in steady state (nats-servers not included).
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class Views:
 
     async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
         self.views = dict(views)
+
+
+def _fresh(view: ImportView) -> str:
+    return next(c.status for c in view.conditions if c.type == FRESH)
 
 
 def _rss_mib() -> float:
@@ -153,28 +159,36 @@ async def scale(
         inside = [c for c in names if placement[c] == cut]
         outside = [c for c in names if placement[c] != cut]
 
-        def drained() -> bool:
-            return all(
-                v.weights.get(d) is not None and v.weights[d].weight == 0
+        def cut_off_views() -> list[tuple[ImportView, str]]:
+            return [
+                (v, d)
                 for o in outside[:3]
                 for v in sinks[o].views.values()
                 for d in v.desired.exporting_clusters
                 if d in inside
-            )
+            ]
+
+        def drained() -> bool:
+            return all(v.weights[d].weight == 0 for v, d in cut_off_views())
+
+        def seen_stale() -> bool:  # drained, and the lease ran out too
+            return drained() and all(_fresh(v) == "False" for v, _ in cut_off_views())
 
         seen = await _until(drained, 60)
         out["partition_drained_s"] = round(seen, 2) if seen is not None else None
+        stale = await _until(seen_stale, 60) if seen is not None else None
+        out["partition_stale_s"] = round(seen + stale, 2) if seen and stale is not None else None
         for other in nats_names[1:]:
             sc.heal(cut, other)
 
-        def all_fresh() -> bool:
-            return converged() and all(
-                next(c for c in v.conditions if c.type == FRESH).status == "True"
-                for s in sinks.values()
-                for v in s.views.values()
+        def restored() -> bool:  # every import fresh, the cut-off clusters weighed again
+            return (
+                converged()
+                and all(_fresh(v) == "True" for s in sinks.values() for v in s.views.values())
+                and all(v.weights[d].weight > 0 for v, d in cut_off_views())
             )
 
-        heal = await _until(all_fresh, heal_within) if seen is not None else None
+        heal = await _until(restored, heal_within) if stale is not None else None
         # No heal figure when the partition was never seen: it would measure nothing.
         out["heal_convergence_s"] = round(heal, 2) if heal is not None else None
 

@@ -119,6 +119,8 @@ class Agent:
         )
         self._changed = asyncio.Event()
         self._pools_changed = asyncio.Event()
+        self._members = frozenset(settings.members)
+        self._live_beats: dict[str, float] = {}  # peer -> monotonic time its beat was seen live
 
     @property
     def name(self) -> str:
@@ -174,6 +176,12 @@ class Agent:
             s.backoff,
             attempt_timeout=s.request_timeout,
         )
+        await with_backoff(
+            "watch live heartbeats",
+            lambda: self.bus.watch_beats(self._heard_live),
+            s.backoff,
+            attempt_timeout=s.request_timeout,
+        )
         await self._catch_up()
         self.publisher.adopt(self.beliefs)
         self.ready.set()
@@ -222,21 +230,34 @@ class Agent:
             for delivery in batch:
                 await self._consume_one(delivery)
 
-    async def _watch_sources(self) -> None:
-        """Re-attach peers' sources that went quiet (a peer's lease is the yardstick).
+    def _heard_live(self, cluster: str) -> None:
+        if cluster in self._members and cluster != self.name:  # a hint: names only, no payload
+            self._live_beats[cluster] = time.monotonic()
 
-        The first check comes early: a stall is likeliest right after our own server restarted.
+    async def _watch_sources(self) -> None:
+        """Re-attach peers' sources that went quiet.
+
+        Checked every heartbeat interval. A source is stalled when its peer's heartbeats arrive
+        live on plain NATS but not through the source for three intervals (right after a
+        gateway heal, for example), or, failing that hint, when it has been silent for a lease.
         """
-        delay = min(self.settings.lease, 3 * self.settings.beat_interval)
+        s = self.settings
+        delay = s.beat_interval
         while True:
             raise_if_cancelling()
             await asyncio.sleep(delay)
-            delay = self.settings.lease
+            delay = s.beat_interval
+            now = time.monotonic()
+            live = [c for c, t in self._live_beats.items() if now - t <= 2 * s.beat_interval]
             try:
-                async with asyncio.timeout(self.settings.request_timeout):
-                    restarted = await self.bus.restart_stalled_sources(self.settings.lease)
-            except Exception as exc:  # no meta leader (partition) or a reconnect: next round
+                async with asyncio.timeout(s.request_timeout):
+                    restarted = await self.bus.restart_stalled_sources(
+                        s.lease, heard_live=live, quiet_after=max(3 * s.beat_interval, 3.0)
+                    )
+            except Exception as exc:  # no meta leader (partition, heal) or a reconnect
                 log.info("agent %s: source check failed: %s", self.name, exc)
+                # After a heal JetStream answers 503 for seconds: retry soon, not a beat later.
+                delay = min(1.0, s.beat_interval)
                 continue
             if restarted:
                 self.counts.sources_restarted += len(restarted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 from federation.model.conditions import Condition
@@ -78,7 +78,15 @@ class Bus(Protocol):
 
     async def start_consuming(self) -> None: ...
 
-    async def restart_stalled_sources(self, stalled_after: float) -> list[str]: ...
+    async def watch_beats(self, on_beat: Callable[[str], None]) -> None: ...
+
+    async def restart_stalled_sources(
+        self,
+        stalled_after: float,
+        *,
+        heard_live: Collection[str] = ...,
+        quiet_after: float = ...,
+    ) -> list[str]: ...
 
     async def fetch(self, batch: int = ..., wait: float = ...) -> Sequence[Delivery]: ...
 
