@@ -246,8 +246,8 @@ class NatsBus:
         Checked with nats-server 2.15: after this cluster's server restarts, or a gateway link
         heals, its inbound stream's sources from *other* NATS clusters can stay inactive for
         minutes. Removing and re-adding them re-establishes them at once. A re-added source
-        replays its history; the consumer drops those events as duplicates, so this is safe,
-        merely not free. A peer whose heartbeats arrive live but not through its source is the
+        resumes after the last message the stream holds from it (nats-server scans back for
+        it); anything delivered twice is dropped by the consumer as a duplicate. A peer whose heartbeats arrive live but not through its source is the
         sure sign of a stall, hence the shorter bound; a source that never made contact is
         restarted only on that sign. Sources missing from the stream's config (a restart whose
         second step failed) are put back first. Returns the names of the sources restarted or
