@@ -247,9 +247,9 @@ class NatsBus:
         heals, its inbound stream's sources from *other* NATS clusters can stay inactive for
         minutes. Removing and re-adding them re-establishes them at once. A re-added source
         resumes after the last message the stream holds from it (nats-server scans back for
-        it); anything delivered twice is dropped by the consumer as a duplicate. A peer whose heartbeats arrive live but not through its source is the
-        sure sign of a stall, hence the shorter bound; a source that never made contact is
-        restarted only on that sign. Sources missing from the stream's config (a restart whose
+        it); anything delivered twice is dropped by the consumer as a duplicate. A peer whose
+        heartbeats arrive live but not through its source is the sure sign of a stall, hence the
+        shorter bound; a source that never made contact is restarted only on that sign. Sources missing from the stream's config (a restart whose
         second step failed) are put back first. Returns the names of the sources restarted or
         put back (none when all are live; needs the JetStream meta leader).
         """
