@@ -249,9 +249,10 @@ class NatsBus:
         resumes after the last message the stream holds from it (nats-server scans back for
         it); anything delivered twice is dropped by the consumer as a duplicate. A peer whose
         heartbeats arrive live but not through its source is the sure sign of a stall, hence the
-        shorter bound; a source that never made contact is restarted only on that sign. Sources missing from the stream's config (a restart whose
-        second step failed) are put back first. Returns the names of the sources restarted or
-        put back (none when all are live; needs the JetStream meta leader).
+        shorter bound; a source that never made contact is restarted only on that sign. Sources
+        missing from the stream's config (a restart whose second step failed) are put back
+        first. Returns the names of the sources restarted or put back (none when all are live;
+        needs the JetStream meta leader).
         """
         await self._reopen_if_closed()
         a = self.address
