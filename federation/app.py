@@ -24,6 +24,7 @@ from federation.adapters.epp import EppScraper
 from federation.adapters.kube import Kube, api_client
 from federation.adapters.kube_cluster import KubeCluster
 from federation.adapters.metrics import AgentMetrics
+from federation.adapters.nkey_file import NkeyFile
 from federation.adapters.password_file import PasswordFile
 from federation.adapters.signing import FileSigner, TrustBundle
 from federation.adapters.tls import ReloadingTls
@@ -52,6 +53,7 @@ class ProcessOptions:
     trust_bundle: Path | None = None  # peers' public keys: verify what we receive
     nats_user: str | None = None
     nats_password_file: Path | None = None
+    nats_nkey: Path | None = None  # an nkey user seed: the login by key instead of password
     nats_ca: Path | None = None
     nats_cert: Path | None = None
     nats_key: Path | None = None
@@ -86,6 +88,8 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
     services: dict[str, Service] = {"kube": kube}
     if options.nats_user:
         connect["user"] = options.nats_user
+    if options.nats_nkey:
+        connect["nkeys_seed"] = str(options.nats_nkey)
     if options.nats_ca:
         tls = ReloadingTls(options.nats_ca, options.nats_cert, options.nats_key)
         connect["tls"] = tls.context
@@ -93,6 +97,8 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
     bus = nats_bus(settings, connect)
     if options.nats_password_file:
         services["password-reload"] = PasswordFile(options.nats_password_file, bus.set_password)
+    if options.nats_nkey:
+        services["nkey-reload"] = NkeyFile(options.nats_nkey, bus.renew_connection)
     http = AgentHttp(settings.cluster, options.http_host, options.http_port)
     scraper = EppScraper()
     agent = Agent(

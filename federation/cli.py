@@ -243,6 +243,13 @@ def _env(name: str) -> str:
     help="Re-read when it changes: a rotation needs no restart.",
 )
 @click.option(
+    "--nats-nkey",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=_env("NATS_NKEY"),
+    help="Log in with this nkey user seed (re-read: a new key logs in again, no restart).",
+)
+@click.option(
     "--nats-ca",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
@@ -290,6 +297,7 @@ def agent(
     trust_bundle: Path | None,
     nats_user: str | None,
     nats_password_file: Path | None,
+    nats_nkey: Path | None,
     nats_ca: Path | None,
     nats_cert: Path | None,
     nats_key: Path | None,
@@ -327,6 +335,7 @@ def agent(
         trust_bundle=trust_bundle,
         nats_user=nats_user,
         nats_password_file=nats_password_file,
+        nats_nkey=nats_nkey,
         nats_ca=nats_ca,
         nats_cert=nats_cert,
         nats_key=nats_key,
@@ -335,18 +344,34 @@ def agent(
         raise click.UsageError("--signing-key and --trust-bundle go together")
     if (nats_cert is None) != (nats_key is None) or (nats_cert and not nats_ca):
         raise click.UsageError("--nats-cert and --nats-key go together, with --nats-ca")
+    if nats_nkey and (nats_user or nats_password_file):
+        raise click.UsageError("log in with --nats-nkey or with --nats-user/--nats-password-file")
+    if nats_nkey:
+        from federation.adapters.nkey_file import public_key
+
+        try:
+            public_key(nats_nkey)
+        except (OSError, ValueError) as exc:
+            raise click.UsageError(f"--nats-nkey: {exc}") from None
     sys.exit(asyncio.run(run_agent(settings, options)))
 
 
 @main.command()
 @click.argument("key_file", type=click.Path(path_type=Path, dir_okay=False))
-def keygen(key_file: Path) -> None:
+@click.option(
+    "--nats-nkey",
+    "nkey",
+    is_flag=True,
+    help="Write a NATS nkey user seed instead; print its public key for the servers' config.",
+)
+def keygen(key_file: Path, nkey: bool) -> None:
     """Write a new Ed25519 signing key (mode 0600) and print its public key for trust bundles."""
+    from federation.adapters.nkey_file import create_user_seed
     from federation.adapters.signing import generate_key
 
     if key_file.exists():
         raise click.UsageError(f"{key_file} exists; refusing to overwrite a key")
-    click.echo(generate_key(key_file))
+    click.echo(create_user_seed(key_file) if nkey else generate_key(key_file))
 
 
 @main.command()

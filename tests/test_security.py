@@ -340,3 +340,73 @@ async def test_password_rotation_without_restart(tmp_path: Path) -> None:
     finally:
         await bus.close()
         sc.stop()
+
+
+@pytest.mark.bus
+async def test_nkey_login_rights_and_key_rotation_without_restart(tmp_path: Path) -> None:
+    """Log in with an nkey seed; the key's user has only its cluster's rights; a rotation (the
+    servers list both keys, the seed file changes, the old key is retired) keeps the live bus
+    working with no restart, and a broken seed file keeps the current login."""
+    from federation.adapters.nkey_file import NkeyFile, create_user_seed
+
+    old_pub = create_user_seed(tmp_path / "old.nk")
+    new_pub = create_user_seed(tmp_path / "new.nk")
+    assert old_pub.startswith("U")
+    assert new_pub != old_pub
+
+    def block(*keys: str) -> str:
+        return authorization_block("cs", {}, "adm", nkeys={"a": list(keys)})
+
+    sc = Supercluster(["a", "b", "c"], tmp_path / "nats", block(old_pub))
+    await sc.start()
+    live = tmp_path / "live.nk"
+    live.write_bytes((tmp_path / "old.nk").read_bytes())
+    bus = NatsBus(
+        BusAddress(url=sc.url("a"), clusterset="cs", cluster="a", placement_cluster="a",
+                   members=("a",)),
+        connect_options={"nkeys_seed": str(live)},
+    )  # fmt: skip
+    watcher = NkeyFile(live, bus.renew_connection)
+    old_login = {"nkeys_seed": str(tmp_path / "old.nk")}
+    new_login = {"nkeys_seed": str(tmp_path / "new.nk")}
+    try:
+        await bus.connect()
+        await bus.ensure_streams()
+        await bus.start_consuming()
+        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "before")
+        refusal = await publish_as(sc.url("a"), old_login, "fed.v1.cs.beat.b", b"{}")
+        assert refusal is not None
+        assert "permissions violation" in refusal.lower()
+        refusal = await publish_as(sc.url("a"), new_login, "fed.v1.cs.beat.a", b"{}")
+        assert refusal is not None  # an unknown key logs in nowhere
+        assert "authorization" in refusal.lower()
+
+        sc.reload_config("a", block(old_pub, new_pub))  # 1. the servers accept both keys
+
+        async def new_key_works() -> bool:
+            return await publish_as(sc.url("a"), new_login, "fed.v1.cs.beat.a", b"{}") is None
+
+        await wait_for_async(new_key_works, within=30, what="the new key to be accepted")
+        live.write_bytes((tmp_path / "new.nk").read_bytes())  # 2. the Secret changes
+        touch_later(live)
+        assert await watcher.check()  # a new client logged in with the new key
+        assert watcher.key == new_pub
+        sc.reload_config("a", block(new_pub))  # 3. the old key is retired
+
+        async def old_key_refused() -> bool:
+            refused = await publish_as(sc.url("a"), old_login, "fed.v1.cs.beat.a", b"{}")
+            return refused is not None and "authorization" in refused.lower()
+
+        await wait_for_async(old_key_refused, within=30, what="the old key to be refused")
+        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "after")  # the live bus never left
+        assert len(await bus.fetch(10, 5.0)) >= 1
+        assert bus.reopened == 1
+
+        live.write_text("garbage\n")  # a broken Secret keeps the current login
+        touch_later(live)
+        assert not await watcher.check()
+        assert watcher.errors == 1
+        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "still")
+    finally:
+        await bus.close()
+        sc.stop()

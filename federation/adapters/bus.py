@@ -110,6 +110,7 @@ class NatsBus:
         self._sub: JetStreamContext.PullSubscription | None = None
         self._closing = False
         self._on_beat: Callable[[str], None] | None = None
+        self._reopening = asyncio.Lock()
         self.reopened = 0  # clients closed by the server and replaced (see _reopen_if_closed)
 
     @property
@@ -123,8 +124,13 @@ class NatsBus:
         return self._nc is not None and self._nc.is_connected
 
     async def connect(self) -> None:
-        a = self.address
         self._closing = False
+        self._nc = await self._new_client()
+        self._js = self._nc.jetstream(timeout=self.address.request_timeout)
+
+    async def _new_client(self) -> Client:
+        a = self.address
+        this: list[Client] = []  # the client these callbacks belong to, once connected
 
         async def note(state: str) -> None:
             log.info("nats %s: %s", a.cluster, state)
@@ -141,10 +147,10 @@ class NatsBus:
             log.warning("nats %s: %s", a.cluster, exc)
 
         async def closed() -> None:
-            if not self._closing:
-                await note("closed by the server; a new connection is opened on next use")
+            if not self._closing and this and self._nc is this[0]:  # not a replaced client
+                await note("closed; a new connection is opened on next use")
 
-        self._nc = await nats.connect(
+        client = await nats.connect(
             servers=[a.url],
             name=f"federation-agent/{a.cluster}",
             connect_timeout=a.request_timeout,
@@ -157,7 +163,8 @@ class NatsBus:
             closed_cb=closed,
             **self._connect_options,
         )
-        self._js = self._nc.jetstream(timeout=a.request_timeout)
+        this.append(client)
+        return client
 
     async def _reopen_if_closed(self) -> None:
         """Replace a client the server closed for good with a new one, bound to our consumer.
@@ -169,8 +176,27 @@ class NatsBus:
         """
         if self._nc is None or not self._nc.is_closed or self._closing:
             return
-        log.warning("nats %s: client closed by the server; opening a new one", self.address.cluster)
-        await self.connect()
+        async with self._reopening:  # fetch, publish and the source check may all get here
+            if not self._nc.is_closed or self._closing:
+                return
+            log.warning("nats %s: client closed; opening a new one", self.address.cluster)
+            await self._reopen()
+
+    async def renew_connection(self) -> None:
+        """Log in again with a new client (a rotated nkey). The old client keeps working until
+        the new one is in: when the servers refuse the new login, this raises and nothing
+        changed."""
+        if self._nc is None or self._closing:
+            return
+        async with self._reopening:
+            old = self._nc
+            await self._reopen()
+            with contextlib.suppress(Exception):  # the new client is in; the old one may go
+                await old.close()
+
+    async def _reopen(self) -> None:
+        client = await self._new_client()
+        self._nc, self._js = client, client.jetstream(timeout=self.address.request_timeout)
         self.reopened += 1
         if self._on_beat is not None:
             await self.watch_beats(self._on_beat)

@@ -19,7 +19,7 @@ replay``) may do anything and is not given to agents.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from federation import messages
@@ -52,15 +52,26 @@ def cluster_permissions(clusterset: str, cluster: str) -> dict[str, Any]:
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 
 
-def authorization_block(clusterset: str, passwords: Mapping[str, str], admin_password: str) -> str:
-    """The ``authorization`` block of a nats-server config: one user per cluster, and admin."""
-    users = [
+def authorization_block(
+    clusterset: str,
+    passwords: Mapping[str, str],
+    admin_password: str,
+    nkeys: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """The ``authorization`` block of a nats-server config: one user per cluster (a password,
+    or nkey public keys: two while a key is rotated), and admin."""
+    users: list[dict[str, Any]] = [
         {
             "user": cluster,
             "password": password,
             "permissions": cluster_permissions(clusterset, cluster),
         }
         for cluster, password in sorted(passwords.items())
+    ]
+    users += [
+        {"nkey": key, "permissions": cluster_permissions(clusterset, cluster)}
+        for cluster, keys in sorted((nkeys or {}).items())
+        for key in keys
     ]
     users.append({"user": ADMIN, "password": admin_password})
     # nats-server reads JSON inside its config format.
