@@ -85,3 +85,34 @@ def test_demo_chaos_flags_are_checked_before_anything_starts(args: list[str]) ->
     result = CliRunner().invoke(main, ["demo", "--duration", "1", *args])
     assert result.exit_code == 2
     assert "--" in result.output
+
+
+def test_keygen_writes_keys_only_its_owner_reads_and_prints_their_public_keys(
+    tmp_path: Path,
+) -> None:
+    from federation.adapters.nkey_file import public_key
+
+    signing, nkey = tmp_path / "signing.pem", tmp_path / "login.nk"
+    made = CliRunner().invoke(main, ["keygen", str(signing)])
+    assert made.exit_code == 0, made.output
+    made = CliRunner().invoke(main, ["keygen", "--nats-nkey", str(nkey)])
+    assert made.exit_code == 0, made.output
+    assert made.output.strip() == public_key(nkey)
+    assert made.output.startswith("U")
+    assert {signing.stat().st_mode & 0o777, nkey.stat().st_mode & 0o777} == {0o600}
+    again = CliRunner().invoke(main, ["keygen", "--nats-nkey", str(nkey)])
+    assert again.exit_code == 2  # never overwrites a key
+    assert "refusing to overwrite" in again.output
+
+
+def test_agent_refuses_an_unusable_or_doubled_nats_login(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.nk"
+    bad.write_text("not a seed\n")
+    base = ["agent", "--clusterset", "cs", "--cluster", "a", "--members", "a,b",
+            "--nats-url", "nats://127.0.0.1:1"]  # fmt: skip
+    result = CliRunner().invoke(main, [*base, "--nats-nkey", str(bad)])
+    assert result.exit_code == 2
+    assert "not an nkey seed" in result.output
+    result = CliRunner().invoke(main, [*base, "--nats-nkey", str(bad), "--nats-user", "a"])
+    assert result.exit_code == 2
+    assert "--nats-nkey or with --nats-user" in result.output
