@@ -2,14 +2,16 @@
 
 Start-up is ordered: connect to this cluster's NATS server, ensure the streams, rebuild beliefs
 from the newest event per subject, adopt what we published before a restart — and only then start
-publishing, so a restart never withdraws or re-times an export. Then five tasks run until stopped:
+publishing, so a restart never withdraws or re-times an export. Then these tasks run until stopped:
 
 - ``watch-pools``: local InferencePools → export events (and tombstones)
 - ``sample-load``: each local pool's EPP → load reports for the exported ones
 - ``heartbeat``: liveness for peers' leases
 - ``consume``: inbound stream → beliefs
-- ``reconcile``: beliefs + local pools + local load → import views → sinks
-- ``watch-sources``: re-attach peers' stream sources that stalled (see the bus adapter)
+- ``reconcile``: beliefs + local pools + local load → import views (only those whose inputs
+  or time moved: ``model.import_book``) → sinks
+- ``watch-sources``: re-attach peers' stream sources that stalled, helped by peers' heartbeats
+  heard live on plain NATS (see the bus adapter)
 """
 
 from __future__ import annotations
@@ -345,7 +347,7 @@ class Agent:
         )  # fmt: skip
 
     async def _reconcile(self) -> None:
-        dirty = True
+        unfed = True  # a sink has not taken the current views yet (a first run, or it failed)
         while True:
             raise_if_cancelling()
             with contextlib.suppress(TimeoutError):
@@ -353,10 +355,10 @@ class Agent:
                     await self._changed.wait()
             self._changed.clear()
             now = self.wall()
-            if self.step_views(now) or dirty:
+            if self.step_views(now) or unfed:
                 views = self.views
-                dirty = not await self._feed(views)
-                if not dirty:
+                unfed = not await self._feed(views)
+                if not unfed:
                     refused: dict[PoolKey, str] = {}
                     for sink in self.sinks:
                         refused.update(getattr(sink, "refused", {}))
