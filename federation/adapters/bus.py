@@ -111,7 +111,7 @@ class NatsBus:
         self._closing = False
         self._on_beat: Callable[[str], None] | None = None
         self._reopening = asyncio.Lock()
-        self.reopened = 0  # clients closed by the server and replaced (see _reopen_if_closed)
+        self.reopened = 0  # clients replaced: closed by the server, or a renewed login
 
     @property
     def js(self) -> JetStreamContext:
@@ -190,21 +190,33 @@ class NatsBus:
             return
         async with self._reopening:
             old = self._nc
-            await self._reopen()
+            try:
+                await self._reopen()
+            except Exception:
+                self._nc, self._js = old, old.jetstream(timeout=self.address.request_timeout)
+                raise
             with contextlib.suppress(Exception):  # the new client is in; the old one may go
                 await old.close()
 
     async def _reopen(self) -> None:
+        """A new client with the current options, subscribed and bound like the old one; on any
+        failure it is closed again, so the next use starts over."""
         client = await self._new_client()
         self._nc, self._js = client, client.jetstream(timeout=self.address.request_timeout)
+        try:
+            if self._on_beat is not None:
+                await self.watch_beats(self._on_beat)
+            if self._sub is not None:
+                a = self.address
+                self._sub = await self.js.pull_subscribe_bind(
+                    durable=consumer_name(a.cluster),
+                    stream=inbound_stream(a.clusterset, a.cluster),
+                )
+        except Exception:
+            with contextlib.suppress(Exception):
+                await client.close()
+            raise
         self.reopened += 1
-        if self._on_beat is not None:
-            await self.watch_beats(self._on_beat)
-        if self._sub is not None:
-            a = self.address
-            self._sub = await self.js.pull_subscribe_bind(
-                durable=consumer_name(a.cluster), stream=inbound_stream(a.clusterset, a.cluster)
-            )
 
     async def ensure_streams(self) -> None:
         """Create or update this cluster's outbound and inbound streams (idempotent)."""
