@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from federation import messages
+from federation.adapters.bus import inbound_stream, outbound_stream
 from federation.adapters.nats_servers import Supercluster
 from federation.model.pools import PoolKey
 from federation.runtime.agent import Agent
@@ -168,3 +169,41 @@ async def test_fuzzed_poison_never_crashes_the_agent_or_changes_its_imports(
     demo.check_agents()
     after = {k: (v.desired.exporting_clusters, set(v.weights)) for k, v in peer.views.items()}
     assert after == before
+
+
+async def test_events_lost_on_the_way_are_counted_as_sequence_gaps(demo: Demo) -> None:
+    """A peer's source is detached while that peer's per-subject history rolls over; once the
+    source is back (the agent's own source check puts it back), the events that were dropped in
+    between are counted as missed, exactly."""
+    cs = demo.options.clusterset
+    agent = demo.clusters["us-east"].agent
+    assert agent is not None
+    await wait_for(lambda: "eu-west" in agent.gaps.last, within=10, what="a sourced delivery")
+    assert agent.gaps.missed["eu-west"] == 0  # a healthy link loses nothing
+
+    nc = await nats.connect(demo.supercluster.url("us-east"))
+    try:
+        js = nc.jetstream()
+        inbound = await js.stream_info(inbound_stream(cs, "us-east"))
+        config = inbound.config
+        config.sources = [
+            s for s in config.sources or [] if s.name != outbound_stream(cs, "eu-west")
+        ]
+        await js.update_stream(config)  # as a half-failed re-attach leaves it
+        history = agent.settings.history_per_subject
+        subject = messages.load_subject(cs, "eu-west", "llm", "rolled-over")
+        peer = await nats.connect(demo.supercluster.url("eu-west"))
+        for i in range(history + 4):  # the peer's stream keeps only the last `history` of them
+            await peer.jetstream().publish(subject, b"{}", headers={"Nats-Msg-Id": f"roll-{i}"})
+        await peer.close()
+    finally:
+        await nc.close()
+    await wait_for(
+        lambda: agent.gaps.missed["eu-west"] > 0,
+        within=30,
+        what="the source put back and the gap seen",
+    )
+    assert agent.gaps.missed["eu-west"] == 4
+    assert agent.counts.sources_restarted >= 1
+    assert agent.status()["peers"]["eu-west"]["missed_events"] == 4
+    demo.check_agents()

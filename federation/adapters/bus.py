@@ -67,6 +67,9 @@ class Delivery:
     headers: Mapping[str, str]
     pending: int  # messages still waiting behind this one
     _msg: Msg
+    # (peer cluster, sequence in the peer's outbound stream), from the header the servers add
+    # to sourced messages; None for anything else.
+    origin: tuple[str, int] | None = None
 
     async def ack(self) -> None:
         await self._msg.ack()
@@ -371,9 +374,18 @@ class NatsBus:
                 headers=dict(m.headers or {}),
                 pending=m.metadata.num_pending,
                 _msg=m,
+                origin=self._origin(m.headers),
             )
             for m in msgs
         ]
+
+    def _origin(self, headers: Mapping[str, str] | None) -> tuple[str, int] | None:
+        """Parse ``Nats-Stream-Source: FED_OUT_<cs>_<peer> <seq> ...`` (nats-server 2.10+)."""
+        fields = (headers or {}).get("Nats-Stream-Source", "").split()
+        prefix = outbound_stream(self.address.clusterset, "")
+        if len(fields) < 2 or not fields[0].startswith(prefix) or not fields[1].isdigit():
+            return None
+        return fields[0][len(prefix) :].split(":", 1)[0], int(fields[1])
 
     async def publish(
         self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = None

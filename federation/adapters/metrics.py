@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
+from federation.model.gaps import SourceGaps
 from federation.model.pools import PoolKey
 from federation.model.views import ImportView
 
@@ -36,6 +37,7 @@ class AgentState(Protocol):
 
     counts: EventCounts
     beliefs: Beliefs
+    gaps: SourceGaps
     pending: int
 
 
@@ -77,6 +79,14 @@ class _StateCollector(Collector):
             "Stalled inbound stream sources re-attached",
             value=c.sources_restarted,
         )
+        gaps = CounterMetricFamily(
+            "federation_sequence_gaps",
+            "Peers' events that never reached this cluster (gaps in their stream sequences)",
+            labels=["peer"],
+        )
+        for peer in sorted(set(a.gaps.last) | set(a.gaps.missed)):  # every peer heard from
+            gaps.add_metric([peer], a.gaps.missed[peer])
+        yield gaps
         yield GaugeMetricFamily(
             "federation_consumer_pending",
             "Messages waiting behind the last one delivered",

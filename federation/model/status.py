@@ -21,6 +21,7 @@ def status_document(
     link: LinkState,
     now: float,
     lease: float,
+    missed: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     exports = Counter(c for (c, _, _), e in beliefs.exports.items() if not e.withdrawn)
     peers = {}
@@ -32,6 +33,7 @@ def status_document(
             "stale": s.stale,
             "last_beat_sequence": None if beat is None else beat.sequence,
             "exports": exports[member],
+            "missed_events": (missed or {}).get(member, 0),  # sequence gaps (model.gaps)
         }
     return {
         "cluster": cluster,

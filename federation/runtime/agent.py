@@ -33,6 +33,7 @@ from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
 from federation.model.exported import Acks, acks_for, exported_condition
 from federation.model.freshness import LinkState, link_state, staleness
+from federation.model.gaps import SourceGaps
 from federation.model.import_book import ImportBook
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
@@ -99,6 +100,7 @@ class Agent:
         )
         self.beliefs = Beliefs()
         self.counts = EventCounts()
+        self.gaps = SourceGaps()  # peers' events that never reached us
         self.local_pools: dict[PoolKey, LocalPool] = {}
         self.local_samples: dict[PoolKey, LoadSample] = {}
         self.book = ImportBook(self.policy, settings.cluster)  # views, weight memories
@@ -201,6 +203,11 @@ class Agent:
 
     async def _consume_one(self, delivery: Delivery) -> None:
         self.pending = delivery.pending
+        if delivery.origin is not None:
+            peer, sequence = delivery.origin
+            skipped = self.gaps.observe(peer, sequence, counting=self.ready.is_set())
+            if skipped:
+                log.warning("agent %s: %d events of %s never arrived", self.name, skipped, peer)
         applied = await consume_one(
             delivery,
             beliefs=self.beliefs,
@@ -324,6 +331,7 @@ class Agent:
             link=self.link,
             now=self.wall(),
             lease=self.settings.lease,
+            missed=self.gaps.missed,
         )
 
     def step_views(self, now: float) -> bool:

@@ -60,6 +60,7 @@ class Delivery(Protocol):
     data: bytes
     headers: Mapping[str, str]
     pending: int
+    origin: tuple[str, int] | None  # (peer, sequence in its outbound stream), when sourced
 
     async def ack(self) -> None: ...
 
