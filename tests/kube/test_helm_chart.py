@@ -1,0 +1,86 @@
+"""deploy/helm/federation-agent: with its default values it renders exactly the objects of
+deploy/manifests (whose RBAC is checked against the verbs the agent uses), and its switches
+(nkey login, no TLS, no signing) give consistent Deployments. Rendered by FakeHelm: no `helm`
+binary can be installed here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.kube.fake_helm import Unsupported, render_chart, render_template
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+CHART = DEPLOY / "helm" / "federation-agent"
+
+
+def _by_kind(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = _by_kind(docs)[("Deployment", "federation-agent")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_default_values_render_the_plain_manifests() -> None:
+    manifests = []
+    for path in sorted((DEPLOY / "manifests").glob("*.yaml")):
+        manifests += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    expected = _by_kind([d for d in manifests if d["kind"] != "Namespace"])
+    assert _by_kind(render_chart(CHART, "federation-system")) == expected
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "federation-agent"
+    assert chart["version"]
+
+
+@pytest.mark.parametrize(
+    ("values", "env_present", "env_absent", "volumes"),
+    [
+        (
+            {"nats": {"user": ""}},
+            {"FEDERATION_NATS_NKEY"},
+            {"FEDERATION_NATS_USER", "FEDERATION_NATS_PASSWORD_FILE"},
+            {"keys", "trust", "nats"},
+        ),
+        (
+            {"nats": {"tls": False}, "signing": {"enabled": False}},
+            {"FEDERATION_NATS_USER", "FEDERATION_NATS_PASSWORD_FILE"},
+            {"FEDERATION_NATS_CA", "FEDERATION_SIGNING_KEY", "FEDERATION_TRUST_BUNDLE"},
+            {"nats"},
+        ),
+    ],
+)
+def test_switches_give_consistent_deployments(
+    values: dict[str, Any], env_present: set[str], env_absent: set[str], volumes: set[str]
+) -> None:
+    docs = render_chart(CHART, "fed", {"cluster": "eu-west", **values})
+    container = _container(docs)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env_present <= set(env)
+    assert not env_absent & set(env)
+    spec = _by_kind(docs)[("Deployment", "federation-agent")]["spec"]["template"]["spec"]
+    assert {v["name"] for v in spec["volumes"]} == volumes
+    assert {m["name"] for m in container["volumeMounts"]} == volumes  # every mount has a volume
+    config = _by_kind(docs)[("ConfigMap", "federation-agent")]
+    assert config["data"]["FEDERATION_CLUSTER"] == "eu-west"
+    assert {d["metadata"].get("namespace") for d in docs} == {"fed", None}  # None: cluster-wide
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_fake_helm_refuses_what_it_does_not_implement() -> None:
+    for text in ('{{ include "x" . }}', "{{ .Values.a | upper }}", "{{ if .Values.a }}"):
+        with pytest.raises(Unsupported):
+            render_template(text, {"Values": {"a": 1}})
+    assert (
+        render_template("a:\n  {{- if .Values.x }}\n  b: 1\n  {{- end }}\n", {"Values": {}})
+        == "a:\n"
+    )
