@@ -301,7 +301,9 @@ class Agent:
             self.publisher.forget_loads_except({p.key for p, _ in exported})
             for pool, sample in exported:
                 await self.publisher.publish_load(pool, sample)
-            self.mark_dirty(p.key for p in pools)
+            # Our own samples weigh only `local` backends (unexported pools); exported ones
+            # reach our imports as load reports through the bus, like everyone else's.
+            self.mark_dirty(p.key for p in pools if not is_exported(p))
             self._changed.set()
             await asyncio.sleep(self.settings.load_interval)
 
