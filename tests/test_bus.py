@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from federation import messages
@@ -162,3 +164,12 @@ async def test_a_source_check_puts_back_sources_a_failed_restart_left_out(
     finally:
         await bus.close()
         await peer.close()
+
+
+async def test_a_supercluster_that_never_gets_ready_is_stopped_and_says_why(tmp_path: Path) -> None:
+    """Two attempts (the second from empty stores), then a TimeoutError with the servers' last
+    log lines, and no server left running."""
+    sc = Supercluster(["a", "b", "c"], tmp_path)
+    with pytest.raises(TimeoutError, match=r"no JetStream meta leader: \[a\] .*\[c\]"):
+        await sc.start(within=0.4)  # an election takes seconds: both attempts time out
+    assert not any(sc.is_running(c) for c in sc.specs)
