@@ -88,7 +88,7 @@ def status_view(doc: dict[str, Any]) -> Group:
         + ("[red]SUSPECT[/] " + link["reason"] if link["suspect"] else "[green]ok[/]")
     )
     peers = Table(title="peers", title_justify="left")
-    for column in ("peer", "lease age", "state", "exports", "last beat"):
+    for column in ("peer", "lease age", "state", "exports", "last beat", "missed"):
         peers.add_column(column)
     for name, p in doc["peers"].items():
         age = "-" if p["lease_age_s"] is None else f"{p['lease_age_s']:.1f}s"
@@ -99,6 +99,7 @@ def status_view(doc: dict[str, Any]) -> Group:
             Text.from_markup(state),
             str(p["exports"]),
             str(p["last_beat_sequence"] or "-"),
+            str(p.get("missed_events", 0)),  # events of this peer that never arrived
         )
     imports = Table(title="imports", title_justify="left")
     for column in ("import", "backend", "weight", "%", "why"):

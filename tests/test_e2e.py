@@ -183,6 +183,7 @@ async def test_status_command_explains_peers_and_every_weight(demo: Demo) -> Non
             doc = json.loads(out)
             assert set(doc["peers"]) == set(demo.clusters)
             assert not any(p["stale"] for p in doc["peers"].values())
+            assert [p["missed_events"] for p in doc["peers"].values()] == [0] * len(demo.clusters)
             assert doc["link"]["suspect"] is False
             assert set(doc["imports"]) == {str(k) for k in demo.clusters["ap-south"].imports.views}
             assert all(
@@ -193,6 +194,7 @@ async def test_status_command_explains_peers_and_every_weight(demo: Demo) -> Non
             for name in demo.clusters:
                 assert name in text
             assert "llm/llama-3-70b" in text
+            assert "missed" in text
 
 
 def test_status_of_an_unreachable_agent_is_a_clear_error() -> None:
