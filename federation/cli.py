@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -156,6 +158,20 @@ def _env(name: str) -> str:
     return f"FEDERATION_{name}"
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _file_option(flag: str, help_text: str) -> Callable[[F], F]:
+    """An optional file flag, also read from ``FEDERATION_<FLAG>``."""
+    return click.option(
+        flag,
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        envvar=_env(flag.removeprefix("--").upper().replace("-", "_")),
+        help=help_text,
+    )
+
+
 @main.command()
 @click.option("--clusterset", required=True, envvar=_env("CLUSTERSET"), help="The ClusterSet.")
 @click.option("--cluster", required=True, envvar=_env("CLUSTER"), help="This cluster's name.")
@@ -220,56 +236,14 @@ def _env(name: str) -> str:
     envvar=_env("TRACE_FILE"),
     help="Also write finished spans as JSON lines here.",
 )
-@click.option(
-    "--signing-key",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    envvar=_env("SIGNING_KEY"),
-    help="This cluster's Ed25519 key: sign every event.",
-)
-@click.option(
-    "--trust-bundle",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    envvar=_env("TRUST_BUNDLE"),
-    help="Peers' public keys: reject unsigned/forged events.",
-)
+@_file_option("--signing-key", "This cluster's Ed25519 key: sign every event.")
+@_file_option("--trust-bundle", "Peers' public keys: reject unsigned/forged events.")
 @click.option("--nats-user", default=None, envvar=_env("NATS_USER"))
-@click.option(
-    "--nats-password-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    envvar=_env("NATS_PASSWORD_FILE"),
-    help="Re-read when it changes: a rotation needs no restart.",
-)
-@click.option(
-    "--nats-nkey",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    envvar=_env("NATS_NKEY"),
-    help="Log in with this nkey user seed (re-read: a new key logs in again, no restart).",
-)
-@click.option(
-    "--nats-ca",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    envvar=_env("NATS_CA"),
-    help="TLS: the CA that signed the NATS servers' certificates.",
-)
-@click.option(
-    "--nats-cert",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    envvar=_env("NATS_CERT"),
-    help="TLS: this agent's client certificate (re-read).",
-)
-@click.option(
-    "--nats-key",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    envvar=_env("NATS_KEY"),
-    help="TLS: the client certificate's key.",
-)
+@_file_option("--nats-password-file", "Re-read when it changes: a rotation needs no restart.")
+@_file_option("--nats-nkey", "Log in with this nkey user seed (re-read: a new key, a new login).")
+@_file_option("--nats-ca", "TLS: the CA that signed the NATS servers' certificates.")
+@_file_option("--nats-cert", "TLS: this agent's client certificate (re-read).")
+@_file_option("--nats-key", "TLS: the client certificate's key.")
 @click.option(
     "--shutdown-timeout",
     default=10.0,

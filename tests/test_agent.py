@@ -193,9 +193,11 @@ async def test_events_lost_on_the_way_are_counted_as_sequence_gaps(demo: Demo) -
         history = agent.settings.history_per_subject
         subject = messages.load_subject(cs, "eu-west", "llm", "rolled-over")
         peer = await nats.connect(demo.supercluster.url("eu-west"))
-        for i in range(history + 4):  # the peer's stream keeps only the last `history` of them
-            await peer.jetstream().publish(subject, b"{}", headers={"Nats-Msg-Id": f"roll-{i}"})
-        await peer.close()
+        try:
+            for i in range(history + 4):  # the peer's stream keeps only the last `history`
+                await peer.jetstream().publish(subject, b"{}", headers={"Nats-Msg-Id": f"roll-{i}"})
+        finally:
+            await peer.close()
     finally:
         await nc.close()
     await wait_for(

@@ -186,23 +186,27 @@ class Supercluster:
         began = time.monotonic()
         for cluster, proxy in self.proxies.items():
             await proxy.start(self._proxy_ports[cluster])
-        for attempt in (1, 2):
-            for cluster in self.specs:
-                self.start_server(cluster)
-            try:
-                await self.wait_ready(within=within / 2)
-                return time.monotonic() - began
-            except TimeoutError:
-                self.stop()
-                if attempt == 2:
-                    raise TimeoutError(f"no JetStream meta leader: {self._log_tails()}") from None
-                log.warning("nats supercluster not ready; starting it again: %s", self._log_tails())
-                for spec in self.specs.values():
-                    shutil.rmtree(spec.store_dir, ignore_errors=True)
-            except BaseException:
-                self.stop()  # no server outlives a failed start
-                raise
-        raise AssertionError("unreachable")
+        if not await self._start_servers(within / 2):
+            log.warning("nats supercluster not ready; starting it again: %s", self._log_tails())
+            for spec in self.specs.values():
+                shutil.rmtree(spec.store_dir, ignore_errors=True)
+            if not await self._start_servers(within / 2):
+                raise TimeoutError(f"no JetStream meta leader: {self._log_tails()}")
+        return time.monotonic() - began
+
+    async def _start_servers(self, within: float) -> bool:
+        """Start every server; False (all stopped again) when not ready within ``within``."""
+        for cluster in self.specs:
+            self.start_server(cluster)
+        try:
+            await self.wait_ready(within=within)
+        except TimeoutError:
+            self.stop()
+            return False
+        except BaseException:
+            self.stop()  # no server outlives a failed start
+            raise
+        return True
 
     def _log_tails(self, lines: int = 5) -> str:
         tails = []
