@@ -14,6 +14,7 @@ import orjson
 from rich.console import Console
 
 from federation import __version__, schemas
+from federation.settings import FeedSettings
 
 
 def _logging(verbose: bool, quiet: bool = False) -> None:
@@ -245,6 +246,61 @@ def _file_option(flag: str, help_text: str) -> Callable[[F], F]:
 @_file_option("--nats-cert", "TLS: this agent's client certificate (re-read).")
 @_file_option("--nats-key", "TLS: the client certificate's key.")
 @click.option(
+    "--haproxy-socket",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar=_env("HAPROXY_SOCKET"),
+    help="Feed HAProxy: program one backend per import through this runtime-API socket "
+    "(stats socket, level admin). See `federation haproxy-config`.",
+)
+@click.option(
+    "--haproxy-backend",
+    default=FeedSettings.haproxy_backend,
+    show_default=True,
+    envvar=_env("HAPROXY_BACKEND"),
+    help="The HAProxy backend of an import ({namespace}, {name}).",
+)
+@click.option(
+    "--haproxy-drain",
+    default=FeedSettings.haproxy_drain,
+    show_default=True,
+    type=click.FloatRange(0),
+    envvar=_env("HAPROXY_DRAIN"),
+    help="Seconds a withdrawn or dead backend's server stays at weight 0 before it is deleted.",
+)
+@click.option(
+    "--envoy-eds-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    envvar=_env("ENVOY_EDS_DIR"),
+    help="Feed Envoy: write one EDS DiscoveryResponse per import here (path_config_source).",
+)
+@click.option(
+    "--envoy-mode",
+    default=FeedSettings.envoy_mode,
+    show_default=True,
+    type=click.Choice(["parent", "endpoint"]),
+    envvar=_env("ENVOY_MODE"),
+    help="EDS endpoints: the exporters' parent Gateways, or their EPPs.",
+)
+@click.option(
+    "--annotation-interval",
+    default=FeedSettings.annotation_interval,
+    show_default=True,
+    type=click.FloatRange(0),
+    envvar=_env("ANNOTATION_INTERVAL"),
+    help="At most one weights-annotation write per import per this many seconds.",
+)
+@click.option(
+    "--annotation-threshold",
+    default=FeedSettings.annotation_threshold,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    envvar=_env("ANNOTATION_THRESHOLD"),
+    help="...and only for a weight move this large (of 1,000,000); a backend starting or "
+    "stopping is written at once.",
+)
+@click.option(
     "--shutdown-timeout",
     default=10.0,
     show_default=True,
@@ -275,11 +331,18 @@ def agent(
     nats_ca: Path | None,
     nats_cert: Path | None,
     nats_key: Path | None,
+    haproxy_socket: Path | None,
+    haproxy_backend: str,
+    haproxy_drain: float,
+    envoy_eds_dir: Path | None,
+    envoy_mode: str,
+    annotation_interval: float,
+    annotation_threshold: int,
     shutdown_timeout: float,
     verbose: bool,
 ) -> None:
     """Run this cluster's federation agent until SIGTERM (production)."""
-    from federation.app import ProcessOptions, run_agent
+    from federation.app.process import ProcessOptions, run_agent
     from federation.settings import DEFAULT_CONTROLLER_NAME, Settings, SettingsError
 
     _logging(verbose)
@@ -294,6 +357,15 @@ def agent(
             lease=lease,
             grace=grace,
             controller_name=controller_name or DEFAULT_CONTROLLER_NAME,
+            feeds=FeedSettings(
+                haproxy_socket=haproxy_socket,
+                haproxy_backend=haproxy_backend,
+                haproxy_drain=haproxy_drain,
+                envoy_eds_dir=envoy_eds_dir,
+                envoy_mode=envoy_mode,
+                annotation_interval=annotation_interval,
+                annotation_threshold=annotation_threshold,
+            ),
         )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None

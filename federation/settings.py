@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from federation.messages import is_label
 
@@ -11,6 +13,45 @@ DEFAULT_CONTROLLER_NAME = "inference-federation.io/agent"
 
 class SettingsError(ValueError):
     """A setting that cannot work; the CLI prints it and exits 2."""
+
+
+HAPROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")  # what HAProxy accepts as a proxy name
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedSettings:
+    """Which gateways the agent feeds, and how (README "Feeding the gateways")."""
+
+    haproxy_socket: Path | None = None  # HAProxy's runtime API (stats socket, level admin)
+    # One HAProxy backend per import; {namespace} and {name} are the import's.
+    haproxy_backend: str = "fed_{namespace}_{name}"
+    haproxy_drain: float = 30.0  # seconds a withdrawn or dead backend's server stays at weight 0
+    envoy_eds_dir: Path | None = None  # one EDS DiscoveryResponse file per import
+    envoy_mode: str = "parent"  # endpoints: the parent Gateways (parent) or the EPP (endpoint)
+    # The weights annotation on InferencePoolImports: at most one write per import per interval,
+    # and only for a move of at least the threshold (a backend starting or stopping: at once).
+    annotation_interval: float = 10.0
+    annotation_threshold: int = 50_000  # of 1,000,000: 5 points
+
+    def __post_init__(self) -> None:
+        try:
+            sample = self.haproxy_backend.format(namespace="ns", name="pool")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise SettingsError(
+                f"HAProxy backend rule {self.haproxy_backend!r} may use only {{namespace}} "
+                f"and {{name}}: {exc}"
+            ) from None
+        if not HAPROXY_NAME.match(sample):
+            raise SettingsError(
+                f"HAProxy backend rule {self.haproxy_backend!r} gives {sample!r}: HAProxy names "
+                "allow only letters, digits and '_.:-'"
+            )
+        if self.haproxy_drain < 0 or self.annotation_interval < 0:
+            raise SettingsError("drain and write intervals cannot be negative")
+        if not 0 <= self.annotation_threshold <= 1_000_000:
+            raise SettingsError("the annotation threshold is a weight: 0..1,000,000")
+        if self.envoy_mode not in ("parent", "endpoint"):
+            raise SettingsError(f"Envoy mode {self.envoy_mode!r}: parent or endpoint")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +72,8 @@ class Settings:
     history_per_subject: int = 8  # export/load events kept per subject, for replay
     spill_threshold: float = 0.8  # local saturation at which traffic starts to spill
     slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
+    feed_resync: float = 5.0  # seconds after which every feed is given the views again
+    feeds: FeedSettings = field(default_factory=FeedSettings)
 
     def __post_init__(self) -> None:
         for what, value in (("clusterset", self.clusterset), ("cluster", self.cluster)):

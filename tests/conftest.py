@@ -58,7 +58,7 @@ async def wait_for(
 async def running_demo(options: DemoOptions, supercluster: Supercluster) -> AsyncIterator[Demo]:
     """Simulated clusters with their agents running on a test's supercluster; stopped after."""
     demo = await Demo.start(options, supercluster)
-    demo.start_agents()
+    await demo.start_agents()
     try:
         yield demo
     finally:

@@ -76,7 +76,7 @@ async def test_a_restarted_agent_keeps_its_exports_and_rebuilds_its_beliefs(demo
     key = ("us-east", "llm", "llama-3-70b")
     first = peer.beliefs.exports[key]
     await demo.stop_agent("us-east")
-    demo.start_agent("us-east")
+    await demo.start_agent("us-east")
     restarted = demo.clusters["us-east"].agent
     assert restarted is not None
     await wait_for(lambda: restarted.ready.is_set(), within=30, what="restarted agent ready")

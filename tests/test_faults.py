@@ -25,7 +25,7 @@ async def own_demo(tmp_path: Path) -> AsyncIterator[Demo]:
     d = await Demo.start(
         DemoOptions(clusters=3, pools=4, clusterset="faults", lease=LEASE, slow_start=1.0), sc
     )
-    d.start_agents()
+    await d.start_agents()
     try:
         assert await d.wait_converged(within=30) is not None
         yield d
@@ -80,7 +80,7 @@ async def test_the_whole_fleet_restarts_from_its_durable_stores(own_demo: Demo) 
         demo.supercluster.start_server(name)
     await demo.supercluster.wait_ready()
     for name in demo.clusters:
-        demo.start_agent(name)
+        await demo.start_agent(name)
     await wait_for(lambda: _all_fresh(demo), within=30, what="convergence after a full restart")
     assert {n: set(s.imports.views) for n, s in demo.clusters.items()} == before
     for sim in demo.clusters.values():
@@ -94,7 +94,7 @@ async def test_a_killed_agent_alone_restarts_without_disturbing_peers(own_demo: 
     assert peer is not None
     exports_before = dict(peer.beliefs.exports)
     await demo.stop_agent("us-east")
-    demo.start_agent("us-east")
+    await demo.start_agent("us-east")
     await wait_for(lambda: _all_fresh(demo), within=20, what="convergence after agent restart")
     restarted = demo.clusters["us-east"].agent
     assert restarted is not None

@@ -27,7 +27,7 @@ async def proxied(tmp_path: Path) -> AsyncIterator[Demo]:
     demo = await Demo.start(
         DemoOptions(clusters=3, pools=4, clusterset="parts", lease=LEASE, slow_start=1.0), sc
     )
-    demo.start_agents()
+    await demo.start_agents()
     try:
         assert await demo.wait_converged(within=30) is not None
         yield demo

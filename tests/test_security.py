@@ -245,7 +245,7 @@ async def test_no_secret_reaches_logs_or_traces(
     options = DemoOptions(clusters=2, pools=3, clusterset="sec", secure=True, trace_file=traces)
     caplog.set_level(logging.DEBUG)
     demo = await Demo.start(options, sc, security)
-    demo.start_agents()
+    await demo.start_agents()
     try:
         assert await demo.wait_converged(within=30) is not None
         await spoof_drill(security, sc.url(names[0]), names[0], names[1])

@@ -28,7 +28,7 @@ async def demo(supercluster: Supercluster, clusterset: str):  # type: ignore[no-
     d.clusters["ap-south"].load.pin(LLAMA, busy(0.9))  # local spills 50 %
     d.clusters["eu-west"].load.pin(LLAMA, busy(0.5))
     d.clusters["us-east"].load.pin(LLAMA, busy(1.0))  # saturated: no headroom
-    d.start_agents()
+    await d.start_agents()
     try:
         yield d
     finally:

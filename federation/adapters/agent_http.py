@@ -1,7 +1,8 @@
 """The agent's HTTP port: ``GET /v1/weights`` (JSON, all imports) for gateways that poll, and,
 when given, ``GET /metrics`` (Prometheus) and ``GET /v1/status`` (what ``federation status`` shows).
 
-It is an ImportSink: the agent hands it every new set of views; requests read the latest.
+The weights come from a :class:`WeightsBoard`, the ImportSink the agent hands every new set of
+views; requests read the latest.
 Listens on loopback by default; in a pod, set the host to ``0.0.0.0`` (and keep it off the
 public Service).
 """
@@ -22,24 +23,12 @@ from federation.model.pools import PoolKey
 from federation.model.views import ImportView, weights_document
 
 
-class AgentHttp:
-    def __init__(
-        self,
-        cluster: str,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        metrics: Callable[[], bytes] | None = None,
-        status: Callable[[], dict[str, Any]] | None = None,
-        ready: Callable[[], bool] | None = None,
-    ) -> None:
+class WeightsBoard:
+    """The ``/v1/weights`` document: an ImportSink the agent feeds, which the HTTP port reads."""
+
+    def __init__(self, cluster: str) -> None:
         self.cluster = cluster
-        self.ready = ready
-        self.metrics = metrics
-        self.status = status
-        self.host = host
-        self.port = port
-        self._body = orjson.dumps({"cluster": cluster, "updated_at": None, "imports": {}})
-        self._runner: web.AppRunner | None = None
+        self.body = orjson.dumps({"cluster": cluster, "updated_at": None, "imports": {}})
 
     async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
         doc = {
@@ -47,10 +36,30 @@ class AgentHttp:
             "updated_at": time.time(),
             "imports": weights_document(views),
         }
-        self._body = orjson.dumps(doc)
+        self.body = orjson.dumps(doc)
+
+
+class AgentHttp:
+    def __init__(
+        self,
+        board: WeightsBoard,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        metrics: Callable[[], bytes] | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        self.board = board
+        self.ready = ready
+        self.metrics = metrics
+        self.status = status
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
 
     async def _weights(self, _: web.Request) -> web.Response:
-        return web.Response(body=self._body, content_type="application/json")
+        return web.Response(body=self.board.body, content_type="application/json")
 
     async def _metrics(self, _: web.Request) -> web.Response:
         if self.metrics is None:

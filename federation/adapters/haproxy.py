@@ -1,77 +1,182 @@
-"""HAProxy feed: set server weights in a running HAProxy through its runtime API.
+"""HAProxy feed: program a running HAProxy's dynamic servers through its runtime API.
 
-One HAProxy backend per import, one server per federation backend (a cluster name or ``local``).
-HAProxy weights are integers 0..256, so each import's weights are rescaled to that range (the
-largest to 256, every positive weight to at least 1, zero stays zero, which drains the server).
-Only changed weights are sent; a failed command raises, and the agent retries on its next cycle.
+The user's haproxy.cfg holds one (empty) backend per imported pool, named by the backend rule
+(``federation haproxy-config`` prints them); the agent keeps each backend's servers equal to the
+import's serving backends (``model.haproxy_servers``): it adds a server for a newly exporting
+cluster, moves it when its Gateway address changes, sets weights, drains and then deletes a
+withdrawn or dead one. HAProxy ≥ 2.5 (dynamic servers); Debian's 2.6 is what the tests run.
+
+Every apply starts by reading what HAProxy holds (``show backend``, ``show servers state``), so a
+restarted HAProxy — whose dynamic servers are gone — is programmed again in full at the next
+apply (the agent resyncs every feed periodically). Each command goes on its own connection and
+its answer is checked; a refused command is reported (the rest still run) and the apply raises,
+so the agent retries with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from federation.model.haproxy_servers import Server, Wanted, plan, wanted_servers
 from federation.model.pools import PoolKey
 from federation.model.views import ImportView
 
-HAPROXY_MAX_WEIGHT = 256
+log = logging.getLogger(__name__)
 
-
-def haproxy_weights(weights: Mapping[str, int]) -> dict[str, int]:
-    top = max(weights.values(), default=0)
-    if top <= 0:
-        return dict.fromkeys(weights, 0)
-    return {
-        k: (max(1, round(w * HAPROXY_MAX_WEIGHT / top)) if w > 0 else 0) for k, w in weights.items()
-    }
-
-
-def default_backend_name(key: PoolKey) -> str:
-    return f"{key.namespace}_{key.name}".replace(".", "_")
+# What HAProxy 2.6 answers to commands that worked (anything else is a refusal).
+_OK_ANSWERS = ("New server registered.", "Server deleted.", "IP changed", "port changed", "no need")
+MAX_ANSWER = 4 * 1024 * 1024
 
 
 class HAProxyError(RuntimeError):
     pass
 
 
-class HAProxyFeed:
-    def __init__(
-        self,
-        socket_path: str,
-        *,
-        backend_name: Callable[[PoolKey], str] = default_backend_name,
-        timeout: float = 2.0,
-    ) -> None:
-        self.socket_path = socket_path
-        self.backend_name = backend_name
+class HAProxyRuntime:
+    """The runtime API over a UNIX socket: one command per connection, under a timeout."""
+
+    def __init__(self, socket_path: Path | str, timeout: float = 2.0) -> None:
+        self.socket_path = str(socket_path)
         self.timeout = timeout
-        self._sent: dict[tuple[str, str], int] = {}
 
     async def command(self, line: str) -> str:
-        """One runtime-API command (or several joined by ';'); returns HAProxy's answer."""
+        if "\n" in line or ";" in line:
+            raise HAProxyError(f"refusing to send a command with a separator: {line[:80]!r}")
         async with asyncio.timeout(self.timeout):
             reader, writer = await asyncio.open_unix_connection(self.socket_path)
             try:
                 writer.write(line.encode() + b"\n")
                 await writer.drain()
-                return (await reader.read()).decode(errors="replace")
+                return (await reader.read(MAX_ANSWER)).decode(errors="replace").strip()
             finally:
                 writer.close()
                 await writer.wait_closed()
 
+    async def backends(self) -> set[str]:
+        answer = await self.command("show backend")
+        return {line.strip() for line in answer.splitlines() if line and not line.startswith("#")}
+
+    async def servers(self) -> dict[str, dict[str, Server]]:
+        """Every backend's servers as ``show servers state`` reports them."""
+        return parse_servers_state(await self.command("show servers state"))
+
+
+def parse_servers_state(answer: str) -> dict[str, dict[str, Server]]:
+    columns: list[str] = []
+    out: dict[str, dict[str, Server]] = {}
+    for line in answer.splitlines():
+        if line.startswith("# "):
+            columns = line[2:].split()
+            continue
+        fields = line.split()
+        if not columns or len(fields) < len(columns):
+            continue  # the format version line, blank lines
+        row = dict(zip(columns, fields, strict=False))
+        try:
+            server = Server(
+                host=row["srv_addr"],
+                port=int(row["srv_port"]),
+                weight=int(row["srv_uweight"]),
+                maintenance=bool(int(row["srv_admin_state"]) & 0x01),
+            )
+        except (KeyError, ValueError):
+            continue
+        out.setdefault(row["be_name"], {})[row["srv_name"]] = server
+    return out
+
+
+@dataclass
+class _Import:
+    wanted: Wanted | str
+    draining: dict[str, float] = field(default_factory=dict)
+
+
+class HAProxyFeed:
+    """An ImportSink that programs HAProxy's servers; ``notes()`` says what it left out."""
+
+    def __init__(
+        self,
+        runtime: HAProxyRuntime,
+        *,
+        backend_rule: str = "fed_{namespace}_{name}",
+        drain: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.runtime = runtime
+        self.backend_rule = backend_rule
+        self.drain = drain
+        self.clock = clock
+        self.commands_sent = 0
+        self.refusals = 0
+        self._imports: dict[PoolKey, _Import] = {}
+        self._missing: set[str] = set()  # backends haproxy.cfg does not have
+
     async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
-        commands, pending = [], {}
+        have_backends = await self.runtime.backends()
+        actual = await self.runtime.servers()
+        now = self.clock()
+        imports: dict[PoolKey, _Import] = {}
         for key, view in sorted(views.items()):
-            backend = self.backend_name(key)
-            scaled = haproxy_weights({n: w.weight for n, w in view.weights.items()})
-            for server, weight in sorted(scaled.items()):
-                if self._sent.get((backend, server)) != weight:
-                    commands.append(f"set weight {backend}/{server} {weight}")
-                    pending[(backend, server)] = weight
-        if not commands:
-            return
-        answer = await self.command("; ".join(commands))
-        errors = [line for line in answer.splitlines() if line.strip()]
-        if errors:
-            raise HAProxyError(f"HAProxy refused weights: {'; '.join(errors)[:500]}")
-        self._sent.update(pending)
+            previous = self._imports.get(key)
+            imports[key] = _Import(
+                wanted_servers(view, self.backend_rule), previous.draining if previous else {}
+            )
+        # An import that went away leaves its backend to drain like a withdrawn cluster.
+        for key, gone in self._imports.items():
+            if key not in imports and isinstance(gone.wanted, Wanted):
+                imports[key] = _Import(Wanted(gone.wanted.backend, {}), gone.draining)
+        missing: set[str] = set()
+        refused: list[str] = []
+        done: list[PoolKey] = []
+        for key, entry in imports.items():
+            if not isinstance(entry.wanted, Wanted):
+                continue
+            backend = entry.wanted.backend
+            if backend not in have_backends:
+                missing.add(backend)
+                continue
+            step = plan(
+                backend, actual.get(backend, {}), entry.wanted.servers, entry.draining,
+                now=now, drain=self.drain,
+            )  # fmt: skip
+            entry.draining = step.draining
+            refused += await self._send(step.commands)
+            if key not in views and not step.draining and not actual.get(backend):
+                done.append(key)  # nothing left to drain: forget it
+        for key in done:
+            del imports[key]
+        if missing - self._missing:
+            log.warning("HAProxy has no backend %s: add it to haproxy.cfg", sorted(missing))
+        self._imports, self._missing = imports, missing
+        if refused:
+            raise HAProxyError(f"HAProxy refused {len(refused)} command(s): {refused[0][:300]}")
+
+    async def _send(self, commands: list[str]) -> list[str]:
+        refused = []
+        for line in commands:
+            answer = await self.runtime.command(line)
+            self.commands_sent += 1
+            if answer and not answer.startswith(_OK_ANSWERS):
+                self.refusals += 1
+                refused.append(f"{line}: {answer}")
+        return refused
+
+    def notes(self) -> dict[str, object]:
+        """Per import, the backends left out and why; the backends missing from haproxy.cfg."""
+        left: dict[str, object] = {}
+        for key, entry in sorted(self._imports.items()):
+            if isinstance(entry.wanted, str):
+                left[str(key)] = entry.wanted
+            elif entry.wanted.left_out:
+                left[str(key)] = dict(entry.wanted.left_out)
+        return {
+            "left_out": left,
+            "missing_backends": sorted(self._missing),
+            "commands_sent": self.commands_sent,
+            "refused": self.refusals,
+        }

@@ -16,6 +16,7 @@ concurrency); a 409 re-reads the object and tries again. Only our own entries ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -36,6 +37,7 @@ from federation.adapters.kube import (
     is_status,
     status_details,
 )
+from federation.model.coalescing import annotation_due
 from federation.model.conditions import Condition
 from federation.model.pool_objects import pool_from_object
 from federation.model.pools import LocalPool, PoolKey
@@ -46,7 +48,7 @@ from federation.model.status_objects import (
     is_ours,
     pool_parents,
 )
-from federation.model.views import ImportView, weights_annotation
+from federation.model.views import ImportView, weights_annotation, written_weights
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,14 @@ class KubeCluster:
         namespaces: Sequence[str] | None = None,
         backoff: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 5.0),
         wall: Callable[[], float] = time.time,
+        annotation_interval: float = 10.0,
+        annotation_threshold: int = 50_000,
     ) -> None:
         self.kube = kube
+        self.annotation_interval = annotation_interval
+        self.annotation_threshold = annotation_threshold
+        self._written_at: dict[PoolKey, float] = {}  # monotonic time of each weights write
+        self._next_write: float | None = None  # the earliest coalesced write still owed
         self.controller = controller
         self.wall = wall
         self._pools_changed = asyncio.Event()
@@ -100,8 +108,12 @@ class KubeCluster:
         await asyncio.gather(*(i.synced.wait() for i in self.informers))
 
     async def _repair_drift(self) -> None:
+        """Re-apply on others' changes, and when a coalesced weights write comes due."""
         while True:
-            await self._imports_changed.wait()
+            wait = None if self._next_write is None else self._next_write - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if wait is None else max(0.0, wait)):
+                    await self._imports_changed.wait()
             self._imports_changed.clear()
             if self._desired is None:
                 continue
@@ -134,6 +146,7 @@ class KubeCluster:
         await self.imports.synced.wait()
         async with self._lock:
             self._desired = dict(views)
+            self._next_write = None
             failed: list[str] = []
             for key in sorted(set(views) | set(self.imports.objects)):
                 try:
@@ -188,6 +201,7 @@ class KubeCluster:
                 return await self.kube.get(IMPORTS, *key)
             raise
         self.counts["imports_created"] += 1
+        self._written_at[key] = time.monotonic()  # the annotation came with the object
         log.info("kube: created InferencePoolImport %s", key)
         return created
 
@@ -214,12 +228,27 @@ class KubeCluster:
                 obj = await self.kube.get(IMPORTS, *key)
 
     async def _write_weights(self, key: PoolKey, obj: Obj, view: ImportView) -> None:
-        wanted = weights_annotation(view)
+        """The weights annotation, coalesced (``model.coalescing``)."""
         have = (obj.get("metadata") or {}).get("annotations") or {}
-        if all(have.get(k) == v for k, v in wanted.items()):
+        now = time.monotonic()
+        due = annotation_due(
+            written_weights(have),
+            {name: w.weight for name, w in view.weights.items()},
+            written_at=self._written_at.get(key),
+            now=now,
+            interval=self.annotation_interval,
+            threshold=self.annotation_threshold,
+        )
+        if due is None:
             return
+        if due > now:
+            self._next_write = due if self._next_write is None else min(self._next_write, due)
+            self.counts["weights_writes_deferred"] += 1
+            return
+        wanted = weights_annotation(view)
         obj = await self.kube.patch(IMPORTS, *key, {"metadata": {"annotations": wanted}})
         self.imports.objects[key] = obj
+        self._written_at[key] = now
         self.counts["weights_writes"] += 1
 
     async def _release_import(self, key: PoolKey, obj: Obj) -> None:

@@ -40,6 +40,10 @@ class AgentState(Protocol):
     gaps: SourceGaps
     pending: int
 
+    def feed_health(self) -> Mapping[str, tuple[bool, int]]:
+        """Per gateway feed: (healthy, failures so far)."""
+        ...
+
 
 class _StateCollector(Collector):
     def __init__(self, agent: AgentState, wall: Callable[[], float]) -> None:
@@ -110,6 +114,22 @@ class _StateCollector(Collector):
             for backend, w in view.weights.items():
                 weight.add_metric([str(key), backend], w.weight)
         yield weight
+        health = a.feed_health()
+        failures = CounterMetricFamily(
+            "federation_feed_failures",
+            "Failed applies of the views to a gateway feed (retried with backoff)",
+            labels=["feed"],
+        )
+        healthy = GaugeMetricFamily(
+            "federation_feed_healthy",
+            "1 when the feed took the latest views, 0 while it is failing",
+            labels=["feed"],
+        )
+        for feed, (ok, failed) in sorted(health.items()):
+            failures.add_metric([feed], failed)
+            healthy.add_metric([feed], 1 if ok else 0)
+        yield failures
+        yield healthy
 
 
 class _KubeCollector(Collector):
@@ -143,14 +163,16 @@ class KubeState(Protocol):
 
 
 class AgentMetrics:
+    """The registry of one agent. Built before the agent (which reports lags to
+    :meth:`observe_lag`), then told which agent to read with :meth:`watch`."""
+
     def __init__(
         self,
-        agent: AgentState,
         wall: Callable[[], float] = time.time,
         kube: KubeState | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StateCollector(agent, wall))
+        self.wall = wall
         if kube is not None:
             self.registry.register(_KubeCollector(kube))
         self.lag = Histogram(
@@ -160,6 +182,9 @@ class AgentMetrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+
+    def watch(self, agent: AgentState) -> None:
+        self.registry.register(_StateCollector(agent, self.wall))
 
     def observe_lag(self, peer: str, seconds: float) -> None:
         self.lag.labels(peer).observe(max(0.0, seconds))

@@ -28,11 +28,11 @@ from federation.adapters.nats_baseline import (
     wait_stream_holds,
 )
 from federation.adapters.nats_servers import Supercluster
+from federation.app.assembly import AgentParts, build_agent
 from federation.bench.stats import percentiles
 from federation.messages import ExportEvent, LoadReport
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey
-from federation.runtime.agent import Agent
 from federation.schemas import EXAMPLES
 from federation.settings import Settings
 
@@ -130,14 +130,15 @@ async def ingest(base: Path, quick: bool) -> dict[str, Any]:
         await wait_stream_holds(url, f"FED_IN_{cs}_agent", len(events), within=120)
 
         settings = Settings(clusterset=cs, cluster="agent", members=members, nats_url=url)
-        agent = Agent(settings, bus=agent_bus, pools=_NoPools(), loads=_NoLoads())
-        agent.local_pools = {}
+        agent = build_agent(
+            settings, AgentParts(bus=agent_bus, pools=_NoPools(), loads=_NoLoads())
+        ).agent
         await agent_bus.start_consuming()
         began = time.perf_counter()
         last_reconcile, reconciles = began, 0
         while agent.counts.applied + agent.counts.duplicates + agent.counts.stale < len(events):
             for delivery in await agent_bus.fetch(512, 1.0):
-                await agent._consume_one(delivery)
+                await agent.apply_delivery(delivery)
             if time.perf_counter() - last_reconcile >= settings.reconcile_interval:
                 agent.step_views(time.time())
                 last_reconcile, reconciles = time.perf_counter(), reconciles + 1

@@ -51,16 +51,19 @@ async def propagation(base: Path, quick: bool) -> dict[str, Any]:
                 demo.clusters[name].load.pin(key, steady)
         # ap-south's own llama runs hot, so it spills to the exporters and their loads matter.
         hot = dataclasses.replace(steady, kv_cache_utilization=0.9, saturation=0.9)
+        applied_lags: list[float] = []
         demo.clusters["ap-south"].load.pin(LLAMA, hot)
-        demo.start_agents()
+        # The bus part alone: publish at us-east → applied at ap-south.
+        demo.lag_taps.append(
+            lambda at, peer, lag: (
+                applied_lags.append(lag) if (at, peer) == ("ap-south", "us-east") else None
+            )
+        )
+        await demo.start_agents()
         await demo.wait_converged(within=60)
         exporter, peer = demo.clusters["us-east"], demo.clusters["ap-south"]
         assert peer.agent is not None
         load_lags: list[float] = []
-        applied_lags: list[float] = []  # the bus part alone: publish → applied at the peer
-        peer.agent.lag_observers.append(
-            lambda cluster, lag: applied_lags.append(lag) if cluster == "us-east" else None
-        )
         for i in range(samples):
             level = 0.2 if i % 2 else 0.75
             before = peer.agent.beliefs.loads.get(("us-east", *LLAMA))

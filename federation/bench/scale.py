@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.adapters.nats_servers import Supercluster
-from federation.app import nats_bus
+from federation.app.assembly import AgentParts, build_agent
 from federation.model.conditions import FRESH
 from federation.model.loads import LoadSample
 from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
@@ -114,16 +114,18 @@ async def scale(
             nats_url=sc.url(placement[c]),
             nats_cluster=placement[c],
         )
-        bus = nats_bus(s)
         own = {
             PoolKey("llm", f"{c}-p{j}"): LocalPool(
                 namespace="llm", name=f"{c}-p{j}", target_ports=(8000,), export=EXPORT_VALUE
             )
             for j in range(pools)
         }
-        agents[c] = Agent(
-            s, bus=bus, pools=StaticPools(own), loads=SyntheticLoads(), sinks=[sinks[c]]
-        )
+        agents[c] = build_agent(
+            s,
+            AgentParts(
+                pools=StaticPools(own), loads=SyntheticLoads(), extra_feeds={"views": sinks[c]}
+            ),
+        ).agent
         tasks[c] = asyncio.create_task(agents[c].run(), name=f"agent-{c}")
 
     def converged() -> bool:

@@ -85,6 +85,21 @@ def weights_annotation(view: ImportView) -> dict[str, str]:
     return {WEIGHTS_ANNOTATION: json.dumps(weights, separators=(",", ":"))}
 
 
+def written_weights(annotations: Mapping[str, object]) -> dict[str, int] | None:
+    """The weights an object's annotation holds; None if absent or not ours to read."""
+    raw = annotations.get(WEIGHTS_ANNOTATION)
+    if not isinstance(raw, str) or len(raw) > 64 * 1024:
+        return None
+    try:
+        value: object = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    out = {k: v for k, v in value.items() if isinstance(k, str) and type(v) is int}
+    return out if len(out) == len(value) else None
+
+
 def backend_loads(
     desired: DesiredImport,
     beliefs: Beliefs,

@@ -41,6 +41,7 @@ from federation.model.status import status_document
 from federation.model.views import ImportView
 from federation.model.weights import WeightPolicy
 from federation.runtime.consuming import consume_one
+from federation.runtime.feeding import Feeds
 from federation.runtime.ports import (
     Bus,
     Delivery,
@@ -75,20 +76,29 @@ class Agent:
         bus: Bus,
         pools: PoolSource,
         loads: LoadSource,
-        sinks: Sequence[ImportSink] = (),
+        feeds: Mapping[str, ImportSink] | None = None,
         export_status: ExportStatusSink | None = None,
         services: Mapping[str, Service] | None = None,
         signer: Signer | None = None,
         verifier: Verifier | None = None,
         wall: Callable[[], float] = time.time,
         tracer: trace.Tracer | None = None,
+        lag_observers: Sequence[Callable[[str, float], None]] = (),
     ) -> None:
         self.settings = settings
         self.tracer = tracer or trace.get_tracer("federation")
         self.bus = bus
         self.pools = pools
         self.loads = loads
-        self.sinks = list(sinks)
+        # The gateways' feeds first: they never wait for API writes.
+        self.feeds = Feeds(
+            feeds or {},
+            backoff=settings.backoff,
+            timeout=settings.request_timeout,
+            resync=settings.feed_resync,
+            clock=time.monotonic,
+            agent=settings.cluster,
+        )
         self.export_status = export_status
         self.services = dict(services or {})
         self.verifier = verifier
@@ -109,7 +119,7 @@ class Agent:
         self.acks: Acks | None = None  # what our heartbeat acknowledges to exporters
         self.export_conditions: dict[PoolKey, Condition | None] = {}
         self.pending = 0  # messages behind the last delivery: the consumer's backlog
-        self.lag_observers: list[Callable[[str, float], None]] = []  # (peer, seconds)
+        self.lag_observers = tuple(lag_observers)  # (peer, seconds) of every applied event
         self.ready = asyncio.Event()  # caught up with the bus and serving
         self.publisher = Publisher(
             bus=bus,
@@ -197,11 +207,12 @@ class Agent:
             raise_if_cancelling()
             batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
             for delivery in batch:
-                await self._consume_one(delivery)
+                await self.apply_delivery(delivery)
             if not batch or batch[-1].pending == 0:
                 return
 
-    async def _consume_one(self, delivery: Delivery) -> None:
+    async def apply_delivery(self, delivery: Delivery) -> None:
+        """Apply one event from the inbound stream (the benchmarks drive this directly)."""
         self.pending = delivery.pending
         if delivery.origin is not None:
             peer, sequence = delivery.origin
@@ -237,7 +248,7 @@ class Agent:
                 await asyncio.sleep(self.settings.backoff[0])
                 continue
             for delivery in batch:
-                await self._consume_one(delivery)
+                await self.apply_delivery(delivery)
 
     def _heard_live(self, cluster: str) -> None:
         if cluster in self._members and cluster != self.name:  # a hint: names only, no payload
@@ -323,9 +334,12 @@ class Agent:
             await self.publisher.publish_beat(exports, __version__, self.acks)
             await asyncio.sleep(self.settings.beat_interval)
 
+    def feed_health(self) -> dict[str, tuple[bool, int]]:
+        return {name: (st.healthy, st.failures) for name, st in self.feeds.states.items()}
+
     def status(self) -> dict[str, Any]:
         """What ``federation status`` shows: peers' leases, the link, every import and why."""
-        return status_document(
+        doc = status_document(
             cluster=self.name,
             members=self.settings.members,
             beliefs=self.beliefs,
@@ -335,6 +349,7 @@ class Agent:
             lease=self.settings.lease,
             missed=self.gaps.missed,
         )
+        return doc | {"feeds": self.feeds.status()}
 
     def step_views(self, now: float) -> bool:
         """One weight step of the imports whose inputs or time moved; True if a view changed."""
@@ -357,7 +372,7 @@ class Agent:
         )  # fmt: skip
 
     async def _reconcile(self) -> None:
-        unfed = True  # a sink has not taken the current views yet (a first run, or it failed)
+        acked = False  # the acknowledgements reflect the views every feed holds
         while True:
             raise_if_cancelling()
             with contextlib.suppress(TimeoutError):
@@ -365,14 +380,15 @@ class Agent:
                     await self._changed.wait()
             self._changed.clear()
             now = self.wall()
-            if self.step_views(now) or unfed:
-                views = self.views
-                unfed = not await self._feed(views)
-                if not unfed:
-                    refused: dict[PoolKey, str] = {}
-                    for sink in self.sinks:
-                        refused.update(getattr(sink, "refused", {}))
-                    self.acks = acks_for(self.beliefs, views, refused)
+            if self.step_views(now):
+                self.feeds.changed()
+                acked = False
+            views = self.views
+            # Each feed that is due (new views, a retry, a resync) takes them; acknowledgements
+            # follow only once every feed holds them.
+            if await self.feeds.feed(views) and not acked:
+                self.acks = acks_for(self.beliefs, views, self.feeds.refused())
+                acked = True
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
             await self._report_exports(now)
 
@@ -411,15 +427,3 @@ class Agent:
             log.warning("agent %s: export status failed: %s", self.name, exc)
             return
         self.export_conditions = conditions
-
-    async def _feed(self, views: Mapping[PoolKey, ImportView]) -> bool:
-        """Give every sink the views; False if one failed (it gets them again next cycle)."""
-        ok = True
-        for sink in self.sinks:
-            try:
-                async with asyncio.timeout(self.settings.request_timeout):
-                    await sink.apply(views)
-            except Exception as exc:  # a sink outage must not stop the others or the agent
-                ok = False
-                log.warning("agent %s: sink %s failed: %s", self.name, type(sink).__name__, exc)
-        return ok

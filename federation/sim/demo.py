@@ -17,20 +17,20 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from federation.adapters.agent_http import AgentHttp
 from federation.adapters.epp import EppScraper
 from federation.adapters.kube import Kube, url_client
 from federation.adapters.kube_cluster import KubeCluster
 from federation.adapters.kube_emulator import EmulatedApiServer
 from federation.adapters.kube_kinds import IMPORT_KIND, POOL_KIND, new_emulator
-from federation.adapters.metrics import AgentMetrics
-from federation.adapters.nats_servers import Supercluster
+from federation.adapters.nats_servers import Supercluster, free_port
 from federation.adapters.tracing import TracerProvider, setup_tracing
-from federation.app import nats_bus
+from federation.app.assembly import AgentParts, Assembly, HttpPort, build_agent
 from federation.model.pools import PoolKey, is_exported
 from federation.model.status_objects import DEFAULT_CONTROLLER
 from federation.model.views import imports_document
@@ -74,6 +74,23 @@ class DemoOptions:
         return 10_000 if self.data_dir is not None else 8
 
 
+@dataclass(frozen=True)
+class SimApi:
+    """Where a simulated cluster's agent serves HTTP: one port, kept across agent restarts."""
+
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Where gateways poll the weights."""
+        return f"{self.base_url}/v1/weights"
+
+
 @dataclass
 class SimCluster:
     name: str
@@ -83,10 +100,17 @@ class SimCluster:
     epp: SimEpp
     scraper: EppScraper
     imports: MemoryImports  # the same views the kube adapter writes, kept for the snapshot
-    api: AgentHttp
-    kube: KubeCluster | None = None
-    agent: Agent | None = None
+    api: SimApi
+    built: Assembly | None = None
     task: asyncio.Task[None] | None = None
+
+    @property
+    def agent(self) -> Agent | None:
+        return self.built.agent if self.built else None
+
+    @property
+    def kube(self) -> KubeCluster | None:
+        return self.built.kube if self.built else None
 
     def kube_imports(self) -> dict[PoolKey, tuple[str, ...]]:
         """Each InferencePoolImport in the API and the exporting clusters our entry lists."""
@@ -112,6 +136,8 @@ class Demo:
     _owns_supercluster: bool = True
     _tracing: TracerProvider | None = None
     security: Security | None = None
+    # Benchmarks' taps on every agent's propagation lag: (cluster, peer, seconds).
+    lag_taps: list[Callable[[str, str, float], None]] = field(default_factory=list)
 
     @classmethod
     async def start(
@@ -163,8 +189,7 @@ class Demo:
             pools = EmulatedPools(apiserver.emulator, i)
             for pool in layout[name]:
                 await pools.put(dataclasses.replace(pool, metrics_url=epp.url(pool.key)))
-            api = AgentHttp(name)
-            await api.start()
+            api = SimApi("127.0.0.1", free_port())
             demo.clusters[name] = SimCluster(
                 name, apiserver, pools, load, epp, EppScraper(), MemoryImports(), api
             )
@@ -195,36 +220,32 @@ class Demo:
             history_per_subject=o.history,
         )
 
-    def start_agent(self, cluster: str) -> None:
+    def parts_for(self, cluster: str) -> AgentParts:
         sim = self.clusters[cluster]
-        s = self.settings_for(cluster)
-        bus = nats_bus(s, self.security.login(cluster) if self.security else None)
-        sim.kube = KubeCluster(
-            Kube(url_client(sim.apiserver.url)), controller=s.controller_name, backoff=s.backoff
-        )
-        sim.agent = Agent(
-            s,
-            bus=bus,
-            pools=sim.kube,
+        security = self.security
+        return AgentParts(
+            kube=Kube(url_client(sim.apiserver.url)),
             loads=sim.scraper,
-            sinks=[sim.api, sim.imports, sim.kube],  # gateways first: never behind API writes
-            export_status=sim.kube,
-            services={"kube": sim.kube}
-            | ({"tls-reload": self.security.tls(cluster)} if self.security else {}),
-            signer=self.security.signer(cluster) if self.security else None,
-            verifier=self.security.verifier() if self.security else None,
+            connect_options=security.login(cluster) if security else {},
+            extra_feeds={"snapshot": sim.imports},
+            services={"tls-reload": security.tls(cluster)} if security else {},
+            signer=security.signer(cluster) if security else None,
+            verifier=security.verifier() if security else None,
             tracer=self._tracing.get_tracer("federation") if self._tracing else None,
+            http=HttpPort(host=sim.api.host, port=sim.api.port),
+            lag_observers=tuple(partial(tap, cluster) for tap in self.lag_taps),
         )
-        metrics = AgentMetrics(sim.agent, kube=sim.kube)
-        sim.agent.lag_observers.append(metrics.observe_lag)
-        sim.api.metrics = metrics.render
-        sim.api.status = sim.agent.status
-        sim.task = asyncio.create_task(sim.agent.run(), name=f"agent-{cluster}")
 
-    def start_agents(self) -> None:
+    async def start_agent(self, cluster: str) -> None:
+        sim = self.clusters[cluster]
+        sim.built = build_agent(self.settings_for(cluster), self.parts_for(cluster))
+        await sim.built.start_http()
+        sim.task = asyncio.create_task(sim.built.agent.run(), name=f"agent-{cluster}")
+
+    async def start_agents(self) -> None:
         self.agents_started_at = time.monotonic()
         for cluster in self.clusters:
-            self.start_agent(cluster)
+            await self.start_agent(cluster)
 
     async def stop_agent(self, cluster: str) -> None:
         task = self.clusters[cluster].task
@@ -233,9 +254,9 @@ class Demo:
         if not await stop_task(task, within=STOP_TIMEOUT):
             raise RuntimeError(f"agent {cluster} did not stop within {STOP_TIMEOUT}s")
         self.clusters[cluster].task = None
-        kube = self.clusters[cluster].kube
-        if kube is not None:
-            await kube.close()
+        built = self.clusters[cluster].built
+        if built is not None:
+            await built.close()
 
     async def kill(self, cluster: str) -> None:
         """Chaos: SIGKILL the cluster's nats-server and stop its agent, as if the cluster died."""
@@ -246,7 +267,7 @@ class Demo:
         """Bring a killed cluster back: its server on the same ports and store, then its agent."""
         self.supercluster.start_server(cluster)
         await self.supercluster.wait_ready([cluster])
-        self.start_agent(cluster)
+        await self.start_agent(cluster)
 
     def check_agents(self) -> None:
         """Raise the error of any agent that died: a demo must not hide a crash."""
@@ -338,7 +359,6 @@ class Demo:
             await self.stop_agent(cluster)
             await sim.scraper.close()
             await sim.epp.stop()
-            await sim.api.stop()
             await sim.apiserver.stop()
         self.close()
 

@@ -59,7 +59,7 @@ async def run_demo(
     """
     demo = await Demo.start(options)
     try:
-        demo.start_agents()
+        await demo.start_agents()
         started = time.monotonic()
         deadline = started + duration
         convergence = asyncio.create_task(demo.wait_converged(duration), name="convergence")

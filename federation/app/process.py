@@ -1,4 +1,4 @@
-"""The production agent process: settings → adapters → :class:`Agent`, and a bounded shutdown.
+"""The production agent process: settings → the one assembly (``app.assembly``) → a bounded run.
 
 ``federation agent`` runs this in each cluster (deploy/ ships it as a Deployment). SIGTERM or
 SIGINT stops the agent within ``shutdown_timeout``: tasks are cancelled, the NATS connection is
@@ -14,22 +14,17 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from federation.adapters.agent_http import AgentHttp
-from federation.adapters.bus import BusAddress, NatsBus
 from federation.adapters.epp import EppScraper
 from federation.adapters.kube import Kube, api_client
-from federation.adapters.kube_cluster import KubeCluster
-from federation.adapters.metrics import AgentMetrics
 from federation.adapters.nkey_file import NkeyFile
 from federation.adapters.password_file import PasswordFile
 from federation.adapters.signing import FileSigner, TrustBundle
 from federation.adapters.tls import ReloadingTls
 from federation.adapters.tracing import setup_tracing
-from federation.runtime.agent import Agent
+from federation.app.assembly import AgentParts, HttpPort, build_agent, nats_bus
 from federation.runtime.ports import Service
 from federation.runtime.stopping import stop_task
 from federation.settings import Settings
@@ -59,33 +54,11 @@ class ProcessOptions:
     nats_key: Path | None = None
 
 
-def nats_bus(settings: Settings, connect_options: Mapping[str, object] | None = None) -> NatsBus:
-    """The agent's bus for ``settings`` (the demo and the benchmarks build theirs here too)."""
-    return NatsBus(
-        BusAddress(
-            url=settings.nats_url,
-            clusterset=settings.clusterset,
-            cluster=settings.cluster,
-            placement_cluster=settings.placement_cluster,
-            members=settings.members,
-            history_per_subject=settings.history_per_subject,
-            request_timeout=settings.request_timeout,
-        ),
-        connect_options=connect_options,
-    )
-
-
 async def run_agent(settings: Settings, options: ProcessOptions) -> int:
     """Run until SIGTERM/SIGINT; return the exit code (0 on a clean, bounded stop)."""
     tracing = setup_tracing(f"federation-agent/{settings.cluster}", options.trace_file)
-    kube = KubeCluster(
-        Kube(await api_client(url=options.kube_url, kubeconfig=options.kubeconfig)),
-        controller=settings.controller_name,
-        namespaces=options.namespaces or None,
-        backoff=settings.backoff,
-    )
     connect: dict[str, object] = {}
-    services: dict[str, Service] = {"kube": kube}
+    services: dict[str, Service] = {}
     if options.nats_user:
         connect["user"] = options.nats_user
     if options.nats_nkey:
@@ -99,25 +72,28 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         services["password-reload"] = PasswordFile(options.nats_password_file, bus.set_password)
     if options.nats_nkey:
         services["nkey-reload"] = NkeyFile(options.nats_nkey, bus.renew_connection)
-    http = AgentHttp(settings.cluster, options.http_host, options.http_port)
     scraper = EppScraper()
-    agent = Agent(
+    built = build_agent(
         settings,
-        bus=bus,
-        pools=kube,
-        loads=scraper,
-        sinks=[http, kube],  # the gateways' feed first: it never waits for API writes
-        export_status=kube,
-        services=services,
-        signer=FileSigner(options.signing_key) if options.signing_key else None,
-        verifier=TrustBundle(options.trust_bundle) if options.trust_bundle else None,
-        tracer=tracing.get_tracer("federation"),
+        AgentParts(
+            kube=Kube(await api_client(url=options.kube_url, kubeconfig=options.kubeconfig)),
+            namespaces=options.namespaces,
+            loads=scraper,
+            bus=bus,
+            services=services,
+            signer=FileSigner(options.signing_key) if options.signing_key else None,
+            verifier=TrustBundle(options.trust_bundle) if options.trust_bundle else None,
+            tracer=tracing.get_tracer("federation"),
+            http=HttpPort(host=options.http_host, port=options.http_port),
+        ),
     )
-    metrics = AgentMetrics(agent, kube=kube)
-    agent.lag_observers.append(metrics.observe_lag)
-    http.metrics, http.status, http.ready = metrics.render, agent.status, agent.ready.is_set
-    await http.start()
-    log.info("agent %s serving HTTP on %s:%d", settings.cluster, options.http_host, http.port)
+    agent = built.agent
+    await built.start_http()
+    assert built.http is not None
+    log.info(
+        "agent %s serving HTTP on %s:%d; feeds: %s",
+        settings.cluster, options.http_host, built.http.port, ", ".join(built.feeds),
+    )  # fmt: skip
 
     task = asyncio.create_task(agent.run(), name=f"agent-{settings.cluster}")
     stop = asyncio.Event()
@@ -145,10 +121,7 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         with contextlib.suppress(Exception):
-            await http.stop()
-        with contextlib.suppress(Exception):
             await scraper.close()
-        with contextlib.suppress(Exception):
-            await kube.close()
+        await built.close()
         tracing.shutdown()
     return code

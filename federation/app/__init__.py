@@ -1,0 +1,1 @@
+"""The one assembly of an agent (``assembly``) and the production process (``process``)."""
