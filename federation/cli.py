@@ -102,6 +102,20 @@ def main() -> None:
     help="With --secure: a rogue client with us-east's login impersonates eu-west and forges "
     "signatures; the snapshot counts the rejections.",
 )
+@click.option(
+    "--traffic/--no-traffic",
+    default=None,
+    help="Real requests through a real HAProxy per cluster, programmed by its agent "
+    "[default: on when haproxy is on PATH].",
+)
+@click.option("--burst", "burst_cluster", default=None, metavar="CLUSTER", help="With traffic: "
+              "this cluster's demand jumps [default: the first cluster].")  # fmt: skip
+@click.option("--burst-at", default=15.0, show_default=True, type=click.FloatRange(0),
+              metavar="S", help="...this many seconds after the agents start...")  # fmt: skip
+@click.option("--burst-for", default=20.0, show_default=True, type=click.FloatRange(0),
+              metavar="S", help="...for this long...")  # fmt: skip
+@click.option("--burst-factor", default=3.0, show_default=True, type=click.FloatRange(0.1, 100),
+              metavar="F", help="...to this multiple of its usual rate (1: no burst).")  # fmt: skip
 @click.option("-v", "--verbose", is_flag=True)
 def demo(
     clusters: int,
@@ -116,12 +130,20 @@ def demo(
     dump_objects: Path | None,
     secure: bool,
     spoof: bool,
+    traffic: bool | None,
+    burst_cluster: str | None,
+    burst_at: float,
+    burst_for: float,
+    burst_factor: float,
     verbose: bool,
 ) -> None:
     """Federate N simulated clusters over an embedded NATS supercluster."""
-    from federation.sim.demo import DemoOptions
+    import shutil
+
+    from federation.sim.demo import DemoOptions, TrafficOptions
     from federation.sim.layouts import cluster_names
     from federation.sim.running import Chaos, run_demo
+    from federation.sim.traffic import Burst
 
     _logging(verbose, quiet=as_json)
     chaos = None
@@ -137,8 +159,28 @@ def demo(
         raise click.UsageError("--spoof needs --secure")
     if spoof and clusters < 2:
         raise click.UsageError("--spoof needs at least 2 clusters")
+    names = cluster_names(clusters)
+    has_haproxy = shutil.which("haproxy") is not None
+    if traffic is None:  # on by default where it can run; asked for by --burst
+        traffic = has_haproxy or burst_cluster is not None
+    if traffic and not has_haproxy:
+        raise click.UsageError(
+            "the traffic demo (--traffic, --burst) needs HAProxy >= 2.5 on PATH "
+            "(Debian/Ubuntu: apt-get install haproxy); --no-traffic runs without it"
+        )
+    if burst_cluster is not None and (not traffic or burst_cluster not in names):
+        raise click.UsageError(f"--burst needs the traffic demo and one of {', '.join(names)}")
+    traffic_options = None
+    if traffic:
+        burst = Burst(burst_cluster or names[0], burst_at, burst_for, burst_factor)
+        traffic_options = TrafficOptions(burst=burst if burst_factor != 1 else None)
     options = DemoOptions(
-        clusters=clusters, pools=pools, data_dir=data_dir, trace_file=trace_file, secure=secure
+        clusters=clusters,
+        pools=pools,
+        data_dir=data_dir,
+        trace_file=trace_file,
+        secure=secure,
+        traffic=traffic_options,
     )
     console = None if as_json else Console(stderr=False)
     snapshot = asyncio.run(
@@ -400,6 +442,48 @@ def agent(
         except (OSError, ValueError) as exc:
             raise click.UsageError(f"--nats-nkey: {exc}") from None
     sys.exit(asyncio.run(run_agent(settings, options)))
+
+
+@main.command("haproxy-config")
+@click.option("--cluster", required=True, envvar=_env("CLUSTER"), help="This cluster's name.")
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    required=True,
+    metavar="NAMESPACE/NAME",
+    help="An imported pool (repeatable).",
+)
+@click.option(
+    "--haproxy-backend",
+    default=FeedSettings.haproxy_backend,
+    show_default=True,
+    envvar=_env("HAPROXY_BACKEND"),
+    help="The backend naming rule (the same as the agent's).",
+)
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="The entry listener.")
+def haproxy_config(cluster: str, pools: tuple[str, ...], haproxy_backend: str, bind: str) -> None:
+    """Print the haproxy.cfg frontend and backends the agent's HAProxy feed programs."""
+    from federation.messages import is_label, is_subdomain
+    from federation.model.haproxy_config import snippet
+    from federation.model.pools import PoolKey
+    from federation.settings import SettingsError
+
+    if not is_label(cluster):
+        raise click.UsageError(f"cluster {cluster!r} must be a DNS label")
+    try:
+        FeedSettings(haproxy_backend=haproxy_backend)
+        keys = [PoolKey(*p.split("/", 1)) for p in pools if p.count("/") == 1]
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    if len(keys) != len(pools) or not all(
+        is_label(k.namespace) and is_subdomain(k.name) for k in keys
+    ):
+        raise click.UsageError("--pool takes NAMESPACE/NAME")
+    try:
+        click.echo(snippet(keys, cluster=cluster, rule=haproxy_backend, bind=bind), nl=False)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command()

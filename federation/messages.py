@@ -147,6 +147,10 @@ def is_label(value: str) -> bool:
     return bool(_LABEL.match(value))
 
 
+def is_subdomain(value: str) -> bool:
+    return bool(_SUBDOMAIN.match(value))
+
+
 # --- subjects -------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ def _ages(sim: SimCluster, namespace: str, name: str, backends: tuple[str, ...])
     return ", ".join(parts)
 
 
-def cluster_table(sim: SimCluster) -> Table:
+def cluster_table(sim: SimCluster, second: int = 0) -> Table:
     pools = sim.pools.snapshot()
     exported = sum(1 for p in pools.values() if p.export == "ClusterSet")
     table = Table(
@@ -50,7 +50,23 @@ def cluster_table(sim: SimCluster) -> Table:
             Text.from_markup(weights),
             _ages(sim, key.namespace, key.name, view.desired.backends),
         )
+    if sim.traffic is not None:
+        table.caption = traffic_line(sim, second)
+        table.caption_justify = "left"
     return table
+
+
+def traffic_line(sim: SimCluster, second: int) -> str:
+    """Requests per second served by each backend (last 5 s), errors and SLO attainment."""
+    t = sim.traffic
+    assert t is not None
+    rates = t.rate_by_backend(second)
+    split = ", ".join(f"{b} {r:.1f}" for b, r in rates.items()) or "-"
+    slo = f"{100 * t.within_slo / t.requests:.1f} %" if t.requests else "-"
+    return (
+        f"traffic {t.key}: {sum(rates.values()):.1f} req/s served — {split} · "
+        f"errors {t.errors} of {t.requests} · SLO ({t.slo:g} s) {slo}"
+    )
 
 
 def demo_view(demo: Demo, elapsed: float, duration: float) -> Group:
@@ -64,7 +80,8 @@ def demo_view(demo: Demo, elapsed: float, duration: float) -> Group:
         f"supercluster ready after {demo.bus_ready_after_s or 0:.1f}s · {converged} · "
         f"{elapsed:.0f}/{duration:.0f}s"
     )
-    return Group(header, *(cluster_table(sim) for sim in demo.clusters.values()))
+    second = demo.seconds_since_start()
+    return Group(header, *(cluster_table(sim, second) for sim in demo.clusters.values()))
 
 
 def weights_table(pool: str, here: str | None, weights: dict[str, BackendWeight]) -> Table:

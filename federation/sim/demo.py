@@ -17,6 +17,7 @@ import json
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,23 +32,41 @@ from federation.adapters.kube_kinds import IMPORT_KIND, POOL_KIND, new_emulator
 from federation.adapters.nats_servers import Supercluster, free_port
 from federation.adapters.tracing import TracerProvider, setup_tracing
 from federation.app.assembly import AgentParts, Assembly, HttpPort, build_agent
-from federation.model.pools import PoolKey, is_exported
+from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.status_objects import DEFAULT_CONTROLLER
 from federation.model.views import imports_document
 from federation.replay import DEMO_MANIFEST
 from federation.runtime.agent import Agent
 from federation.runtime.stopping import stop_task
-from federation.settings import Settings
+from federation.settings import FeedSettings, Settings
 from federation.sim.epp import SimEpp
+from federation.sim.gateways import HAProxyGateway
 from federation.sim.imports import MemoryImports
 from federation.sim.kube_pools import EmulatedPools
 from federation.sim.layouts import NAMESPACE, cluster_names, demo_layout, expected_imports
 from federation.sim.loads import LoadModel
+from federation.sim.model_servers import Capacity, ModelServers
 from federation.sim.security import SECURITY_REASONS, Security
+from federation.sim.traffic import Burst, Generator, Traffic, here_backend
 
 STOP_TIMEOUT = 10.0
 MANIFEST = DEMO_MANIFEST  # in --data-dir: the demo's clusterset, members and timers
 CONVERGENCE_POLL = 0.02  # seconds between convergence checks; the figure's resolution
+
+
+TRAFFIC_POOL = PoolKey(NAMESPACE, "llama-3-70b")  # every cluster has it; two export it
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrafficOptions:
+    """Real requests: an HAProxy per cluster, model servers with finite capacity, clients."""
+
+    pool: PoolKey = TRAFFIC_POOL
+    rate: float = 8.0  # requests per second per cluster (half of a pool's capacity)
+    capacity: Capacity = field(default_factory=Capacity)
+    slo: float = 1.0  # seconds: an answer later than this misses the SLO
+    burst: Burst | None = None
+    drain: float = 5.0  # the HAProxy feed's drain time (production default 30 s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +85,7 @@ class DemoOptions:
     # rebuild any moment of the run (production keeps 8; raise it there for the same purpose).
     history_per_subject: int | None = None
     secure: bool = False  # per-cluster NATS users with least privilege, signed events
+    traffic: TrafficOptions | None = None
 
     @property
     def history(self) -> int:
@@ -103,6 +123,11 @@ class SimCluster:
     api: SimApi
     built: Assembly | None = None
     task: asyncio.Task[None] | None = None
+    # With traffic: the cluster's model servers, its HAProxy, its clients.
+    servers: ModelServers | None = None
+    gateway: HAProxyGateway | None = None
+    traffic: Traffic | None = None
+    generator: asyncio.Task[None] | None = None
 
     @property
     def agent(self) -> Agent | None:
@@ -180,20 +205,92 @@ class Demo:
         if options.data_dir is not None:  # what `federation replay --data-dir` needs to know
             (options.data_dir / MANIFEST).write_text(json.dumps(demo.manifest(), indent=2) + "\n")
         layout = demo_layout(names, options.pools)
-        for i, name in enumerate(names):
-            load = LoadModel(name)
-            epp = SimEpp(load, llm_d=i % 2 == 1)
-            await epp.start()
-            apiserver = EmulatedApiServer(new_emulator((NAMESPACE,)))
-            await apiserver.start()
-            pools = EmulatedPools(apiserver.emulator, i)
-            for pool in layout[name]:
-                await pools.put(dataclasses.replace(pool, metrics_url=epp.url(pool.key)))
-            api = SimApi("127.0.0.1", free_port())
-            demo.clusters[name] = SimCluster(
-                name, apiserver, pools, load, epp, EppScraper(), MemoryImports(), api
-            )
+        truth = expected_imports(layout)
+        try:
+            for i, name in enumerate(names):
+                load = LoadModel(name)
+                epp = SimEpp(load, llm_d=i % 2 == 1)
+                await epp.start()
+                apiserver = EmulatedApiServer(new_emulator((NAMESPACE,)))
+                await apiserver.start()
+                pools = EmulatedPools(apiserver.emulator, i)
+                api = SimApi("127.0.0.1", free_port())
+                sim = SimCluster(
+                    name, apiserver, pools, load, epp, EppScraper(), MemoryImports(), api
+                )
+                demo.clusters[name] = sim
+                gateway_port = None
+                if options.traffic is not None:
+                    gateway_port = await demo._start_traffic_parts(
+                        sim, layout[name], list(truth[name]), base=demo.work_dir
+                    )
+                for pool in layout[name]:
+                    await pools.put(
+                        dataclasses.replace(pool, metrics_url=epp.url(pool.key)), gateway_port
+                    )
+        except BaseException:
+            await demo.stop()
+            raise
         return demo
+
+    @property
+    def work_dir(self) -> Path:
+        base = self.options.data_dir or self._owned_dir
+        assert base is not None or not self._owns_supercluster
+        return base or Path(tempfile.gettempdir())
+
+    async def _start_traffic_parts(
+        self, sim: SimCluster, local: list[LocalPool], imports: list[PoolKey], *, base: Path
+    ) -> int:
+        """The cluster's model servers and HAProxy; returns its Gateway's port."""
+        t = self.options.traffic
+        assert t is not None
+        sim.servers = ModelServers(sim.name, {p.key: t.capacity for p in local})
+        await sim.servers.start()
+        for pool in sim.servers.pools.values():
+            sim.load.follow(pool.key, pool.sample)
+        gateway_port = free_port()
+        sim.gateway = HAProxyGateway(
+            sim.name,
+            Path(tempfile.mkdtemp(prefix=f"haproxy-{sim.name}-", dir=base)),
+            gateway_port=gateway_port,
+            entry_port=free_port(),
+            local_pools=[p.key for p in local],
+            imports=imports,
+            model_servers_port=sim.servers.port,
+        )
+        await sim.gateway.start()
+        exported_here = any(p.key == t.pool and is_exported(p) for p in local)
+        sim.traffic = Traffic(sim.name, t.pool, here_backend(sim.name, exported_here), slo=t.slo)
+        return gateway_port
+
+    def _start_generator(self, sim: SimCluster) -> None:
+        t = self.options.traffic
+        if t is None or sim.gateway is None or sim.traffic is None:
+            return
+        assert self.agents_started_at is not None
+        url = f"{sim.gateway.entry_url}/{t.pool.namespace}/{t.pool.name}/v1/completions"
+        generator = Generator(
+            sim.traffic, url, rate=t.rate, started=self.agents_started_at, burst=t.burst,
+            seed=zlib.crc32(sim.name.encode()),
+        )  # fmt: skip
+        sim.generator = asyncio.create_task(generator.run(), name=f"traffic-{sim.name}")
+
+    async def _stop_traffic(self, sim: SimCluster) -> None:
+        if sim.generator is not None:
+            await stop_task(sim.generator, within=STOP_TIMEOUT)
+            sim.generator = None
+        if sim.gateway is not None:
+            await sim.gateway.stop()
+        if sim.servers is not None:
+            await sim.servers.stop()
+
+    async def _revive_traffic(self, sim: SimCluster) -> None:
+        if sim.servers is None or sim.gateway is None:
+            return
+        await sim.servers.start(sim.servers.port)
+        await sim.gateway.start()
+        self._start_generator(sim)
 
     def manifest(self) -> dict[str, Any]:
         o = self.options
@@ -207,7 +304,12 @@ class Demo:
 
     def settings_for(self, cluster: str) -> Settings:
         o = self.options
+        gateway = self.clusters[cluster].gateway
+        feeds = FeedSettings()
+        if gateway is not None and o.traffic is not None:
+            feeds = FeedSettings(haproxy_socket=gateway.socket, haproxy_drain=o.traffic.drain)
         return Settings(
+            feeds=feeds,
             clusterset=o.clusterset,
             cluster=cluster,
             members=tuple(self.clusters),
@@ -246,6 +348,8 @@ class Demo:
         self.agents_started_at = time.monotonic()
         for cluster in self.clusters:
             await self.start_agent(cluster)
+        for sim in self.clusters.values():
+            self._start_generator(sim)
 
     async def stop_agent(self, cluster: str) -> None:
         task = self.clusters[cluster].task
@@ -261,12 +365,14 @@ class Demo:
     async def kill(self, cluster: str) -> None:
         """Chaos: SIGKILL the cluster's nats-server and stop its agent, as if the cluster died."""
         await self.stop_agent(cluster)
+        await self._stop_traffic(self.clusters[cluster])
         self.supercluster.kill_server(cluster)
 
     async def revive(self, cluster: str) -> None:
         """Bring a killed cluster back: its server on the same ports and store, then its agent."""
         self.supercluster.start_server(cluster)
         await self.supercluster.wait_ready([cluster])
+        await self._revive_traffic(self.clusters[cluster])
         await self.start_agent(cluster)
 
     def check_agents(self) -> None:
@@ -324,17 +430,38 @@ class Demo:
         return self.converged_after_s
 
     def snapshot(self) -> dict[str, Any]:
+        return (
+            {
+                "clusterset": self.options.clusterset,
+                "taken_at": round(time.time(), 3),
+                "bus_ready_after_s": _round(self.bus_ready_after_s),
+                "converged_after_s": _round(self.converged_after_s),
+                "clusters": {name: cluster_snapshot(sim) for name, sim in self.clusters.items()},
+                "events": {
+                    name: (sim.agent.counts.as_dict() if sim.agent else {})
+                    for name, sim in self.clusters.items()
+                },
+            }
+            | (self.security_snapshot() if self.security is not None else {})
+            | self.traffic_snapshot()
+        )
+
+    def seconds_since_start(self) -> int:
+        return (
+            0 if self.agents_started_at is None else int(time.monotonic() - self.agents_started_at)
+        )
+
+    def traffic_snapshot(self) -> dict[str, Any]:
+        if self.options.traffic is None:
+            return {}
+        last = self.seconds_since_start() - 1  # whole seconds only
         return {
-            "clusterset": self.options.clusterset,
-            "taken_at": round(time.time(), 3),
-            "bus_ready_after_s": _round(self.bus_ready_after_s),
-            "converged_after_s": _round(self.converged_after_s),
-            "clusters": {name: cluster_snapshot(sim) for name, sim in self.clusters.items()},
-            "events": {
-                name: (sim.agent.counts.as_dict() if sim.agent else {})
+            "traffic": {
+                name: sim.traffic.document(last)
                 for name, sim in self.clusters.items()
-            },
-        } | (self.security_snapshot() if self.security is not None else {})
+                if sim.traffic is not None
+            }
+        }
 
     def security_snapshot(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -356,6 +483,7 @@ class Demo:
 
     async def stop(self) -> None:
         for cluster, sim in self.clusters.items():
+            await self._stop_traffic(sim)
             await self.stop_agent(cluster)
             await sim.scraper.close()
             await sim.epp.stop()

@@ -11,8 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from federation.adapters.kube_emulator import ApiEmulator
-from federation.adapters.kube_kinds import POOL_KIND, SERVICE_KIND
-from federation.model.pool_objects import METRICS_URL_ANNOTATION, MODEL_ANNOTATION, pool_from_object
+from federation.adapters.kube_kinds import GATEWAY_KIND, POOL_KIND, ROUTE_KIND, SERVICE_KIND
+from federation.model.pool_objects import (
+    METRICS_URL_ANNOTATION,
+    MODEL_ANNOTATION,
+    POOL_GROUP,
+    pool_from_object,
+)
 from federation.model.pools import EXPORT_ANNOTATION, LocalPool, PoolKey
 
 EPP_PORT = 9002
@@ -47,6 +52,31 @@ def pool_objects(pool: LocalPool, cluster_ip: str) -> tuple[dict[str, Any], dict
     return inference_pool, service
 
 
+GATEWAY_NAME = "gateway"
+
+
+def gateway_objects(pool: LocalPool, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Gateway (listening on 127.0.0.1:``port``) and the HTTPRoute that send to ``pool``."""
+    gateway = {
+        "metadata": {"namespace": pool.namespace, "name": GATEWAY_NAME},
+        "spec": {
+            "gatewayClassName": "haproxy",
+            "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}],
+        },
+        "status": {"addresses": [{"type": "IPAddress", "value": "127.0.0.1"}]},
+    }
+    route = {
+        "metadata": {"namespace": pool.namespace, "name": pool.name},
+        "spec": {
+            "parentRefs": [{"name": GATEWAY_NAME}],
+            "rules": [
+                {"backendRefs": [{"group": POOL_GROUP, "kind": "InferencePool", "name": pool.name}]}
+            ],
+        },
+    }
+    return gateway, route
+
+
 class EmulatedPools:
     def __init__(self, emulator: ApiEmulator, index: int) -> None:
         self.emulator = emulator
@@ -59,19 +89,31 @@ class EmulatedPools:
             self._ips[key] = f"10.{96 + self._index}.{n // 250}.{n % 250 + 1}"
         return self._ips[key]
 
-    async def put(self, pool: LocalPool) -> None:
+    async def put(self, pool: LocalPool, gateway_port: int | None = None) -> None:
+        """The pool, its EPP Service, and with ``gateway_port`` the Gateway and HTTPRoute."""
         self.emulator.add_namespace(pool.namespace)
         inference_pool, service = pool_objects(pool, self._ip(pool.key))
         await self.emulator.put_object(SERVICE_KIND, service)
+        if gateway_port is not None:
+            gateway, route = gateway_objects(pool, gateway_port)
+            await self.emulator.put_object(GATEWAY_KIND, gateway)
+            await self.emulator.put_object(ROUTE_KIND, route)
         await self.emulator.put_object(POOL_KIND, inference_pool)
 
     async def remove(self, key: PoolKey) -> None:
         await self.emulator.delete_object(POOL_KIND, key.namespace, key.name)
 
     def snapshot(self) -> dict[PoolKey, LocalPool]:
-        services = {
-            PoolKey(o["metadata"]["namespace"], o["metadata"]["name"]): o
-            for o in self.emulator.objects(SERVICE_KIND.plural)
-        }
-        pools = (pool_from_object(o, services) for o in self.emulator.objects(POOL_KIND.plural))
+        def index(kind: str) -> dict[PoolKey, dict[str, Any]]:
+            return {
+                PoolKey(o["metadata"]["namespace"], o["metadata"]["name"]): o
+                for o in self.emulator.objects(kind)
+            }
+
+        services, gateways = index(SERVICE_KIND.plural), index(GATEWAY_KIND.plural)
+        routes = list(self.emulator.objects(ROUTE_KIND.plural))
+        pools = (
+            pool_from_object(o, services, routes, gateways)
+            for o in self.emulator.objects(POOL_KIND.plural)
+        )
         return {p.key: p for p in pools}

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import time
 import zlib
+from collections.abc import Callable
 
 from federation.model.loads import LoadSample
 from federation.model.pools import PoolKey
@@ -30,6 +31,7 @@ class LoadModel:
         self.period = period
         self._t0 = time.monotonic()
         self._pinned: dict[PoolKey, LoadSample] = {}
+        self._followed: dict[PoolKey, Callable[[], LoadSample]] = {}
         self.faults: dict[PoolKey, EppFault] = {}
 
     def pin(self, key: PoolKey, sample: LoadSample | None) -> None:
@@ -37,6 +39,10 @@ class LoadModel:
             self._pinned.pop(key, None)
         else:
             self._pinned[key] = sample
+
+    def follow(self, key: PoolKey, source: Callable[[], LoadSample]) -> None:
+        """Report this pool's real state (its simulated model servers) instead of a wave."""
+        self._followed[key] = source
 
     def fail(self, key: PoolKey, fault: EppFault | None) -> None:
         if fault is None:
@@ -49,6 +55,9 @@ class LoadModel:
         pinned = self._pinned.get(key)
         if pinned is not None:
             return dataclasses.replace(pinned, observed_at=now)
+        followed = self._followed.get(key)
+        if followed is not None:
+            return followed()
         seed = zlib.crc32(f"{self.cluster}/{key}".encode())
         phase = (seed % 628) / 100
         pods = 2 + seed % 7
