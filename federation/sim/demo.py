@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -63,6 +63,7 @@ class TrafficOptions:
 
     pool: PoolKey = TRAFFIC_POOL
     rate: float = 8.0  # requests per second per cluster (half of a pool's capacity)
+    rates: Mapping[str, float] = field(default_factory=dict)  # per cluster, instead of rate
     capacity: Capacity = field(default_factory=Capacity)
     slo: float = 1.0  # seconds: an answer later than this misses the SLO
     burst: Burst | None = None
@@ -127,6 +128,7 @@ class SimCluster:
     servers: ModelServers | None = None
     gateway: HAProxyGateway | None = None
     traffic: Traffic | None = None
+    clients: Generator | None = None
     generator: asyncio.Task[None] | None = None
 
     @property
@@ -160,6 +162,7 @@ class Demo:
 
     _owns_supercluster: bool = True
     _tracing: TracerProvider | None = None
+    _traffic_dir: Path | None = None  # the HAProxies' configs, sockets and logs
     security: Security | None = None
     # Benchmarks' taps on every agent's propagation lag: (cluster, peer, seconds).
     lag_taps: list[Callable[[str, str, float], None]] = field(default_factory=list)
@@ -222,7 +225,7 @@ class Demo:
                 gateway_port = None
                 if options.traffic is not None:
                     gateway_port = await demo._start_traffic_parts(
-                        sim, layout[name], list(truth[name]), base=demo.work_dir
+                        sim, layout[name], list(truth[name])
                     )
                 for pool in layout[name]:
                     await pools.put(
@@ -233,18 +236,14 @@ class Demo:
             raise
         return demo
 
-    @property
-    def work_dir(self) -> Path:
-        base = self.options.data_dir or self._owned_dir
-        assert base is not None or not self._owns_supercluster
-        return base or Path(tempfile.gettempdir())
-
     async def _start_traffic_parts(
-        self, sim: SimCluster, local: list[LocalPool], imports: list[PoolKey], *, base: Path
+        self, sim: SimCluster, local: list[LocalPool], imports: list[PoolKey]
     ) -> int:
         """The cluster's model servers and HAProxy; returns its Gateway's port."""
         t = self.options.traffic
         assert t is not None
+        if self._traffic_dir is None:
+            self._traffic_dir = Path(tempfile.mkdtemp(prefix="federation-traffic-"))
         sim.servers = ModelServers(sim.name, {p.key: t.capacity for p in local})
         await sim.servers.start()
         for pool in sim.servers.pools.values():
@@ -252,7 +251,7 @@ class Demo:
         gateway_port = free_port()
         sim.gateway = HAProxyGateway(
             sim.name,
-            Path(tempfile.mkdtemp(prefix=f"haproxy-{sim.name}-", dir=base)),
+            self._traffic_dir / sim.name,
             gateway_port=gateway_port,
             entry_port=free_port(),
             local_pools=[p.key for p in local],
@@ -270,11 +269,11 @@ class Demo:
             return
         assert self.agents_started_at is not None
         url = f"{sim.gateway.entry_url}/{t.pool.namespace}/{t.pool.name}/v1/completions"
-        generator = Generator(
-            sim.traffic, url, rate=t.rate, started=self.agents_started_at, burst=t.burst,
-            seed=zlib.crc32(sim.name.encode()),
+        sim.clients = Generator(
+            sim.traffic, url, rate=t.rates.get(sim.name, t.rate), started=self.agents_started_at,
+            burst=t.burst, seed=zlib.crc32(sim.name.encode()),
         )  # fmt: skip
-        sim.generator = asyncio.create_task(generator.run(), name=f"traffic-{sim.name}")
+        sim.generator = asyncio.create_task(sim.clients.run(), name=f"traffic-{sim.name}")
 
     async def _stop_traffic(self, sim: SimCluster) -> None:
         if sim.generator is not None:
@@ -497,6 +496,8 @@ class Demo:
             self.supercluster.stop()
         if self._owned_dir is not None:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
+        if self._traffic_dir is not None:
+            shutil.rmtree(self._traffic_dir, ignore_errors=True)
 
 
 def _round(value: float | None) -> float | None:
