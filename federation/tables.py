@@ -126,7 +126,29 @@ def status_view(doc: dict[str, Any]) -> Group:
             imports.add_row(
                 key if i == 0 else "", backend, str(b["weight"]), f"{b['percent']:.1f}", b["reason"]
             )
-    return Group(header, peers, imports)
+    return Group(header, peers, imports, feeds_table(doc.get("feeds") or {}))
+
+
+def feeds_table(feeds: dict[str, Any]) -> Table:
+    """Each gateway feed: healthy or failing (and why), failures so far, what it left out."""
+    table = Table(title="feeds", title_justify="left")
+    for column in ("feed", "state", "failures", "last ok", "notes"):
+        table.add_column(column)
+    for name, f in feeds.items():
+        state = (
+            Text("ok", style="green")
+            if f["healthy"]
+            else Text(f"failing: {f.get('last_error') or ''}", style="red")
+        )
+        age = "-" if f.get("last_ok_age_s") is None else f"{f['last_ok_age_s']:.1f}s ago"
+        notes = f.get("notes") or {}
+        said = []
+        if notes.get("missing_backends"):
+            said.append("not in haproxy.cfg: " + ", ".join(notes["missing_backends"]))
+        for key, why in (notes.get("left_out") or {}).items():
+            said.append(f"{key}: {why}")
+        table.add_row(name, state, str(f["failures"]), age, Text("; ".join(said)[:300]))
+    return table
 
 
 def _summary(row: dict[str, Any]) -> str:

@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
+import shutil
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from federation.adapters.http_serving import TextServer
 from federation.adapters.kube_emulator import EmulatedApiServer
 from federation.adapters.kube_kinds import new_emulator
 from federation.adapters.nats_servers import Supercluster, free_port
-from federation.model.pools import EXPORT_VALUE, LocalPool
+from federation.model.loads import LoadSample
+from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
 from federation.model.status_objects import DEFAULT_CONTROLLER
+from federation.sim.epp import CLASSIC, render_metrics
+from federation.sim.gateways import HAProxyGateway
 from federation.sim.kube_pools import EmulatedPools
 from tests.conftest import wait_for
 
@@ -41,15 +49,22 @@ class AgentProcess:
 
 
 async def start_agent(
-    cluster: str, clusterset: str, members: str, nats_url: str, kube_url: str, log: Any
+    cluster: str,
+    clusterset: str,
+    members: str,
+    nats_url: str,
+    kube_url: str,
+    log: Any,
+    *extra: str,
+    env: dict[str, str] | None = None,
 ) -> AgentProcess:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "federation", "agent",
         "--clusterset", clusterset, "--cluster", cluster, "--members", members,
         "--nats-url", nats_url, "--kube-url", kube_url,
-        "--http-host", "127.0.0.1", "--http-port", str(port),
-        stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        "--http-host", "127.0.0.1", "--http-port", str(port), *extra,
+        stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )  # fmt: skip
     return AgentProcess(cluster, port, proc)
 
@@ -209,3 +224,67 @@ async def test_a_secure_agent_process_federates(tmp_path: Any) -> None:
         for f in logs.values():
             f.close()
         sc.stop()
+
+
+@pytest.mark.skipif(
+    not shutil.which("haproxy"), reason="haproxy not installed (.ci/run installs it)"
+)
+async def test_the_agent_process_feeds_haproxy_and_envoy_from_its_flags(
+    supercluster: Supercluster, clusterset: str, tmp_path: Path
+) -> None:
+    """As a user runs it: flags (and a FEDERATION_* variable) → a programmed HAProxy, EDS files."""
+    members = "us-east,eu-west"
+    east_gateway = TextServer(lambda _p: (200, "served by us-east"))
+    await east_gateway.start()
+    sample = LoadSample(observed_at=0, ready_pods=4, kv_cache_utilization=0.2, saturation=0.2)
+    east_epp = TextServer(lambda _p: (200, render_metrics("llama", sample, CLASSIC)))
+    await east_epp.start()
+    gateway = HAProxyGateway(
+        "eu-west", tmp_path / "haproxy", gateway_port=free_port(), entry_port=free_port(),
+        local_pools=[], imports=[PoolKey("llm", "llama")], model_servers_port=1,
+    )  # fmt: skip
+    await gateway.start()
+    eds = tmp_path / "eds"
+    async with api_server() as east_api, api_server() as west_api:
+        exported = dataclasses.replace(pool("llama"), metrics_url=east_epp.url("/metrics"))
+        await EmulatedPools(east_api.emulator, 0).put(exported, east_gateway.port)
+        logs = {c: (tmp_path / f"{c}.log").open("wb") for c in ("us-east", "eu-west")}
+        agents = [
+            await start_agent("us-east", clusterset, members, supercluster.url("us-east"),
+                              east_api.url, logs["us-east"]),
+            await start_agent("eu-west", clusterset, members, supercluster.url("eu-west"),
+                              west_api.url, logs["eu-west"], "--envoy-eds-dir", str(eds),
+                              env={"FEDERATION_HAPROXY_SOCKET": str(gateway.socket)}),
+        ]  # fmt: skip
+        try:
+            url = f"{gateway.entry_url}/llm/llama/v1/completions"
+
+            async def served_through_haproxy() -> bool:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                        return await resp.text() == "served by us-east"
+                return False
+
+            await wait_for(
+                served_through_haproxy, within=60, what="a request via eu-west's HAProxy"
+            )
+            doc = json.loads((eds / "federation.llm.llama.json").read_text())
+            (cla,) = doc["resources"]
+            (locality,) = cla["endpoints"]
+            address = locality["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            assert address == {"address": "127.0.0.1", "port_value": east_gateway.port}
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{agents[1].url}/v1/status") as resp:
+                    feeds = (await resp.json())["feeds"]
+                async with http.get(f"{agents[1].url}/metrics") as resp:
+                    metrics = await resp.text()
+            assert list(feeds) == ["http", "haproxy", "envoy-eds", "kubernetes"]
+            assert all(f["healthy"] for f in feeds.values()), feeds
+            assert 'federation_feed_healthy{feed="haproxy"} 1.0' in metrics
+        finally:
+            for agent in agents:
+                agent.proc.terminate()
+                await agent.proc.wait()
+            await gateway.stop()
+            await east_gateway.stop()
+            await east_epp.stop()
