@@ -289,10 +289,10 @@ def _file_option(flag: str, help_text: str) -> Callable[[F], F]:
 @_file_option("--nats-key", "TLS: the client certificate's key.")
 @click.option(
     "--haproxy-socket",
-    type=click.Path(path_type=Path, dir_okay=False),
     default=None,
+    metavar="PATH|tcp://HOST:PORT",
     envvar=_env("HAPROXY_SOCKET"),
-    help="Feed HAProxy: program one backend per import through this runtime-API socket "
+    help="Feed HAProxy: program one backend per import through its runtime API "
     "(stats socket, level admin). See `federation haproxy-config`.",
 )
 @click.option(
@@ -373,7 +373,7 @@ def agent(
     nats_ca: Path | None,
     nats_cert: Path | None,
     nats_key: Path | None,
-    haproxy_socket: Path | None,
+    haproxy_socket: str | None,
     haproxy_backend: str,
     haproxy_drain: float,
     envoy_eds_dir: Path | None,

@@ -22,7 +22,8 @@ HAPROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")  # what HAProxy accepts a
 class FeedSettings:
     """Which gateways the agent feeds, and how (README "Feeding the gateways")."""
 
-    haproxy_socket: Path | None = None  # HAProxy's runtime API (stats socket, level admin)
+    # HAProxy's runtime API (stats socket, level admin): a UNIX socket path or tcp://HOST:PORT.
+    haproxy_socket: str | None = None
     # One HAProxy backend per import; {namespace} and {name} are the import's.
     haproxy_backend: str = "fed_{namespace}_{name}"
     haproxy_drain: float = 30.0  # seconds a withdrawn or dead backend's server stays at weight 0
@@ -50,6 +51,12 @@ class FeedSettings:
             raise SettingsError("drain and write intervals cannot be negative")
         if not 0 <= self.annotation_threshold <= 1_000_000:
             raise SettingsError("the annotation threshold is a weight: 0..1,000,000")
+        if self.haproxy_socket is not None and self.haproxy_socket.startswith("tcp://"):
+            host, sep, port = self.haproxy_socket.removeprefix("tcp://").rpartition(":")
+            if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+                raise SettingsError(
+                    f"HAProxy runtime address {self.haproxy_socket!r}: tcp://HOST:PORT or a path"
+                )
         if self.envoy_mode not in ("parent", "endpoint"):
             raise SettingsError(f"Envoy mode {self.envoy_mode!r}: parent or endpoint")
 

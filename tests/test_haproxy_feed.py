@@ -76,6 +76,7 @@ class Rig:
     url: str
     ports: dict[str, int]  # each backend's gateway: a text server answering its own name
     cfg: Path
+    tcp: str  # the same runtime API on a TCP listener
     proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -107,17 +108,23 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     servers = {n: TextServer(lambda _p, n=n: (200, n)) for n in ("local", *REMOTES)}
     for s in servers.values():
         await s.start()
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     sock = tmp_path / "admin.sock"
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(
         f"global\n  stats socket {sock} mode 600 level admin\n"
+        f"  stats socket ipv4@127.0.0.1:{admin_port} level admin\n"
         "defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n"
         + snippet([KEY], cluster="ap-south", bind=f"127.0.0.1:{port}")
         + "\nbackend fed_llm_static\n  balance static-rr\n"
     )
-    rig = Rig(RecordingRuntime(sock), f"http://127.0.0.1:{port}/llm/llama-3-70b/x",
-              {n: s.port for n, s in servers.items()}, cfg)  # fmt: skip
+    rig = Rig(
+        RecordingRuntime(sock),
+        f"http://127.0.0.1:{port}/llm/llama-3-70b/x",
+        {n: s.port for n, s in servers.items()},
+        cfg,
+        f"tcp://127.0.0.1:{admin_port}",
+    )
     await rig.start()
     try:
         yield rig
@@ -226,3 +233,11 @@ async def test_a_refused_command_raises_and_the_other_imports_are_still_programm
         await feed.apply(views)
     assert set((await rig.runtime.servers())[BACKEND]) == {"eu-west"}
     assert feed.notes()["missing_backends"] == ["fed_llm_not-in-cfg"]
+
+
+async def test_the_runtime_api_is_reached_over_tcp_too(rig: Rig) -> None:
+    feed = HAProxyFeed(HAProxyRuntime(rig.tcp))
+    await feed.apply({KEY: view({"eu-west": 1_000_000}, rig.ports)})
+    assert set((await rig.runtime.servers())[BACKEND]) == {"eu-west"}
+    with pytest.raises(ValueError, match="tcp://HOST:PORT"):
+        HAProxyRuntime("tcp://no-port")

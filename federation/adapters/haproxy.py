@@ -37,18 +37,35 @@ class HAProxyError(RuntimeError):
     pass
 
 
-class HAProxyRuntime:
-    """The runtime API over a UNIX socket: one command per connection, under a timeout."""
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``tcp://HOST:PORT`` → (host, port); None for a UNIX socket path."""
+    if not address.startswith("tcp://"):
+        return None
+    host, sep, port = address.removeprefix("tcp://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"HAProxy runtime address {address!r}: tcp://HOST:PORT or a socket path")
+    return host.strip("[]"), int(port)
 
-    def __init__(self, socket_path: Path | str, timeout: float = 2.0) -> None:
-        self.socket_path = str(socket_path)
+
+class HAProxyRuntime:
+    """The runtime API over a UNIX socket or ``tcp://HOST:PORT``: one command per connection,
+    under a timeout."""
+
+    def __init__(self, address: Path | str, timeout: float = 2.0) -> None:
+        self.address = str(address)
+        self.tcp = parse_address(self.address)
         self.timeout = timeout
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.tcp is not None:
+            return await asyncio.open_connection(*self.tcp)
+        return await asyncio.open_unix_connection(self.address)
 
     async def command(self, line: str) -> str:
         if "\n" in line or ";" in line:
             raise HAProxyError(f"refusing to send a command with a separator: {line[:80]!r}")
         async with asyncio.timeout(self.timeout):
-            reader, writer = await asyncio.open_unix_connection(self.socket_path)
+            reader, writer = await self._connect()
             try:
                 writer.write(line.encode() + b"\n")
                 await writer.drain()

@@ -95,12 +95,13 @@ class DemoOptions:
         return 10_000 if self.data_dir is not None else 8
 
 
-@dataclass(frozen=True)
+@dataclass
 class SimApi:
-    """Where a simulated cluster's agent serves HTTP: one port, kept across agent restarts."""
+    """Where a simulated cluster's agent serves HTTP: any free port at its first start (bound
+    at once, so no other server can take it meanwhile), the same one after a restart."""
 
     host: str
-    port: int
+    port: int = 0
 
     @property
     def base_url(self) -> str:
@@ -217,7 +218,7 @@ class Demo:
                 apiserver = EmulatedApiServer(new_emulator((NAMESPACE,)))
                 await apiserver.start()
                 pools = EmulatedPools(apiserver.emulator, i)
-                api = SimApi("127.0.0.1", free_port())
+                api = SimApi("127.0.0.1")
                 sim = SimCluster(
                     name, apiserver, pools, load, epp, EppScraper(), MemoryImports(), api
                 )
@@ -306,7 +307,7 @@ class Demo:
         gateway = self.clusters[cluster].gateway
         feeds = FeedSettings()
         if gateway is not None and o.traffic is not None:
-            feeds = FeedSettings(haproxy_socket=gateway.socket, haproxy_drain=o.traffic.drain)
+            feeds = FeedSettings(haproxy_socket=str(gateway.socket), haproxy_drain=o.traffic.drain)
         return Settings(
             feeds=feeds,
             clusterset=o.clusterset,
@@ -341,6 +342,8 @@ class Demo:
         sim = self.clusters[cluster]
         sim.built = build_agent(self.settings_for(cluster), self.parts_for(cluster))
         await sim.built.start_http()
+        assert sim.built.http is not None
+        sim.api.port = sim.built.http.port
         sim.task = asyncio.create_task(sim.built.agent.run(), name=f"agent-{cluster}")
 
     async def start_agents(self) -> None:

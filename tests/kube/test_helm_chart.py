@@ -84,3 +84,39 @@ def test_fake_helm_refuses_what_it_does_not_implement() -> None:
         render_template("a:\n  {{- if .Values.x }}\n  b: 1\n  {{- end }}\n", {"Values": {}})
         == "a:\n"
     )
+
+
+def test_feed_values_reach_the_agent_as_settings() -> None:
+    values = {
+        "feeds": {
+            "annotation": {"interval": "30", "threshold": "100000"},
+            "haproxy": {
+                "address": "tcp://haproxy.gw.svc:9999",
+                "backend": "b_{name}",
+                "drain": "5",
+            },
+            "envoyEds": {"enabled": True, "mode": "endpoint"},
+        }
+    }
+    docs = render_chart(CHART, "fed", values)
+    data = _by_kind(docs)[("ConfigMap", "federation-agent")]["data"]
+    assert data["FEDERATION_HAPROXY_SOCKET"] == "tcp://haproxy.gw.svc:9999"
+    assert data["FEDERATION_HAPROXY_BACKEND"] == "b_{name}"
+    assert data["FEDERATION_ANNOTATION_INTERVAL"] == "30"
+    assert data["FEDERATION_ENVOY_MODE"] == "endpoint"
+    container = _container(docs)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["eds"] == data["FEDERATION_ENVOY_EDS_DIR"]  # writable: the root fs is not
+    # Every FEDERATION_* key the chart sets is a variable `federation agent` reads.
+    from click.testing import CliRunner
+
+    from federation.cli import main
+
+    help_text = CliRunner().invoke(main, ["agent", "--help"]).output
+    flags = {k.removeprefix("FEDERATION_").lower().replace("_", "-") for k in data}
+    assert all(f"--{flag}" in help_text for flag in flags), flags
+    defaults = render_chart(CHART, "fed")
+    assert (
+        "FEDERATION_HAPROXY_SOCKET"
+        not in _by_kind(defaults)[("ConfigMap", "federation-agent")]["data"]
+    )
