@@ -16,8 +16,9 @@ import yaml
 
 from federation.adapters.nats_servers import Supercluster
 from federation.model.pools import PoolKey
-from federation.sim.demo import DemoOptions
-from tests.conftest import running_demo, wait_for
+from federation.sim.demo import Demo, DemoOptions
+from federation.sim.loads import EppFault
+from tests.conftest import wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -65,15 +66,26 @@ def test_manifests_parse_and_run_hardened() -> None:
 async def test_rbac_grants_exactly_what_the_agent_uses(
     supercluster: Supercluster, clusterset: str
 ) -> None:
-    async with running_demo(
-        DemoOptions(clusters=2, pools=4, clusterset=clusterset), supercluster
-    ) as demo:
+    demo = await Demo.start(DemoOptions(clusters=2, pools=4, clusterset=clusterset), supercluster)
+    # us-east's first status write on each of its pools loses a race to a foreign writer (409,
+    # then a fresh get), before any agent runs: every path that re-reads is taken.
+    for key in demo.clusters["us-east"].pools.snapshot():
+        demo.clusters["us-east"].apiserver.emulator.interfere("inferencepools", *key, times=1)
+    await demo.start_agents()
+    try:
         await demo.wait_converged(within=30)
         east, west = demo.clusters["us-east"], demo.clusters["eu-west"]
         # A pool only us-east exports: withdrawing it deletes the import in both clusters, and
         # in eu-west the delete first loses a race to a foreign writer (409, then a fresh get).
         truth = demo.truth()["eu-west"]
         key = next(k for k, (clusters, _) in truth.items() if clusters == ("us-east",))
+        # Its EPP fails: the backend stops serving, which the coalesced annotation writes at once.
+        east.load.fail(key, EppFault(status=503))
+        await wait_for(
+            lambda: west.kube is not None and west.kube.counts["weights_writes"] >= 1,
+            within=20,
+            what="a weights annotation patch",
+        )
         west.apiserver.emulator.interfere("inferencepoolimports", *key, times=1)
         await east.pools.put(dataclasses.replace(east.pools.snapshot()[key], export=None))
         await wait_for(
@@ -83,7 +95,11 @@ async def test_rbac_grants_exactly_what_the_agent_uses(
         )
         assert west.kube is not None
         assert west.kube.counts["conflicts"] >= 1
+        assert east.kube is not None
+        assert east.kube.counts["conflicts"] >= 1
         used = set().union(*(c.apiserver.emulator.verbs_used for c in demo.clusters.values()))
+    finally:
+        await demo.stop()
     assert used <= granted(), f"the agent used what RBAC does not grant: {used - granted()}"
     assert granted() <= used, f"RBAC grants what the agent never uses: {granted() - used}"
     assert isinstance(key, PoolKey)

@@ -351,3 +351,34 @@ async def test_exported_condition_written_kept_apart_and_removed(api: ApiUnderTe
         got = await api.get(POOLS, ns, "llama")
         assert got is not None
         assert got["status"]["parents"] == [gateway_entry]
+
+
+def weighted(key: PoolKey, weights: dict[str, int]) -> ImportView:
+    base = view(key, tuple(sorted(weights)))
+    return ImportView(
+        base.desired, {c: BackendWeight(w, "test") for c, w in weights.items()}, base.conditions
+    )
+
+
+async def test_weights_annotation_writes_are_coalesced(api: ApiUnderTest) -> None:
+    key = PoolKey(api.namespace, "llama")
+    async with running(api, annotation_interval=1.0, annotation_threshold=50_000) as cluster:
+        await cluster.apply({key: weighted(key, {"a": 600_000, "b": 400_000})})
+        assert cluster.counts["weights_writes"] == 0  # the annotation came with the object
+        for step in range(1, 20):  # smoothing steps below the threshold: no write at all
+            w = 600_000 + step * 1_000
+            await cluster.apply({key: weighted(key, {"a": w, "b": 1_000_000 - w})})
+        assert cluster.counts["weights_writes"] == 0
+        await cluster.apply({key: weighted(key, {"a": 800_000, "b": 200_000})})
+        assert cluster.counts["weights_writes"] == 0  # a big move, but within the interval
+        assert cluster.counts["weights_writes_deferred"] >= 1
+
+        async def annotated(expected: str) -> bool:
+            obj = await api.get(IMPORTS, key.namespace, key.name)
+            return obj["metadata"]["annotations"].get(WEIGHTS_ANNOTATION) == expected
+
+        # Written when it comes due, though nothing else happened.
+        await wait_for(lambda: annotated('{"a":800000,"b":200000}'), within=5, what="due write")
+        assert cluster.counts["weights_writes"] == 1
+        await cluster.apply({key: weighted(key, {"a": 1_000_000, "b": 0})})  # b stops serving
+        assert cluster.counts["weights_writes"] == 2  # at once
