@@ -11,7 +11,8 @@ Figures: cold convergence (agents' start → every agent holds every import), ti
 to weigh a dead cluster at 0, convergence after a NATS cluster's partition heals (from the heal
 to every import fresh again with the cut-off clusters weighed above 0; the heal comes once the
 others saw those clusters' leases run out), and the agent process's RSS and CPU per 1,000 applied
-events/s in steady state (nats-servers not included).
+events/s and the Kubernetes writes of the weights annotation per agent per second in steady state
+(nats-servers not included).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from typing import Any
 
 from federation.adapters.nats_servers import Supercluster
 from federation.app.assembly import AgentParts, build_agent
+from federation.model.coalescing import annotation_due
 from federation.model.conditions import FRESH
 from federation.model.loads import LoadSample
 from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
 from federation.model.views import ImportView
 from federation.runtime.agent import Agent
 from federation.runtime.stopping import stop_task
-from federation.settings import Settings
+from federation.settings import FeedSettings, Settings
 
 NATS_CLUSTERS = 4
 
@@ -59,10 +61,39 @@ class SyntheticLoads:
 
 
 class Views:
-    def __init__(self) -> None:
+    """The agent's imports, and the Kubernetes writes of their weights annotation: counted by
+    the kube sink's own coalescing rule (``model.coalescing``; the bench runs no API server),
+    beside what one write per weight change — the rule before coalescing — would cost."""
+
+    def __init__(self, feeds: FeedSettings) -> None:
         self.views: dict[PoolKey, ImportView] = {}
+        self.feeds = feeds
+        self.written: dict[PoolKey, tuple[dict[str, int], float]] = {}
+        self.owed: dict[PoolKey, float] = {}  # deferred writes and when they come due
+        self.writes = 0
+        self.uncoalesced_writes = 0
 
     async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
+        now = time.monotonic()
+        for key, view in views.items():
+            wanted = {b: w.weight for b, w in view.weights.items()}
+            written, at = self.written.get(key, (None, None))
+            before = self.views.get(key)
+            if before is None or {b: w.weight for b, w in before.weights.items()} != wanted:
+                self.uncoalesced_writes += 1
+            due = annotation_due(
+                written, wanted, written_at=at, now=now,
+                interval=self.feeds.annotation_interval,
+                threshold=self.feeds.annotation_threshold,
+            )  # fmt: skip
+            if due is None:
+                self.owed.pop(key, None)
+            elif due <= now:
+                self.writes += 1
+                self.written[key] = (wanted, now)
+                self.owed.pop(key, None)
+            else:
+                self.owed[key] = due
         self.views = dict(views)
 
 
@@ -95,7 +126,7 @@ async def scale(
     await sc.start()
     names = [f"c{i:03d}" for i in range(clusters)]
     placement = {c: nats_names[i % len(nats_names)] for i, c in enumerate(names)}
-    sinks = {c: Views() for c in names}
+    sinks = {c: Views(FeedSettings()) for c in names}
     agents: dict[str, Agent] = {}
     tasks: dict[str, asyncio.Task[None]] = {}
     out: dict[str, Any] = {
@@ -144,10 +175,16 @@ async def scale(
 
         # Steady state: RSS, and CPU per 1,000 applied events/s, over a 10 s window.
         applied0 = sum(a.counts.applied for a in agents.values())
+        writes0 = sum(v.writes for v in sinks.values())
+        plain0 = sum(v.uncoalesced_writes for v in sinks.values())
         cpu0, t0 = time.process_time(), time.monotonic()
         await asyncio.sleep(10)
         window = time.monotonic() - t0
         rate = (sum(a.counts.applied for a in agents.values()) - applied0) / window
+        writes = sum(v.writes for v in sinks.values()) - writes0
+        plain = sum(v.uncoalesced_writes for v in sinks.values()) - plain0
+        out["kube_writes_per_s_per_agent"] = round(writes / window / clusters, 3)
+        out["kube_writes_per_s_per_agent_uncoalesced"] = round(plain / window / clusters, 3)
         cpu = (time.process_time() - cpu0) / window
         out["steady_applied_events_per_s"] = round(rate)
         out["agent_process_rss_mib"] = round(_rss_mib())
