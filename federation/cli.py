@@ -140,10 +140,10 @@ def demo(
     """Federate N simulated clusters over an embedded NATS supercluster."""
     import shutil
 
-    from federation.sim.demo import DemoOptions, TrafficOptions
-    from federation.sim.layouts import cluster_names
-    from federation.sim.running import Chaos, run_demo
-    from federation.sim.traffic import Burst
+    from federation.kit.sim.demo import DemoOptions, TrafficOptions
+    from federation.kit.sim.layouts import cluster_names
+    from federation.kit.sim.running import Chaos, run_demo
+    from federation.kit.sim.traffic import Burst
 
     _logging(verbose, quiet=as_json)
     chaos = None
@@ -607,12 +607,13 @@ def replay(
     slow_start: float | None,
 ) -> None:
     """Print the federation's events, or rebuild what a cluster computed at a moment."""
+    from federation.app.replay import ReplayError, find_stores, load_streams
+    from federation.kit.stores import serve_store_copy
     from federation.model.pools import PoolKey
     from federation.model.replay import ReplayFilter, iso_ms, parse_time, row, select
     from federation.model.replay import state_at as rebuild
     from federation.model.views import imports_document
     from federation.model.weights import WeightPolicy
-    from federation.replay import ReplayError, find_stores, load_streams
     from federation.tables import replay_table, state_table
 
     _logging(False, quiet=True)
@@ -638,7 +639,13 @@ def replay(
     try:
         stores, manifest = find_stores(data_dir) if data_dir else ([], {})
         streams = asyncio.run(
-            load_streams(nats_url=nats_url, stores=stores, manifest=manifest, clusterset=clusterset)
+            load_streams(
+                nats_url=nats_url,
+                stores=stores,
+                manifest=manifest,
+                clusterset=clusterset,
+                serve_store_copy=serve_store_copy,
+            )
         )
     except (ReplayError, OSError) as exc:
         click.echo(f"federation replay: {exc}", err=True)
@@ -696,8 +703,8 @@ def bench(
     scenarios: tuple[str, ...], quick: bool, as_json: bool, scenario_file: Path | None
 ) -> None:
     """Measure ingest, propagation, scale and routing quality against the raw NATS baseline."""
-    from federation.bench.routing import Scenario
-    from federation.bench.running import run_bench
+    from federation.kit.bench.routing import Scenario
+    from federation.kit.bench.running import run_bench
     from federation.tables import bench_view
 
     _logging(False, quiet=True)

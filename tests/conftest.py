@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from federation.adapters.nats_servers import Supercluster
-from federation.sim.demo import Demo, DemoOptions
-from federation.sim.layouts import cluster_names
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import Demo, DemoOptions
+from federation.kit.sim.layouts import cluster_names
 
 _sets = itertools.count()
 

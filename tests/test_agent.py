@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from federation import messages
 from federation.adapters.bus import inbound_stream, outbound_stream
-from federation.adapters.nats_servers import Supercluster
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import Demo, DemoOptions
 from federation.model.pools import PoolKey
 from federation.runtime.agent import Agent
-from federation.sim.demo import Demo, DemoOptions
 from tests.conftest import running_demo, wait_for
 from tests.model.factories import load
 

@@ -20,16 +20,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from federation.adapters.http_serving import TextServer
-from federation.adapters.kube_emulator import EmulatedApiServer
-from federation.adapters.kube_kinds import new_emulator
-from federation.adapters.nats_servers import Supercluster, free_port
+from federation.kit.kube_emulator import EmulatedApiServer
+from federation.kit.kube_kinds import new_emulator
+from federation.kit.nats_servers import Supercluster, free_port
+from federation.kit.sim.epp import CLASSIC, render_metrics
+from federation.kit.sim.gateways import HAProxyGateway
+from federation.kit.sim.kube_pools import EmulatedPools
+from federation.kit.text_server import TextServer
 from federation.model.loads import LoadSample
 from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
 from federation.model.status_objects import DEFAULT_CONTROLLER
-from federation.sim.epp import CLASSIC, render_metrics
-from federation.sim.gateways import HAProxyGateway
-from federation.sim.kube_pools import EmulatedPools
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -177,7 +177,7 @@ async def test_sigterm_and_kill_9_then_restart_withdraw_nothing(
 
 async def test_a_secure_agent_process_federates(tmp_path: Any) -> None:
     """Every security flag of `federation agent`, against servers that enforce them."""
-    from federation.sim.security import Security
+    from federation.kit.sim.security import Security
 
     members = ["us-east", "eu-west"]
     servers = [*members, "ap-south"]  # three: a meta group of two needs both for an election

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.bench.routing import ClusterSpec, Scenario, run_routing, simulate
+from federation.kit.bench.routing import ClusterSpec, Scenario, run_routing, simulate
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "routing-scenario.json"
 

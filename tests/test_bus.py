@@ -8,7 +8,7 @@ import pytest
 
 from federation import messages
 from federation.adapters.bus import BusAddress, NatsBus, inbound_stream, outbound_stream
-from federation.adapters.nats_servers import Supercluster
+from federation.kit.nats_servers import Supercluster
 from tests.conftest import wait_for
 from tests.model.factories import load
 

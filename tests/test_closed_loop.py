@@ -16,12 +16,12 @@ import aiohttp
 import pytest
 
 from federation.adapters.haproxy import HAProxyRuntime
-from federation.adapters.nats_servers import Supercluster
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import TRAFFIC_POOL, Demo, DemoOptions, SimCluster, TrafficOptions
+from federation.kit.sim.gateways import haproxy_binary
+from federation.kit.sim.layouts import cluster_names
+from federation.kit.sim.model_servers import Capacity
 from federation.model.haproxy_config import HOP_HEADER
-from federation.sim.demo import TRAFFIC_POOL, Demo, DemoOptions, SimCluster, TrafficOptions
-from federation.sim.gateways import haproxy_binary
-from federation.sim.layouts import cluster_names
-from federation.sim.model_servers import Capacity
 from tests.conftest import wait_for
 
 pytestmark = [

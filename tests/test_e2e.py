@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from federation.adapters.nats_servers import Supercluster
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import Demo, DemoOptions
 from federation.model.pools import PoolKey
-from federation.sim.demo import Demo, DemoOptions
 from tests.conftest import running_demo, wait_for
 from tests.contract import check_demo_snapshot
 
@@ -198,7 +198,7 @@ async def test_status_command_explains_peers_and_every_weight(demo: Demo) -> Non
 
 
 def test_status_of_an_unreachable_agent_is_a_clear_error() -> None:
-    from federation.adapters.nats_servers import free_port
+    from federation.kit.nats_servers import free_port
 
     out = subprocess.run(
         [sys.executable, "-m", "federation", "status", "--url", f"http://127.0.0.1:{free_port()}"],

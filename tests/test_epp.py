@@ -9,10 +9,10 @@ import socket
 import pytest
 
 from federation.adapters.epp import EppScraper, pool_metrics
-from federation.adapters.http_serving import TextServer
+from federation.kit.sim.epp import CLASSIC, LLM_D, render_metrics
+from federation.kit.text_server import TextServer
 from federation.model.loads import InvalidMetrics, LoadSample, sample_from_metrics
 from federation.model.pools import PoolKey
-from federation.sim.epp import CLASSIC, LLM_D, render_metrics
 from tests.model.factories import pool
 
 SAMPLE = LoadSample(
@@ -148,6 +148,6 @@ def test_unlabelled_series_are_taken_as_the_pools() -> None:
 
 
 def test_pool_key_path_roundtrip() -> None:
-    from federation.sim.epp import metrics_path
+    from federation.kit.sim.epp import metrics_path
 
     assert metrics_path(PoolKey("llm", "a.b")) == "/pools/llm/a.b/metrics"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from federation.adapters.nats_servers import Supercluster
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import Demo, DemoOptions
+from federation.kit.sim.layouts import cluster_names
 from federation.model.conditions import FRESH
-from federation.sim.demo import Demo, DemoOptions
-from federation.sim.layouts import cluster_names
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]

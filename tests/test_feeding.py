@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from federation.adapters.haproxy import HAProxyFeed, HAProxyRuntime
+from federation.kit.sim.imports import MemoryImports
 from federation.model.pools import PoolKey
 from federation.model.views import ImportView
 from federation.runtime.feeding import Feeds
-from federation.sim.imports import MemoryImports
 
 
 class Flaky:

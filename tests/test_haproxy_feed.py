@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from federation.adapters.haproxy import HAProxyError, HAProxyFeed, HAProxyRuntime
-from federation.adapters.http_serving import TextServer
-from federation.adapters.nats_servers import free_port
+from federation.kit.nats_servers import free_port
+from federation.kit.text_server import TextServer
 from federation.messages import EndpointAddress, ParentGateway
 from federation.model.haproxy_config import snippet
 from federation.model.imports import DesiredImport

@@ -1,7 +1,7 @@
 import pytest
 
+from federation.kit.sim.layouts import cluster_names, demo_layout, expected_imports
 from federation.model.pools import is_exported
-from federation.sim.layouts import cluster_names, demo_layout, expected_imports
 
 
 @pytest.mark.parametrize(("clusters", "pools"), [(3, 4), (2, 2), (5, 6), (3, 1), (12, 8)])

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from federation.adapters.nats_servers import Supercluster, free_port
-from federation.sim.demo import DemoOptions
+from federation.kit.nats_servers import Supercluster, free_port
+from federation.kit.sim.demo import DemoOptions
 from tests.conftest import running_demo, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent / "observability"

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from federation.adapters.nats_servers import Supercluster
+from federation.app.replay import load_streams
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import DemoOptions
 from federation.model.pools import PoolKey
 from federation.model.replay import ReplayFilter, Stored, parse_time, select
-from federation.replay import load_streams
-from federation.sim.demo import DemoOptions
 from tests.conftest import running_demo
 from tests.model.factories import export
 

@@ -15,8 +15,6 @@ import pytest
 from federation import messages
 from federation.adapters.bus import BusAddress, NatsBus
 from federation.adapters.nats_auth import ADMIN, authorization_block
-from federation.adapters.nats_servers import Supercluster
-from federation.adapters.rogue import publish_as
 from federation.adapters.signing import (
     KEY_HEADER,
     SIG_HEADER,
@@ -25,6 +23,8 @@ from federation.adapters.signing import (
     generate_key,
     write_bundle,
 )
+from federation.kit.nats_servers import Supercluster
+from federation.kit.rogue import publish_as
 from tests.conftest import wait_for as wait_for_async
 from tests.model.factories import export
 
@@ -189,7 +189,8 @@ async def test_mutual_tls_and_certificate_rotation_without_restart(tmp_path: Pat
 
     import nats
 
-    from federation.adapters.tls import ReloadingTls, create_pki, issue, load_ca
+    from federation.adapters.tls import ReloadingTls
+    from federation.kit.pki import create_pki, issue, load_ca
 
     pki = create_pki(tmp_path / "pki", ["a"])
     sc = Supercluster(["a", "b", "c"], tmp_path / "nats", pki.server_config())
@@ -233,9 +234,9 @@ async def test_no_secret_reaches_logs_or_traces(
 ) -> None:
     import logging
 
-    from federation.sim.demo import Demo, DemoOptions
-    from federation.sim.layouts import cluster_names
-    from federation.sim.security import Security, spoof_drill
+    from federation.kit.sim.demo import Demo, DemoOptions
+    from federation.kit.sim.layouts import cluster_names
+    from federation.kit.sim.security import Security, spoof_drill
 
     names = cluster_names(2)
     security = Security.create("sec", cluster_names(3), tmp_path / "security")

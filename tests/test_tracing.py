@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from federation.adapters.nats_servers import Supercluster
-from federation.sim.demo import DemoOptions
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import DemoOptions
 from tests.conftest import running_demo, wait_for
 
 pytestmark = pytest.mark.e2e

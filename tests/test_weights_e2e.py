@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from federation.adapters.nats_servers import Supercluster
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import Demo, DemoOptions
 from federation.model.loads import LoadSample
 from federation.model.pools import PoolKey
-from federation.sim.demo import Demo, DemoOptions
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -22,8 +22,8 @@ import pytest
 from kubernetes_asyncio import client
 
 from federation.adapters.kube import Kube, Resource, api_client
-from federation.adapters.kube_emulator import ApiEmulator, EmulatedApiServer
-from federation.adapters.kube_kinds import EMULATED, new_emulator
+from federation.kit.kube_emulator import ApiEmulator, EmulatedApiServer
+from federation.kit.kube_kinds import EMULATED, new_emulator
 
 _names = itertools.count()
 Obj = dict[str, Any]

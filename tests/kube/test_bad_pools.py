@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from federation.adapters.kube_kinds import POOL_KIND, SERVICE_KIND
-from federation.adapters.nats_servers import Supercluster
+from federation.kit.kube_kinds import POOL_KIND, SERVICE_KIND
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import DemoOptions
 from federation.model.pools import EXPORT_ANNOTATION, PoolKey
 from federation.model.status_objects import DEFAULT_CONTROLLER
-from federation.sim.demo import DemoOptions
 from tests.conftest import running_demo, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -13,10 +13,10 @@ import jsonschema
 import pytest
 import yaml
 
-from federation.adapters.nats_servers import Supercluster
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import Demo, DemoOptions
 from federation.model.pools import PoolKey
 from federation.model.status_objects import DEFAULT_CONTROLLER
-from federation.sim.demo import Demo, DemoOptions
 from tests.conftest import running_demo, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from federation.adapters.nats_servers import Supercluster
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import Demo, DemoOptions
+from federation.kit.sim.loads import EppFault
 from federation.model.pools import PoolKey
-from federation.sim.demo import Demo, DemoOptions
-from federation.sim.loads import EppFault
 from tests.conftest import wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

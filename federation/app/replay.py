@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from federation.adapters.stream_reader import StreamReader, serve_store_copy
+from federation.adapters.stream_reader import StreamReader
 from federation.model.replay import Stored, decode_stored
 from federation.settings import SettingsError
 
@@ -73,17 +74,24 @@ def find_stores(data_dir: Path) -> tuple[list[Path], dict[str, Any]]:
     return stores, manifest
 
 
+StoreServer = Callable[[Path], contextlib.AbstractAsyncContextManager[str]]
+
+
 async def load_streams(
     *,
     nats_url: str | None,
     stores: list[Path],
     manifest: dict[str, Any],
     clusterset: str | None,
+    serve_store_copy: StoreServer | None = None,
 ) -> Streams:
-    """Read every federation stream from ``nats_url`` or from copies of ``stores``."""
+    """Read every federation stream from ``nats_url`` or from copies of ``stores``, each served
+    by ``serve_store_copy`` (an embedded nats-server: the kit's, given by the CLI)."""
     raw: dict[str, list[Stored]] = {}
     clusterset = clusterset or manifest.get("clusterset")
     if stores:
+        if serve_store_copy is None:
+            raise ReplayError("reading stores on disk needs an embedded nats-server")
         for store in stores:
             async with serve_store_copy(store) as url:
                 await _read_all(url, clusterset, raw)

@@ -21,9 +21,10 @@ from typing import Any, Final
 
 from federation import messages
 from federation.adapters.nats_auth import ADMIN, authorization_block
-from federation.adapters.rogue import publish_as
 from federation.adapters.signing import FileSigner, TrustBundle, generate_key, write_bundle
-from federation.adapters.tls import Pki, ReloadingTls, create_pki
+from federation.adapters.tls import ReloadingTls
+from federation.kit.pki import Pki, create_pki
+from federation.kit.rogue import publish_as
 from federation.messages import ExportEvent
 
 SECURITY_REASONS: Final = ("unsigned", "unknown-signer", "wrong-signer", "bad-signature", "expired")

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 
+from federation.kit.sim.model_servers import SERVED_BY
 from federation.model.pools import LOCAL_BACKEND, PoolKey
-from federation.sim.model_servers import SERVED_BY
 
 REQUEST_TIMEOUT = 10.0
 

@@ -8,10 +8,10 @@ both through the real scraper.
 
 from __future__ import annotations
 
-from federation.adapters.http_serving import TextServer
+from federation.kit.sim.loads import LoadModel
+from federation.kit.text_server import TextServer
 from federation.model.loads import LoadSample
 from federation.model.pools import PoolKey
-from federation.sim.loads import LoadModel
 
 CLASSIC = {
     "ready_pods": "inference_pool_ready_pods",

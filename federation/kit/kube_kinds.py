@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from federation.adapters.kube import GATEWAYS, HTTPROUTES, IMPORTS, POOLS, SERVICES, Resource
-from federation.adapters.kube_emulator import ApiEmulator, Kind
+from federation.kit.kube_emulator import ApiEmulator, Kind
 
 
 def kind_of(r: Resource, *, status: bool) -> Kind:

@@ -12,9 +12,9 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from federation.sim.demo import Demo, DemoOptions
-from federation.sim.security import spoof_drill
-from federation.tables import demo_view
+from federation.kit.sim.demo import Demo, DemoOptions
+from federation.kit.sim.demo_view import demo_view
+from federation.kit.sim.security import spoof_drill
 
 REFRESH = 0.25  # seconds between live-table redraws
 

@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from federation.adapters.nats_servers import Supercluster
 from federation.app.assembly import AgentParts, build_agent
+from federation.kit.nats_servers import Supercluster
 from federation.model.coalescing import annotation_due
 from federation.model.conditions import FRESH
 from federation.model.loads import LoadSample

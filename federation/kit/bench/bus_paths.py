@@ -20,16 +20,16 @@ from typing import Any
 
 from federation import messages
 from federation.adapters.bus import BusAddress, NatsBus
-from federation.adapters.nats_baseline import (
+from federation.app.assembly import AgentParts, build_agent
+from federation.kit.bench.stats import percentiles
+from federation.kit.nats_baseline import (
     create_raw_streams,
     fill_then_consume,
     publish_deliver_latencies,
     publish_events,
     wait_stream_holds,
 )
-from federation.adapters.nats_servers import Supercluster
-from federation.app.assembly import AgentParts, build_agent
-from federation.bench.stats import percentiles
+from federation.kit.nats_servers import Supercluster
 from federation.messages import ExportEvent, LoadReport
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from federation import __version__
-from federation.bench.bus_paths import ingest, raw_baseline
-from federation.bench.propagation import propagation
-from federation.bench.routing import Scenario, run_routing
-from federation.bench.scale import scale
+from federation.kit.bench.bus_paths import ingest, raw_baseline
+from federation.kit.bench.propagation import propagation
+from federation.kit.bench.routing import Scenario, run_routing
+from federation.kit.bench.scale import scale
 
 SCENARIOS = ("raw", "ingest", "propagation", "scale", "routing")
 

@@ -27,27 +27,27 @@ from typing import Any
 from federation.adapters.epp import EppScraper
 from federation.adapters.kube import Kube, url_client
 from federation.adapters.kube_cluster import KubeCluster
-from federation.adapters.kube_emulator import EmulatedApiServer
-from federation.adapters.kube_kinds import IMPORT_KIND, POOL_KIND, new_emulator
-from federation.adapters.nats_servers import Supercluster, free_port
 from federation.adapters.tracing import TracerProvider, setup_tracing
 from federation.app.assembly import AgentParts, Assembly, HttpPort, build_agent
+from federation.app.replay import DEMO_MANIFEST
+from federation.kit.kube_emulator import EmulatedApiServer
+from federation.kit.kube_kinds import IMPORT_KIND, POOL_KIND, new_emulator
+from federation.kit.nats_servers import Supercluster, free_port
+from federation.kit.sim.epp import SimEpp
+from federation.kit.sim.gateways import HAProxyGateway
+from federation.kit.sim.imports import MemoryImports
+from federation.kit.sim.kube_pools import EmulatedPools
+from federation.kit.sim.layouts import NAMESPACE, cluster_names, demo_layout, expected_imports
+from federation.kit.sim.loads import LoadModel
+from federation.kit.sim.model_servers import Capacity, ModelServers
+from federation.kit.sim.security import SECURITY_REASONS, Security
+from federation.kit.sim.traffic import Burst, Generator, Traffic, here_backend
 from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.status_objects import DEFAULT_CONTROLLER
 from federation.model.views import imports_document
-from federation.replay import DEMO_MANIFEST
 from federation.runtime.agent import Agent
 from federation.runtime.stopping import stop_task
 from federation.settings import FeedSettings, Settings
-from federation.sim.epp import SimEpp
-from federation.sim.gateways import HAProxyGateway
-from federation.sim.imports import MemoryImports
-from federation.sim.kube_pools import EmulatedPools
-from federation.sim.layouts import NAMESPACE, cluster_names, demo_layout, expected_imports
-from federation.sim.loads import LoadModel
-from federation.sim.model_servers import Capacity, ModelServers
-from federation.sim.security import SECURITY_REASONS, Security
-from federation.sim.traffic import Burst, Generator, Traffic, here_backend
 
 STOP_TIMEOUT = 10.0
 MANIFEST = DEMO_MANIFEST  # in --data-dir: the demo's clusterset, members and timers

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from federation.adapters.kube_emulator import ApiEmulator
-from federation.adapters.kube_kinds import GATEWAY_KIND, POOL_KIND, ROUTE_KIND, SERVICE_KIND
+from federation.kit.kube_emulator import ApiEmulator
+from federation.kit.kube_kinds import GATEWAY_KIND, POOL_KIND, ROUTE_KIND, SERVICE_KIND
 from federation.model.pool_objects import (
     METRICS_URL_ANNOTATION,
     MODEL_ANNOTATION,

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from federation.adapters.nats_servers import Supercluster
-from federation.bench.stats import percentiles
+from federation.kit.bench.stats import percentiles
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import Demo, DemoOptions
+from federation.kit.sim.layouts import cluster_names
 from federation.model.loads import LoadSample
 from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
-from federation.sim.demo import Demo, DemoOptions
-from federation.sim.layouts import cluster_names
 
 POLL = 0.001  # seconds between checks: the resolution of these figures
 LLAMA = PoolKey("llm", "llama-3-70b")  # exported by us-east and eu-west; ap-south has it locally

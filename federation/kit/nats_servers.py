@@ -27,7 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
-from federation.adapters.gateway_proxy import GatewayProxy
+from federation.kit.link_proxies import GatewayProxy
 
 READY_TIMEOUT = 60.0
 

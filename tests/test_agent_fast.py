@@ -1,0 +1,115 @@
+"""Agents on the in-memory bus (the fake checked by tests/test_bus_contract.py): the runtime's
+behaviour in seconds — imports, weights, leases, partitions, hostile input. What only NATS shows
+(sources, gateways, permissions, stalls) stays in the real-server tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from federation import messages
+from federation.app.assembly import AgentParts, build_agent
+from federation.kit.memory_bus import MemoryNetwork
+from federation.kit.sim.imports import MemoryImports
+from federation.kit.sim.sources import MemoryLoads, MemoryPools
+from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
+from federation.runtime.agent import Agent
+from federation.runtime.stopping import stop_task
+from federation.settings import Settings
+from tests.conftest import wait_for
+
+MEMBERS = ("us-east", "eu-west", "ap-south")
+LLAMA = PoolKey("llm", "llama")
+LEASE = 1.5
+
+
+def pool(name: str, exported: bool) -> LocalPool:
+    return LocalPool(namespace="llm", name=name, target_ports=(8000,), model=name,
+                     export=EXPORT_VALUE if exported else None)  # fmt: skip
+
+
+@dataclass
+class Fleet:
+    network: MemoryNetwork
+    agents: dict[str, Agent]
+    imports: dict[str, MemoryImports]
+    loads: dict[str, MemoryLoads]
+
+    def weights(self, cluster: str) -> dict[str, int]:
+        view = self.imports[cluster].views.get(LLAMA)
+        return {} if view is None else {b: w.weight for b, w in view.weights.items()}
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[Fleet]:
+    import asyncio
+
+    network = MemoryNetwork("fast", MEMBERS)
+    agents, imports, loads, tasks = {}, {}, {}, []
+    for cluster in MEMBERS:
+        s = Settings(clusterset="fast", cluster=cluster, members=MEMBERS, nats_url="memory://",
+                     lease=LEASE, grace=LEASE * 4, beat_interval=0.2, load_interval=0.2,
+                     reconcile_interval=0.1, slow_start=0.0)  # fmt: skip
+        imports[cluster], loads[cluster] = MemoryImports(), MemoryLoads()
+        # us-east and eu-west export llama; ap-south has its own, unexported.
+        pools = MemoryPools({LLAMA: pool("llama", exported=cluster != "ap-south")})
+        agents[cluster] = build_agent(s, AgentParts(
+            bus=network.bus(cluster), pools=pools, loads=loads[cluster],
+            extra_feeds={"memory": imports[cluster]},
+        )).agent  # fmt: skip
+        tasks.append(asyncio.create_task(agents[cluster].run(), name=f"agent-{cluster}"))
+    try:
+        yield Fleet(network, agents, imports, loads)
+    finally:
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                await stop_task(task, within=5)
+
+
+async def test_imports_converge_with_local_and_exporters(fleet: Fleet) -> None:
+    await wait_for(lambda: all(LLAMA in fleet.imports[c].views for c in MEMBERS),
+                   within=10, what="the import everywhere")  # fmt: skip
+    for cluster in MEMBERS:
+        view = fleet.imports[cluster].views[LLAMA]
+        assert view.desired.exporting_clusters == ("eu-west", "us-east")
+    assert set(fleet.weights("ap-south")) == {"local", "eu-west", "us-east"}
+    assert set(fleet.weights("us-east")) == {"eu-west", "us-east"}
+
+
+async def test_a_saturated_local_pool_spills_and_a_silent_cluster_weighs_zero(fleet: Fleet) -> None:
+    fleet.loads["ap-south"].set(LLAMA, saturation=1.0)
+    await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0
+                   and fleet.weights("ap-south").get("eu-west", 0) > 0,
+                   within=10, what="ap-south spilling to both exporters")  # fmt: skip
+    fleet.network.partition("us-east")
+    took = await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
+                          within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
+    assert took <= LEASE * 3
+    assert fleet.weights("ap-south")["eu-west"] > 0
+    # The cut-off cluster hears nobody: its link is suspect and it holds its weights.
+    await wait_for(lambda: fleet.agents["us-east"].link.suspect, within=LEASE * 4,
+                   what="us-east's link suspect")  # fmt: skip
+    assert fleet.weights("us-east").get("us-east", 0) > 0
+    fleet.network.heal("us-east")
+    await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0, within=LEASE * 4,
+                   what="us-east weighed again after the heal")  # fmt: skip
+
+
+async def test_hostile_payloads_are_counted_and_change_nothing(fleet: Fleet) -> None:
+    await wait_for(lambda: LLAMA in fleet.imports["ap-south"].views, within=10, what="the import")
+    bus = fleet.network.bus("us-east")
+    await bus.connect()
+    subject = messages.export_subject("fast", "us-east", "llm", "llama")
+    for i, payload in enumerate([b"{", b"[]", b'{"type":"export"}', b"\xff" * 100]):
+        await bus.publish(subject, payload, f"bad-{i}")
+    agent = fleet.agents["ap-south"]
+    await wait_for(lambda: sum(agent.counts.rejected.values()) >= 4, within=10,
+                   what="4 rejections")  # fmt: skip
+    assert LLAMA in fleet.imports["ap-south"].views
+    assert fleet.imports["ap-south"].views[LLAMA].desired.exporting_clusters == (
+        "eu-west",
+        "us-east",
+    )

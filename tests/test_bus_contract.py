@@ -1,0 +1,204 @@
+"""One contract, two buses: the real NatsBus (a supercluster with cuttable gateway links) and the
+in-memory fake the fast agent tests run on. What the agent relies on holds for both."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+import pytest_asyncio
+
+from federation import messages
+from federation.app.assembly import nats_bus
+from federation.kit.memory_bus import MemoryNetwork
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.layouts import cluster_names
+from federation.runtime.ports import Bus, Delivery
+from federation.settings import Settings
+from tests.conftest import wait_for
+
+MEMBERS = tuple(cluster_names(3))
+_sets = itertools.count()
+
+
+# One event loop for the module: the gateway proxies of the supercluster live in it.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def proxied(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Supercluster]:
+    sc = Supercluster(list(MEMBERS), tmp_path_factory.mktemp("contract"), gateway_proxies=True)
+    try:
+        await sc.start()
+        yield sc
+    finally:
+        sc.stop()
+        await sc.stop_proxies()
+
+
+@dataclass
+class World:
+    """Buses of one cluster set, and a switch that cuts one cluster off from the others."""
+
+    kind: str
+    clusterset: str
+    supercluster: Supercluster | None = None
+    network: MemoryNetwork | None = None
+    buses: list[Bus] = field(default_factory=list)
+
+    async def bus(self, cluster: str) -> Bus:
+        if self.network is not None:
+            bus: Bus = self.network.bus(cluster)
+        else:
+            assert self.supercluster is not None
+            bus = nats_bus(Settings(clusterset=self.clusterset, cluster=cluster, members=MEMBERS,
+                                    nats_url=self.supercluster.url(cluster)))  # fmt: skip
+        await bus.connect()
+        await bus.ensure_streams()
+        await bus.start_consuming()
+        self.buses.append(bus)
+        return bus
+
+    async def partition(self, cluster: str) -> None:
+        if self.network is not None:
+            self.network.partition(cluster)
+            return
+        assert self.supercluster is not None
+        for other in MEMBERS:
+            if other != cluster:
+                await self.supercluster.partition(cluster, other)
+
+    def heal(self, cluster: str) -> None:
+        if self.network is not None:
+            self.network.heal(cluster)
+            return
+        assert self.supercluster is not None
+        for other in MEMBERS:
+            if other != cluster:
+                self.supercluster.heal(cluster, other)
+
+
+@pytest_asyncio.fixture(params=["nats", "memory"], loop_scope="module")
+async def world(request: pytest.FixtureRequest, proxied: Supercluster) -> AsyncIterator[World]:
+    cs = f"c{next(_sets)}"
+    if request.param == "memory":
+        w = World("memory", cs, network=MemoryNetwork(cs, MEMBERS))
+    else:
+        w = World("nats", cs, supercluster=proxied)
+    try:
+        yield w
+    finally:
+        for bus in w.buses:
+            await bus.close()
+
+
+def subject(w: World, cluster: str, pool: str = "p") -> str:
+    return messages.load_subject(w.clusterset, cluster, "llm", pool)
+
+
+async def collect(bus: Bus, want: int, *, within: float = 15) -> list[Delivery]:
+    got: list[Delivery] = []
+
+    async def enough() -> bool:
+        for d in await bus.fetch(64, 0.2):
+            await d.ack()
+            got.append(d)
+        return len(got) >= want
+
+    await wait_for(enough, within=within, what=f"{want} deliveries")
+    return got
+
+
+def of(deliveries: list[Delivery], prefix: str) -> list[Delivery]:
+    return [d for d in deliveries if d.subject.startswith(prefix)]
+
+
+async def test_a_peer_receives_what_a_cluster_publishes_with_its_origin(world: World) -> None:
+    east, west = await world.bus("us-east"), await world.bus("eu-west")
+    assert east.connected
+    assert await east.publish(subject(world, "us-east"), b"one", "m1", {"traceparent": "x"})
+    got = await collect(west, 1)
+    (d,) = got
+    assert (d.subject, d.data, d.headers["traceparent"]) == (subject(world, "us-east"), b"one", "x")
+    assert d.origin is not None
+    assert d.origin[0] == "us-east"
+
+
+async def test_a_message_id_is_stored_once_and_order_per_subject_holds(world: World) -> None:
+    east, west = await world.bus("us-east"), await world.bus("eu-west")
+    for i in range(5):
+        assert await east.publish(subject(world, "us-east"), str(i).encode(), f"id{i}")
+    assert not await east.publish(subject(world, "us-east"), b"again", "id4")  # a re-send
+    got = await collect(west, 5)
+    assert [d.data for d in got] == [b"0", b"1", b"2", b"3", b"4"]
+    origins = [d.origin[1] for d in got if d.origin]
+    assert origins == sorted(origins)
+    assert await west.fetch(64, 0.5) == []  # the duplicate never arrives
+
+
+async def test_a_new_consumer_starts_at_the_newest_message_per_subject(world: World) -> None:
+    east = await world.bus("us-east")
+    for pool, data in (("a", b"a1"), ("b", b"b1"), ("a", b"a2")):
+        await east.publish(subject(world, "us-east", pool), data, f"{pool}-{data!r}")
+    west = await world.bus("eu-west")
+
+    async def holds_all() -> bool:  # the inbound stream sources asynchronously on NATS
+        await west.start_consuming()
+        seen = {d.subject: d.data for d in await west.fetch(64, 0.5)}
+        return seen == {
+            subject(world, "us-east", "a"): b"a2",
+            subject(world, "us-east", "b"): b"b1",
+        }
+
+    await wait_for(holds_all, within=15, what="the newest message of each subject")
+
+
+async def test_a_nak_redelivers(world: World) -> None:
+    east, west = await world.bus("us-east"), await world.bus("eu-west")
+    await east.publish(subject(world, "us-east"), b"x", "n1")
+    first: list[Delivery] = []
+
+    async def delivered() -> bool:
+        first.extend(await west.fetch(1, 0.2))
+        return bool(first)
+
+    await wait_for(delivered, within=15, what="the first delivery")
+    await first[0].nak(0.1)  # a temporary failure: not acknowledged
+    (again,) = await collect(west, 1)
+    assert again.data == b"x"
+
+
+async def test_a_cluster_cannot_publish_on_another_clusters_subjects(world: World) -> None:
+    east = await world.bus("us-east")
+    with pytest.raises(Exception):  # noqa: B017, PT011 - NoRespondersError on NATS
+        await east.publish(subject(world, "eu-west"), b"spoof", "s1")
+
+
+async def test_heartbeats_are_heard_live(world: World) -> None:
+    east, west = await world.bus("us-east"), await world.bus("eu-west")
+    heard: list[str] = []
+    await west.watch_beats(heard.append)
+    beat = messages.beat_subject(world.clusterset, "us-east")
+
+    async def heard_east() -> bool:
+        await east.publish(beat, b"{}", f"b{len(heard)}-{asyncio.get_running_loop().time()}")
+        return "us-east" in heard
+
+    await wait_for(heard_east, within=10, what="a live heartbeat")
+
+
+async def test_what_is_published_during_a_partition_arrives_after_the_heal(world: World) -> None:
+    east, west = await world.bus("us-east"), await world.bus("eu-west")
+    await east.publish(subject(world, "us-east"), b"before", "p0")
+    await collect(west, 1)
+    await world.partition("us-east")
+    try:
+        await east.publish(subject(world, "us-east"), b"during", "p1")  # the local server stores it
+        assert await west.fetch(64, 1.0) == []
+    finally:
+        world.heal("us-east")
+    got = await collect(west, 1, within=60)
+    assert [d.data for d in got] == [b"during"]
