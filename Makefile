@@ -20,8 +20,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# No real NATS server: the runtime on the in-memory bus, the model, adapters against local fakes.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m "not e2e and not bus"
 
 bench-smoke: setup
 	$(BIN)/federation bench --quick --json > .bench-quick.json

@@ -101,3 +101,40 @@ class Settings:
     @property
     def placement_cluster(self) -> str:
         return self.nats_cluster or self.cluster
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    """A comma-separated flag value, blanks dropped."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessOptions:
+    """How this process reaches its Kubernetes API and serves its HTTP port."""
+
+    kube_url: str | None = None  # an API server without credentials (an emulator on loopback)
+    kubeconfig: str | None = None  # else: the in-cluster service account
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    http_host: str = "0.0.0.0"
+    http_port: int = 9464
+    trace_file: Path | None = None
+    shutdown_timeout: float = 10.0
+    # Security (docs/SECURITY.md). Each file is re-read when it changes: no restart to rotate.
+    signing_key: Path | None = None  # this cluster's Ed25519 key (PEM): sign what we publish
+    trust_bundle: Path | None = None  # peers' public keys: verify what we receive
+    nats_user: str | None = None
+    nats_password_file: Path | None = None
+    nats_nkey: Path | None = None  # an nkey user seed: the login by key instead of password
+    nats_ca: Path | None = None
+    nats_cert: Path | None = None
+    nats_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.signing_key is None) != (self.trust_bundle is None):
+            raise SettingsError("--signing-key and --trust-bundle go together")
+        if (self.nats_cert is None) != (self.nats_key is None) or (
+            self.nats_cert and not self.nats_ca
+        ):
+            raise SettingsError("--nats-cert and --nats-key go together, with --nats-ca")
+        if self.nats_nkey and (self.nats_user or self.nats_password_file):
+            raise SettingsError("log in with --nats-nkey or with --nats-user/--nats-password-file")

@@ -24,6 +24,10 @@ def weights_table(pool: str, here: str | None, weights: dict[str, BackendWeight]
     return table
 
 
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s ago"
+
+
 def status_view(doc: dict[str, Any]) -> Group:
     """``federation status``: peers' leases, then every import's weights and why."""
     link = doc["link"]
@@ -42,7 +46,7 @@ def status_view(doc: dict[str, Any]) -> Group:
             age,
             Text.from_markup(state),
             str(p["exports"]),
-            str(p["last_beat_sequence"] or "-"),
+            _age(p.get("last_beat_age_s")),
             str(p.get("missed_events", 0)),  # events of this peer that never arrived
         )
     imports = Table(title="imports", title_justify="left")

@@ -81,13 +81,22 @@ class World:
                 self.supercluster.heal(cluster, other)
 
 
-@pytest_asyncio.fixture(params=["nats", "memory"], loop_scope="module")
-async def world(request: pytest.FixtureRequest, proxied: Supercluster) -> AsyncIterator[World]:
-    cs = f"c{next(_sets)}"
+@pytest.fixture(params=[pytest.param("nats", marks=pytest.mark.bus), "memory"])
+def backend(request: pytest.FixtureRequest) -> Supercluster | None:
+    """The real supercluster (started once, on first use), or None for the fake."""
     if request.param == "memory":
+        return None
+    sc: Supercluster = request.getfixturevalue("proxied")
+    return sc
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def world(backend: Supercluster | None) -> AsyncIterator[World]:
+    cs = f"c{next(_sets)}"
+    if backend is None:
         w = World("memory", cs, network=MemoryNetwork(cs, MEMBERS))
     else:
-        w = World("nats", cs, supercluster=proxied)
+        w = World("nats", cs, supercluster=backend)
     try:
         yield w
     finally:

@@ -1,5 +1,6 @@
 """The command line: `federation weights` (offline what-if) and the checks on `demo`'s flags."""
 
+import io
 from pathlib import Path
 
 import orjson
@@ -116,3 +117,42 @@ def test_agent_refuses_an_unusable_or_doubled_nats_login(tmp_path: Path) -> None
     result = CliRunner().invoke(main, [*base, "--nats-nkey", str(bad), "--nats-user", "a"])
     assert result.exit_code == 2
     assert "--nats-nkey or with --nats-user" in result.output
+
+
+def test_status_tables_fit_80_columns_and_show_beat_ages() -> None:
+    from rich.console import Console
+
+    from federation.tables import status_view
+
+    backend = {"weight": 600_000, "percent": 60.0, "reason": "spills 40% above 80% saturation",
+               "epp": "10.0.0.1:9002", "parents": []}  # fmt: skip
+    doc = {
+        "cluster": "ap-south",
+        "lease_s": 10,
+        "link": {"suspect": False, "reason": ""},
+        "peers": {
+            "us-east": {
+                "lease_age_s": 0.4,
+                "stale": False,
+                "exports": 3,
+                "last_beat_sequence": 1796160037819832676,
+                "last_beat_age_s": 0.4,
+                "missed_events": 0,
+            },
+        },
+        "imports": {"llm/llama-3-70b": {"backends": {"local": backend, "us-east": backend}}},
+        "feeds": {
+            "haproxy": {
+                "healthy": False,
+                "failures": 3,
+                "last_ok_age_s": None,
+                "last_error": "FileNotFoundError: [Errno 2] No such file " * 3,
+            }
+        },
+    }
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(status_view(doc))
+    text = console.export_text()
+    assert "0.4s ago" in text
+    assert "1796160037819832676" not in text  # the raw hybrid sequence means nothing to a reader
+    assert max(len(line) for line in text.splitlines()) <= 80

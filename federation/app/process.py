@@ -14,12 +14,10 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from federation.adapters.epp import EppScraper
 from federation.adapters.kube import Kube, api_client
-from federation.adapters.nkey_file import NkeyFile
+from federation.adapters.nkey_file import NkeyFile, public_key
 from federation.adapters.password_file import PasswordFile
 from federation.adapters.signing import FileSigner, TrustBundle
 from federation.adapters.tls import ReloadingTls
@@ -27,31 +25,18 @@ from federation.adapters.tracing import setup_tracing
 from federation.app.assembly import AgentParts, HttpPort, build_agent, nats_bus
 from federation.runtime.ports import Service
 from federation.runtime.stopping import stop_task
-from federation.settings import Settings
+from federation.settings import ProcessOptions, Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ProcessOptions:
-    """How this process reaches its Kubernetes API and serves its HTTP port."""
-
-    kube_url: str | None = None  # an API server without credentials (an emulator on loopback)
-    kubeconfig: str | None = None  # else: the in-cluster service account
-    namespaces: tuple[str, ...] = ()  # empty: all namespaces
-    http_host: str = "0.0.0.0"
-    http_port: int = 9464
-    trace_file: Path | None = None
-    shutdown_timeout: float = 10.0
-    # Security (docs/SECURITY.md). Each file is re-read when it changes: no restart to rotate.
-    signing_key: Path | None = None  # this cluster's Ed25519 key (PEM): sign what we publish
-    trust_bundle: Path | None = None  # peers' public keys: verify what we receive
-    nats_user: str | None = None
-    nats_password_file: Path | None = None
-    nats_nkey: Path | None = None  # an nkey user seed: the login by key instead of password
-    nats_ca: Path | None = None
-    nats_cert: Path | None = None
-    nats_key: Path | None = None
+def preflight(options: ProcessOptions) -> None:
+    """What can be checked before starting: an unreadable nkey seed is a usage error."""
+    if options.nats_nkey:
+        try:
+            public_key(options.nats_nkey)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"--nats-nkey: {exc}") from None
 
 
 async def run_agent(settings: Settings, options: ProcessOptions) -> int:

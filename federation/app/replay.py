@@ -19,8 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from federation.adapters.stream_reader import StreamReader
-from federation.model.replay import Stored, decode_stored
-from federation.settings import SettingsError
+from federation.model.pools import PoolKey
+from federation.model.replay import (
+    ReplayFilter,
+    Stored,
+    decode_stored,
+    iso_ms,
+    parse_time,
+    row,
+    select,
+)
+from federation.model.replay import state_at as rebuild
+from federation.model.views import imports_document
+from federation.model.weights import WeightPolicy
+from federation.settings import Settings, SettingsError
 
 DEMO_MANIFEST = "federation-demo.json"  # written by `federation demo --data-dir`
 
@@ -115,3 +127,77 @@ async def load_streams(
             continue
         (outbound if kind == "OUT" else inbound)[cluster] = stored
     return Streams(clusterset, outbound, inbound, manifest)
+
+
+class ReplayUsage(ReplayError):
+    """The flags do not go together (the CLI shows its usage)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayRequest:
+    nats_url: str | None = None
+    data_dir: Path | None = None
+    clusterset: str | None = None
+    since: str | None = None
+    until: str | None = None
+    clusters: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    state_at: str | None = None
+    as_cluster: str | None = None
+    lease: float | None = None  # default: the demo's manifest, else the production setting
+    grace: float | None = None
+    slow_start: float | None = None
+
+
+def _window(r: ReplayRequest) -> tuple[ReplayFilter, float | None]:
+    if (r.nats_url is None) == (r.data_dir is None):
+        raise ReplayUsage("give exactly one of --nats URL and --data-dir DIR")
+    if (r.state_at is None) != (r.as_cluster is None):
+        raise ReplayUsage("--state-at and --as go together")
+    if any(p.count("/") != 1 for p in r.pools):
+        raise ReplayUsage("--pool takes NAMESPACE/NAME")
+    try:
+        window = ReplayFilter(
+            since=parse_time(r.since) if r.since else None,
+            until=parse_time(r.until) if r.until else None,
+            clusters=frozenset(r.clusters),
+            pools=frozenset(PoolKey(*p.split("/", 1)) for p in r.pools),
+            types=frozenset(r.types),
+        )
+        return window, parse_time(r.state_at) if r.state_at else None
+    except ValueError as exc:
+        raise ReplayUsage(f"bad time: {exc}") from None
+
+
+async def replay(r: ReplayRequest, serve_store_copy: StoreServer | None = None) -> tuple[str, Any]:
+    """``("events", rows)``, or ``("state", document)`` with ``--state-at``."""
+    window, at = _window(r)
+    stores, manifest = find_stores(r.data_dir) if r.data_dir else ([], {})
+    streams = await load_streams(
+        nats_url=r.nats_url, stores=stores, manifest=manifest, clusterset=r.clusterset,
+        serve_store_copy=serve_store_copy,
+    )  # fmt: skip
+    if at is None:
+        picked = select((s for v in streams.outbound.values() for s in v), window)
+        return "events", [row(s) for s in picked]
+    assert r.as_cluster is not None
+    if r.as_cluster not in streams.inbound:
+        raise ReplayError(f"no inbound stream of {r.as_cluster!r}")
+    m = streams.manifest
+    members = m.get("members") or sorted(set(streams.inbound) | set(streams.outbound))
+    defaults = Settings(clusterset="replay", cluster="replay", members=("replay",), nats_url="")
+    policy = WeightPolicy(
+        lease=r.lease or m.get("lease", defaults.lease),
+        slow_start=r.slow_start or m.get("slow_start", defaults.slow_start),
+    )
+    views = rebuild(
+        streams.inbound[r.as_cluster], cluster=r.as_cluster, members=members, at=at,
+        policy=policy, grace=r.grace or m.get("grace", defaults.grace),
+    )  # fmt: skip
+    return "state", {
+        "clusterset": streams.clusterset,
+        "cluster": r.as_cluster,
+        "at": iso_ms(at),
+        "imports": imports_document(views),
+    }

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from federation.messages import is_label, is_subdomain
 from federation.model.haproxy_servers import backend_name
 from federation.model.pools import PoolKey
 
@@ -71,3 +72,16 @@ def snippet(
     for key in keys:
         lines += ["", *import_backend(key, rule, cluster)]
     return "\n".join(lines) + "\n"
+
+
+def snippet_for(pools: Iterable[str], *, cluster: str, rule: str, bind: str) -> str:
+    """The snippet for pools given as ``NAMESPACE/NAME``; a ValueError says what is wrong."""
+    if not is_label(cluster):
+        raise ValueError(f"cluster {cluster!r} must be a DNS label")
+    keys = []
+    for value in pools:
+        namespace, sep, name = value.partition("/")
+        if not sep or not is_label(namespace) or not is_subdomain(name):
+            raise ValueError(f"--pool takes NAMESPACE/NAME, not {value!r}")
+        keys.append(PoolKey(namespace, name))
+    return snippet(keys, cluster=cluster, rule=rule, bind=bind)

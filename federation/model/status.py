@@ -28,10 +28,12 @@ def status_document(
     for member in sorted(members):
         s = staleness(beliefs, member, now=now, lease=lease)
         beat = beliefs.beats.get(member)
+        beat_at = beliefs.seen_at.get(("beat", member))
         peers[member] = {
             "lease_age_s": None if s.age is None else round(s.age, 3),
             "stale": s.stale,
             "last_beat_sequence": None if beat is None else beat.sequence,
+            "last_beat_age_s": None if beat_at is None else round(max(0.0, now - beat_at), 3),
             "exports": exports[member],
             "missed_events": (missed or {}).get(member, 0),  # sequence gaps (model.gaps)
         }

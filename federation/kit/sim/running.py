@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from federation.kit.sim.demo_view import demo_view
 from federation.kit.sim.security import spoof_drill
 
 REFRESH = 0.25  # seconds between live-table redraws
+PRINT_EVERY = 5.0  # seconds between snapshots when the output is not a terminal
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,15 @@ async def run_demo(
                 while time.monotonic() < deadline:
                     demo.check_agents()
                     await asyncio.sleep(min(REFRESH, max(0.0, deadline - time.monotonic())))
+            elif not console.is_terminal:  # a file or a CI log: a snapshot every few seconds
+                printed = -math.inf
+                while time.monotonic() < deadline:
+                    demo.check_agents()
+                    if time.monotonic() - printed >= PRINT_EVERY:
+                        console.print(demo_view(demo, time.monotonic() - started, duration))
+                        printed = time.monotonic()
+                    await asyncio.sleep(REFRESH)
+                console.print(demo_view(demo, time.monotonic() - started, duration))
             else:
                 with Live(console=console, refresh_per_second=4, transient=False) as live:
                     while time.monotonic() < deadline:
