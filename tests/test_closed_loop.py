@@ -17,10 +17,11 @@ import pytest
 
 from federation.adapters.haproxy import HAProxyRuntime
 from federation.kit.nats_servers import Supercluster
-from federation.kit.sim.demo import TRAFFIC_POOL, Demo, DemoOptions, SimCluster, TrafficOptions
+from federation.kit.sim.demo import Demo, DemoOptions, SimCluster
 from federation.kit.sim.gateways import haproxy_binary
 from federation.kit.sim.layouts import cluster_names
 from federation.kit.sim.model_servers import Capacity
+from federation.kit.sim.traffic_rig import TRAFFIC_POOL, TrafficOptions
 from federation.model.haproxy_config import HOP_HEADER
 from tests.conftest import wait_for
 

@@ -35,10 +35,17 @@ class AgentState(Protocol):
     @property
     def views(self) -> Mapping[PoolKey, ImportView]: ...
 
-    counts: EventCounts
-    beliefs: Beliefs
-    gaps: SourceGaps
-    pending: int
+    @property
+    def counts(self) -> EventCounts: ...
+
+    @property
+    def beliefs(self) -> Beliefs: ...
+
+    @property
+    def gaps(self) -> SourceGaps: ...
+
+    @property
+    def pending(self) -> int: ...
 
     def feed_health(self) -> Mapping[str, tuple[bool, int]]:
         """Per gateway feed: (healthy, failures so far)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from federation.adapters.kube import GATEWAYS, HTTPROUTES, IMPORTS, POOLS, SERVICES, Resource
-from federation.kit.kube_emulator import ApiEmulator, Kind
+from federation.kit.kube_emulator import ApiEmulator
+from federation.kit.kube_objects import Kind
 
 
 def kind_of(r: Resource, *, status: bool) -> Kind:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from federation.model.weights import BackendLoad, clamp01
+from federation.model.weights import BackendLoad, backend_load
 
 # EPP pool metrics, per signal: the classic name first, then the llm-d router's.
 SIGNALS: Final = {
@@ -42,12 +42,10 @@ class LoadSample:
     epp_status: str = "ok"
 
     def as_backend_load(self, now: float) -> BackendLoad:
-        return BackendLoad(
-            ready_pods=max(0, self.ready_pods),
-            saturation=clamp01(max(self.saturation, self.kv_cache_utilization)),
-            status=self.epp_status,
-            age=max(0.0, now - self.observed_at),
-        )
+        return backend_load(
+            ready_pods=self.ready_pods, saturation=self.saturation,
+            kv_cache=self.kv_cache_utilization, status=self.epp_status, age=now - self.observed_at,
+        )  # fmt: skip
 
 
 def worth_publishing(

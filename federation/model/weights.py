@@ -92,13 +92,23 @@ def clamp01(value: float) -> float:
     return min(1.0, max(0.0, value))
 
 
-def load_from_report(report: LoadReport, *, now: float, seen_at: float) -> BackendLoad:
+def backend_load(
+    *, ready_pods: int, saturation: float, kv_cache: float, status: str, age: float
+) -> BackendLoad:
+    """The one conversion from what an EPP reports to what the policy weighs."""
     return BackendLoad(
-        ready_pods=max(0, report.ready_pods),
-        saturation=clamp01(max(report.saturation, report.kv_cache_utilization)),
-        status=report.epp_status,
-        age=max(0.0, now - seen_at),
+        ready_pods=max(0, ready_pods),
+        saturation=clamp01(max(saturation, kv_cache)),
+        status=status,
+        age=max(0.0, age),
     )
+
+
+def load_from_report(report: LoadReport, *, now: float, seen_at: float) -> BackendLoad:
+    return backend_load(
+        ready_pods=report.ready_pods, saturation=report.saturation,
+        kv_cache=report.kv_cache_utilization, status=report.epp_status, age=now - seen_at,
+    )  # fmt: skip
 
 
 def trust(age: float, policy: WeightPolicy) -> float:

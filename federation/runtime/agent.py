@@ -19,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -31,17 +30,15 @@ from federation.messages import Heartbeat
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
-from federation.model.exported import Acks, acks_for, exported_condition
-from federation.model.freshness import LinkState, link_state, staleness
+from federation.model.exported import exported_condition
+from federation.model.freshness import LinkState, staleness
 from federation.model.gaps import SourceGaps
-from federation.model.import_book import ImportBook
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.status import status_document
 from federation.model.views import ImportView
-from federation.model.weights import WeightPolicy
-from federation.runtime.consuming import consume_one
 from federation.runtime.feeding import Feeds
+from federation.runtime.intake import Intake
 from federation.runtime.ports import (
     Bus,
     Delivery,
@@ -54,6 +51,7 @@ from federation.runtime.ports import (
     Verifier,
 )
 from federation.runtime.publishing import Publisher
+from federation.runtime.reconciling import Reconciler
 from federation.runtime.retrying import with_backoff
 from federation.runtime.stopping import raise_if_cancelling
 from federation.settings import Settings
@@ -99,27 +97,15 @@ class Agent:
             clock=time.monotonic,
             agent=settings.cluster,
         )
-        self.export_status = export_status
         self.services = dict(services or {})
-        self.verifier = verifier
         self.wall = wall  # wall clock: event times are compared across clusters
-        self.policy = WeightPolicy(
-            lease=settings.lease,
-            spill_threshold=settings.spill_threshold,
-            slow_start=settings.slow_start,
-        )
-        self.beliefs = Beliefs()
-        self.counts = EventCounts()
-        self.gaps = SourceGaps()  # peers' events that never reached us
+        self.intake = Intake(
+            cluster=settings.cluster, clusterset=settings.clusterset, members=settings.members,
+            wall=wall, tracer=self.tracer, verifier=verifier, lag_observers=lag_observers,
+        )  # fmt: skip
+        self.reconciler = Reconciler(settings, self.feeds, export_status)
         self.local_pools: dict[PoolKey, LocalPool] = {}
         self.local_samples: dict[PoolKey, LoadSample] = {}
-        self.book = ImportBook(self.policy, settings.cluster)  # views, weight memories
-        self._dirty: set[PoolKey] | None = None  # pools whose inputs changed; None: any
-        self.link = LinkState(False)
-        self.acks: Acks | None = None  # what our heartbeat acknowledges to exporters
-        self.export_conditions: dict[PoolKey, Condition | None] = {}
-        self.pending = 0  # messages behind the last delivery: the consumer's backlog
-        self.lag_observers = tuple(lag_observers)  # (peer, seconds) of every applied event
         self.ready = asyncio.Event()  # caught up with the bus and serving
         self.publisher = Publisher(
             bus=bus,
@@ -140,16 +126,30 @@ class Agent:
     def name(self) -> str:
         return self.settings.cluster
 
+    # What the intake and the reconciler hold, as metrics, status and tests read it.
+    @property
+    def beliefs(self) -> Beliefs:
+        return self.intake.beliefs
+
+    @property
+    def counts(self) -> EventCounts:
+        return self.intake.counts
+
+    @property
+    def gaps(self) -> SourceGaps:
+        return self.intake.gaps
+
+    @property
+    def pending(self) -> int:
+        return self.intake.pending
+
     @property
     def views(self) -> dict[PoolKey, ImportView]:
-        return self.book.views
+        return self.reconciler.views
 
-    def mark_dirty(self, keys: Iterable[PoolKey] | None) -> None:
-        """These pools' inputs changed (None: anything may have); the next reconcile sees it."""
-        if keys is None:
-            self._dirty = None
-        elif self._dirty is not None:
-            self._dirty.update(keys)
+    @property
+    def link(self) -> LinkState:
+        return self.reconciler.link
 
     async def run(self) -> None:
         try:
@@ -213,30 +213,11 @@ class Agent:
 
     async def apply_delivery(self, delivery: Delivery) -> None:
         """Apply one event from the inbound stream (the benchmarks drive this directly)."""
-        self.pending = delivery.pending
-        if delivery.origin is not None:
-            peer, sequence = delivery.origin
-            skipped = self.gaps.observe(peer, sequence, counting=self.ready.is_set())
-            if skipped:
-                log.warning("agent %s: %d events of %s never arrived", self.name, skipped, peer)
-        applied = await consume_one(
-            delivery,
-            beliefs=self.beliefs,
-            clusterset=self.settings.clusterset,
-            members=self.settings.members,
-            counts=self.counts,
-            wall=self.wall,
-            cluster=self.name,
-            tracer=self.tracer,
-            verifier=self.verifier,
-        )
+        applied = await self.intake.apply(delivery, caught_up=self.ready.is_set())
         if applied is not None:
             if not isinstance(applied, Heartbeat):  # beats move leases: the book sees those
-                self.mark_dirty((PoolKey(applied.namespace, applied.name),))
+                self.reconciler.mark_dirty((PoolKey(applied.namespace, applied.name),))
             self._changed.set()
-            lag = self.wall() - applied.published_at
-            for observe in self.lag_observers:
-                observe(applied.cluster, lag)
 
     async def _consume(self) -> None:
         while True:
@@ -287,7 +268,7 @@ class Agent:
         async for snapshot in self.pools.watch():
             raise_if_cancelling()
             self.local_pools = dict(snapshot)
-            self.mark_dirty(None)
+            self.reconciler.mark_dirty(None)
             self._pools_changed.set()
             self._changed.set()
 
@@ -314,7 +295,7 @@ class Agent:
                 await self.publisher.publish_load(pool, sample)
             # Our own samples weigh only `local` backends (unexported pools); exported ones
             # reach our imports as load reports through the bus, like everyone else's.
-            self.mark_dirty(p.key for p in pools if not is_exported(p))
+            self.reconciler.mark_dirty(p.key for p in pools if not is_exported(p))
             self._changed.set()
             await asyncio.sleep(self.settings.load_interval)
 
@@ -331,7 +312,7 @@ class Agent:
         while True:
             raise_if_cancelling()
             exports = sum(1 for p in self.local_pools.values() if is_exported(p))
-            await self.publisher.publish_beat(exports, __version__, self.acks)
+            await self.publisher.publish_beat(exports, __version__, self.reconciler.acks)
             await asyncio.sleep(self.settings.beat_interval)
 
     def feed_health(self) -> dict[str, tuple[bool, int]]:
@@ -353,26 +334,12 @@ class Agent:
 
     def step_views(self, now: float) -> bool:
         """One weight step of the imports whose inputs or time moved; True if a view changed."""
-        s = self.settings
-        self.link = link_state(
-            self.beliefs,
-            own_cluster=s.cluster,
-            members=s.members,
-            connected=self.bus.connected,
-            now=now,
-            lease=s.lease,
-        )
-        # A suspect link collects no garbage: peers are not gone just because we cannot hear them.
-        grace = math.inf if self.link.suspect else s.grace
-        local_loads = {k: v.as_backend_load(now) for k, v in self.local_samples.items()}
-        dirty, self._dirty = self._dirty, set()
-        return self.book.step(
-            self.beliefs, self.local_pools, local_loads, self.link,
-            now=now, grace=grace, dirty=dirty,
+        return self.reconciler.step(
+            self.beliefs, self.local_pools, self.local_samples,
+            connected=self.bus.connected, now=now,
         )  # fmt: skip
 
     async def _reconcile(self) -> None:
-        acked = False  # the acknowledgements reflect the views every feed holds
         while True:
             raise_if_cancelling()
             with contextlib.suppress(TimeoutError):
@@ -380,17 +347,10 @@ class Agent:
                     await self._changed.wait()
             self._changed.clear()
             now = self.wall()
-            if self.step_views(now):
-                self.feeds.changed()
-                acked = False
-            views = self.views
-            # Each feed that is due (new views, a retry, a resync) takes them; acknowledgements
-            # follow only once every feed holds them.
-            if await self.feeds.feed(views) and not acked:
-                self.acks = acks_for(self.beliefs, views, self.feeds.refused())
-                acked = True
+            self.step_views(now)
+            await self.reconciler.feed(self.beliefs)
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
-            await self._report_exports(now)
+            await self.reconciler.report_exports(self.compute_export_conditions(now))
 
     def live_members(self, now: float) -> list[str]:
         lease = self.settings.lease
@@ -412,18 +372,3 @@ class Agent:
             )
             for key, pool in self.local_pools.items()
         }
-
-    async def _report_exports(self, now: float) -> None:
-        """Tell the pools' status what peers acknowledged; only when something changed."""
-        if self.export_status is None:
-            return
-        conditions = self.compute_export_conditions(now)
-        if conditions == self.export_conditions:
-            return
-        try:
-            async with asyncio.timeout(self.settings.request_timeout):
-                await self.export_status.apply_export_status(conditions)
-        except Exception as exc:  # retried on the next cycle: the remembered set stays old
-            log.warning("agent %s: export status failed: %s", self.name, exc)
-            return
-        self.export_conditions = conditions

@@ -19,7 +19,7 @@ from typing import Any
 
 from federation.model.pools import PoolKey
 from federation.model.views import ImportView
-from federation.runtime.ports import ImportSink
+from federation.runtime.ports import ExplainingSink, ImportSink, RefusingSink
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ class Feeds:
         """Imports some feed could not materialize, with why (they are not acknowledged)."""
         out: dict[PoolKey, str] = {}
         for sink in self.sinks.values():
-            out.update(getattr(sink, "refused", {}))
+            if isinstance(sink, RefusingSink):
+                out.update(sink.refused)
         return out
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -124,8 +125,8 @@ class Feeds:
                     None if state.last_ok_at is None else round(now - state.last_ok_at, 3)
                 ),
             }
-            notes = getattr(self.sinks[name], "notes", None)
-            if callable(notes):
-                entry["notes"] = notes()
+            sink = self.sinks[name]
+            if isinstance(sink, ExplainingSink):
+                entry["notes"] = dict(sink.notes())
             doc[name] = entry
         return doc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from federation.model.conditions import Condition
 from federation.model.loads import LoadSample
@@ -27,6 +27,21 @@ class ImportSink(Protocol):
     """Receives the full set of import views whenever it changes (idempotent)."""
 
     async def apply(self, views: Mapping[PoolKey, ImportView]) -> None: ...
+
+
+@runtime_checkable
+class RefusingSink(Protocol):
+    """A feed that can refuse imports (e.g. a missing namespace): those are not acknowledged."""
+
+    @property
+    def refused(self) -> Mapping[PoolKey, str]: ...
+
+
+@runtime_checkable
+class ExplainingSink(Protocol):
+    """A feed that says what it left out and why (``federation status``, "feeds")."""
+
+    def notes(self) -> Mapping[str, object]: ...
 
 
 class ExportStatusSink(Protocol):

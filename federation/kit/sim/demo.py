@@ -17,8 +17,7 @@ import json
 import shutil
 import tempfile
 import time
-import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,17 +31,18 @@ from federation.app.assembly import AgentParts, Assembly, HttpPort, build_agent
 from federation.app.replay import DEMO_MANIFEST
 from federation.kit.kube_emulator import EmulatedApiServer
 from federation.kit.kube_kinds import IMPORT_KIND, POOL_KIND, new_emulator
-from federation.kit.nats_servers import Supercluster, free_port
+from federation.kit.nats_servers import Supercluster
 from federation.kit.sim.epp import SimEpp
 from federation.kit.sim.gateways import HAProxyGateway
 from federation.kit.sim.imports import MemoryImports
 from federation.kit.sim.kube_pools import EmulatedPools
 from federation.kit.sim.layouts import NAMESPACE, cluster_names, demo_layout, expected_imports
 from federation.kit.sim.loads import LoadModel
-from federation.kit.sim.model_servers import Capacity, ModelServers
+from federation.kit.sim.model_servers import ModelServers
 from federation.kit.sim.security import SECURITY_REASONS, Security
-from federation.kit.sim.traffic import Burst, Generator, Traffic, here_backend
-from federation.model.pools import LocalPool, PoolKey, is_exported
+from federation.kit.sim.traffic import Generator, Traffic
+from federation.kit.sim.traffic_rig import TrafficOptions, TrafficRig
+from federation.model.pools import PoolKey, is_exported
 from federation.model.status_objects import DEFAULT_CONTROLLER
 from federation.model.views import imports_document
 from federation.runtime.agent import Agent
@@ -52,22 +52,6 @@ from federation.settings import FeedSettings, Settings
 STOP_TIMEOUT = 10.0
 MANIFEST = DEMO_MANIFEST  # in --data-dir: the demo's clusterset, members and timers
 CONVERGENCE_POLL = 0.02  # seconds between convergence checks; the figure's resolution
-
-
-TRAFFIC_POOL = PoolKey(NAMESPACE, "llama-3-70b")  # every cluster has it; two export it
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrafficOptions:
-    """Real requests: an HAProxy per cluster, model servers with finite capacity, clients."""
-
-    pool: PoolKey = TRAFFIC_POOL
-    rate: float = 8.0  # requests per second per cluster (half of a pool's capacity)
-    rates: Mapping[str, float] = field(default_factory=dict)  # per cluster, instead of rate
-    capacity: Capacity = field(default_factory=Capacity)
-    slo: float = 1.0  # seconds: an answer later than this misses the SLO
-    burst: Burst | None = None
-    drain: float = 5.0  # the HAProxy feed's drain time (production default 30 s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,12 +109,23 @@ class SimCluster:
     api: SimApi
     built: Assembly | None = None
     task: asyncio.Task[None] | None = None
-    # With traffic: the cluster's model servers, its HAProxy, its clients.
-    servers: ModelServers | None = None
-    gateway: HAProxyGateway | None = None
-    traffic: Traffic | None = None
-    clients: Generator | None = None
-    generator: asyncio.Task[None] | None = None
+    rig: TrafficRig | None = None  # with traffic: its model servers, HAProxy and clients
+
+    @property
+    def gateway(self) -> HAProxyGateway | None:
+        return self.rig.gateway if self.rig else None
+
+    @property
+    def traffic(self) -> Traffic | None:
+        return self.rig.traffic if self.rig else None
+
+    @property
+    def servers(self) -> ModelServers | None:
+        return self.rig.servers if self.rig else None
+
+    @property
+    def clients(self) -> Generator | None:
+        return self.rig.clients if self.rig else None
 
     @property
     def agent(self) -> Agent | None:
@@ -225,8 +220,11 @@ class Demo:
                 demo.clusters[name] = sim
                 gateway_port = None
                 if options.traffic is not None:
-                    gateway_port = await demo._start_traffic_parts(
-                        sim, layout[name], list(truth[name])
+                    if demo._traffic_dir is None:
+                        demo._traffic_dir = Path(tempfile.mkdtemp(prefix="federation-traffic-"))
+                    sim.rig = TrafficRig(name, options.traffic)
+                    gateway_port = await sim.rig.start(
+                        load, layout[name], list(truth[name]), demo._traffic_dir / name
                     )
                 for pool in layout[name]:
                     await pools.put(
@@ -236,61 +234,6 @@ class Demo:
             await demo.stop()
             raise
         return demo
-
-    async def _start_traffic_parts(
-        self, sim: SimCluster, local: list[LocalPool], imports: list[PoolKey]
-    ) -> int:
-        """The cluster's model servers and HAProxy; returns its Gateway's port."""
-        t = self.options.traffic
-        assert t is not None
-        if self._traffic_dir is None:
-            self._traffic_dir = Path(tempfile.mkdtemp(prefix="federation-traffic-"))
-        sim.servers = ModelServers(sim.name, {p.key: t.capacity for p in local})
-        await sim.servers.start()
-        for pool in sim.servers.pools.values():
-            sim.load.follow(pool.key, pool.sample)
-        gateway_port = free_port()
-        sim.gateway = HAProxyGateway(
-            sim.name,
-            self._traffic_dir / sim.name,
-            gateway_port=gateway_port,
-            entry_port=free_port(),
-            local_pools=[p.key for p in local],
-            imports=imports,
-            model_servers_port=sim.servers.port,
-        )
-        await sim.gateway.start()
-        exported_here = any(p.key == t.pool and is_exported(p) for p in local)
-        sim.traffic = Traffic(sim.name, t.pool, here_backend(sim.name, exported_here), slo=t.slo)
-        return gateway_port
-
-    def _start_generator(self, sim: SimCluster) -> None:
-        t = self.options.traffic
-        if t is None or sim.gateway is None or sim.traffic is None:
-            return
-        assert self.agents_started_at is not None
-        url = f"{sim.gateway.entry_url}/{t.pool.namespace}/{t.pool.name}/v1/completions"
-        sim.clients = Generator(
-            sim.traffic, url, rate=t.rates.get(sim.name, t.rate), started=self.agents_started_at,
-            burst=t.burst, seed=zlib.crc32(sim.name.encode()),
-        )  # fmt: skip
-        sim.generator = asyncio.create_task(sim.clients.run(), name=f"traffic-{sim.name}")
-
-    async def _stop_traffic(self, sim: SimCluster) -> None:
-        if sim.generator is not None:
-            await stop_task(sim.generator, within=STOP_TIMEOUT)
-            sim.generator = None
-        if sim.gateway is not None:
-            await sim.gateway.stop()
-        if sim.servers is not None:
-            await sim.servers.stop()
-
-    async def _revive_traffic(self, sim: SimCluster) -> None:
-        if sim.servers is None or sim.gateway is None:
-            return
-        await sim.servers.start(sim.servers.port)
-        await sim.gateway.start()
-        self._start_generator(sim)
 
     def manifest(self) -> dict[str, Any]:
         o = self.options
@@ -351,7 +294,8 @@ class Demo:
         for cluster in self.clusters:
             await self.start_agent(cluster)
         for sim in self.clusters.values():
-            self._start_generator(sim)
+            if sim.rig is not None:
+                sim.rig.start_clients(self.agents_started_at)
 
     async def stop_agent(self, cluster: str) -> None:
         task = self.clusters[cluster].task
@@ -367,14 +311,18 @@ class Demo:
     async def kill(self, cluster: str) -> None:
         """Chaos: SIGKILL the cluster's nats-server and stop its agent, as if the cluster died."""
         await self.stop_agent(cluster)
-        await self._stop_traffic(self.clusters[cluster])
+        rig = self.clusters[cluster].rig
+        if rig is not None:
+            await rig.stop()
         self.supercluster.kill_server(cluster)
 
     async def revive(self, cluster: str) -> None:
         """Bring a killed cluster back: its server on the same ports and store, then its agent."""
         self.supercluster.start_server(cluster)
         await self.supercluster.wait_ready([cluster])
-        await self._revive_traffic(self.clusters[cluster])
+        rig = self.clusters[cluster].rig
+        if rig is not None and self.agents_started_at is not None:
+            await rig.revive(self.agents_started_at)
         await self.start_agent(cluster)
 
     def check_agents(self) -> None:
@@ -485,7 +433,8 @@ class Demo:
 
     async def stop(self) -> None:
         for cluster, sim in self.clusters.items():
-            await self._stop_traffic(sim)
+            if sim.rig is not None:
+                await sim.rig.stop()
             await self.stop_agent(cluster)
             await sim.scraper.close()
             await sim.epp.stop()

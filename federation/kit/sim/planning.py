@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from federation.kit.sim.demo import DemoOptions, TrafficOptions
+from federation.kit.sim.demo import DemoOptions
 from federation.kit.sim.layouts import cluster_names
 from federation.kit.sim.running import Chaos
 from federation.kit.sim.traffic import Burst
+from federation.kit.sim.traffic_rig import TrafficOptions
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,72 @@
+"""The agent's intake: every delivery from the inbound stream, checked and applied to beliefs.
+
+Holds what consuming builds up: the beliefs, the event counts by outcome and reason, the
+sequence gaps per peer and the consumer's backlog, and tells its observers each applied event's
+propagation lag.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from opentelemetry import trace
+
+from federation.messages import Event
+from federation.model.beliefs import Beliefs
+from federation.model.counts import EventCounts
+from federation.model.gaps import SourceGaps
+from federation.runtime.consuming import consume_one
+from federation.runtime.ports import Delivery, Verifier
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        clusterset: str,
+        members: Sequence[str],
+        wall: Callable[[], float],
+        tracer: trace.Tracer,
+        verifier: Verifier | None = None,
+        lag_observers: Sequence[Callable[[str, float], None]] = (),
+    ) -> None:
+        self.cluster = cluster
+        self.clusterset = clusterset
+        self.members = tuple(members)
+        self.wall = wall
+        self.tracer = tracer
+        self.verifier = verifier
+        self.lag_observers = tuple(lag_observers)  # (peer, seconds) of every applied event
+        self.beliefs = Beliefs()
+        self.counts = EventCounts()
+        self.gaps = SourceGaps()  # peers' events that never reached us
+        self.pending = 0  # messages behind the last delivery: the consumer's backlog
+
+    async def apply(self, delivery: Delivery, *, caught_up: bool) -> Event | None:
+        """Check and apply one delivery; the event if it changed beliefs, else None."""
+        self.pending = delivery.pending
+        if delivery.origin is not None:
+            peer, sequence = delivery.origin
+            skipped = self.gaps.observe(peer, sequence, counting=caught_up)
+            if skipped:
+                log.warning("agent %s: %d events of %s never arrived", self.cluster, skipped, peer)
+        applied = await consume_one(
+            delivery,
+            beliefs=self.beliefs,
+            clusterset=self.clusterset,
+            members=self.members,
+            counts=self.counts,
+            wall=self.wall,
+            cluster=self.cluster,
+            tracer=self.tracer,
+            verifier=self.verifier,
+        )
+        if applied is not None:
+            lag = self.wall() - applied.published_at
+            for observe in self.lag_observers:
+                observe(applied.cluster, lag)
+        return applied
