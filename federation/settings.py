@@ -80,6 +80,7 @@ class Settings:
     spill_threshold: float = 0.8  # local saturation at which traffic starts to spill
     slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
     feed_resync: float = 5.0  # seconds after which every feed is given the views again
+    max_clock_offset: float = 30.0  # a peer's clock further off than this raises an alert
     feeds: FeedSettings = field(default_factory=FeedSettings)
 
     def __post_init__(self) -> None:

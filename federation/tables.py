@@ -28,6 +28,17 @@ def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}s ago"
 
 
+def _offset(seconds: float | None) -> str:
+    """A peer's clock against ours, in human units ("2.1s ahead", "3m behind")."""
+    if seconds is None:
+        return "-"
+    size = abs(seconds)
+    amount = f"{size:.1f}s" if size < 120 else f"{size / 60:.0f}m"
+    if size < 0.05:
+        return "in sync"
+    return f"{amount} {'ahead' if seconds > 0 else 'behind'}"
+
+
 def status_view(doc: dict[str, Any]) -> Group:
     """``federation status``: peers' leases, then every import's weights and why."""
     link = doc["link"]
@@ -36,7 +47,7 @@ def status_view(doc: dict[str, Any]) -> Group:
         + ("[red]SUSPECT[/] " + link["reason"] if link["suspect"] else "[green]ok[/]")
     )
     peers = Table(title="peers", title_justify="left")
-    for column in ("peer", "lease age", "state", "exports", "last beat", "missed"):
+    for column in ("peer", "lease age", "state", "exports", "last beat", "missed", "clock"):
         peers.add_column(column)
     for name, p in doc["peers"].items():
         age = "-" if p["lease_age_s"] is None else f"{p['lease_age_s']:.1f}s"
@@ -48,6 +59,7 @@ def status_view(doc: dict[str, Any]) -> Group:
             str(p["exports"]),
             _age(p.get("last_beat_age_s")),
             str(p.get("missed_events", 0)),  # events of this peer that never arrived
+            _offset(p.get("clock_offset_s")),
         )
     imports = Table(title="imports", title_justify="left")
     for column in ("import", "backend", "weight", "%", "why"):

@@ -4,7 +4,9 @@ behaviour in seconds — imports, weights, leases, partitions, hostile input. Wh
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -43,21 +45,25 @@ class Fleet:
         return {} if view is None else {b: w.weight for b, w in view.weights.items()}
 
 
-@pytest.fixture
-async def fleet() -> AsyncIterator[Fleet]:
-    import asyncio
-
+@contextlib.asynccontextmanager
+async def running_fleet(skews: dict[str, float] | None = None) -> AsyncIterator[Fleet]:
+    """Three agents on one in-memory network; ``skews`` (mutable) sets each one's clock offset."""
+    skews = skews if skews is not None else {}
     network = MemoryNetwork("fast", MEMBERS)
     agents, imports, loads, tasks = {}, {}, {}, []
     for cluster in MEMBERS:
         s = Settings(clusterset="fast", cluster=cluster, members=MEMBERS, nats_url="memory://",
                      lease=LEASE, grace=LEASE * 4, beat_interval=0.2, load_interval=0.2,
                      reconcile_interval=0.1, slow_start=0.0)  # fmt: skip
-        imports[cluster], loads[cluster] = MemoryImports(), MemoryLoads()
+
+        def wall(c: str = cluster) -> float:
+            return time.time() + skews.get(c, 0.0)
+
+        imports[cluster], loads[cluster] = MemoryImports(), MemoryLoads(wall)
         # us-east and eu-west export llama; ap-south has its own, unexported.
         pools = MemoryPools({LLAMA: pool("llama", exported=cluster != "ap-south")})
         agents[cluster] = build_agent(s, AgentParts(
-            bus=network.bus(cluster), pools=pools, loads=loads[cluster],
+            bus=network.bus(cluster), pools=pools, loads=loads[cluster], wall=wall,
             extra_feeds={"memory": imports[cluster]},
         )).agent  # fmt: skip
         tasks.append(asyncio.create_task(agents[cluster].run(), name=f"agent-{cluster}"))
@@ -67,6 +73,12 @@ async def fleet() -> AsyncIterator[Fleet]:
         for task in tasks:
             with contextlib.suppress(Exception):
                 await stop_task(task, within=5)
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[Fleet]:
+    async with running_fleet() as f:
+        yield f
 
 
 async def test_imports_converge_with_local_and_exporters(fleet: Fleet) -> None:
@@ -113,3 +125,45 @@ async def test_hostile_payloads_are_counted_and_change_nothing(fleet: Fleet) -> 
         "eu-west",
         "us-east",
     )
+
+
+def healthy_everywhere(f: Fleet) -> bool:
+    """Every import present, every exporter fresh and weighed > 0 by ap-south, no link suspect."""
+    for cluster in MEMBERS:
+        view = f.imports[cluster].views.get(LLAMA)
+        if view is None or f.agents[cluster].link.suspect:
+            return False
+        if any(c.status != "True" for c in view.conditions):
+            return False
+    weights = f.weights("ap-south")  # its own pool is saturated: it spills to both exporters
+    return weights.get("us-east", 0) > 0 and weights.get("eu-west", 0) > 0
+
+
+@pytest.mark.parametrize("skew", [30.0, -30.0, 120.0, -120.0])
+async def test_a_skewed_clock_changes_nothing_and_is_reported(skew: float) -> None:
+    skews = {"us-east": skew}
+    async with running_fleet(skews) as f:
+        f.loads["ap-south"].set(LLAMA, saturation=1.0)  # ap-south spills: every backend counts
+        await wait_for(lambda: healthy_everywhere(f), within=10, what="a healthy federation")
+        # ...and it stays so for longer than a lease.
+        deadline = time.monotonic() + LEASE * 2
+        while time.monotonic() < deadline:
+            assert healthy_everywhere(f), {c: f.weights(c) for c in MEMBERS}
+            await asyncio.sleep(0.1)
+        offset = f.agents["eu-west"].status()["peers"]["us-east"]["clock_offset_s"]
+        assert offset == pytest.approx(skew, abs=1.0)
+        back = f.agents["us-east"].status()["peers"]["eu-west"]["clock_offset_s"]
+        assert back == pytest.approx(-skew, abs=1.0)
+
+
+async def test_a_clock_that_jumps_while_running_changes_nothing() -> None:
+    skews: dict[str, float] = {}
+    async with running_fleet(skews) as f:
+        f.loads["ap-south"].set(LLAMA, saturation=1.0)
+        await wait_for(lambda: healthy_everywhere(f), within=10, what="a healthy federation")
+        for jump in (-45.0, 45.0, 0.0):
+            skews["eu-west"] = jump
+            deadline = time.monotonic() + LEASE * 1.5
+            while time.monotonic() < deadline:
+                assert healthy_everywhere(f), (jump, {c: f.weights(c) for c in MEMBERS})
+                await asyncio.sleep(0.1)

@@ -154,5 +154,6 @@ def test_status_tables_fit_80_columns_and_show_beat_ages() -> None:
     console.print(status_view(doc))
     text = console.export_text()
     assert "0.4s ago" in text
+    assert "31.5s behind" in text
     assert "1796160037819832676" not in text  # the raw hybrid sequence means nothing to a reader
     assert max(len(line) for line in text.splitlines()) <= 80

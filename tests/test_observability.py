@@ -30,7 +30,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 rules found" in result.stdout
+    assert "6 rules found" in result.stdout
 
 
 def test_rules_only_use_metrics_the_agent_exports() -> None:

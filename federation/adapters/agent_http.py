@@ -24,19 +24,32 @@ from federation.model.views import ImportView, weights_document
 
 
 class WeightsBoard:
-    """The ``/v1/weights`` document: an ImportSink the agent feeds, which the HTTP port reads."""
+    """The ``/v1/weights`` document: an ImportSink the agent feeds, which the HTTP port reads.
+
+    Taking new views is cheap (they are kept); the document is rendered when someone asks for
+    it, once per set of views: thousands of imports stepping their smoothing are not rendered
+    to JSON at every step that nobody reads.
+    """
 
     def __init__(self, cluster: str) -> None:
         self.cluster = cluster
-        self.body = orjson.dumps({"cluster": cluster, "updated_at": None, "imports": {}})
+        self._views: Mapping[PoolKey, ImportView] = {}
+        self._updated_at: float | None = None
+        self._body: bytes | None = None
 
     async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
-        doc = {
-            "cluster": self.cluster,
-            "updated_at": time.time(),
-            "imports": weights_document(views),
-        }
-        self.body = orjson.dumps(doc)
+        self._views, self._updated_at, self._body = dict(views), time.time(), None
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            doc = {
+                "cluster": self.cluster,
+                "updated_at": self._updated_at,
+                "imports": weights_document(self._views),
+            }
+            self._body = orjson.dumps(doc)
+        return self._body
 
 
 class AgentHttp:

@@ -70,6 +70,7 @@ class Delivery:
     # (peer cluster, sequence in the peer's outbound stream), from the header the servers add
     # to sourced messages; None for anything else.
     origin: tuple[str, int] | None = None
+    stored_at: float | None = None  # the inbound stream's timestamp (the local server's clock)
 
     async def ack(self) -> None:
         await self._msg.ack()
@@ -367,17 +368,19 @@ class NatsBus:
             msgs = await self._sub.fetch(batch, timeout=wait)
         except (NatsTimeoutError, TimeoutError):
             return []
-        return [
-            Delivery(
-                subject=m.subject,
-                data=m.data,
-                headers=dict(m.headers or {}),
-                pending=m.metadata.num_pending,
-                _msg=m,
-                origin=self._origin(m.headers),
-            )
-            for m in msgs
-        ]
+        return [self._delivery(m) for m in msgs]
+
+    def _delivery(self, m: Msg) -> Delivery:
+        md = m.metadata  # parsed from the reply subject at every access: once
+        return Delivery(
+            subject=m.subject,
+            data=m.data,
+            headers=dict(m.headers or {}),
+            pending=md.num_pending,
+            _msg=m,
+            origin=self._origin(m.headers),
+            stored_at=md.timestamp.timestamp() if md.timestamp else None,
+        )
 
     def _origin(self, headers: Mapping[str, str] | None) -> tuple[str, int] | None:
         """Parse ``Nats-Stream-Source: FED_OUT_<cs>_<peer> <seq> ...`` (nats-server 2.10+)."""

@@ -77,6 +77,7 @@ class KubeCluster:
         self.wall = wall
         self._pools_changed = asyncio.Event()
         self._imports_changed = asyncio.Event()
+        self._wake = asyncio.Event()  # imports changed, or a nearer coalesced write is owed
 
         def informer(r: Resource, changed: asyncio.Event) -> Informer:
             return Informer(kube, r, namespaces=namespaces, backoff=backoff, on_change=changed.set)
@@ -85,12 +86,18 @@ class KubeCluster:
         self.services = informer(SERVICES, self._pools_changed)
         self.routes = informer(HTTPROUTES, self._pools_changed)
         self.gateways = informer(GATEWAYS, self._pools_changed)
-        self.imports = informer(IMPORTS, self._imports_changed)
+        self.imports = Informer(
+            kube, IMPORTS, namespaces=namespaces, backoff=backoff, on_change=self._on_imports
+        )
         self.informers = [self.pools, self.services, self.routes, self.gateways, self.imports]
         self.refused: dict[PoolKey, str] = {}  # imports we could not create, and why
         self.counts: Counter[str] = Counter()  # writes, conflicts, errors, by kind
         self._desired: dict[PoolKey, ImportView] | None = None
         self._lock = asyncio.Lock()
+
+    def _on_imports(self) -> None:
+        self._imports_changed.set()
+        self._wake.set()
 
     async def close(self) -> None:
         await self.kube.close()
@@ -113,10 +120,12 @@ class KubeCluster:
             wait = None if self._next_write is None else self._next_write - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(None if wait is None else max(0.0, wait)):
-                    await self._imports_changed.wait()
+                    await self._wake.wait()
+            self._wake.clear()
+            due = self._next_write is not None and time.monotonic() >= self._next_write
+            if self._desired is None or not (self._imports_changed.is_set() or due):
+                continue  # woken to wait for a nearer due time
             self._imports_changed.clear()
-            if self._desired is None:
-                continue
             try:
                 await self.apply(self._desired)
             except Exception as exc:  # the next change or the agent's next feed tries again
@@ -242,7 +251,9 @@ class KubeCluster:
         if due is None:
             return
         if due > now:
-            self._next_write = due if self._next_write is None else min(self._next_write, due)
+            if self._next_write is None or due < self._next_write:
+                self._next_write = due
+                self._wake.set()  # the drift loop waits for the nearest due time
             self.counts["weights_writes_deferred"] += 1
             return
         wanted = weights_annotation(view)

@@ -47,15 +47,22 @@ class AgentState(Protocol):
     @property
     def pending(self) -> int: ...
 
+    def clock_offsets(self) -> Mapping[str, float]:
+        """Per peer: seconds its clock is ahead of ours (estimated)."""
+        ...
+
     def feed_health(self) -> Mapping[str, tuple[bool, int]]:
         """Per gateway feed: (healthy, failures so far)."""
         ...
 
 
 class _StateCollector(Collector):
-    def __init__(self, agent: AgentState, wall: Callable[[], float]) -> None:
+    def __init__(
+        self, agent: AgentState, wall: Callable[[], float], max_clock_offset: float
+    ) -> None:
         self.agent = agent
         self.wall = wall
+        self.max_clock_offset = max_clock_offset
 
     def collect(self) -> Iterator[Metric]:
         a, c = self.agent, self.agent.counts
@@ -121,6 +128,19 @@ class _StateCollector(Collector):
             for backend, w in view.weights.items():
                 weight.add_metric([str(key), backend], w.weight)
         yield weight
+        offsets = GaugeMetricFamily(
+            "federation_peer_clock_offset_seconds",
+            "Each peer's clock against this one (estimated; ages never use it)",
+            labels=["peer"],
+        )
+        for peer, offset in sorted(a.clock_offsets().items()):
+            offsets.add_metric([peer], offset)
+        yield offsets
+        yield GaugeMetricFamily(
+            "federation_clock_offset_limit_seconds",
+            "The offset beyond which FederationPeerClockSkew alerts (--max-clock-offset)",
+            value=self.max_clock_offset,
+        )
         health = a.feed_health()
         failures = CounterMetricFamily(
             "federation_feed_failures",
@@ -177,9 +197,11 @@ class AgentMetrics:
         self,
         wall: Callable[[], float] = time.time,
         kube: KubeState | None = None,
+        max_clock_offset: float = 30.0,
     ) -> None:
         self.registry = CollectorRegistry()
         self.wall = wall
+        self.max_clock_offset = max_clock_offset
         if kube is not None:
             self.registry.register(_KubeCollector(kube))
         self.lag = Histogram(
@@ -191,7 +213,7 @@ class AgentMetrics:
         )
 
     def watch(self, agent: AgentState) -> None:
-        self.registry.register(_StateCollector(agent, self.wall))
+        self.registry.register(_StateCollector(agent, self.wall, self.max_clock_offset))
 
     def observe_lag(self, peer: str, seconds: float) -> None:
         self.lag.labels(peer).observe(max(0.0, seconds))

@@ -148,7 +148,7 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
     if kube is not None:
         feeds["kubernetes"] = kube  # last: API writes must not delay the gateways
         services["kube"] = kube
-    metrics = AgentMetrics(parts.wall, kube=kube)
+    metrics = AgentMetrics(parts.wall, kube=kube, max_clock_offset=settings.max_clock_offset)
     agent = Agent(
         settings,
         bus=parts.bus or nats_bus(settings, parts.connect_options),

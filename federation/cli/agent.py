@@ -79,6 +79,15 @@ from federation.settings import (
     help="Seconds of silence after which a peer's exports go.",
 )
 @click.option(
+    "--max-clock-offset",
+    default=Settings.max_clock_offset,
+    show_default=True,
+    type=click.FloatRange(0),
+    envvar=env("MAX_CLOCK_OFFSET"),
+    help="Seconds a peer's clock may be off ours before the FederationPeerClockSkew alert "
+    "(ages and leases never use peers' clocks).",
+)
+@click.option(
     "--trace-file",
     type=click.Path(path_type=Path),
     default=None,
@@ -145,8 +154,8 @@ from federation.settings import (
     show_default=True,
     type=click.IntRange(0, 1_000_000),
     envvar=env("ANNOTATION_THRESHOLD"),
-    help="...and only for a weight move this large (of 1,000,000); a backend starting or "
-    "stopping is written at once.",
+    help="...and only for a weight move this large (of 1,000,000) or a backend starting or "
+    "stopping to serve.",
 )
 @click.option(
     "--shutdown-timeout",
@@ -170,6 +179,7 @@ def agent(
     http_port: int,
     lease: float,
     grace: float,
+    max_clock_offset: float,
     trace_file: Path | None,
     signing_key: Path | None,
     trust_bundle: Path | None,
@@ -201,6 +211,7 @@ def agent(
             nats_cluster=nats_cluster,
             lease=lease,
             grace=grace,
+            max_clock_offset=max_clock_offset,
             controller_name=controller_name or DEFAULT_CONTROLLER_NAME,
             feeds=FeedSettings(
                 haproxy_socket=haproxy_socket,

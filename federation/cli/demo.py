@@ -98,6 +98,14 @@ from federation.cli.output import print_json, setup_logging
               metavar="S", help="...for this long...")  # fmt: skip
 @click.option("--burst-factor", default=3.0, show_default=True, type=click.FloatRange(0.1, 100),
               metavar="F", help="...to this multiple of its usual rate (1: no burst).")  # fmt: skip
+@click.option(
+    "--skew",
+    "skews",
+    multiple=True,
+    metavar="CLUSTER=SECONDS",
+    help="Run this cluster's agent and EPP scraper on a clock this far off (repeatable; "
+    "negative: behind).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def demo(
     clusters: int,
@@ -117,6 +125,7 @@ def demo(
     burst_at: float,
     burst_for: float,
     burst_factor: float,
+    skews: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Federate N simulated clusters over an embedded NATS supercluster."""
@@ -130,7 +139,7 @@ def demo(
         clusters=clusters, pools=pools, data_dir=data_dir, trace_file=trace_file,
         kill_cluster=kill_cluster, kill_at=kill_at, revive_at=revive_at, secure=secure,
         spoof=spoof, traffic=traffic, burst_cluster=burst_cluster, burst_at=burst_at,
-        burst_for=burst_for, burst_factor=burst_factor,
+        burst_for=burst_for, burst_factor=burst_factor, skews=skews,
     )  # fmt: skip
     try:
         options, chaos = plan_demo(request, has_haproxy=shutil.which("haproxy") is not None)

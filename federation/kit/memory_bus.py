@@ -35,6 +35,7 @@ class Stored:
     data: bytes
     headers: Mapping[str, str]
     origin: tuple[str, int] | None = None  # (peer, sequence in its outbound), once sourced
+    stored_at: float = 0.0  # when the stream that holds it stored it (the network's wall clock)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class MemoryDelivery:
     headers: Mapping[str, str]
     pending: int
     origin: tuple[str, int] | None
+    stored_at: float | None
     _bus: MemoryBus
     _stored: Stored
 
@@ -78,11 +80,13 @@ class MemoryNetwork:
         *,
         history_per_subject: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.clusterset = clusterset
         self.members = tuple(members)
         self.history = history_per_subject
         self.clock = clock
+        self.wall = wall  # the servers' clock: what stored times are stamped with
         self.clusters = {m: _Cluster() for m in self.members}
         self.isolated: set[str] = set()
         self.down_: set[str] = set()
@@ -113,7 +117,7 @@ class MemoryNetwork:
     def store(self, cluster: str, subject: str, data: bytes, headers: Mapping[str, str]) -> int:
         c = self.clusters[cluster]
         c.out_seq += 1
-        stored = Stored(c.out_seq, subject, data, dict(headers))
+        stored = Stored(c.out_seq, subject, data, dict(headers), None, self.wall())
         c.outbound.append(stored)
         self._trim(c.outbound)
         self._catch_up()
@@ -142,7 +146,9 @@ class MemoryNetwork:
                         continue
                     c.in_seq += 1
                     c.inbound.append(
-                        Stored(c.in_seq, s.subject, s.data, s.headers, (peer, s.sequence))
+                        Stored(
+                            c.in_seq, s.subject, s.data, s.headers, (peer, s.sequence), self.wall()
+                        )
                     )
                     c.sourced[peer] = s.sequence
                     grew = True
@@ -255,7 +261,9 @@ class MemoryBus:
         while self._queue and len(out) < batch:
             s = self._queue.popleft()
             out.append(
-                MemoryDelivery(s.subject, s.data, s.headers, len(self._queue), s.origin, self, s)
+                MemoryDelivery(
+                    s.subject, s.data, s.headers, len(self._queue), s.origin, s.stored_at, self, s
+                )
             )
         return out
 

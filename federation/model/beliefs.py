@@ -33,9 +33,10 @@ def _subject_id(event: Event) -> tuple[str, ...]:
 class Beliefs:
     """The newest export, load report and heartbeat per subject, and when each was received.
 
-    ``received_at`` is this cluster's wall clock when the event was applied; freshness uses the
-    earlier of that and the publisher's ``published_at``, so a peer whose clock runs ahead cannot
-    make its reports look younger than they are.
+    ``received_at`` is when the event reached this cluster, on this cluster's own clock (less
+    the time it waited in the local inbound stream, as the local server measured it): every age
+    and lease is measured on it. The publisher's ``published_at`` is its clock, not ours — clocks
+    disagree by seconds to minutes in real life — so it is never compared with ours here.
     """
 
     exports: dict[ExportId, ExportEvent] = field(default_factory=dict)
@@ -57,7 +58,7 @@ class Beliefs:
         if held is not None and seq < held:
             return Outcome.STALE
         self._sequences[sid] = seq
-        seen = min(event.published_at, received_at)
+        seen = received_at
         self.seen_at[sid] = seen
         if not isinstance(event, ExportEvent):
             self.heard_at[event.cluster] = max(seen, self.heard_at.get(event.cluster, seen))

@@ -12,6 +12,10 @@ from federation.model.pools import PoolKey
 from federation.model.views import ImportView, weights_document
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def status_document(
     *,
     cluster: str,
@@ -22,6 +26,7 @@ def status_document(
     now: float,
     lease: float,
     missed: Mapping[str, int] | None = None,
+    offsets: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     exports = Counter(c for (c, _, _), e in beliefs.exports.items() if not e.withdrawn)
     peers = {}
@@ -36,6 +41,8 @@ def status_document(
             "last_beat_age_s": None if beat_at is None else round(max(0.0, now - beat_at), 3),
             "exports": exports[member],
             "missed_events": (missed or {}).get(member, 0),  # sequence gaps (model.gaps)
+            # The peer's clock against ours (model.clock_offsets): shown, never used.
+            "clock_offset_s": _round((offsets or {}).get(member)),
         }
     return {
         "cluster": cluster,

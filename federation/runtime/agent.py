@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -37,6 +38,7 @@ from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.status import status_document
 from federation.model.views import ImportView
+from federation.runtime.clocks import steady_clock
 from federation.runtime.feeding import Feeds
 from federation.runtime.intake import Intake
 from federation.runtime.ports import (
@@ -98,10 +100,13 @@ class Agent:
             agent=settings.cluster,
         )
         self.services = dict(services or {})
-        self.wall = wall  # wall clock: event times are compared across clusters
+        self.wall = wall  # this cluster's wall clock: what our events say they were sent at
+        # Every age, lease and due time runs on this: the wall clock as it was at start, moved on
+        # by the monotonic clock — so a wall clock set forward or back changes nobody's weight.
+        self.now = steady_clock(wall)
         self.intake = Intake(
             cluster=settings.cluster, clusterset=settings.clusterset, members=settings.members,
-            wall=wall, tracer=self.tracer, verifier=verifier, lag_observers=lag_observers,
+            wall=self.now, tracer=self.tracer, verifier=verifier, lag_observers=lag_observers,
         )  # fmt: skip
         self.reconciler = Reconciler(settings, self.feeds, export_status)
         self.local_pools: dict[PoolKey, LocalPool] = {}
@@ -142,6 +147,9 @@ class Agent:
     @property
     def pending(self) -> int:
         return self.intake.pending
+
+    def clock_offsets(self) -> dict[str, float]:
+        return self.intake.offsets.offsets()
 
     @property
     def views(self) -> dict[PoolKey, ImportView]:
@@ -287,8 +295,13 @@ class Agent:
             raise_if_cancelling()
             pools = list(self.local_pools.values())
             samples = await asyncio.gather(*(self._sample(p) for p in pools))
-            # Replaced, not updated: a deleted pool's last sample must not linger.
-            self.local_samples = {p.key: s for p, s in zip(pools, samples, strict=True)}
+            # Replaced, not updated: a deleted pool's last sample must not linger. Its age runs
+            # from when we took it, on our steady clock (the scraper's stamp is for peers).
+            taken = self.now()
+            self.local_samples = {
+                p.key: dataclasses.replace(s, observed_at=taken)
+                for p, s in zip(pools, samples, strict=True)
+            }
             exported = [(p, s) for p, s in zip(pools, samples, strict=True) if is_exported(p)]
             self.publisher.forget_loads_except({p.key for p, _ in exported})
             for pool, sample in exported:
@@ -306,7 +319,7 @@ class Agent:
                 return await self.loads.sample(pool)
         except Exception as exc:
             log.warning("agent %s: sampling %s failed: %s", self.name, pool.key, exc)
-            return LoadSample(observed_at=self.wall(), epp_status="unreachable")
+            return LoadSample(observed_at=self.now(), epp_status="unreachable")
 
     async def _heartbeat(self) -> None:
         while True:
@@ -326,9 +339,10 @@ class Agent:
             beliefs=self.beliefs,
             views=self.views,
             link=self.link,
-            now=self.wall(),
+            now=self.now(),
             lease=self.settings.lease,
             missed=self.gaps.missed,
+            offsets=self.intake.offsets.offsets(),
         )
         return doc | {"feeds": self.feeds.status()}
 
@@ -346,7 +360,7 @@ class Agent:
                 async with asyncio.timeout(self.settings.reconcile_interval):
                     await self._changed.wait()
             self._changed.clear()
-            now = self.wall()
+            now = self.now()
             self.step_views(now)
             await self.reconciler.feed(self.beliefs)
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.

@@ -76,8 +76,11 @@ async def consume_one(
     cluster: str = "",
     tracer: trace.Tracer | None = None,
     verifier: Verifier | None = None,
+    received_at: float | None = None,
 ) -> Event | None:
     """Apply one delivery; return the event when it changed the beliefs.
+
+    ``received_at`` (default: now) is when it reached this cluster, on this cluster's clock.
 
     Traced as a CONSUMER span whose parent is the publisher's span (from ``traceparent``), with
     the apply as its child: one trace from the exporting cluster to this one.
@@ -99,7 +102,7 @@ async def consume_one(
             await delivery.term()
             return None
         with tracer.start_as_current_span(f"apply {type(event).__name__}") as applying:
-            outcome = beliefs.apply(event, wall())
+            outcome = beliefs.apply(event, wall() if received_at is None else received_at)
             applying.set_attribute("federation.outcome", outcome.value)
         await delivery.ack()
     if outcome is Outcome.APPLIED:

@@ -14,6 +14,7 @@ from opentelemetry import trace
 
 from federation.messages import Event
 from federation.model.beliefs import Beliefs
+from federation.model.clock_offsets import ClockOffsets
 from federation.model.counts import EventCounts
 from federation.model.gaps import SourceGaps
 from federation.runtime.consuming import consume_one
@@ -45,6 +46,20 @@ class Intake:
         self.counts = EventCounts()
         self.gaps = SourceGaps()  # peers' events that never reached us
         self.pending = 0  # messages behind the last delivery: the consumer's backlog
+        self.offsets = ClockOffsets()  # peers' clocks against ours: reported, never used
+        self._newest_stored: float | None = None  # the local server's clock, as far as we know
+
+    def received_at(self, delivery: Delivery) -> float:
+        """When a delivery reached this cluster, on our clock: now, less how long it waited in
+        the local inbound stream — measured between two of the local server's own timestamps
+        (this one and the newest seen), so no two clocks are ever compared."""
+        now = self.wall()
+        stored = delivery.stored_at
+        if stored is None:
+            return now
+        newest = stored if self._newest_stored is None else max(self._newest_stored, stored)
+        self._newest_stored = newest
+        return now - (newest - stored)
 
     async def apply(self, delivery: Delivery, *, caught_up: bool) -> Event | None:
         """Check and apply one delivery; the event if it changed beliefs, else None."""
@@ -54,6 +69,7 @@ class Intake:
             skipped = self.gaps.observe(peer, sequence, counting=caught_up)
             if skipped:
                 log.warning("agent %s: %d events of %s never arrived", self.cluster, skipped, peer)
+        received_at = self.received_at(delivery)
         applied = await consume_one(
             delivery,
             beliefs=self.beliefs,
@@ -64,8 +80,11 @@ class Intake:
             cluster=self.cluster,
             tracer=self.tracer,
             verifier=self.verifier,
+            received_at=received_at,
         )
         if applied is not None:
+            if caught_up:  # a catch-up's old events say nothing about a clock
+                self.offsets.observe(applied.cluster, applied.published_at, received_at)
             lag = self.wall() - applied.published_at
             for observe in self.lag_observers:
                 observe(applied.cluster, lag)

@@ -76,6 +76,9 @@ class Delivery(Protocol):
     headers: Mapping[str, str]
     pending: int
     origin: tuple[str, int] | None  # (peer, sequence in its outbound stream), when sourced
+    # When the local inbound stream stored it, on the local server's clock (None: unknown).
+    # Only differences between two such times are used: never compared with another clock.
+    stored_at: float | None
 
     async def ack(self) -> None: ...
 

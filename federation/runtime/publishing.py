@@ -8,6 +8,7 @@ an outage costs latency, never an export.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -54,14 +55,23 @@ class Publisher:
     signer: Signer | None = None
     exported: dict[PoolKey, ExportEvent] = field(default_factory=dict)  # what we last said
     _sequences: dict[str, int] = field(default_factory=dict)
+    # Keepalives are timed on this clock: a wall clock set back must not silence us.
+    clock: Callable[[], float] = time.monotonic
     _loads: dict[PoolKey, tuple[LoadSample, float]] = field(default_factory=dict)
 
     def adopt(self, beliefs: Beliefs) -> None:
-        """Continue from what the stream says we published before a restart."""
+        """Continue from what the stream says we published before a restart: exports, and every
+        subject's sequence (so a clock set back across a restart cannot make us look stale)."""
         for (cluster, ns, name), export in beliefs.exports.items():
             if cluster == self.cluster:
                 self.exported[PoolKey(ns, name)] = export
                 self._sequences[messages.subject_for(self.clusterset, export)] = export.generation
+        for (cluster, _, _), report in beliefs.loads.items():
+            if cluster == self.cluster:
+                self._sequences[messages.subject_for(self.clusterset, report)] = report.sequence
+        beat = beliefs.beats.get(self.cluster)
+        if beat is not None:
+            self._sequences[messages.subject_for(self.clusterset, beat)] = beat.sequence
 
     def next_sequence(self, subject: str) -> int:
         """Strictly increasing per subject, across restarts: a hybrid of the clock and a counter."""
@@ -136,13 +146,13 @@ class Publisher:
             del self._loads[key]
 
     async def publish_load(self, pool: LocalPool, sample: LoadSample) -> None:
-        now = self.wall()
+        now, tick = self.wall(), self.clock()
         previous = self._loads.get(pool.key)
         if not worth_publishing(
             previous[0] if previous else None,
             sample,
             last_published_at=previous[1] if previous else None,
-            now=now,
+            now=tick,
             threshold=LOAD_CHANGE_THRESHOLD,
             keepalive=self.keepalive,
         ):
@@ -163,7 +173,7 @@ class Publisher:
             epp_status=sample.epp_status,
         )
         if await self._send(report):
-            self._loads[pool.key] = (sample, now)
+            self._loads[pool.key] = (sample, tick)
 
     def export_generation(self, key: PoolKey) -> int | None:
         """The generation of the export we last published for ``key`` (None if none is live)."""

@@ -61,3 +61,10 @@ def test_withdrawn_exports_are_not_live() -> None:
     b.apply(export(cluster="a"), 100)
     b.apply(export(cluster="b", withdrawn=True), 100)
     assert [e.cluster for e in b.live_exports()] == ["a"]
+
+
+def test_a_clock_running_behind_cannot_make_reports_look_older() -> None:
+    b = Beliefs()
+    b.apply(load(published_at=40.0), received_at=100.0)  # the peer's clock is 60 s behind
+    assert b.report_seen_at("a", "llm", "pool") == 100.0
+    assert b.last_heard("a") == 100.0

@@ -76,6 +76,7 @@ def test_annotation_writes_are_coalesced() -> None:
     assert annotation_due(w, big, written_at=0, now=5, **kw) == 10  # at most once per interval
     assert annotation_due(w, big, written_at=0, now=12, **kw) == 12
     stopped = {"a": 1_000_000, "b": 0}
-    assert annotation_due(w, stopped, written_at=4, now=5, **kw) == 5  # stopped serving: at once
+    assert annotation_due(w, stopped, written_at=4, now=5, **kw) == 14  # still once per interval
+    assert annotation_due(w, stopped, written_at=None, now=5, **kw) == 5  # never written: now
     grown = {"a": 600_000, "b": 400_000, "c": 0}
-    assert annotation_due(w, grown, written_at=4, now=5, **kw) == 5  # a new backend: at once
+    assert annotation_due(w, grown, written_at=0, now=12, **kw) == 12  # a new backend

@@ -140,9 +140,9 @@ async def ingest(base: Path, quick: bool) -> dict[str, Any]:
             for delivery in await agent_bus.fetch(512, 1.0):
                 await agent.apply_delivery(delivery)
             if time.perf_counter() - last_reconcile >= settings.reconcile_interval:
-                agent.step_views(time.time())
+                agent.step_views(agent.now())
                 last_reconcile, reconciles = time.perf_counter(), reconciles + 1
-        agent.step_views(time.time())
+        agent.step_views(agent.now())
         elapsed = time.perf_counter() - began
         await agent_bus.close()
     return {

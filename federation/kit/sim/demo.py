@@ -17,7 +17,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -71,6 +71,8 @@ class DemoOptions:
     history_per_subject: int | None = None
     secure: bool = False  # per-cluster NATS users with least privilege, signed events
     traffic: TrafficOptions | None = None
+    # Clusters whose agent and EPP scraper run on a clock this many seconds off (chaos).
+    skews: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def history(self) -> int:
@@ -214,9 +216,8 @@ class Demo:
                 await apiserver.start()
                 pools = EmulatedPools(apiserver.emulator, i)
                 api = SimApi("127.0.0.1")
-                sim = SimCluster(
-                    name, apiserver, pools, load, epp, EppScraper(), MemoryImports(), api
-                )
+                scraper = EppScraper(wall=skewed_clock(options.skews.get(name, 0.0)))
+                sim = SimCluster(name, apiserver, pools, load, epp, scraper, MemoryImports(), api)
                 demo.clusters[name] = sim
                 gateway_port = None
                 if options.traffic is not None:
@@ -278,6 +279,7 @@ class Demo:
             verifier=security.verifier() if security else None,
             tracer=self._tracing.get_tracer("federation") if self._tracing else None,
             http=HttpPort(host=sim.api.host, port=sim.api.port),
+            wall=skewed_clock(self.options.skews.get(cluster, 0.0)),
             lag_observers=tuple(partial(tap, cluster) for tap in self.lag_taps),
         )
 
@@ -450,6 +452,13 @@ class Demo:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
         if self._traffic_dir is not None:
             shutil.rmtree(self._traffic_dir, ignore_errors=True)
+
+
+def skewed_clock(skew: float) -> Callable[[], float]:
+    """The wall clock, ``skew`` seconds off (a cluster whose time sync broke)."""
+    if not skew:
+        return time.time
+    return lambda: time.time() + skew
 
 
 def _round(value: float | None) -> float | None:

@@ -28,6 +28,21 @@ class DemoRequest:
     burst_at: float = 0.0  # the CLI's flags give these (their defaults live there)
     burst_for: float = 0.0
     burst_factor: float = 1.0
+    skews: tuple[str, ...] = ()  # CLUSTER=SECONDS
+
+
+def parse_skews(values: tuple[str, ...], names: list[str]) -> dict[str, float]:
+    skews: dict[str, float] = {}
+    for value in values:
+        cluster, sep, seconds = value.partition("=")
+        try:
+            skew = float(seconds)
+        except ValueError:
+            skew = float("nan")
+        if not sep or cluster not in names or skew != skew or abs(skew) > 86_400:
+            raise ValueError(f"--skew takes CLUSTER=SECONDS with one of {', '.join(names)}")
+        skews[cluster] = skew
+    return skews
 
 
 def plan_demo(r: DemoRequest, *, has_haproxy: bool) -> tuple[DemoOptions, Chaos | None]:
@@ -64,5 +79,6 @@ def plan_demo(r: DemoRequest, *, has_haproxy: bool) -> tuple[DemoOptions, Chaos 
         trace_file=r.trace_file,
         secure=r.secure,
         traffic=traffic_options,
+        skews=parse_skews(r.skews, names),
     )
     return options, chaos

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey
@@ -36,8 +36,9 @@ class MemoryPools:
 class MemoryLoads:
     """A LoadSource: each pool's sample as set (default: 4 ready pods at 30 %)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wall: Callable[[], float] = time.time) -> None:
         self.samples: dict[PoolKey, LoadSample] = {}
+        self.wall = wall  # the agent's clock: samples are stamped as its EPP scraper would
 
     def set(self, key: PoolKey, *, ready_pods: int = 4, saturation: float = 0.3,
             status: str = "ok") -> None:  # fmt: skip
@@ -51,7 +52,7 @@ class MemoryLoads:
             observed_at=0.0, ready_pods=4, kv_cache_utilization=0.3, saturation=0.3
         )
         return LoadSample(
-            observed_at=time.time(), ready_pods=base.ready_pods,
+            observed_at=self.wall(), ready_pods=base.ready_pods,
             kv_cache_utilization=base.kv_cache_utilization, queue_size=base.queue_size,
             running_requests=base.running_requests, saturation=base.saturation,
             epp_status=base.epp_status,
