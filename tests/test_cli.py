@@ -138,6 +138,7 @@ def test_status_tables_fit_80_columns_and_show_beat_ages() -> None:
                 "last_beat_sequence": 1796160037819832676,
                 "last_beat_age_s": 0.4,
                 "missed_events": 0,
+                "clock_offset_s": -31.5,
             },
         },
         "imports": {"llm/llama-3-70b": {"backends": {"local": backend, "us-east": backend}}},
