@@ -129,8 +129,26 @@ class ProcessOptions:
     nats_ca: Path | None = None
     nats_cert: Path | None = None
     nats_key: Path | None = None
+    # Secure unless told otherwise: without this, the agent needs signed events (a signing key
+    # and a trust bundle) and a protected NATS login (TLS, or an nkey).
+    insecure: bool = False
+
+    def missing_security(self) -> list[str]:
+        """What a secure agent lacks (empty: nothing)."""
+        missing = []
+        if self.signing_key is None or self.trust_bundle is None:
+            missing.append("--signing-key and --trust-bundle (signed events)")
+        if self.nats_ca is None and self.nats_nkey is None:
+            missing.append("--nats-ca (TLS) or --nats-nkey (a key login)")
+        return missing
 
     def __post_init__(self) -> None:
+        missing = self.missing_security()
+        if missing and not self.insecure:
+            raise SettingsError(
+                "refusing to run without " + " and ".join(missing) + "; pass --insecure "
+                "(FEDERATION_INSECURE=1) to run without them anyway (docs/SECURITY.md)"
+            )
         if (self.signing_key is None) != (self.trust_bundle is None):
             raise SettingsError("--signing-key and --trust-bundle go together")
         if (self.nats_cert is None) != (self.nats_key is None) or (

@@ -45,6 +45,7 @@ def status_view(doc: dict[str, Any]) -> Group:
     header = Text.from_markup(
         f"[bold]{doc['cluster']}[/] · lease {doc['lease_s']:g}s · link "
         + ("[red]SUSPECT[/] " + link["reason"] if link["suspect"] else "[green]ok[/]")
+        + (" · [red]INSECURE[/] (unsigned events accepted)" if doc.get("insecure") else "")
     )
     peers = Table(title="peers", title_justify="left")
     for column in ("peer", "lease age", "state", "exports", "last beat", "missed", "clock"):

@@ -63,7 +63,9 @@ async def start_agent(
         sys.executable, "-m", "federation", "agent",
         "--clusterset", clusterset, "--cluster", cluster, "--members", members,
         "--nats-url", nats_url, "--kube-url", kube_url,
-        "--http-host", "127.0.0.1", "--http-port", str(port), *extra,
+        "--http-host", "127.0.0.1", "--http-port", str(port),
+        "--insecure",  # these tests are not about security (test_security.py is)
+        *extra,
         stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )  # fmt: skip
     return AgentProcess(cluster, port, proc)
@@ -281,6 +283,7 @@ async def test_the_agent_process_feeds_haproxy_and_envoy_from_its_flags(
             assert list(feeds) == ["http", "haproxy", "envoy-eds", "kubernetes"]
             assert all(f["healthy"] for f in feeds.values()), feeds
             assert 'federation_feed_healthy{feed="haproxy"} 1.0' in metrics
+            assert "federation_insecure 1.0" in metrics  # it was told --insecure: it says so
         finally:
             for agent in agents:
                 agent.proc.terminate()

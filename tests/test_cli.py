@@ -110,7 +110,7 @@ def test_agent_refuses_an_unusable_or_doubled_nats_login(tmp_path: Path) -> None
     bad = tmp_path / "bad.nk"
     bad.write_text("not a seed\n")
     base = ["agent", "--clusterset", "cs", "--cluster", "a", "--members", "a,b",
-            "--nats-url", "nats://127.0.0.1:1"]  # fmt: skip
+            "--nats-url", "nats://127.0.0.1:1", "--insecure"]  # fmt: skip
     result = CliRunner().invoke(main, [*base, "--nats-nkey", str(bad)])
     assert result.exit_code == 2
     assert "not an nkey seed" in result.output
@@ -158,3 +158,21 @@ def test_status_tables_fit_80_columns_and_show_beat_ages() -> None:
     assert "31.5s behind" in text
     assert "1796160037819832676" not in text  # the raw hybrid sequence means nothing to a reader
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+AGENT = ["agent", "--clusterset", "cs", "--cluster", "a", "--members", "a,b",
+         "--nats-url", "nats://127.0.0.1:1", "--kube-url", "http://127.0.0.1:1"]  # fmt: skip
+
+
+def test_the_agent_refuses_to_run_insecure_unless_told(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, AGENT, env={})
+    assert result.exit_code == 2
+    assert "refusing to run without --signing-key and --trust-bundle" in result.output
+    assert "--insecure" in result.output
+    key, bundle = tmp_path / "k", tmp_path / "b"
+    key.write_text("x")
+    bundle.write_text("{}")
+    signed = [*AGENT, "--signing-key", str(key), "--trust-bundle", str(bundle)]
+    result = CliRunner().invoke(main, signed, env={})
+    assert result.exit_code == 2
+    assert "--nats-ca (TLS) or --nats-nkey" in result.output  # signed, but a plain login

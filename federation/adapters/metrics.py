@@ -47,6 +47,9 @@ class AgentState(Protocol):
     @property
     def pending(self) -> int: ...
 
+    @property
+    def insecure(self) -> bool: ...
+
     def clock_offsets(self) -> Mapping[str, float]:
         """Per peer: seconds its clock is ahead of ours (estimated)."""
         ...
@@ -140,6 +143,11 @@ class _StateCollector(Collector):
             "federation_clock_offset_limit_seconds",
             "The offset beyond which FederationPeerClockSkew alerts (--max-clock-offset)",
             value=self.max_clock_offset,
+        )
+        yield GaugeMetricFamily(
+            "federation_insecure",
+            "1 when the agent runs without signed events or a protected NATS login (--insecure)",
+            value=1 if a.insecure else 0,
         )
         health = a.feed_health()
         failures = CounterMetricFamily(

@@ -83,6 +83,7 @@ class AgentParts:
     wall: Callable[[], float] = time.time
     http: HttpPort | None = None  # None: no HTTP port (benchmarks)
     lag_observers: tuple[Callable[[str, float], None], ...] = ()  # (peer, seconds), beside metrics
+    insecure: bool = False  # no signed events or no protected login: said in status and metrics
 
 
 @dataclass
@@ -162,6 +163,7 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
         wall=parts.wall,
         tracer=parts.tracer,
         lag_observers=(metrics.observe_lag, *parts.lag_observers),
+        insecure=parts.insecure,
     )
     metrics.watch(agent)
     http = None

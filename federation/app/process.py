@@ -42,6 +42,12 @@ def preflight(options: ProcessOptions) -> None:
 async def run_agent(settings: Settings, options: ProcessOptions) -> int:
     """Run until SIGTERM/SIGINT; return the exit code (0 on a clean, bounded stop)."""
     tracing = setup_tracing(f"federation-agent/{settings.cluster}", options.trace_file)
+    if options.insecure:
+        log.warning(
+            "agent %s runs INSECURE (--insecure): without %s; any client that can publish on "
+            "the bus can speak for any cluster",
+            settings.cluster, " and ".join(options.missing_security()) or "nothing",
+        )  # fmt: skip
     connect: dict[str, object] = {}
     services: dict[str, Service] = {}
     if options.nats_user:
@@ -70,6 +76,7 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
             verifier=TrustBundle(options.trust_bundle) if options.trust_bundle else None,
             tracer=tracing.get_tracer("federation"),
             http=HttpPort(host=options.http_host, port=options.http_port),
+            insecure=options.insecure,
         ),
     )
     agent = built.agent

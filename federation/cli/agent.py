@@ -158,6 +158,13 @@ from federation.settings import (
     "stopping to serve.",
 )
 @click.option(
+    "--insecure",
+    is_flag=True,
+    envvar=env("INSECURE"),
+    help="Run without signed events or a protected NATS login (refused otherwise): logged, "
+    "exposed as federation_insecure 1 and shown in status.",
+)
+@click.option(
     "--shutdown-timeout",
     default=ProcessOptions.shutdown_timeout,
     show_default=True,
@@ -196,6 +203,7 @@ def agent(
     envoy_mode: str,
     annotation_interval: float,
     annotation_threshold: int,
+    insecure: bool,
     shutdown_timeout: float,
     verbose: bool,
 ) -> None:
@@ -239,6 +247,7 @@ def agent(
             nats_ca=nats_ca,
             nats_cert=nats_cert,
             nats_key=nats_key,
+            insecure=insecure,
         )
         from federation.app.process import preflight, run_agent
 

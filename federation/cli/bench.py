@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
 
 from federation.cli import main
-from federation.cli.output import print_json, print_view, setup_logging
+from federation.cli.output import print_json, print_view, run_until_signalled, setup_logging
 
 
 @main.command()
@@ -37,7 +36,7 @@ def bench(
             routing = Scenario.from_json(scenario_file.read_text())
         except (OSError, ValueError, TypeError) as exc:
             raise click.UsageError(f"{scenario_file}: {exc}") from None
-    doc = asyncio.run(run_bench(list(scenarios), quick=quick, routing_scenario=routing))
+    doc = run_until_signalled(run_bench(list(scenarios), quick=quick, routing_scenario=routing))
     if as_json:
         print_json(doc)
     else:

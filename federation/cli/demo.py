@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
 from rich.console import Console
 
 from federation.cli import main
-from federation.cli.output import print_json, setup_logging
+from federation.cli.output import print_json, run_until_signalled, setup_logging
 
 
 @main.command()
@@ -146,7 +145,7 @@ def demo(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     console = None if as_json else Console(stderr=False)
-    snapshot = asyncio.run(
+    snapshot = run_until_signalled(
         run_demo(
             options, duration=duration, console=console, chaos=chaos, dump_to=dump_objects,
             spoof=spoof,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -36,6 +38,37 @@ def file_option(flag: str, help_text: str) -> Callable[[F], F]:
         envvar=env(flag.removeprefix("--").upper().replace("-", "_")),
         help=help_text,
     )
+
+
+T = TypeVar("T")
+
+
+def run_until_signalled(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, with SIGTERM handled like Ctrl-C: the command is cancelled, so its
+    ``finally`` blocks stop the servers and children it started and remove its temporary files
+    (what ``timeout``, CI runners and process managers send). Exits 143 after a SIGTERM."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        terminated: list[bool] = []
+
+        def terminate() -> None:
+            terminated.append(True)
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if terminated:
+                raise SystemExit(128 + signal.SIGTERM) from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(main())
 
 
 def print_json(doc: Any) -> None:

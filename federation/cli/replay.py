@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
 
 from federation.cli import main
-from federation.cli.output import fail, print_json, print_json_line, print_view, setup_logging
+from federation.cli.output import (
+    fail,
+    print_json,
+    print_json_line,
+    print_view,
+    run_until_signalled,
+    setup_logging,
+)
 
 
 @main.command()
@@ -65,7 +71,7 @@ def replay(
         lease=lease, grace=grace, slow_start=slow_start,
     )  # fmt: skip
     try:
-        kind, result = asyncio.run(replay(request, serve_store_copy))
+        kind, result = run_until_signalled(replay(request, serve_store_copy))
     except ReplayUsage as exc:
         raise click.UsageError(str(exc)) from None
     except (ReplayError, OSError) as exc:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
+from federation.kit.children import die_with_parent
 from federation.kit.link_proxies import GatewayProxy
 
 READY_TIMEOUT = 60.0
@@ -161,8 +162,9 @@ class Supercluster:
         conf.write_text(render_config(spec, peers, self.extra_config, self._proxy_ports or None))
         log = (self.base_dir / cluster / "nats.log").open("ab")
         self._procs[cluster] = subprocess.Popen(
-            [server_binary(), "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
-        )
+            [server_binary(), "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )  # fmt: skip
         log.close()
 
     def kill_server(self, cluster: str, sig: int = signal.SIGKILL) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
+from federation.kit.children import die_with_parent
 from federation.kit.nats_servers import free_port, server_binary
 
 
@@ -33,6 +34,7 @@ async def serve_store_copy(store: Path) -> AsyncIterator[str]:
         proc = await asyncio.create_subprocess_exec(
             server_binary(), "-c", str(conf),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         try:
             await _wait_healthy(f"http://127.0.0.1:{monitor}", proc)

@@ -84,6 +84,7 @@ class Agent:
         wall: Callable[[], float] = time.time,
         tracer: trace.Tracer | None = None,
         lag_observers: Sequence[Callable[[str, float], None]] = (),
+        insecure: bool = False,
     ) -> None:
         self.settings = settings
         self.tracer = tracer or trace.get_tracer("federation")
@@ -100,6 +101,7 @@ class Agent:
             agent=settings.cluster,
         )
         self.services = dict(services or {})
+        self.insecure = insecure  # said in status and metrics, never hidden
         self.wall = wall  # this cluster's wall clock: what our events say they were sent at
         # Every age, lease and due time runs on this: the wall clock as it was at start, moved on
         # by the monotonic clock — so a wall clock set forward or back changes nobody's weight.
@@ -344,7 +346,7 @@ class Agent:
             missed=self.gaps.missed,
             offsets=self.intake.offsets.offsets(),
         )
-        return doc | {"feeds": self.feeds.status()}
+        return doc | {"feeds": self.feeds.status(), "insecure": self.insecure}
 
     def step_views(self, now: float) -> bool:
         """One weight step of the imports whose inputs or time moved; True if a view changed."""

@@ -52,7 +52,8 @@ def test_chart_metadata() -> None:
             {"keys", "trust", "nats"},
         ),
         (
-            {"nats": {"tls": False}, "signing": {"enabled": False}},
+            # Without signing and TLS the agent refuses to start unless told it is insecure.
+            {"nats": {"tls": False}, "signing": {"enabled": False}, "insecure": True},
             {"FEDERATION_NATS_USER", "FEDERATION_NATS_PASSWORD_FILE"},
             {"FEDERATION_NATS_CA", "FEDERATION_SIGNING_KEY", "FEDERATION_TRUST_BUNDLE"},
             {"nats"},
@@ -72,6 +73,7 @@ def test_switches_give_consistent_deployments(
     assert {m["name"] for m in container["volumeMounts"]} == volumes  # every mount has a volume
     config = _by_kind(docs)[("ConfigMap", "federation-agent")]
     assert config["data"]["FEDERATION_CLUSTER"] == "eu-west"
+    assert ("FEDERATION_INSECURE" in config["data"]) == bool(values.get("insecure"))
     assert {d["metadata"].get("namespace") for d in docs} == {"fed", None}  # None: cluster-wide
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 

@@ -280,6 +280,7 @@ class Demo:
             tracer=self._tracing.get_tracer("federation") if self._tracing else None,
             http=HttpPort(host=sim.api.host, port=sim.api.port),
             wall=skewed_clock(self.options.skews.get(cluster, 0.0)),
+            insecure=security is None,  # a sandbox on loopback unless --secure
             lag_observers=tuple(partial(tap, cluster) for tap in self.lag_taps),
         )
 

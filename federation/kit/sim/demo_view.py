@@ -76,7 +76,12 @@ def demo_view(demo: Demo, elapsed: float, duration: float) -> Group:
     header = Text.from_markup(
         f"[bold]federation demo[/] clusterset [cyan]{demo.options.clusterset}[/] · "
         f"supercluster ready after {demo.bus_ready_after_s or 0:.1f}s · {converged} · "
-        f"{elapsed:.0f}/{duration:.0f}s"
+        f"{elapsed:.0f}/{duration:.0f}s · "
+        + (
+            "[green]secure[/] (mTLS, per-cluster users, signed events)"
+            if demo.options.secure
+            else "[yellow]insecure sandbox[/] on loopback (--secure for signed events)"
+        )
     )
     second = demo.seconds_since_start()
     return Group(header, *(cluster_table(sim, second) for sim in demo.clusters.values()))

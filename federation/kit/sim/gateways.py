@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from federation.kit.children import die_with_parent
 from federation.model.haproxy_config import snippet
 from federation.model.pools import PoolKey
 
@@ -100,6 +101,7 @@ class HAProxyGateway:
             binary, "-db", "-f", str(cfg),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=(self.directory / "haproxy.log").open("ab"),
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         async with asyncio.timeout(START_TIMEOUT):
             while not await self._answers():
