@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,8 +48,39 @@ def server_binary() -> str:
     return found
 
 
+_picked: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A free port on 127.0.0.1 for a server that binds it a moment later.
+
+    Picked *below* the kernel's ephemeral range: a port asked of the kernel (bind to 0) comes
+    from that range, where any outgoing connection — a gateway dialling a peer, a test client —
+    may take it as its source port before our server binds it ("address already in use", seen
+    in CI). Below the range only servers bind, and each port is handed out once per process.
+    """
+    low, _ = _ephemeral_range()
+    first = 10_000 if low > 12_000 else 1_024
+    for _ in range(200):
+        port = random.randrange(first, low)
+        if port in _picked:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _picked.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded machine
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -71,11 +71,14 @@ def exported_condition(
     beliefs: Beliefs,
     own_cluster: str,
     live_peers: Iterable[str],
+    own_acks: Acks | None = None,
 ) -> Condition | None:
     """The pool's ``Exported`` condition, or None when the annotation is absent (no entry).
 
     ``generation`` is the generation of this cluster's newest export event for the pool (None
-    while it has not been published yet).
+    while it has not been published yet). ``own_acks`` are what this cluster's own feeds hold
+    (its own InferencePoolImport included: upstream wants the import in every member, exporters
+    too), so an export is not ``True`` before this cluster has written its own import.
     """
     decision = export_decision(pool)
     if decision.state is ExportState.NOT_REQUESTED:
@@ -88,6 +91,10 @@ def exported_condition(
         return Condition(EXPORTED, "False", "Pending", "not yet published to the ClusterSet")
     peers = sorted(set(live_peers) - {own_cluster})
     refusing, waiting = [], []
+    if own_acks is None or own_acks.accepted.get(own_cluster, 0) < generation:
+        waiting.append(f"{own_cluster} (this cluster's own import)")
+    elif str(pool.key) in own_acks.refused.get(own_cluster, ()):
+        refusing.append(f"{own_cluster} (this cluster)")
     for peer in peers:
         beat = beliefs.beats.get(peer)
         if beat is not None and str(pool.key) in beat.refused.get(own_cluster, ()):

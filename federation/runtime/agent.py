@@ -385,6 +385,7 @@ class Agent:
                 beliefs=self.beliefs,
                 own_cluster=self.name,
                 live_peers=live,
+                own_acks=self.reconciler.acks,
             )
             for key, pool in self.local_pools.items()
         }

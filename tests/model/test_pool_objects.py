@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federation.model.beliefs import Beliefs
-from federation.model.exported import exported_condition
+from federation.model.exported import Acks, exported_condition
 from federation.model.pool_objects import (
     EPP_ADDRESS_ANNOTATION,
     METRICS_URL_ANNOTATION,
@@ -38,10 +38,23 @@ def obj(
 def reason(o: dict[str, Any], services: Any = SERVICES) -> str:
     pool = pool_from_object(o, services)
     condition = exported_condition(
-        pool, generation=1, beliefs=Beliefs(), own_cluster="a", live_peers=()
-    )
+        pool, generation=1, beliefs=Beliefs(), own_cluster="a", live_peers=(),
+        own_acks=Acks({"a": 1}, {}),
+    )  # fmt: skip
     assert condition is not None
     return condition.reason
+
+
+def test_an_export_is_not_true_before_the_exporters_own_import_is_written() -> None:
+    pool = pool_from_object(obj(**{EXPORT_ANNOTATION: "ClusterSet"}), SERVICES)
+    for acks in (None, Acks({"a": 0}, {})):  # nothing applied yet, or an older generation
+        condition = exported_condition(
+            pool, generation=1, beliefs=Beliefs(), own_cluster="a", live_peers=("a",),
+            own_acks=acks,
+        )  # fmt: skip
+        assert condition is not None
+        assert (condition.status, condition.reason) == ("False", "Pending")
+        assert "own import" in condition.message
 
 
 def test_a_valid_exported_pool_resolves() -> None:
