@@ -30,9 +30,8 @@ from federation.kit.nats_baseline import (
     wait_stream_holds,
 )
 from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.sources import MemoryLoads, MemoryPools
 from federation.messages import ExportEvent, LoadReport
-from federation.model.loads import LoadSample
-from federation.model.pools import LocalPool, PoolKey
 from federation.schemas import EXAMPLES
 from federation.settings import Settings
 
@@ -131,7 +130,7 @@ async def ingest(base: Path, quick: bool) -> dict[str, Any]:
 
         settings = Settings(clusterset=cs, cluster="agent", members=members, nats_url=url)
         agent = build_agent(
-            settings, AgentParts(bus=agent_bus, pools=_NoPools(), loads=_NoLoads())
+            settings, AgentParts(bus=agent_bus, pools=MemoryPools(), loads=MemoryLoads())
         ).agent
         await agent_bus.start_consuming()
         began = time.perf_counter()
@@ -153,13 +152,3 @@ async def ingest(base: Path, quick: bool) -> dict[str, Any]:
         "applied_per_s": round(len(events) / elapsed),
         "rejected": sum(agent.counts.rejected.values()),
     }
-
-
-class _NoPools:
-    async def watch(self) -> AsyncIterator[dict[PoolKey, LocalPool]]:  # pragma: no cover
-        yield {}
-
-
-class _NoLoads:
-    async def sample(self, pool: LocalPool) -> LoadSample:  # pragma: no cover
-        return LoadSample(observed_at=time.time())

@@ -22,12 +22,13 @@ import contextlib
 import resource
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from federation.app.assembly import AgentParts, build_agent
 from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.sources import MemoryPools
 from federation.model.coalescing import annotation_due
 from federation.model.conditions import FRESH
 from federation.model.loads import LoadSample
@@ -38,15 +39,6 @@ from federation.runtime.stopping import stop_task
 from federation.settings import FeedSettings, Settings
 
 NATS_CLUSTERS = 4
-
-
-class StaticPools:
-    def __init__(self, pools: Mapping[PoolKey, LocalPool]) -> None:
-        self.pools = dict(pools)
-
-    async def watch(self) -> AsyncIterator[Mapping[PoolKey, LocalPool]]:
-        yield self.pools
-        await asyncio.Event().wait()
 
 
 class SyntheticLoads:
@@ -154,7 +146,7 @@ async def scale(
         agents[c] = build_agent(
             s,
             AgentParts(
-                pools=StaticPools(own), loads=SyntheticLoads(), extra_feeds={"views": sinks[c]}
+                pools=MemoryPools(own), loads=SyntheticLoads(), extra_feeds={"views": sinks[c]}
             ),
         ).agent
         tasks[c] = asyncio.create_task(agents[c].run(), name=f"agent-{c}")
