@@ -134,21 +134,21 @@ def decode(payload: bytes) -> Event:
 
 
 def _check_names(event: Event) -> None:
-    if not _LABEL.match(event.cluster):
+    if not _LABEL.fullmatch(event.cluster):
         raise InvalidEvent("schema", f"cluster {event.cluster!r} is not a DNS label")
     if isinstance(event, ExportEvent | LoadReport):
-        if not _LABEL.match(event.namespace):
+        if not _LABEL.fullmatch(event.namespace):
             raise InvalidEvent("schema", f"namespace {event.namespace!r} is not a DNS label")
-        if not _SUBDOMAIN.match(event.name):
+        if not _SUBDOMAIN.fullmatch(event.name):
             raise InvalidEvent("schema", f"pool name {event.name!r} is not a DNS subdomain")
 
 
 def is_label(value: str) -> bool:
-    return bool(_LABEL.match(value))
+    return bool(_LABEL.fullmatch(value))
 
 
 def is_subdomain(value: str) -> bool:
-    return bool(_SUBDOMAIN.match(value))
+    return bool(_SUBDOMAIN.fullmatch(value))
 
 
 # --- subjects -------------------------------------------------------------------------------

@@ -42,7 +42,12 @@ class FeedSettings:
                 f"HAProxy backend rule {self.haproxy_backend!r} may use only {{namespace}} "
                 f"and {{name}}: {exc}"
             ) from None
-        if not HAPROXY_NAME.match(sample):
+        if "{namespace}" not in self.haproxy_backend or "{name}" not in self.haproxy_backend:
+            raise SettingsError(
+                f"HAProxy backend rule {self.haproxy_backend!r} needs both {{namespace}} and "
+                "{name}: two imports must never share a backend"
+            )
+        if not HAPROXY_NAME.fullmatch(sample):
             raise SettingsError(
                 f"HAProxy backend rule {self.haproxy_backend!r} gives {sample!r}: HAProxy names "
                 "allow only letters, digits and '_.:-'"
@@ -138,8 +143,13 @@ class ProcessOptions:
         missing = []
         if self.signing_key is None or self.trust_bundle is None:
             missing.append("--signing-key and --trust-bundle (signed events)")
-        if self.nats_ca is None and self.nats_nkey is None:
-            missing.append("--nats-ca (TLS) or --nats-nkey (a key login)")
+        mutual_tls = self.nats_ca is not None and self.nats_cert is not None
+        password_over_tls = self.nats_ca is not None and self.nats_password_file is not None
+        if not (mutual_tls or password_over_tls or self.nats_nkey is not None):
+            missing.append(
+                "--nats-ca (TLS) or --nats-nkey (a key login); with --nats-ca, a client "
+                "certificate (--nats-cert/--nats-key) or a password (--nats-password-file)"
+            )
         return missing
 
     def __post_init__(self) -> None:

@@ -117,6 +117,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         "defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n"
         + snippet([KEY], cluster="ap-south", bind=f"127.0.0.1:{port}")
         + "\nbackend fed_llm_static\n  balance static-rr\n"
+        + "\nbackend fed_llm_manual\n  balance roundrobin\n  server manual 127.0.0.1:1 weight 1\n"
     )
     rig = Rig(
         RecordingRuntime(sock),
@@ -198,7 +199,7 @@ async def test_hostile_names_and_addresses_never_reach_a_command(rig: Rig) -> No
     hostile = view({"eu-west": 500_000, "us-east": 500_000, "local": 0}, rig.ports)
     bad_exports = (
         export("eu-west", KEY.name, parents=gateway("1.2.3.4 check; del server x/y", 80)),
-        export("us-east", KEY.name, parents=gateway("gw.example.com", 443)),
+        export("us-east", KEY.name, parents=gateway("fe80::1%x weight 256 backup", 443)),
     )
     desired = DesiredImport(
         key=KEY, exporting_clusters=REMOTES, has_local=True, exports=bad_exports,
@@ -208,6 +209,7 @@ async def test_hostile_names_and_addresses_never_reach_a_command(rig: Rig) -> No
     await feed.apply({KEY: ImportView(desired, weights)})
     assert (await rig.runtime.servers()).get(BACKEND, {}) == {}
     assert not [c for c in rig.runtime.sent if "shutdown" in c or "del server x" in c]
+    assert not [c for c in rig.runtime.sent if "backup" in c]
     left = feed.notes()["left_out"]
     assert isinstance(left, dict)
     reasons = left[str(KEY)]
@@ -241,3 +243,15 @@ async def test_the_runtime_api_is_reached_over_tcp_too(rig: Rig) -> None:
     assert set((await rig.runtime.servers())[BACKEND]) == {"eu-west"}
     with pytest.raises(ValueError, match="tcp://HOST:PORT"):
         HAProxyRuntime("tcp://no-port")
+
+
+async def test_servers_the_feed_does_not_own_are_left_alone(rig: Rig) -> None:
+    clock = [0.0]
+    feed = HAProxyFeed(rig.runtime, drain=5.0, clock=lambda: clock[0], members=REMOTES)
+    manual = PoolKey("llm", "manual")
+    await feed.apply({manual: view({"eu-west": 1_000_000}, rig.ports, key=manual)})
+    assert set((await rig.runtime.servers())["fed_llm_manual"]) == {"manual", "eu-west"}
+    await feed.apply({})  # the import goes: its servers drain, then are deleted...
+    clock[0] = 6.0
+    await feed.apply({})
+    assert set((await rig.runtime.servers())["fed_llm_manual"]) == {"manual"}  # ...not others

@@ -18,18 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from federation.model.haproxy_servers import Server, Wanted, plan, wanted_servers
-from federation.model.pools import PoolKey
+from federation.model.pools import LOCAL_BACKEND, PoolKey
 from federation.model.views import ImportView
 
 log = logging.getLogger(__name__)
 
 # What HAProxy 2.6 answers to commands that worked (anything else is a refusal).
 _OK_ANSWERS = ("New server registered.", "Server deleted.", "IP changed", "port changed", "no need")
+# A delete that must wait: connections still attached (retried at the next apply).
+_NOT_YET = ("Server still has connections attached", "Server has still active", "still has")
 MAX_ANSWER = 4 * 1024 * 1024
 
 
@@ -62,14 +64,20 @@ class HAProxyRuntime:
         return await asyncio.open_unix_connection(self.address)
 
     async def command(self, line: str) -> str:
-        if "\n" in line or ";" in line:
+        if ";" in line or any(not ch.isprintable() for ch in line):
             raise HAProxyError(f"refusing to send a command with a separator: {line[:80]!r}")
         async with asyncio.timeout(self.timeout):
             reader, writer = await self._connect()
             try:
                 writer.write(line.encode() + b"\n")
                 await writer.drain()
-                return (await reader.read(MAX_ANSWER)).decode(errors="replace").strip()
+                # HAProxy answers in buffer-sized pieces and closes: read to the end.
+                answer = b""
+                while chunk := await reader.read(65536):
+                    answer += chunk
+                    if len(answer) > MAX_ANSWER:
+                        raise HAProxyError(f"answer to {line[:40]!r} over {MAX_ANSWER} bytes")
+                return answer.decode(errors="replace").strip()
             finally:
                 writer.close()
                 await writer.wait_closed()
@@ -123,13 +131,18 @@ class HAProxyFeed:
         backend_rule: str = "fed_{namespace}_{name}",
         drain: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        members: Collection[str] | None = None,
     ) -> None:
         self.runtime = runtime
+        # The servers this feed owns in a backend: ``local`` and members' names (None: any).
+        # Anything else someone put there is left alone.
+        self.owned = None if members is None else {LOCAL_BACKEND, *members}
         self.backend_rule = backend_rule
         self.drain = drain
         self.clock = clock
         self.commands_sent = 0
         self.refusals = 0
+        self.deletes_pending = 0
         self._imports: dict[PoolKey, _Import] = {}
         self._missing: set[str] = set()  # backends haproxy.cfg does not have
 
@@ -150,26 +163,33 @@ class HAProxyFeed:
         missing: set[str] = set()
         refused: list[str] = []
         done: list[PoolKey] = []
+        self._imports = imports  # drain times survive an apply cut short (entries change in place)
         for key, entry in imports.items():
             if not isinstance(entry.wanted, Wanted):
                 continue
             backend = entry.wanted.backend
             if backend not in have_backends:
                 missing.add(backend)
+                if key not in views:
+                    done.append(key)  # gone from the config and from the imports: forget it
                 continue
+            held = {
+                name: server
+                for name, server in actual.get(backend, {}).items()
+                if self.owned is None or name in self.owned
+            }
             step = plan(
-                backend, actual.get(backend, {}), entry.wanted.servers, entry.draining,
-                now=now, drain=self.drain,
+                backend, held, entry.wanted.servers, entry.draining, now=now, drain=self.drain,
             )  # fmt: skip
             entry.draining = step.draining
             refused += await self._send(step.commands)
-            if key not in views and not step.draining and not actual.get(backend):
+            if key not in views and not step.draining and not held:
                 done.append(key)  # nothing left to drain: forget it
         for key in done:
             del imports[key]
         if missing - self._missing:
             log.warning("HAProxy has no backend %s: add it to haproxy.cfg", sorted(missing))
-        self._imports, self._missing = imports, missing
+        self._missing = missing
         if refused:
             raise HAProxyError(f"HAProxy refused {len(refused)} command(s): {refused[0][:300]}")
 
@@ -178,9 +198,13 @@ class HAProxyFeed:
         for line in commands:
             answer = await self.runtime.command(line)
             self.commands_sent += 1
-            if answer and not answer.startswith(_OK_ANSWERS):
-                self.refusals += 1
-                refused.append(f"{line}: {answer}")
+            if not answer or answer.startswith(_OK_ANSWERS):
+                continue
+            if line.startswith("del server") and any(n in answer for n in _NOT_YET):
+                self.deletes_pending += 1  # connections still draining: next apply tries again
+                continue
+            self.refusals += 1
+            refused.append(f"{line}: {answer}")
         return refused
 
     def notes(self) -> dict[str, object]:
@@ -196,4 +220,5 @@ class HAProxyFeed:
             "missing_backends": sorted(self._missing),
             "commands_sent": self.commands_sent,
             "refused": self.refusals,
+            "deletes_pending": self.deletes_pending,
         }

@@ -284,6 +284,7 @@ class KubeCluster:
                     version = str(obj["metadata"]["resourceVersion"])
                     await self.kube.delete(IMPORTS, *key, version)
                     self.imports.objects.pop(key, None)
+                    self._written_at.pop(key, None)
                     self.counts["imports_deleted"] += 1
                     log.info("kube: deleted InferencePoolImport %s", key)
                 return

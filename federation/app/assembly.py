@@ -120,6 +120,7 @@ def gateway_feeds(settings: Settings, weights: WeightsBoard) -> dict[str, Import
             HAProxyRuntime(f.haproxy_socket, timeout=settings.request_timeout),
             backend_rule=f.haproxy_backend,
             drain=f.haproxy_drain,
+            members=settings.members,
         )
     if f.envoy_eds_dir is not None:
         feeds["envoy-eds"] = EnvoyEdsFeed(

@@ -39,16 +39,25 @@ class Acks:
     refused: dict[str, list[str]]
 
 
-def acks_for(
-    beliefs: Beliefs, views: Mapping[PoolKey, ImportView], refused_here: Mapping[PoolKey, str]
-) -> Acks:
-    """The acknowledgements for imports that were just applied successfully.
-
-    ``refused_here`` are the imports the sink could not materialize (e.g. missing namespace).
-    """
+def watermarks(beliefs: Beliefs) -> dict[str, int]:
+    """Per exporting cluster, the newest export generation the beliefs hold."""
     accepted: dict[str, int] = {}
     for (cluster, _, _), export in beliefs.exports.items():
         accepted[cluster] = max(accepted.get(cluster, 0), export.generation)
+    return accepted
+
+
+def acks_for(
+    accepted: Mapping[str, int],
+    views: Mapping[PoolKey, ImportView],
+    refused_here: Mapping[PoolKey, str],
+) -> Acks:
+    """The acknowledgements for imports that were just applied successfully.
+
+    ``accepted`` are the :func:`watermarks` of the beliefs the views were computed from (not
+    of newer ones: an export applied meanwhile is not in these views); ``refused_here`` are the
+    imports a feed could not materialize (e.g. a missing namespace).
+    """
     refused: dict[str, set[str]] = {}
     for key, view in views.items():
         for conflict in view.desired.excluded:
@@ -56,7 +65,7 @@ def acks_for(
         if key in refused_here:
             for cluster in view.desired.exporting_clusters:
                 refused.setdefault(cluster, set()).add(str(key))
-    return Acks(accepted, {c: sorted(keys) for c, keys in sorted(refused.items())})
+    return Acks(dict(accepted), {c: sorted(keys) for c, keys in sorted(refused.items())})
 
 
 def _short(names: Iterable[str]) -> str:

@@ -26,7 +26,7 @@ from federation.model.pools import PoolKey
 from federation.model.views import ImportView
 
 HAPROXY_MAX_WEIGHT: Final = 256
-NAME: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")  # HAProxy proxy and server names
+NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,100}")  # HAProxy proxy and server names (fullmatch)
 
 
 def haproxy_weights(weights: Mapping[str, int]) -> dict[str, int]:
@@ -43,11 +43,14 @@ def haproxy_weights(weights: Mapping[str, int]) -> dict[str, int]:
 def backend_name(rule: str, key: PoolKey) -> str | None:
     """The HAProxy backend of an import, or None if the rule gives a name HAProxy refuses."""
     name = rule.format(namespace=key.namespace, name=key.name)
-    return name if NAME.match(name) else None
+    return name if NAME.fullmatch(name) else None
 
 
 def ip_literal(host: str) -> str | None:
-    """``host`` as a canonical IP address, or None. Dynamic servers never resolve names."""
+    """``host`` as a canonical IP address, or None. Dynamic servers never resolve names, and an
+    IPv6 scope (``%eth0``, which may hold any text) is refused too."""
+    if "%" in host or not host.isprintable() or " " in host:
+        return None
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
@@ -94,7 +97,7 @@ def wanted_servers(view: ImportView, rule: str) -> Wanted | str:
     servers: dict[str, Server] = {}
     left_out: dict[str, str] = {}
     for name, weight in sorted(scaled.items()):
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             left_out[name[:64]] = "not a valid HAProxy server name"
             continue
         gateway = _gateway(view, name)

@@ -364,7 +364,7 @@ class Agent:
             self._changed.clear()
             now = self.now()
             self.step_views(now)
-            await self.reconciler.feed(self.beliefs)
+            await self.reconciler.feed()
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
             await self.reconciler.report_exports(self.compute_export_conditions(now))
 

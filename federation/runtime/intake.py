@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry import trace
 
+from federation import messages
 from federation.messages import Event
 from federation.model.beliefs import Beliefs
 from federation.model.clock_offsets import ClockOffsets
@@ -50,8 +51,8 @@ class Intake:
         self._newest_stored: float | None = None  # the local server's clock, as far as we know
 
     def received_at(self, delivery: Delivery) -> float:
-        """When a delivery reached this cluster, on our clock: now, less how long it waited in
-        the local inbound stream — measured between two of the local server's own timestamps
+        """When a live delivery reached this cluster, on our clock: now, less how long it waited
+        in the local inbound stream — measured between two of the local server's own timestamps
         (this one and the newest seen), so no two clocks are ever compared."""
         now = self.wall()
         stored = delivery.stored_at
@@ -60,6 +61,14 @@ class Intake:
         newest = stored if self._newest_stored is None else max(self._newest_stored, stored)
         self._newest_stored = newest
         return now - (newest - stored)
+
+    @staticmethod
+    def _published_at(delivery: Delivery, default: float) -> float:
+        try:
+            event = messages.decode(delivery.data)
+        except messages.InvalidEvent:
+            return default  # consume_one rejects it and says why
+        return event.published_at
 
     async def apply(self, delivery: Delivery, *, caught_up: bool) -> Event | None:
         """Check and apply one delivery; the event if it changed beliefs, else None."""
@@ -70,6 +79,12 @@ class Intake:
             if skipped:
                 log.warning("agent %s: %d events of %s never arrived", self.cluster, skipped, peer)
         received_at = self.received_at(delivery)
+        if not caught_up:
+            # A start-up's replay of old events arrives all at once and in order, so the stream's
+            # timestamps cannot say how old each is; bounding it by its publisher's clock keeps a
+            # peer that died before our restart from looking alive for a lease (a skewed peer is
+            # at worst stale until its next heartbeat, seconds later, on our clock).
+            received_at = min(received_at, self._published_at(delivery, received_at))
         applied = await consume_one(
             delivery,
             beliefs=self.beliefs,

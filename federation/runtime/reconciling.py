@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
-from federation.model.exported import Acks, acks_for
+from federation.model.exported import Acks, acks_for, watermarks
 from federation.model.freshness import LinkState, link_state
 from federation.model.import_book import ImportBook
 from federation.model.loads import LoadSample
@@ -46,6 +46,7 @@ class Reconciler:
         self.export_conditions: dict[PoolKey, Condition | None] = {}
         self._dirty: set[PoolKey] | None = None  # pools whose inputs changed; None: any
         self._acked = False  # the acknowledgements reflect the views every feed holds
+        self._watermarks: dict[str, int] = {}  # of the beliefs the current views come from
 
     @property
     def views(self) -> dict[PoolKey, ImportView]:
@@ -83,14 +84,16 @@ class Reconciler:
         if changed:
             self.feeds.changed()
             self._acked = False
+            self._watermarks = watermarks(beliefs)
         return changed
 
-    async def feed(self, beliefs: Beliefs) -> None:
+    async def feed(self) -> None:
         """Each feed that is due (new views, a retry, a resync) takes the views;
-        acknowledgements follow only once every feed holds them."""
+        acknowledgements follow only once every feed holds them, and say only what the views
+        were computed from (the consumer may apply newer events while the feeds run)."""
         views = self.views
         if await self.feeds.feed(views) and not self._acked:
-            self.acks = acks_for(beliefs, views, self.feeds.refused())
+            self.acks = acks_for(self._watermarks, views, self.feeds.refused())
             self._acked = True
 
     async def report_exports(self, conditions: dict[PoolKey, Condition | None]) -> None:
