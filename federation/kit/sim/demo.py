@@ -436,9 +436,9 @@ class Demo:
 
     async def stop(self) -> None:
         for cluster, sim in self.clusters.items():
+            await self.stop_agent(cluster)  # first: an agent must not see its gateway vanish
             if sim.rig is not None:
                 await sim.rig.stop()
-            await self.stop_agent(cluster)
             await sim.scraper.close()
             await sim.epp.stop()
             await sim.apiserver.stop()

@@ -48,6 +48,7 @@ class Traffic:
     statuses: Counter[int] = field(default_factory=Counter)
     served_by: Counter[str] = field(default_factory=Counter)
     timeline: dict[int, Counter[str]] = field(default_factory=dict)
+    failed_at: Counter[int] = field(default_factory=Counter)  # errors by the second they were sent
 
     def backend(self, served_by: str) -> str:
         return self.here if served_by == self.cluster else served_by
@@ -57,6 +58,7 @@ class Traffic:
         self.statuses[status] += 1
         if status != 200 or served_by is None:
             self.errors += 1
+            self.failed_at[second] += 1
             return
         self.ok += 1
         if latency <= self.slo:
