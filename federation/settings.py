@@ -18,6 +18,16 @@ class SettingsError(ValueError):
 HAPROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")  # what HAProxy accepts as a proxy name
 
 
+def tcp_address(address: str) -> tuple[str, int] | None:
+    """``tcp://HOST:PORT`` → (host, port); None for a UNIX socket path; ValueError otherwise."""
+    if not address.startswith("tcp://"):
+        return None
+    host, sep, port = address.removeprefix("tcp://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"HAProxy runtime address {address!r}: tcp://HOST:PORT or a socket path")
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True, kw_only=True)
 class FeedSettings:
     """Which gateways the agent feeds, and how (README "Feeding the gateways")."""
@@ -56,12 +66,11 @@ class FeedSettings:
             raise SettingsError("drain and write intervals cannot be negative")
         if not 0 <= self.annotation_threshold <= 1_000_000:
             raise SettingsError("the annotation threshold is a weight: 0..1,000,000")
-        if self.haproxy_socket is not None and self.haproxy_socket.startswith("tcp://"):
-            host, sep, port = self.haproxy_socket.removeprefix("tcp://").rpartition(":")
-            if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
-                raise SettingsError(
-                    f"HAProxy runtime address {self.haproxy_socket!r}: tcp://HOST:PORT or a path"
-                )
+        if self.haproxy_socket is not None:
+            try:
+                tcp_address(self.haproxy_socket)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
         if self.envoy_mode not in ("parent", "endpoint"):
             raise SettingsError(f"Envoy mode {self.envoy_mode!r}: parent or endpoint")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from federation.model.haproxy_servers import Server, Wanted, plan, wanted_servers
 from federation.model.pools import LOCAL_BACKEND, PoolKey
 from federation.model.views import ImportView
+from federation.settings import tcp_address
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +40,13 @@ class HAProxyError(RuntimeError):
     pass
 
 
-def parse_address(address: str) -> tuple[str, int] | None:
-    """``tcp://HOST:PORT`` → (host, port); None for a UNIX socket path."""
-    if not address.startswith("tcp://"):
-        return None
-    host, sep, port = address.removeprefix("tcp://").rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"HAProxy runtime address {address!r}: tcp://HOST:PORT or a socket path")
-    return host.strip("[]"), int(port)
-
-
 class HAProxyRuntime:
     """The runtime API over a UNIX socket or ``tcp://HOST:PORT``: one command per connection,
     under a timeout."""
 
     def __init__(self, address: Path | str, timeout: float = 2.0) -> None:
         self.address = str(address)
-        self.tcp = parse_address(self.address)
+        self.tcp = tcp_address(self.address)
         self.timeout = timeout
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
