@@ -78,6 +78,14 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
     running_requests: Amount = 0.0  # average per pod
     saturation: Ratio = 0.0  # the strongest saturation signal the EPP gave
     epp_status: str = "ok"  # ok | unreachable | no-endpoints | shedding | invalid
+    # Rates (requests/s over the publisher's rate window), added with the rate plan; None from older
+    # agents and whenever the counters behind them are not there yet (a first scrape, a reset).
+    arrival_rate: Amount | None = None  # reaching the pool (the EPP's request counter)
+    completion_rate: Amount | None = None  # completed by the pool (the EPP's duration count)
+    demand_rate: Amount | None = None  # offered for the pool at this cluster's own gateway
+    capacity_rate: Amount | None = (
+        None  # the publisher's estimate of what the pool completes when full
+    )
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="beat"):

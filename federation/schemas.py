@@ -58,6 +58,9 @@ EXAMPLES: dict[str, messages.Event] = {
         running_requests=9.0,
         saturation=0.42,
         epp_status="ok",
+        arrival_rate=5.8,
+        completion_rate=5.6,
+        capacity_rate=13.3,
     ),
     "beat": Heartbeat(
         cluster="us-east",

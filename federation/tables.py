@@ -139,8 +139,29 @@ def state_table(doc: dict[str, Any]) -> Table:
     return table
 
 
-def bench_view(doc: dict[str, Any]) -> Table:
-    """Every figure of a bench run, flattened: scenario, figure, value."""
+def routing_view(routing: dict[str, Any]) -> Table:
+    """Per routing scenario, every policy's SLO attainment, misses, p99 and rejected share."""
+    table = Table(
+        title=f"routing: {len(routing['results'])} scenarios "
+        f"(demand from {routing['demand_source']})",
+        title_justify="left",
+    )
+    table.add_column("scenario")
+    table.add_column("policy")
+    for column in ("SLO met", "misses", "p99 s", "rejected", "remote"):
+        table.add_column(column, justify="right")
+    for result in routing["results"]:
+        for i, (policy, p) in enumerate(result["policies"].items()):
+            table.add_row(
+                result["name"] if i == 0 else "", policy, f"{p['slo_attainment']:.1%}",
+                str(p["slo_misses"]), f"{p['p99_delay_s']:.2f}", f"{p['rejected_share']:.1%}",
+                f"{p['remote_share']:.0%}", end_section=i == len(result["policies"]) - 1,
+            )  # fmt: skip
+    return table
+
+
+def bench_view(doc: dict[str, Any]) -> Group:
+    """Every figure of a bench run, flattened (scenario, figure, value), and the routing table."""
     table = Table(title=f"federation bench ({'quick' if doc['quick'] else 'full'}, "
                   f"{doc['took_s']} s)", title_justify="left")  # fmt: skip
     for column in ("scenario", "figure", "value"):
@@ -155,4 +176,5 @@ def bench_view(doc: dict[str, Any]) -> Table:
 
     for scenario, figures in doc["scenarios"].items():
         walk(scenario, "", figures)
-    return table
+    routing = doc["scenarios"].get("routing")
+    return Group(table, routing_view(routing)) if routing else Group(table)

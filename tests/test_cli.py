@@ -19,12 +19,34 @@ def test_the_readme_example() -> None:
     assert doc["here"] == "local"
     assert {k: v["weight"] for k, v in doc["weights"].items()} == {
         "ap-south": 0,
-        "eu-west": 400_000,
-        "local": 500_000,
-        "us-east": 100_000,
+        "eu-west": 314_647,
+        "local": 628_391,
+        "us-east": 56_962,
     }
-    assert doc["weights"]["ap-south"]["reason"] == "EPP shedding"
-    assert "spills 50%" in doc["weights"]["local"]["reason"]
+    assert doc["weights"]["ap-south"]["reason"].endswith("shedding: no spare")
+    assert "over level 0.73: spills 37%" in doc["weights"]["local"]["reason"]
+    assert "spare 2.1 req/s (x0.50" in doc["weights"]["us-east"]["reason"]
+
+
+def test_an_unknown_epp_status_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "l.json"
+    f.write_bytes(orjson.dumps({"backends": {"local": {"ready_pods": 2, "epp_status": "on-fire"}}}))
+    result = CliRunner().invoke(main, ["weights", "--loads", str(f)])
+    assert result.exit_code == 2
+    assert "on-fire" in result.output
+
+
+def test_the_queue_counts_in_saturation_without_rates(tmp_path: Path) -> None:
+    """Without rates (the saturation policy): queue / 5 is saturation, as the README says."""
+    f = tmp_path / "l.json"
+    backends = {"local": {"ready_pods": 4, "queue_size": 4.5}, "b": {"ready_pods": 4}}
+    f.write_bytes(orjson.dumps({"backends": backends}))
+    result = CliRunner().invoke(main, ["weights", "--loads", str(f), "--json"])
+    assert result.exit_code == 0, result.output
+    weights = orjson.loads(result.output)["weights"]
+    # saturation 0.9 > 0.8: spills (0.9 - 0.8) / 0.2 = 50 %
+    assert weights["local"]["weight"] == 500_000
+    assert weights["b"]["weight"] == 500_000
 
 
 def test_the_table_names_every_backend() -> None:

@@ -151,3 +151,19 @@ def test_pool_key_path_roundtrip() -> None:
     from federation.kit.sim.epp import metrics_path
 
     assert metrics_path(PoolKey("llm", "a.b")) == "/pools/llm/a.b/metrics"
+
+
+async def test_counters_are_summed_over_their_series(served) -> None:  # type: ignore[no-untyped-def]
+    pages, server, scraper = served
+    counted = LoadSample(observed_at=0, ready_pods=2, requests_total=40.0, completions_total=30.0)
+    pages["/m"] = (200, render_metrics("p", counted, CLASSIC))
+    got = await scraper.sample(pool("p", metrics_url=server.url("/m")))
+    assert (got.requests_total, got.completions_total) == (40.0, 30.0)
+
+
+def test_a_negative_counter_is_invalid() -> None:
+    with pytest.raises(InvalidMetrics, match="requests_total"):
+        sample_from_metrics(
+            {"inference_pool_ready_pods": 1, "inference_objective_request_total": -1},
+            observed_at=1,
+        )

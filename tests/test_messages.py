@@ -96,3 +96,17 @@ def test_values_no_epp_can_produce_are_rejected(field: str, value: float) -> Non
     with pytest.raises(InvalidEvent) as info:
         messages.decode(orjson.dumps(payload))
     assert info.value.reason == "schema"
+
+
+def test_a_load_report_of_the_previous_version_decodes_without_rates() -> None:
+    """Mixed fleets: a report from an agent before the rate plan has no rates, and weighs by
+    the saturation policy's fallback (tests/model/test_spill_plan.py)."""
+    old = orjson.dumps({
+        "type": "load", "cluster": "a", "namespace": "llm", "name": "p", "sequence": 1,
+        "observed_at": 1.0, "published_at": 1.0, "ready_pods": 2, "saturation": 0.5,
+    })  # fmt: skip
+    report = messages.decode(old)
+    assert isinstance(report, messages.LoadReport)
+    assert (report.arrival_rate, report.completion_rate, report.capacity_rate) == (None,) * 3
+    with pytest.raises(InvalidEvent, match="schema"):
+        messages.decode(old.replace(b'"ready_pods"', b'"arrival_rate":-1,"ready_pods"'))

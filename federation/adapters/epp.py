@@ -17,7 +17,13 @@ from collections.abc import Callable
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from federation.model.loads import METRIC_NAMES, InvalidMetrics, LoadSample, sample_from_metrics
+from federation.model.loads import (
+    COUNTER_NAMES,
+    METRIC_NAMES,
+    InvalidMetrics,
+    LoadSample,
+    sample_from_metrics,
+)
 from federation.model.pools import LocalPool
 
 log = logging.getLogger(__name__)
@@ -26,12 +32,17 @@ MAX_METRICS_BYTES = 4 * 1024 * 1024  # an EPP's /metrics is kilobytes; more is h
 
 
 def pool_metrics(text: str, pool: str) -> dict[str, float]:
-    """The EPP pool metrics in ``text`` for ``pool`` (label ``name``; unlabelled series count)."""
+    """The EPP pool metrics in ``text`` for ``pool`` (label ``name``; unlabelled series count).
+
+    A counter is summed over its series (one per objective and target model)."""
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in METRIC_NAMES and sample.labels.get("name", pool) == pool:
-                values[sample.name] = float(sample.value)
+                value = float(sample.value)
+                if sample.name in COUNTER_NAMES:
+                    value += values.get(sample.name, 0.0)
+                values[sample.name] = value
     return values
 
 

@@ -19,24 +19,47 @@ from federation.cli.output import print_json, print_view, run_until_signalled, s
     "--scenario-file",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="A routing scenario (JSON: clusters with slots, rate and bursts; see BENCHMARKS.md).",
+    help="Run this one routing scenario instead of the family (JSON: clusters with slots, rate "
+    "and bursts; docs/examples/routing/ has examples).",
 )
+@click.option(
+    "--family-seed", type=int, default=2026, show_default=True,
+    help="Seed of the generated routing scenarios (the family: named + generated).",
+)  # fmt: skip
+@click.option(
+    "--family-size", type=click.IntRange(0, 200), default=16, show_default=True,
+    help="How many routing scenarios to generate beside the named ones.",
+)  # fmt: skip
+@click.option(
+    "--demand-source", type=click.Choice(["epp", "gateway"]), default="epp", show_default=True,
+    help="Where the simulated agents take a pool's demand from: the EPP's request counter, as "
+    "the agent does today, or a gateway that counts what it is offered.",
+)  # fmt: skip
 def bench(
-    scenarios: tuple[str, ...], quick: bool, as_json: bool, scenario_file: Path | None
+    scenarios: tuple[str, ...],
+    quick: bool,
+    as_json: bool,
+    scenario_file: Path | None,
+    family_seed: int,
+    family_size: int,
+    demand_source: str,
 ) -> None:
     """Measure ingest, propagation, scale and routing quality against the raw NATS baseline."""
-    from federation.kit.bench.routing import Scenario
+    from federation.kit.bench.routing_scenarios import Scenario, scenario_family
     from federation.kit.bench.running import run_bench
     from federation.tables import bench_view
 
     setup_logging(False, quiet=True)
-    routing = None
     if scenario_file is not None:
         try:
-            routing = Scenario.from_json(scenario_file.read_text())
-        except (OSError, ValueError, TypeError) as exc:
+            family = [Scenario.from_json(scenario_file.read_text())]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
             raise click.UsageError(f"{scenario_file}: {exc}") from None
-    doc = run_until_signalled(run_bench(list(scenarios), quick=quick, routing_scenario=routing))
+    else:
+        family = scenario_family(seed=family_seed, size=4 if quick else family_size)
+    doc = run_until_signalled(
+        run_bench(list(scenarios), quick=quick, routing=family, demand_source=demand_source)
+    )
     if as_json:
         print_json(doc)
     else:

@@ -23,7 +23,19 @@ SIGNALS: Final = {
     ),
     "flow_control_saturation": ("inference_extension_flow_control_pool_saturation",),
 }
-METRIC_NAMES: Final = frozenset(name for names in SIGNALS.values() for name in names)
+# EPP counters (summed over their series: per objective and target model), whose rates the agent
+# publishes: requests that reached the pool, and those completed (the duration histogram's count).
+COUNTERS: Final = {
+    "requests_total": ("inference_objective_request_total", "inference_model_request_total"),
+    "completions_total": (
+        "inference_objective_request_duration_seconds_count",
+        "inference_model_request_duration_seconds_count",
+    ),
+}
+COUNTER_NAMES: Final = frozenset(name for names in COUNTERS.values() for name in names)
+METRIC_NAMES: Final = (
+    frozenset(name for names in SIGNALS.values() for name in names) | COUNTER_NAMES
+)
 QUEUE_LIMIT: Final = 5.0  # average queue per pod that counts as saturated (EPP's critical level)
 
 
@@ -40,11 +52,20 @@ class LoadSample:
     running_requests: float = 0.0
     saturation: float = 0.0
     epp_status: str = "ok"
+    arrival_rate: float | None = None  # requests/s; None until two counter readings exist
+    completion_rate: float | None = None
+    demand_rate: float | None = None  # measured at this cluster's gateway, where one can count
+    capacity_rate: float | None = None  # requests/s when full (``rates.CapacityMeter``)
+    requests_total: float | None = None  # the EPP's counters, as read (rates come from them)
+    completions_total: float | None = None
 
     def as_backend_load(self, now: float) -> BackendLoad:
         return backend_load(
             ready_pods=self.ready_pods, saturation=self.saturation,
             kv_cache=self.kv_cache_utilization, status=self.epp_status, age=now - self.observed_at,
+            queue_size=self.queue_size, demand_rate=self.demand_rate,
+            arrival_rate=self.arrival_rate, completion_rate=self.completion_rate,
+            capacity_rate=self.capacity_rate,
         )  # fmt: skip
 
 
@@ -64,10 +85,21 @@ def worth_publishing(
         return True
     if (previous.ready_pods, previous.epp_status) != (current.ready_pods, current.epp_status):
         return True
-    deltas = (
+    deltas = [
         abs(previous.saturation - current.saturation),
         abs(previous.kv_cache_utilization - current.kv_cache_utilization),
-    )
+    ]
+    # A rate moved by ``threshold`` of the pool's capacity (its utilization moved that much), or
+    # appeared or vanished: what the spill plan reads changed.
+    scale = current.capacity_rate or previous.capacity_rate
+    for before, now_ in (
+        (previous.arrival_rate, current.arrival_rate),
+        (previous.capacity_rate, current.capacity_rate),
+    ):
+        if (before is None) != (now_ is None):
+            return True
+        if before is not None and now_ is not None:
+            deltas.append(abs(before - now_) / max(scale or 0.0, before, now_, 1e-9))
     return max(deltas) >= threshold
 
 
@@ -102,6 +134,12 @@ def sample_from_metrics(
     flow = found.get("flow_control_saturation", 0.0)
     saturation = max(kv, min(1.0, queue / queue_limit), flow)
     status = "no-endpoints" if ready == 0 else "shedding" if flow >= 1.0 else "ok"
+    counters: dict[str, float | None] = {}
+    for counter, names in COUNTERS.items():
+        reading = next((values[n] for n in names if n in values), None)
+        if reading is not None and (not math.isfinite(reading) or reading < 0):
+            raise InvalidMetrics(f"{counter} = {reading!r}")
+        counters[counter] = reading
     return LoadSample(
         observed_at=observed_at,
         ready_pods=ready,
@@ -110,4 +148,5 @@ def sample_from_metrics(
         running_requests=found.get("running_requests", 0.0),
         saturation=saturation,
         epp_status=status,
+        **counters,
     )

@@ -6,15 +6,18 @@ snapshots, with the same pure policy the agent runs (stateless: no smoothing his
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
+from federation.model.loads import QUEUE_LIMIT
 from federation.model.pools import LOCAL_BACKEND
-from federation.model.weights import BackendLoad, BackendWeight, WeightPolicy, compute_weights
+from federation.model.weights import BackendWeight, WeightPolicy, backend_load, compute_weights
 
 Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
+# What an EPP's state can be (``weights.EPP_STATUSES``); anything else is a typo to refuse.
+EppStatus = Literal["ok", "unreachable", "no-endpoints", "shedding", "invalid"]
 
 
 class BackendSnapshot(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -25,13 +28,20 @@ class BackendSnapshot(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     queue_size: NonNegative = 0.0
     running_requests: NonNegative = 0.0
     saturation: Ratio = 0.0
-    epp_status: str = "ok"
+    epp_status: EppStatus = "ok"
     age: NonNegative = 0.0
+    # Rates in requests/s, as a report of this version carries them (all optional).
+    arrival_rate: NonNegative | None = None
+    completion_rate: NonNegative | None = None
+    capacity_rate: NonNegative | None = None
+    demand_rate: NonNegative | None = None  # as a gateway counts it; else arrival_rate stands in
 
 
 class PolicyOverrides(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lease: Annotated[float, msgspec.Meta(gt=0)] | None = None
     spill_threshold: Ratio | None = None
+    target_utilization: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    equalize_up_to: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     remote_cap: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
 
 
@@ -67,12 +77,20 @@ def here_of(loads: LoadsFile, local_cluster: str | None) -> str | None:
 
 
 def offline_weights(loads: LoadsFile, local_cluster: str | None) -> dict[str, BackendWeight]:
+    # The agent's own reduction: saturation is the strongest of the given saturation, the
+    # KV-cache utilization and the queue against its limit (the queue also counts as backlog).
     backends = {
-        name: BackendLoad(
+        name: backend_load(
             ready_pods=b.ready_pods,
-            saturation=max(b.saturation, b.kv_cache_utilization),
+            saturation=max(b.saturation, min(1.0, b.queue_size / QUEUE_LIMIT)),
+            kv_cache=b.kv_cache_utilization,
             status=b.epp_status,
             age=b.age,
+            queue_size=b.queue_size,
+            demand_rate=b.demand_rate,
+            arrival_rate=b.arrival_rate,
+            completion_rate=b.completion_rate,
+            capacity_rate=b.capacity_rate,
         )
         for name, b in loads.backends.items()
     }

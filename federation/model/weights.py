@@ -35,9 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from federation.messages import LoadReport
+from federation.model.spill_plan import PlanInput, PlanKnobs, SpillPlan, spill_plan
 
 WEIGHT_SCALE = 1_000_000
 UNHEALTHY_STATUSES = frozenset({"unreachable", "no-endpoints", "shedding", "invalid"})
+EPP_STATUSES = frozenset({"ok"}) | UNHEALTHY_STATUSES
+MIN_KEPT = 0.1  # below this kept share, arrivals / kept would magnify noise into demand
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +56,9 @@ class WeightPolicy:
     settle: float = 5.0  # seconds a target must hold still to be adopted despite the deadband
     deadband: int = 20_000  # weight moves below this (2 %) are not applied
     remote_cap: float = 1.0  # max share of traffic to any one remote; 1 = no cap
+    target_utilization: float = 0.7  # the plan fills every cluster to this before spilling more
+    equalize_up_to: float = 0.9  # beyond the target, clusters fill equally up to this level
+    drain: float = 10.0  # seconds within which the plan means to clear a queue already built
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +67,12 @@ class BackendLoad:
     saturation: float  # 0..1
     status: str = "ok"
     age: float = 0.0  # seconds since the report was published
+    kv_cache: float = 0.0  # 0..1, the pods' KV-cache utilization: the busy share of capacity
+    queue_size: float = 0.0  # requests waiting, average per pod
+    demand_rate: float | None = None  # requests/s offered at that cluster's gateway
+    arrival_rate: float | None = None  # requests/s that reached the pool
+    completion_rate: float | None = None  # requests/s the pool completed
+    capacity_rate: float | None = None  # requests/s the pool completes when full (estimated)
 
 
 @dataclass(frozen=True)
@@ -92,8 +104,22 @@ def clamp01(value: float) -> float:
     return min(1.0, max(0.0, value))
 
 
+def _rate(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) or value < 0 else value
+
+
 def backend_load(
-    *, ready_pods: int, saturation: float, kv_cache: float, status: str, age: float
+    *,
+    ready_pods: int,
+    saturation: float,
+    kv_cache: float,
+    status: str,
+    age: float,
+    queue_size: float = 0.0,
+    demand_rate: float | None = None,
+    arrival_rate: float | None = None,
+    completion_rate: float | None = None,
+    capacity_rate: float | None = None,
 ) -> BackendLoad:
     """The one conversion from what an EPP reports to what the policy weighs."""
     return BackendLoad(
@@ -101,6 +127,12 @@ def backend_load(
         saturation=clamp01(max(saturation, kv_cache)),
         status=status,
         age=max(0.0, age),
+        kv_cache=clamp01(kv_cache),
+        queue_size=queue_size if math.isfinite(queue_size) and queue_size > 0 else 0.0,
+        demand_rate=_rate(demand_rate),
+        arrival_rate=_rate(arrival_rate),
+        completion_rate=_rate(completion_rate),
+        capacity_rate=_rate(capacity_rate),
     )
 
 
@@ -108,6 +140,9 @@ def load_from_report(report: LoadReport, *, now: float, seen_at: float) -> Backe
     return backend_load(
         ready_pods=report.ready_pods, saturation=report.saturation,
         kv_cache=report.kv_cache_utilization, status=report.epp_status, age=now - seen_at,
+        queue_size=report.queue_size, demand_rate=report.demand_rate,
+        arrival_rate=report.arrival_rate, completion_rate=report.completion_rate,
+        capacity_rate=report.capacity_rate,
     )  # fmt: skip
 
 
@@ -208,6 +243,92 @@ def _target_shares(
     )
 
 
+def demand_of(load: BackendLoad, kept: float | None) -> float | None:
+    """What a backend's gateway offers: counted there, or estimated from the pool's arrivals.
+
+    Arrivals are the demand a cluster kept plus the spill it receives. For here, whose kept share
+    ``kept`` we know, arrivals / kept is the demand (a cluster that spills is sent nothing by the
+    plan); for a remote, its arrivals stand in, which is more than its demand while it receives
+    spill: it looks busier than it is and is sent less, the safe side.
+    """
+    if load.demand_rate is not None:
+        return load.demand_rate
+    if load.arrival_rate is None:
+        return None
+    return load.arrival_rate / max(MIN_KEPT, kept) if kept is not None else load.arrival_rate
+
+
+def plan_input(
+    load: BackendLoad | None, ramp_factor: float, policy: WeightPolicy, kept: float | None = None
+) -> PlanInput | None:
+    """A backend as the rate plan sees it; None when it can take no traffic at all."""
+    if load is None or load.ready_pods == 0 or load.age >= policy.lease:
+        return None
+    if load.status in UNHEALTHY_STATUSES and load.status != "shedding":
+        return None
+    return PlanInput(
+        ready_pods=load.ready_pods,
+        busy=load.kv_cache,
+        demand=demand_of(load, kept),
+        completions=load.completion_rate,
+        capacity=load.capacity_rate,
+        backlog=load.queue_size * load.ready_pods,
+        trust=trust(load.age, policy) * ramp_factor,
+        full=load.status == "shedding",
+    )
+
+
+def _planned_shares(
+    loads: Mapping[str, BackendLoad | None],
+    ramps: Mapping[str, float],
+    here: str | None,
+    policy: WeightPolicy,
+    kept: float | None,
+) -> tuple[dict[str, float], str | None, dict[str, str]] | None:
+    """The rate plan's shares with each usable backend's reason; None without rates."""
+    inputs = {}
+    for name, load in loads.items():
+        usable = plan_input(load, ramps.get(name, 1.0), policy, kept if name == here else None)
+        if usable is not None:
+            inputs[name] = usable
+    if not inputs:
+        return None
+    knobs = PlanKnobs(
+        target_utilization=policy.target_utilization,
+        equalize_up_to=policy.equalize_up_to,
+        drain=policy.drain,
+    )
+    plan = spill_plan(inputs, here if here in inputs else None, knobs)
+    if plan is None:
+        return None
+    shares = {name: plan.shares.get(name, 0.0) for name in loads}
+    reasons = {name: _plan_reason(name, b, plan, name == here) for name, b in inputs.items()}
+    note = _plan_note(plan, here) if here is not None and here in inputs else None
+    return shares, note, reasons
+
+
+def _plan_reason(name: str, b: PlanInput, plan: SpillPlan, is_here: bool) -> str:
+    demand = "?" if b.demand is None else f"{b.demand:.1f}"
+    load = f"{demand} req/s" + (f" + queue {b.backlog:.0f}" if b.backlog >= 0.5 else "")
+    text = f"load {load} of capacity {plan.capacity[name]:.1f}"
+    if b.full:
+        return f"{text}; shedding: no spare"
+    if is_here:
+        return text
+    if plan.spare[name] <= 0:
+        return f"{text}; no spare at level {plan.level:.2f}"
+    trusted = f" (x{b.trust:.2f}: report age or slow start)" if b.trust < 1.0 else ""
+    return f"{text}; spare {plan.spare[name]:.1f} req/s{trusted}"
+
+
+def _plan_note(plan: SpillPlan, here: str) -> str:
+    over = plan.excess[here]
+    if over <= 0:
+        return f"here serves its own load (level {plan.level:.2f})"
+    kept = plan.shares[here]
+    return f"here is {over:.1f} req/s over level {plan.level:.2f}: spills {1.0 - kept:.0%}"
+
+
 def _cap(shares: dict[str, float], here: str | None, cap: float) -> dict[str, float]:
     if cap >= 1.0:
         return shares
@@ -268,16 +389,26 @@ def step_weights(
 ) -> tuple[dict[str, BackendWeight], WeightMemory]:
     """One step of one import's weights, and the memory to pass to the next step."""
     memory = memory or WeightMemory()
-    scores, reasons = {}, {}
+    scores, reasons, ramps = {}, {}, {}
     for name, load in loads.items():
         value, reason = score(load, policy)
         # Not healthy at the previous step but healthy now: it joins at this instant.
         since = memory.healthy_since.get(name, now if memory.weights else None)
-        # (Only a backend that can take traffic is ramped, or said to be.)
-        factor = 1.0 if name == here or since is None or value <= 0 else ramp(now - since, policy)
+        # (Only a backend that can serve is ramped, or said to be; momentarily full counts.)
+        serves = plan_input(load, 1.0, policy) is not None
+        factor = 1.0 if name == here or since is None or not serves else ramp(now - since, policy)
         scores[name] = value * factor
+        ramps[name] = factor
         reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
-    shares, note = _target_shares(scores, loads, here, policy)
+    kept = (
+        memory.weights.get(here, 0) / WEIGHT_SCALE if here is not None and memory.weights else None
+    )
+    planned = _planned_shares(loads, ramps, here, policy, kept)
+    if planned is None:
+        shares, note = _target_shares(scores, loads, here, policy)
+    else:
+        shares, note, plan_reasons = planned
+        reasons.update(plan_reasons)
     target = apportion(_cap(shares, here, policy.remote_cap))
     # Hold the goal against small moves of the target, unless the target has held still for
     # ``settle`` seconds: a steady input must end at its own target, not at whatever the goal
@@ -317,6 +448,6 @@ def _remember(
     since = {
         name: previous.healthy_since.get(name, joined)
         for name, load in loads.items()
-        if score(load, policy)[0] > 0
+        if plan_input(load, 1.0, policy) is not None  # can serve: momentarily full still counts
     }
     return WeightMemory(dict(weights), dict(goal), dict(target), target_since, since, now)

@@ -36,6 +36,7 @@ from federation.model.freshness import LinkState, staleness
 from federation.model.gaps import SourceGaps
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
+from federation.model.rates import RATE_WINDOW, SampleRates
 from federation.model.status import status_document
 from federation.model.views import ImportView
 from federation.runtime.clocks import steady_clock
@@ -113,6 +114,7 @@ class Agent:
         self.reconciler = Reconciler(settings, self.feeds, export_status)
         self.local_pools: dict[PoolKey, LocalPool] = {}
         self.local_samples: dict[PoolKey, LoadSample] = {}
+        self._rates: dict[PoolKey, SampleRates] = {}  # per local pool: its counters' history
         self.ready = asyncio.Event()  # caught up with the bus and serving
         self.publisher = Publisher(
             bus=bus,
@@ -299,7 +301,12 @@ class Agent:
             samples = await asyncio.gather(*(self._sample(p) for p in pools))
             # Replaced, not updated: a deleted pool's last sample must not linger. Its age runs
             # from when we took it, on our steady clock (the scraper's stamp is for peers).
+            # Rates come from the counters' history, per pool, on the same clock.
             taken = self.now()
+            self._rates = {p.key: self._rates.get(p.key) or SampleRates(RATE_WINDOW) for p in pools}
+            samples = [
+                self._rates[p.key].rate(s, taken) for p, s in zip(pools, samples, strict=True)
+            ]
             self.local_samples = {
                 p.key: dataclasses.replace(s, observed_at=taken)
                 for p, s in zip(pools, samples, strict=True)

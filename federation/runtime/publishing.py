@@ -171,6 +171,9 @@ class Publisher:
             running_requests=sample.running_requests,
             saturation=sample.saturation,
             epp_status=sample.epp_status,
+            arrival_rate=sample.arrival_rate,
+            completion_rate=sample.completion_rate,
+            capacity_rate=sample.capacity_rate,
         )
         if await self._send(report):
             self._loads[pool.key] = (sample, tick)

@@ -13,7 +13,8 @@ from typing import Any
 from federation import __version__
 from federation.kit.bench.bus_paths import ingest, raw_baseline
 from federation.kit.bench.propagation import propagation
-from federation.kit.bench.routing import Scenario, run_routing
+from federation.kit.bench.routing import run_family
+from federation.kit.bench.routing_scenarios import Scenario, scenario_family
 from federation.kit.bench.scale import scale
 
 SCENARIOS = ("raw", "ingest", "propagation", "scale", "routing")
@@ -35,7 +36,11 @@ def machine() -> dict[str, Any]:
 
 
 async def run_bench(
-    scenarios: list[str], *, quick: bool, routing_scenario: Scenario | None = None
+    scenarios: list[str],
+    *,
+    quick: bool,
+    routing: list[Scenario] | None = None,
+    demand_source: str = "epp",
 ) -> dict[str, Any]:
     chosen = scenarios or list(SCENARIOS)
     doc: dict[str, Any] = {"quick": quick, "machine": machine(), "scenarios": {}}
@@ -72,7 +77,8 @@ async def run_bench(
                 ),
             }
         if "routing" in chosen:
-            results["routing"] = run_routing(routing_scenario or Scenario.default())
+            family = routing if routing is not None else scenario_family(size=4 if quick else 16)
+            results["routing"] = run_family(family, demand_source=demand_source)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     doc["took_s"] = round(time.monotonic() - started, 1)

@@ -26,6 +26,11 @@ LLM_D = {
     "running_requests": "llm_d_epp_average_running_requests",
 }
 FLOW_CONTROL = "inference_extension_flow_control_pool_saturation"
+# Counters both families' EPPs serve (llm-d's router is the GIE EPP), one series per objective.
+COUNTERS = {
+    "requests_total": "inference_objective_request_total",
+    "completions_total": "inference_objective_request_duration_seconds_count",
+}
 
 
 def render_metrics(name: str, sample: LoadSample, family: dict[str, str]) -> str:
@@ -38,6 +43,12 @@ def render_metrics(name: str, sample: LoadSample, family: dict[str, str]) -> str
     if family is LLM_D:
         lines.append(f"# TYPE {FLOW_CONTROL} gauge")
         lines.append(f'{FLOW_CONTROL}{{name="{name}"}} {sample.saturation}')
+    for field, metric in COUNTERS.items():
+        value = getattr(sample, field)
+        if value is not None:  # split over two objectives: the scraper must sum the series
+            half = value / 2
+            labels = ('model_name="chat"', 'model_name="batch"')
+            lines.extend(f"{metric}{{{label}}} {half}" for label in labels)
     return "\n".join(lines) + "\n"
 
 

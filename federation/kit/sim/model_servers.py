@@ -52,6 +52,8 @@ class PoolServer:
     waiting: int = 0
     served: Counter[str] = field(default_factory=Counter)  # by the hop header: origin cluster
     refused: int = 0
+    arrived: int = 0  # the EPP's request counter (refused ones included)
+    completed: int = 0  # the EPP's completion counter
     max_hops: int = 0  # the most X-Federation-Hop values one request carried
     _slots: asyncio.Semaphore | None = None
 
@@ -64,10 +66,13 @@ class PoolServer:
             queue_size=round(self.waiting / c.pods, 3),
             running_requests=round(self.running / c.pods, 3),
             saturation=round(min(1.0, self.running / c.slots), 3),
+            requests_total=float(self.arrived),
+            completions_total=float(self.completed),
         )
 
     async def serve(self, request: web.Request, rng: random.Random) -> web.Response:
         hops = request.headers.getall(HOP_HEADER, [])
+        self.arrived += 1
         self.max_hops = max(self.max_hops, len(hops))
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.capacity.slots)
@@ -87,6 +92,7 @@ class PoolServer:
             self.running -= 1
             self._slots.release()
         self.served[hops[0] if hops else self.cluster] += 1
+        self.completed += 1
         return web.Response(text="ok\n", headers={SERVED_BY: self.cluster})
 
 

@@ -1,0 +1,104 @@
+"""Rates from counters: requests per second over a sliding window of a counter's readings."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+
+from federation.model.loads import LoadSample
+
+RATE_WINDOW = 3.0  # seconds of counter history a rate spans (longer when samples are further apart)
+
+
+class RateMeter:
+    """The rate of one monotonic counter over (at least) the last ``window`` seconds.
+
+    A reading below the previous one is a counter reset (a restarted EPP): the history starts
+    again and no rate is given until two readings of the new counter exist.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._readings: deque[tuple[float, float]] = deque()
+
+    def observe(self, at: float, value: float) -> float | None:
+        if not math.isfinite(value) or value < 0:
+            self._readings.clear()
+            return None
+        if self._readings and (value < self._readings[-1][1] or at < self._readings[-1][0]):
+            self._readings.clear()
+        self._readings.append((at, value))
+        # Keep the newest reading that is at least a window old: the rate spans the whole window.
+        while len(self._readings) > 2 and self._readings[1][0] <= at - self.window:
+            self._readings.popleft()
+        first_at, first = self._readings[0]
+        if at <= first_at:
+            return None
+        return (value - first) / (at - first_at)
+
+
+class CapacityMeter:
+    """What a pool completes per second when full: its completions over the busy share of its
+    pods (KV-cache utilization), averaged over the rate window and smoothed across windows.
+
+    Capacity changes slowly (pods come and go, hardware does not change under load), so the
+    estimate is smoothed hard; a change of ready pods rescales it at once. While the pool is
+    nearly idle the ratio is noise, and the previous estimate stands.
+    """
+
+    MIN_BUSY = 0.25  # below this share of the pods in use, completions say little of capacity
+
+    def __init__(self, window: float, smoothing: float = 0.3) -> None:
+        self.window = window
+        self.smoothing = smoothing
+        self._busy: deque[tuple[float, float]] = deque()
+        self._pods = 0
+        self.estimate: float | None = None
+
+    def observe(
+        self, at: float, *, busy: float, ready_pods: int, completion_rate: float | None
+    ) -> float | None:
+        if ready_pods != self._pods:
+            if self.estimate is not None and self._pods > 0 and ready_pods > 0:
+                self.estimate *= ready_pods / self._pods
+            elif ready_pods == 0:
+                self.estimate = None
+            self._pods = ready_pods
+        self._busy.append((at, busy))
+        while self._busy and self._busy[0][0] < at - self.window:
+            self._busy.popleft()
+        mean_busy = sum(b for _, b in self._busy) / len(self._busy)
+        if completion_rate is not None and mean_busy >= self.MIN_BUSY:
+            sample = completion_rate / mean_busy
+            if self.estimate is None:
+                self.estimate = sample
+            else:
+                self.estimate += self.smoothing * (sample - self.estimate)
+        return self.estimate
+
+
+class SampleRates:
+    """The rates of one pool's samples: fills a sample's rates from its counters' history."""
+
+    def __init__(self, window: float) -> None:
+        self.requests = RateMeter(window)
+        self.completions = RateMeter(window)
+        self.capacity = CapacityMeter(window)
+
+    def rate(self, sample: LoadSample, at: float) -> LoadSample:
+        """``sample`` with its rates (``at``: our steady clock, so a clock step is no rate)."""
+        arrival = completion = None
+        if sample.requests_total is not None:
+            arrival = self.requests.observe(at, sample.requests_total)
+        if sample.completions_total is not None:
+            completion = self.completions.observe(at, sample.completions_total)
+        capacity = self.capacity.observe(
+            at,
+            busy=sample.kv_cache_utilization,
+            ready_pods=sample.ready_pods,
+            completion_rate=completion,
+        )
+        return dataclasses.replace(
+            sample, arrival_rate=arrival, completion_rate=completion, capacity_rate=capacity
+        )

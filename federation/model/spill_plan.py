@@ -1,0 +1,129 @@
+"""The spill plan: how much of each cluster's demand should go where, computed from rates.
+
+Why rates and not saturation: saturation is what the *current routing* did to a cluster, so a
+policy that spills by saturation chases its own effect through reports that are seconds old
+(spill, the queue drains, stop, the queue builds) and lets a queue build before any spill starts.
+Demand — requests per second offered at a cluster's own gateway — does not move when traffic is
+rerouted, so a plan built on it is not a feedback loop and stale reports only delay the start of
+a burst by their age.
+
+Why one plan for all: every agent computes the same plan from the same reports, so the importers
+that are over capacity share each remote's spare capacity instead of all sending their whole
+excess to the same remote on the same report (herding, the classic failure of load balancing on
+old information).
+
+The plan, per pool (a *water-filling* to a common level):
+
+- ``capacity_j = throughput_per_pod x ready_pods_j``; the per-pod throughput is pooled over every
+  backend's completions per busy pod (completion rate / (ready pods x KV-cache utilization)), so a
+  cluster at rest still has a capacity;
+- ``load_j = demand_j + backlog_j / drain`` — a queue already built is demand too, to be cleared
+  within ``drain`` seconds;
+- the level ``L = max(target_utilization, total load / total capacity)``: below the target every
+  cluster serves its own demand; in an overload of the whole set, every cluster ends equally full;
+- ``excess_j = max(0, load_j - L x capacity_j)`` and ``spare_j = max(0, L x capacity_j - load_j)``
+  (a remote's spare is discounted by the trust of its report and is 0 while it sheds);
+- here sends ``excess_here x spare_j / max(total spare, total excess)`` requests/s to remote ``j``,
+  i.e. that share of its demand; it keeps the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MIN_BUSY_PODS = 0.5  # pod-equivalents of work below which a throughput estimate is noise
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanInput:
+    """One backend as the plan sees it (rates in requests/s)."""
+
+    ready_pods: int
+    busy: float  # fraction of the pods' capacity in use (KV-cache utilization)
+    demand: float | None  # offered at its own gateway; None: not reported (older agent)
+    completions: float | None
+    capacity: float | None  # requests/s when full, as its publisher estimates it
+    backlog: float  # requests queued, all pods together
+    trust: float  # 0..1, how much its report still counts
+    full: bool  # shedding: takes nothing more
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanKnobs:
+    target_utilization: float
+    equalize_up_to: float  # in an overload of the whole set, fill every cluster up to this
+    drain: float
+
+
+@dataclass(frozen=True)
+class SpillPlan:
+    shares: dict[str, float]  # of here's traffic, per backend (here included); sums to 1
+    level: float
+    capacity: dict[str, float]  # per backend, requests/s
+    load: dict[str, float]  # demand + backlog / drain, requests/s
+    excess: dict[str, float]
+    spare: dict[str, float]  # after the trust of its report
+
+
+def throughput_per_pod(backends: Mapping[str, PlanInput]) -> float | None:
+    """Requests/s one busy pod completes, pooled over the backends; None if nothing is busy.
+
+    For a backend whose report has no capacity estimate of its own (an older agent)."""
+    done = busy = 0.0
+    for b in backends.values():
+        if b.completions is not None and b.ready_pods > 0:
+            done += b.completions
+            busy += b.ready_pods * b.busy
+    return done / busy if busy >= MIN_BUSY_PODS and done > 0 else None
+
+
+def spill_plan(
+    backends: Mapping[str, PlanInput], here: str | None, knobs: PlanKnobs
+) -> SpillPlan | None:
+    """The plan's shares of here's traffic; None when the rates to build one are missing."""
+    per_pod = throughput_per_pod(backends)
+    capacity = {}
+    for k, b in backends.items():
+        if b.capacity is not None:
+            capacity[k] = b.capacity
+        elif per_pod is not None:
+            capacity[k] = per_pod * b.ready_pods
+        else:
+            return None
+    if (here is not None and backends[here].demand is None) or sum(capacity.values()) <= 0:
+        return None
+    load = {k: _load(b, capacity[k], knobs) for k, b in backends.items()}
+    whole = sum(load.values()) / sum(capacity.values())
+    level = max(knobs.target_utilization, min(whole, knobs.equalize_up_to))
+    excess = {k: max(0.0, load[k] - level * capacity[k]) for k in backends}
+    spare = {
+        k: 0.0 if b.full else max(0.0, level * capacity[k] - load[k]) * b.trust
+        for k, b in backends.items()
+    }
+    if here is None:  # an importer with no pool of its own: by spare, else by capacity
+        basis = spare if sum(spare.values()) > 0 else capacity
+        total = sum(basis.values())
+        shares = {k: v / total for k, v in basis.items()}
+        return SpillPlan(shares, level, capacity, load, excess, spare)
+    mine = excess[here]
+    remote_spare = sum(v for k, v in spare.items() if k != here)
+    demand = backends[here].demand or 0.0
+    if mine <= 0 or remote_spare <= 0 or demand <= 0:
+        shares = {k: float(k == here) for k in backends}
+        return SpillPlan(shares, level, capacity, load, excess, spare)
+    # Every cluster in excess shares the spare in proportion to its excess; a spare smaller than
+    # the excess (stale remotes count less) is shared out whole and the rest stays here.
+    divisor = max(sum(spare.values()), sum(excess.values()))
+    flows = {k: mine * spare[k] / divisor for k in backends if k != here}
+    sent = sum(flows.values())
+    scale = 1.0 / max(demand, sent)  # a backlog can ask for more than all of here's traffic
+    shares = {k: flow * scale for k, flow in flows.items()}
+    shares[here] = max(0.0, 1.0 - sum(shares.values()))
+    return SpillPlan(shares, level, capacity, load, excess, spare)
+
+
+def _load(b: PlanInput, capacity: float, knobs: PlanKnobs) -> float:
+    # An older agent's report has no demand: its served load (busy x capacity) stands in.
+    demand = b.demand if b.demand is not None else b.busy * capacity
+    return demand + b.backlog / knobs.drain
