@@ -243,23 +243,29 @@ def _target_shares(
     )
 
 
-def demand_of(load: BackendLoad, kept: float | None) -> float | None:
+def demand_of(load: BackendLoad, kept: float | None, sent: float = 0.0) -> float | None:
     """What a backend's gateway offers: counted there, or estimated from the pool's arrivals.
 
     Arrivals are the demand a cluster kept plus the spill it receives. For here, whose kept share
     ``kept`` we know, arrivals / kept is the demand (a cluster that spills is sent nothing by the
-    plan); for a remote, its arrivals stand in, which is more than its demand while it receives
-    spill: it looks busier than it is and is sent less, the safe side.
+    plan). For a remote, its arrivals less what we ``sent`` it ourselves; other importers' spill
+    still counts, so it looks busier than it is and is sent less, the safe side.
     """
     if load.demand_rate is not None:
         return load.demand_rate
     if load.arrival_rate is None:
         return None
-    return load.arrival_rate / max(MIN_KEPT, kept) if kept is not None else load.arrival_rate
+    if kept is not None:
+        return load.arrival_rate / max(MIN_KEPT, kept)
+    return max(0.0, load.arrival_rate - sent)
 
 
 def plan_input(
-    load: BackendLoad | None, ramp_factor: float, policy: WeightPolicy, kept: float | None = None
+    load: BackendLoad | None,
+    ramp_factor: float,
+    policy: WeightPolicy,
+    kept: float | None = None,
+    sent: float = 0.0,
 ) -> PlanInput | None:
     """A backend as the rate plan sees it; None when it can take no traffic at all."""
     if load is None or load.ready_pods == 0 or load.age >= policy.lease:
@@ -269,7 +275,7 @@ def plan_input(
     return PlanInput(
         ready_pods=load.ready_pods,
         busy=load.kv_cache,
-        demand=demand_of(load, kept),
+        demand=demand_of(load, kept, sent),
         completions=load.completion_rate,
         capacity=load.capacity_rate,
         backlog=load.queue_size * load.ready_pods,
@@ -283,12 +289,19 @@ def _planned_shares(
     ramps: Mapping[str, float],
     here: str | None,
     policy: WeightPolicy,
-    kept: float | None,
+    previous: Mapping[str, int],
 ) -> tuple[dict[str, float], str | None, dict[str, str]] | None:
     """The rate plan's shares with each usable backend's reason; None without rates."""
+    here_load = loads.get(here) if here is not None else None
+    kept = previous.get(here, 0) / WEIGHT_SCALE if here is not None and previous else None
+    here_demand = demand_of(here_load, kept) if here_load is not None else None
     inputs = {}
     for name, load in loads.items():
-        usable = plan_input(load, ramps.get(name, 1.0), policy, kept if name == here else None)
+        # What we send a remote ourselves: our previous share of it times our demand.
+        sent = (here_demand or 0.0) * previous.get(name, 0) / WEIGHT_SCALE
+        usable = plan_input(
+            load, ramps.get(name, 1.0), policy, kept if name == here else None, sent
+        )
         if usable is not None:
             inputs[name] = usable
     if not inputs:
@@ -400,10 +413,7 @@ def step_weights(
         scores[name] = value * factor
         ramps[name] = factor
         reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
-    kept = (
-        memory.weights.get(here, 0) / WEIGHT_SCALE if here is not None and memory.weights else None
-    )
-    planned = _planned_shares(loads, ramps, here, policy, kept)
+    planned = _planned_shares(loads, ramps, here, policy, memory.weights)
     if planned is None:
         shares, note = _target_shares(scores, loads, here, policy)
     else:
