@@ -140,11 +140,12 @@ class ProcessOptions:
     nats_user: str | None = None
     nats_password_file: Path | None = None
     nats_nkey: Path | None = None  # an nkey user seed: the login by key instead of password
+    nats_creds: Path | None = None  # operator mode: a user JWT + its seed (a .creds file)
     nats_ca: Path | None = None
     nats_cert: Path | None = None
     nats_key: Path | None = None
     # Secure unless told otherwise: without this, the agent needs signed events (a signing key
-    # and a trust bundle) and a protected NATS login (TLS, or an nkey).
+    # and a trust bundle) and a protected NATS login (TLS, an nkey or operator-mode creds).
     insecure: bool = False
 
     def missing_security(self) -> list[str]:
@@ -154,10 +155,11 @@ class ProcessOptions:
             missing.append("--signing-key and --trust-bundle (signed events)")
         mutual_tls = self.nats_ca is not None and self.nats_cert is not None
         password_over_tls = self.nats_ca is not None and self.nats_password_file is not None
-        if not (mutual_tls or password_over_tls or self.nats_nkey is not None):
+        key_login = self.nats_nkey is not None or self.nats_creds is not None
+        if not (mutual_tls or password_over_tls or key_login):
             missing.append(
-                "--nats-ca (TLS) or --nats-nkey (a key login); with --nats-ca, a client "
-                "certificate (--nats-cert/--nats-key) or a password (--nats-password-file)"
+                "--nats-ca (TLS) or --nats-nkey / --nats-creds (a key login); with --nats-ca, "
+                "a client certificate (--nats-cert/--nats-key) or a password (--nats-password-file)"
             )
         return missing
 
@@ -174,5 +176,8 @@ class ProcessOptions:
             self.nats_cert and not self.nats_ca
         ):
             raise SettingsError("--nats-cert and --nats-key go together, with --nats-ca")
-        if self.nats_nkey and (self.nats_user or self.nats_password_file):
-            raise SettingsError("log in with --nats-nkey or with --nats-user/--nats-password-file")
+        logins = [self.nats_nkey, self.nats_creds, self.nats_user or self.nats_password_file]
+        if sum(1 for login in logins if login) > 1:
+            raise SettingsError(
+                "log in with one of --nats-nkey, --nats-creds or --nats-user/--nats-password-file"
+            )

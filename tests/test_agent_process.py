@@ -228,6 +228,63 @@ async def test_a_secure_agent_process_federates(tmp_path: Any) -> None:
         sc.stop()
 
 
+async def test_an_agent_process_federates_in_nats_operator_mode(tmp_path: Any) -> None:
+    """`--nats-creds` against servers in operator mode: each agent logs in with a .creds file
+    from `federation keygen --nats-creds`, and signed events federate as with any login."""
+    from federation.kit.nats_operator import Operator
+    from federation.kit.sim.security import Security
+
+    members = ["us-east", "eu-west"]
+    servers = [*members, "ap-south"]
+    operator = Operator()
+    keys = Security.create("op", servers, tmp_path / "security")  # signing keys and the bundle
+    sc = Supercluster(servers, tmp_path / "nats", operator.server_config())
+    await sc.start()
+    signing = operator.signing_seed(tmp_path / "account.nk")
+    agents: list[AgentProcess] = []
+    logs = {c: (tmp_path / f"{c}.log").open("wb") for c in members}
+    try:
+        async with api_server() as east_api, api_server() as west_api:
+            await EmulatedPools(east_api.emulator, 0).put(pool("llama"))
+            for cluster, api in (("us-east", east_api), ("eu-west", west_api)):
+                creds = tmp_path / f"{cluster}.creds"
+                made = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "federation", "keygen", str(creds), "--nats-creds",
+                    "--clusterset", "op", "--cluster", cluster,
+                    "--account-signing-key", str(signing), "--account", operator.account_key,
+                    stdout=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                assert await made.wait() == 0
+                port = free_port()
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "federation", "agent",
+                    "--clusterset", "op", "--cluster", cluster, "--members", ",".join(members),
+                    "--nats-url", sc.url(cluster), "--kube-url", api.url,
+                    "--http-host", "127.0.0.1", "--http-port", str(port),
+                    "--signing-key", str(keys.keys[cluster]), "--trust-bundle", str(keys.bundle),
+                    "--nats-creds", str(creds),  # secure without --insecure: a key login
+                    stdout=logs[cluster], stderr=logs[cluster],
+                )  # fmt: skip
+                agents.append(AgentProcess(cluster, port, proc))
+
+            def imported() -> bool:
+                obj = west_api.emulator.object_at("inferencepoolimports", "llm", "llama")
+                return import_clusters(obj) == ["us-east"]
+
+            await wait_for(imported, within=60, what="the import over the operator-mode bus")
+        for agent in agents:
+            agent.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(agent.proc.wait(), timeout=SHUTDOWN_BOUND + 5) == 0
+    finally:
+        for agent in agents:
+            if agent.proc.returncode is None:
+                agent.proc.kill()
+                await agent.proc.wait()
+        for f in logs.values():
+            f.close()
+        sc.stop()
+
+
 @pytest.mark.skipif(
     not shutil.which("haproxy"), reason="haproxy not installed (.ci/run installs it)"
 )

@@ -138,7 +138,26 @@ def test_agent_refuses_an_unusable_or_doubled_nats_login(tmp_path: Path) -> None
     assert "not an nkey seed" in result.output
     result = CliRunner().invoke(main, [*base, "--nats-nkey", str(bad), "--nats-user", "a"])
     assert result.exit_code == 2
-    assert "--nats-nkey or with --nats-user" in result.output
+    assert "one of --nats-nkey, --nats-creds or --nats-user" in result.output
+    result = CliRunner().invoke(main, [*base, "--nats-creds", str(bad)])
+    assert result.exit_code == 2
+    assert "not a NATS .creds file" in result.output
+
+
+def test_keygen_creds_refuses_a_key_that_is_not_an_accounts(tmp_path: Path) -> None:
+    from federation.adapters.nkey_file import create_user_seed
+
+    create_user_seed(tmp_path / "user.nk")  # a user's seed cannot sign users
+    result = CliRunner().invoke(main, [
+        "keygen", str(tmp_path / "a.creds"), "--nats-creds", "--clusterset", "cs",
+        "--cluster", "a", "--account-signing-key", str(tmp_path / "user.nk"),
+    ])  # fmt: skip
+    assert result.exit_code == 2
+    assert "not an account key" in result.output
+    assert not (tmp_path / "a.creds").exists()
+    missing = CliRunner().invoke(main, ["keygen", str(tmp_path / "b.creds"), "--nats-creds"])
+    assert missing.exit_code == 2
+    assert "needs --clusterset, --cluster and --account-signing-key" in missing.output
 
 
 def test_status_tables_fit_80_columns_and_show_beat_ages() -> None:

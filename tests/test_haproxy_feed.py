@@ -255,3 +255,14 @@ async def test_servers_the_feed_does_not_own_are_left_alone(rig: Rig) -> None:
     clock[0] = 6.0
     await feed.apply({})
     assert set((await rig.runtime.servers())["fed_llm_manual"]) == {"manual"}  # ...not others
+
+
+async def test_the_import_backends_request_counter_is_the_demand(rig: Rig) -> None:
+    """Every request local clients send for the pool counts, wherever it is then sent."""
+    feed = HAProxyFeed(rig.runtime)
+    await feed.apply({KEY: view({"eu-west": 500_000, "local": 500_000}, rig.ports)})
+    before = await feed.offered([KEY, PoolKey("llm", "not-configured")])
+    assert set(before) == {KEY}  # a pool without a backend has no counter
+    await split(rig.url, 37)
+    after = await feed.offered([KEY])
+    assert after[KEY] - before[KEY] == 37

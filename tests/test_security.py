@@ -348,7 +348,8 @@ async def test_nkey_login_rights_and_key_rotation_without_restart(tmp_path: Path
     """Log in with an nkey seed; the key's user has only its cluster's rights; a rotation (the
     servers list both keys, the seed file changes, the old key is retired) keeps the live bus
     working with no restart, and a broken seed file keeps the current login."""
-    from federation.adapters.nkey_file import NkeyFile, create_user_seed
+    from federation.adapters.login_file import LoginFile
+    from federation.adapters.nkey_file import create_user_seed, public_key
 
     old_pub = create_user_seed(tmp_path / "old.nk")
     new_pub = create_user_seed(tmp_path / "new.nk")
@@ -367,7 +368,7 @@ async def test_nkey_login_rights_and_key_rotation_without_restart(tmp_path: Path
                    members=("a",)),
         connect_options={"nkeys_seed": str(live)},
     )  # fmt: skip
-    watcher = NkeyFile(live, bus.renew_connection)
+    watcher = LoginFile(live, public_key, bus.renew_connection, what="nkey")
     old_login = {"nkeys_seed": str(tmp_path / "old.nk")}
     new_login = {"nkeys_seed": str(tmp_path / "new.nk")}
     try:
@@ -391,7 +392,7 @@ async def test_nkey_login_rights_and_key_rotation_without_restart(tmp_path: Path
         live.write_bytes((tmp_path / "new.nk").read_bytes())  # 2. the Secret changes
         touch_later(live)
         assert await watcher.check()  # a new client logged in with the new key
-        assert watcher.key == new_pub
+        assert watcher.identity == new_pub
         sc.reload_config("a", block(new_pub))  # 3. the old key is retired
 
         async def old_key_refused() -> bool:
@@ -404,6 +405,79 @@ async def test_nkey_login_rights_and_key_rotation_without_restart(tmp_path: Path
         assert bus.reopened == 1
 
         live.write_text("garbage\n")  # a broken Secret keeps the current login
+        touch_later(live)
+        assert not await watcher.check()
+        assert watcher.errors == 1
+        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "still")
+    finally:
+        await bus.close()
+        sc.stop()
+
+
+@pytest.mark.bus
+async def test_operator_mode_creds_login_rights_and_rotation(tmp_path: Path) -> None:
+    """NATS in operator mode (memory resolver): each cluster logs in with a .creds file issued by
+    `federation keygen --nats-creds` from the account's signing key; its user JWT carries exactly
+    a cluster's rights, so it may not speak for another cluster; a new .creds (a new user, a new
+    JWT) is taken up by the live bus without a restart; a broken file keeps the current login."""
+    from click.testing import CliRunner
+
+    from federation.adapters.login_file import LoginFile
+    from federation.adapters.nats_creds import creds_identity
+    from federation.cli import main
+    from federation.kit.nats_operator import Operator
+
+    op = Operator()
+    sc = Supercluster(["a", "b"], tmp_path / "nats", op.server_config())
+    await sc.start()
+    signing = op.signing_seed(tmp_path / "account-signing.nk")
+
+    def keygen(path: Path, cluster: str) -> str:
+        made = CliRunner().invoke(main, [
+            "keygen", str(path), "--nats-creds", "--clusterset", "cs", "--cluster", cluster,
+            "--account-signing-key", str(signing), "--account", op.account_key,
+        ])  # fmt: skip
+        assert made.exit_code == 0, made.output
+        return made.output.strip()
+
+    first = keygen(tmp_path / "a-1.creds", "a")
+    second = keygen(tmp_path / "a-2.creds", "a")
+    assert first.startswith("U")
+    assert first != second
+    assert (tmp_path / "a-1.creds").stat().st_mode & 0o777 == 0o600
+    live = tmp_path / "live.creds"
+    live.write_bytes((tmp_path / "a-1.creds").read_bytes())
+    bus = NatsBus(
+        BusAddress(url=sc.url("a"), clusterset="cs", cluster="a", placement_cluster="a",
+                   members=("a",)),
+        connect_options={"user_credentials": str(live)},
+    )  # fmt: skip
+    watcher = LoginFile(live, creds_identity, bus.renew_connection, what="creds")
+    as_a = {"user_credentials": str(tmp_path / "a-1.creds")}
+    try:
+        await bus.connect()
+        await bus.ensure_streams()
+        await bus.start_consuming()
+        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "before")
+        refusal = await publish_as(sc.url("a"), as_a, "fed.v1.cs.beat.b", b"{}")
+        assert refusal is not None
+        assert "permissions violation" in refusal.lower()  # a may not speak for b
+        forged = tmp_path / "forged.creds"
+        forged.write_text(live.read_text().replace(
+            (tmp_path / "a-1.creds").read_text().split("\n")[1][-20:], "A" * 20))  # fmt: skip
+        refusal = await publish_as(sc.url("a"), {"user_credentials": str(forged)},
+                                   "fed.v1.cs.beat.a", b"{}")  # fmt: skip
+        assert refusal is not None  # a JWT whose signature does not hold logs in nowhere
+
+        live.write_bytes((tmp_path / "a-2.creds").read_bytes())  # the Secret is rotated
+        touch_later(live)
+        assert await watcher.check()
+        assert watcher.identity.startswith(second)
+        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "after")
+        assert len(await bus.fetch(10, 5.0)) >= 1
+        assert bus.reopened == 1
+
+        live.write_text("not a creds file\n")
         touch_later(live)
         assert not await watcher.check()
         assert watcher.errors == 1

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federation.model.haproxy_servers import Server, Wanted, plan, wanted_servers
+from federation.model.haproxy_servers import Server, Wanted, backend_name, plan, wanted_servers
 from federation.model.pools import LOCAL_BACKEND, PoolKey
 from federation.model.views import ImportView
 from federation.settings import tcp_address
@@ -80,6 +80,29 @@ class HAProxyRuntime:
     async def servers(self) -> dict[str, dict[str, Server]]:
         """Every backend's servers as ``show servers state`` reports them."""
         return parse_servers_state(await self.command("show servers state"))
+
+    async def requests_per_backend(self) -> dict[str, float]:
+        """Each backend's request counter (``show stat``: ``req_tot``, else ``stot``)."""
+        return parse_backend_requests(await self.command("show stat"))
+
+
+def parse_backend_requests(answer: str) -> dict[str, float]:
+    """The BACKEND rows of ``show stat``: requests each backend took since HAProxy started."""
+    lines = answer.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    columns = lines[0][2:].split(",")
+    out: dict[str, float] = {}
+    for line in lines[1:]:
+        row = dict(zip(columns, line.split(","), strict=False))
+        if row.get("svname") != "BACKEND":
+            continue
+        value = row.get("req_tot") or row.get("stot") or ""
+        try:
+            out[row["pxname"]] = float(value)
+        except (KeyError, ValueError):
+            continue
+    return out
 
 
 def parse_servers_state(answer: str) -> dict[str, dict[str, Server]]:
@@ -197,6 +220,21 @@ class HAProxyFeed:
             self.refusals += 1
             refused.append(f"{line}: {answer}")
         return refused
+
+    async def offered(self, keys: Collection[PoolKey]) -> dict[PoolKey, float]:
+        """The gateway's demand counters: requests each pool's import backend has taken.
+
+        Only this cluster's own clients reach an import backend (peers' spill arrives through the
+        east-west entry point, which serves the pool locally), so its counter is the demand
+        offered here, before any spill: what the rate plan needs (``demand_rate``).
+        """
+        counters = await self.runtime.requests_per_backend()
+        out = {}
+        for key in keys:
+            backend = backend_name(self.backend_rule, key)
+            if backend is not None and backend in counters:
+                out[key] = counters[backend]
+        return out
 
     def notes(self) -> dict[str, object]:
         """Per import, the backends left out and why; the backends missing from haproxy.cfg."""

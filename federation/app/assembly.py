@@ -165,6 +165,8 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
         tracer=parts.tracer,
         lag_observers=(metrics.observe_lag, *parts.lag_observers),
         insecure=parts.insecure,
+        # HAProxy counts what local clients ask of each import backend: the plan's demand.
+        demand=haproxy if isinstance(haproxy := feeds.get("haproxy"), HAProxyFeed) else None,
     )
     metrics.watch(agent)
     http = None

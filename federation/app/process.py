@@ -17,7 +17,9 @@ import time
 
 from federation.adapters.epp import EppScraper
 from federation.adapters.kube import Kube, api_client
-from federation.adapters.nkey_file import NkeyFile, public_key
+from federation.adapters.login_file import LoginFile
+from federation.adapters.nats_creds import creds_identity
+from federation.adapters.nkey_file import public_key
 from federation.adapters.password_file import PasswordFile
 from federation.adapters.signing import FileSigner, TrustBundle
 from federation.adapters.tls import ReloadingTls
@@ -31,12 +33,17 @@ log = logging.getLogger(__name__)
 
 
 def preflight(options: ProcessOptions) -> None:
-    """What can be checked before starting: an unreadable nkey seed is a usage error."""
+    """What can be checked before starting: an unreadable nkey seed or creds is a usage error."""
     if options.nats_nkey:
         try:
             public_key(options.nats_nkey)
         except (OSError, ValueError) as exc:
             raise SettingsError(f"--nats-nkey: {exc}") from None
+    if options.nats_creds:
+        try:
+            creds_identity(options.nats_creds)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"--nats-creds: {exc}") from None
 
 
 async def run_agent(settings: Settings, options: ProcessOptions) -> int:
@@ -54,6 +61,8 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         connect["user"] = options.nats_user
     if options.nats_nkey:
         connect["nkeys_seed"] = str(options.nats_nkey)
+    if options.nats_creds:
+        connect["user_credentials"] = str(options.nats_creds)
     if options.nats_ca:
         tls = ReloadingTls(options.nats_ca, options.nats_cert, options.nats_key)
         connect["tls"] = tls.context
@@ -62,7 +71,13 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
     if options.nats_password_file:
         services["password-reload"] = PasswordFile(options.nats_password_file, bus.set_password)
     if options.nats_nkey:
-        services["nkey-reload"] = NkeyFile(options.nats_nkey, bus.renew_connection)
+        services["nkey-reload"] = LoginFile(
+            options.nats_nkey, public_key, bus.renew_connection, what="nkey"
+        )
+    if options.nats_creds:
+        services["creds-reload"] = LoginFile(
+            options.nats_creds, creds_identity, bus.renew_connection, what="creds"
+        )
     scraper = EppScraper()
     built = build_agent(
         settings,

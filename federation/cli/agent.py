@@ -99,6 +99,11 @@ from federation.settings import (
 @click.option("--nats-user", default=None, envvar=env("NATS_USER"))
 @file_option("--nats-password-file", "Re-read when it changes: a rotation needs no restart.")
 @file_option("--nats-nkey", "Log in with this nkey user seed (re-read: a new key, a new login).")
+@file_option(
+    "--nats-creds",
+    "Operator mode: log in with this .creds file (user JWT + seed; re-read: a new one, a new "
+    "login). `federation keygen --nats-creds` writes one.",
+)
 @file_option("--nats-ca", "TLS: the CA that signed the NATS servers' certificates.")
 @file_option("--nats-cert", "TLS: this agent's client certificate (re-read).")
 @file_option("--nats-key", "TLS: the client certificate's key.")
@@ -193,6 +198,7 @@ def agent(
     nats_user: str | None,
     nats_password_file: Path | None,
     nats_nkey: Path | None,
+    nats_creds: Path | None,
     nats_ca: Path | None,
     nats_cert: Path | None,
     nats_key: Path | None,
@@ -244,6 +250,7 @@ def agent(
             nats_user=nats_user,
             nats_password_file=nats_password_file,
             nats_nkey=nats_nkey,
+            nats_creds=nats_creds,
             nats_ca=nats_ca,
             nats_cert=nats_cert,
             nats_key=nats_key,

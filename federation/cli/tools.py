@@ -51,14 +51,82 @@ def haproxy_config(cluster: str, pools: tuple[str, ...], haproxy_backend: str, b
     is_flag=True,
     help="Write a NATS nkey user seed instead; print its public key for the servers' config.",
 )
-def keygen(key_file: Path, nkey: bool) -> None:
+@click.option(
+    "--nats-creds",
+    "creds",
+    is_flag=True,
+    help="Write a NATS operator-mode .creds file for --cluster instead (a user JWT with exactly "
+    "a cluster's permissions, signed with --account-signing-key); print the user's public key.",
+)
+@click.option("--clusterset", default=None, help="With --nats-creds: the ClusterSet.")
+@click.option("--cluster", default=None, help="With --nats-creds: the cluster the user is for.")
+@click.option(
+    "--account-signing-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="With --nats-creds: the account's seed or one of its signing keys (SA...).",
+)
+@click.option(
+    "--account",
+    default=None,
+    help="With --nats-creds and a signing key: the account's public key (A...).",
+)
+@click.option(
+    "--expires-in",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="With --nats-creds: seconds until the user JWT expires (default: never).",
+)
+def keygen(
+    key_file: Path,
+    nkey: bool,
+    creds: bool,
+    clusterset: str | None,
+    cluster: str | None,
+    account_signing_key: Path | None,
+    account: str | None,
+    expires_in: float | None,
+) -> None:
     """Write a new Ed25519 signing key (mode 0600) and print its public key for trust bundles."""
     from federation.adapters.nkey_file import create_user_seed
     from federation.adapters.signing import generate_key
 
     if key_file.exists():
         raise click.UsageError(f"{key_file} exists; refusing to overwrite a key")
+    if nkey and creds:
+        raise click.UsageError("--nats-nkey or --nats-creds, not both")
+    if creds:
+        click.echo(_write_creds(key_file, clusterset, cluster, account_signing_key, account,
+                                expires_in))  # fmt: skip
+        return
     click.echo(create_user_seed(key_file) if nkey else generate_key(key_file))
+
+
+def _write_creds(
+    path: Path,
+    clusterset: str | None,
+    cluster: str | None,
+    signing_key: Path | None,
+    account: str | None,
+    expires_in: float | None,
+) -> str:
+    from federation.adapters.nats_creds import cluster_user, creds_identity, write_creds
+    from federation.messages import is_label
+
+    if not (clusterset and cluster and signing_key):
+        raise click.UsageError(
+            "--nats-creds needs --clusterset, --cluster and --account-signing-key"
+        )
+    for flag, value in (("--clusterset", clusterset), ("--cluster", cluster)):
+        if not is_label(value):
+            raise click.UsageError(f"{flag} {value!r} is not a DNS label")
+    try:
+        token, seed = cluster_user(signing_key.read_bytes(), clusterset, cluster, account=account,
+                                   expires_in=expires_in)  # fmt: skip
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    write_creds(path, token, seed)
+    return creds_identity(path).split("/")[0]
 
 
 @main.command()

@@ -84,10 +84,13 @@ class SampleRates:
     def __init__(self, window: float) -> None:
         self.requests = RateMeter(window)
         self.completions = RateMeter(window)
+        self.offered = RateMeter(window)
         self.capacity = CapacityMeter(window)
 
-    def rate(self, sample: LoadSample, at: float) -> LoadSample:
-        """``sample`` with its rates (``at``: our steady clock, so a clock step is no rate)."""
+    def rate(self, sample: LoadSample, at: float, offered: float | None = None) -> LoadSample:
+        """``sample`` with its rates (``at``: our steady clock, so a clock step is no rate);
+        ``offered`` is the gateway's demand counter for the pool, when one counts."""
+        demand = self.offered.observe(at, offered) if offered is not None else None
         arrival = completion = None
         if sample.requests_total is not None:
             arrival = self.requests.observe(at, sample.requests_total)
@@ -100,5 +103,9 @@ class SampleRates:
             completion_rate=completion,
         )
         return dataclasses.replace(
-            sample, arrival_rate=arrival, completion_rate=completion, capacity_rate=capacity
+            sample,
+            arrival_rate=arrival,
+            completion_rate=completion,
+            capacity_rate=capacity,
+            demand_rate=demand,
         )

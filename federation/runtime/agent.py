@@ -45,6 +45,7 @@ from federation.runtime.intake import Intake
 from federation.runtime.ports import (
     Bus,
     Delivery,
+    DemandSource,
     ExportStatusSink,
     ImportSink,
     LoadSource,
@@ -86,8 +87,10 @@ class Agent:
         tracer: trace.Tracer | None = None,
         lag_observers: Sequence[Callable[[str, float], None]] = (),
         insecure: bool = False,
+        demand: DemandSource | None = None,
     ) -> None:
         self.settings = settings
+        self.demand = demand  # the local gateway's per-pool request counters, where one counts
         self.tracer = tracer or trace.get_tracer("federation")
         self.bus = bus
         self.pools = pools
@@ -303,9 +306,11 @@ class Agent:
             # from when we took it, on our steady clock (the scraper's stamp is for peers).
             # Rates come from the counters' history, per pool, on the same clock.
             taken = self.now()
+            offered = await self._offered([p.key for p in pools])
             self._rates = {p.key: self._rates.get(p.key) or SampleRates(RATE_WINDOW) for p in pools}
             samples = [
-                self._rates[p.key].rate(s, taken) for p, s in zip(pools, samples, strict=True)
+                self._rates[p.key].rate(s, taken, offered.get(p.key))
+                for p, s in zip(pools, samples, strict=True)
             ]
             self.local_samples = {
                 p.key: dataclasses.replace(s, observed_at=taken)
@@ -320,6 +325,17 @@ class Agent:
             self.reconciler.mark_dirty(p.key for p in pools if not is_exported(p))
             self._changed.set()
             await asyncio.sleep(self.settings.load_interval)
+
+    async def _offered(self, keys: list[PoolKey]) -> Mapping[PoolKey, float]:
+        """The gateway's demand counters; none (the EPP's arrivals stand in) when it fails."""
+        if self.demand is None:
+            return {}
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                return await self.demand.offered(keys)
+        except Exception as exc:
+            log.warning("agent %s: reading the gateway's demand failed: %s", self.name, exc)
+            return {}
 
     async def _sample(self, pool: LocalPool) -> LoadSample:
         """A load source must not raise, but a hung or broken one must not stall the others."""

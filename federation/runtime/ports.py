@@ -23,6 +23,12 @@ class LoadSource(Protocol):
     async def sample(self, pool: LocalPool) -> LoadSample: ...
 
 
+class DemandSource(Protocol):
+    """A gateway that counts what its clients ask of each imported pool (cumulative requests)."""
+
+    async def offered(self, keys: Collection[PoolKey]) -> Mapping[PoolKey, float]: ...
+
+
 class ImportSink(Protocol):
     """Receives the full set of import views whenever it changes (idempotent)."""
 

@@ -174,6 +174,7 @@ class Publisher:
             arrival_rate=sample.arrival_rate,
             completion_rate=sample.completion_rate,
             capacity_rate=sample.capacity_rate,
+            demand_rate=sample.demand_rate,
         )
         if await self._send(report):
             self._loads[pool.key] = (sample, tick)

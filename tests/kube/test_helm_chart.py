@@ -52,6 +52,12 @@ def test_chart_metadata() -> None:
             {"keys", "trust", "nats"},
         ),
         (
+            {"nats": {"creds": True}},  # operator mode
+            {"FEDERATION_NATS_CREDS"},
+            {"FEDERATION_NATS_USER", "FEDERATION_NATS_PASSWORD_FILE", "FEDERATION_NATS_NKEY"},
+            {"keys", "trust", "nats"},
+        ),
+        (
             # Without signing and TLS the agent refuses to start unless told it is insecure.
             {"nats": {"tls": False}, "signing": {"enabled": False}, "insecure": True},
             {"FEDERATION_NATS_USER", "FEDERATION_NATS_PASSWORD_FILE"},
