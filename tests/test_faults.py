@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,6 +90,109 @@ async def test_the_whole_fleet_restarts_from_its_durable_stores(own_demo: Demo) 
     for sim in demo.clusters.values():
         assert sim.agent is not None
         assert sim.agent.counts.published["ExportEvent"] == 0  # nothing re-exported or withdrawn
+
+
+@contextmanager
+def nothing_withdrawn(demo: Demo) -> Iterator[list[str]]:
+    """Watch every cluster's imports while a fault runs: none may disappear."""
+    before = {n: set(s.imports.views) for n, s in demo.clusters.items()}
+    lost: list[str] = []
+
+    async def watch() -> None:
+        while True:
+            for name, sim in demo.clusters.items():
+                gone = before[name] - set(sim.imports.views)
+                if gone:
+                    lost.append(f"{name} lost {sorted(map(str, gone))}")
+            await asyncio.sleep(0.05)
+
+    task = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield lost
+    finally:
+        task.cancel()
+
+
+def wipe_and_restart(demo: Demo, clusters: list[str]) -> None:
+    """The servers come back with empty stores (a lost disk, a reinstall); agents keep running."""
+    sc = demo.supercluster
+    for name in clusters:
+        sc.kill_server(name)
+    for name in clusters:
+        shutil.rmtree(sc.specs[name].store_dir, ignore_errors=True)
+        sc.start_server(name)
+
+
+async def test_a_clusters_servers_come_back_with_empty_stores(own_demo: Demo) -> None:
+    """eu-west's servers lose their stores while its agent runs: the agent notices, recreates
+    its streams going on from its last sequence, republishes its state, and its peers hear it
+    again through its recreated stream; nothing is withdrawn meanwhile."""
+    demo = own_demo
+    before = {n: set(s.imports.views) for n, s in demo.clusters.items()}
+    agent, peer = demo.clusters["eu-west"].agent, demo.clusters["us-east"].agent
+    assert agent is not None
+    assert peer is not None
+
+    def generations() -> dict[tuple[str, str, str], int]:
+        return {k: e.generation for k, e in peer.beliefs.exports.items() if k[0] == "eu-west"}
+
+    exported = generations()
+    assert exported
+    with nothing_withdrawn(demo) as lost:
+        wipe_and_restart(demo, ["eu-west"])
+        await demo.supercluster.wait_ready()
+        back = time.monotonic()
+        await wait_for(lambda: agent.counts.streams_repaired["outbound"] >= 1, within=20,
+                       what="eu-west's agent to recreate its outbound stream")  # fmt: skip
+        beat = peer.beliefs.beats["eu-west"].sequence
+
+        def heard_again() -> bool:
+            now = generations()
+            return (
+                _all_fresh(demo)
+                and peer.beliefs.beats["eu-west"].sequence > beat
+                and all(now.get(k, 0) > g for k, g in exported.items())
+            )
+
+        await wait_for(heard_again, within=30, what="us-east to hear eu-west's state again")
+        print(f"eu-west wiped: its state heard again {time.monotonic() - back:.1f}s after")
+    assert not lost, lost
+    assert {n: set(s.imports.views) for n, s in demo.clusters.items()} == before
+
+
+async def test_the_whole_supercluster_comes_back_with_empty_stores(own_demo: Demo) -> None:
+    """Every server loses its store while every agent runs: each recreates both its streams
+    (its outbound going on from its last sequence) and republishes; everyone hears everyone's
+    state again; nothing is withdrawn meanwhile."""
+    demo = own_demo
+    before = {n: set(s.imports.views) for n, s in demo.clusters.items()}
+    names = list(demo.clusters)
+    agents = {n: demo.clusters[n].agent for n in names}
+    generations = {
+        n: {k: e.generation for k, e in a.beliefs.exports.items()}
+        for n, a in agents.items()
+        if a is not None
+    }
+    with nothing_withdrawn(demo) as lost:
+        wipe_and_restart(demo, names)
+        await demo.supercluster.wait_ready()
+        back = time.monotonic()
+
+        def heard_again() -> bool:
+            for name, agent in agents.items():
+                assert agent is not None
+                repaired = agent.counts.streams_repaired
+                if repaired["outbound"] < 1 or repaired["inbound"] < 1:
+                    return False
+                now = {k: e.generation for k, e in agent.beliefs.exports.items()}
+                if any(now.get(k, 0) <= g for k, g in generations[name].items()):
+                    return False
+            return _all_fresh(demo)
+
+        await wait_for(heard_again, within=45, what="everyone's state heard again after a wipe")
+        print(f"all wiped: every state heard again {time.monotonic() - back:.1f}s after")
+    assert not lost, lost
+    assert {n: set(s.imports.views) for n, s in demo.clusters.items()} == before
 
 
 async def test_a_killed_agent_alone_restarts_without_disturbing_peers(own_demo: Demo) -> None:

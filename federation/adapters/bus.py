@@ -34,6 +34,7 @@ from nats.js.api import (
     Placement,
     StorageType,
     StreamConfig,
+    StreamInfo,
     StreamSource,
     StreamSourceInfo,
 )
@@ -44,6 +45,7 @@ from federation import messages
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW = 120.0  # seconds in which a re-sent Nats-Msg-Id is dropped by the server
+FETCH_FAILURES_TO_RECREATE = 3  # fetches failing in a row before the consumer is recreated
 
 
 def outbound_stream(clusterset: str, cluster: str) -> str:
@@ -116,6 +118,13 @@ class NatsBus:
         self._on_beat: Callable[[str], None] | None = None
         self._reopening = asyncio.Lock()
         self.reopened = 0  # clients replaced: closed by the server, or a renewed login
+        # The last sequences seen in our streams: a stream below them lost its store.
+        self._outbound_last = 0
+        self._inbound_last = 0
+        self._outbound_lost = False  # a publish was stored at a sequence we had passed
+        self._publishing = 0  # publishes awaiting their ack
+        self._reorder = 1  # the most at once: how far acks may arrive out of order
+        self._fetch_failures = 0  # in a row
 
     @property
     def js(self) -> JetStreamContext:
@@ -222,41 +231,100 @@ class NatsBus:
             raise
         self.reopened += 1
 
+    def _outbound_config(self, first_seq: int | None = None) -> StreamConfig:
+        a = self.address
+        return StreamConfig(
+            name=outbound_stream(a.clusterset, a.cluster),
+            subjects=messages.own_subjects(a.clusterset, a.cluster),
+            storage=StorageType.FILE,
+            max_msgs_per_subject=a.history_per_subject,
+            duplicate_window=DUPLICATE_WINDOW,
+            placement=Placement(cluster=a.placement_cluster),
+            allow_direct=True,
+            num_replicas=1,
+            first_seq=first_seq,
+        )
+
+    def _inbound_config(self) -> StreamConfig:
+        a = self.address
+        return StreamConfig(
+            name=inbound_stream(a.clusterset, a.cluster),
+            storage=StorageType.FILE,
+            max_msgs_per_subject=a.history_per_subject,
+            placement=Placement(cluster=a.placement_cluster),
+            sources=self._inbound_sources(),
+            allow_direct=True,
+            num_replicas=1,
+        )
+
     async def ensure_streams(self) -> None:
         """Create or update this cluster's outbound and inbound streams (idempotent)."""
+        await self._ensure(self._outbound_config())
+        await self._ensure(self._inbound_config())
+
+    async def repair_streams(self) -> list[str]:
+        """Recreate what a lost store took: ``outbound``, ``inbound`` and/or ``consumer``.
+
+        A cluster's servers that come back with empty stores recreate our streams empty from the
+        JetStream meta layer's assignments (checked with nats-server 2.15), or, when the whole
+        supercluster lost its stores, do not have them at all. Either way the stream's last
+        sequence is below the last one we saw in it. The outbound stream is then made to go on
+        from our last sequence (created with ``first_seq``, or purged up to it), so that peers'
+        sources, which resume after the last sequence they hold, take what we publish next; the
+        caller republishes its whole state. A lost inbound stream is recreated (its sources
+        fill it again from peers' outbound streams) and the consumer with it.
+        """
+        await self._reopen_if_closed()
         a = self.address
-        await self._ensure(
-            StreamConfig(
-                name=outbound_stream(a.clusterset, a.cluster),
-                subjects=messages.own_subjects(a.clusterset, a.cluster),
-                storage=StorageType.FILE,
-                max_msgs_per_subject=a.history_per_subject,
-                duplicate_window=DUPLICATE_WINDOW,
-                placement=Placement(cluster=a.placement_cluster),
-                allow_direct=True,
-                num_replicas=1,
-            )
+        repaired = []
+        out, inbound = (
+            outbound_stream(a.clusterset, a.cluster),
+            inbound_stream(a.clusterset, a.cluster),
         )
-        await self._ensure(
-            StreamConfig(
-                name=inbound_stream(a.clusterset, a.cluster),
-                storage=StorageType.FILE,
-                max_msgs_per_subject=a.history_per_subject,
-                placement=Placement(cluster=a.placement_cluster),
-                sources=self._inbound_sources(),
-                allow_direct=True,
-                num_replicas=1,
-            )
-        )
+        info = await self._stream_info(out)
+        if info is None:
+            await self.js.add_stream(self._outbound_config(self._outbound_last + 1))
+            repaired.append("outbound")
+        elif self._outbound_lost or (info.state.last_seq or 0) < self._outbound_last:
+            # What it took since it came back empty sits below sequences peers have passed.
+            await self.js.purge_stream(out, seq=self._outbound_last + 1)
+            repaired.append("outbound")
+        self._outbound_lost = False
+        info = await self._stream_info(inbound)
+        if info is None:
+            await self.js.add_stream(self._inbound_config())
+            repaired.append("inbound")
+        elif (info.state.last_seq or 0) < self._inbound_last:
+            repaired.append("inbound")
+        if "inbound" in repaired:
+            self._inbound_last = 0
+            await self.start_consuming()
+            return repaired
+        try:
+            await self.js.consumer_info(inbound, consumer_name(a.cluster))
+            lost = self._fetch_failures >= FETCH_FAILURES_TO_RECREATE
+        except NotFoundError:
+            lost = True
+        if lost:  # gone, or there but failing every fetch (recreated without its state)
+            await self.start_consuming()
+            repaired.append("consumer")
+        return repaired
+
+    async def _stream_info(self, name: str) -> StreamInfo | None:
+        try:
+            return await self.js.stream_info(name)
+        except NotFoundError:
+            return None
 
     async def _ensure(self, config: StreamConfig) -> None:
         assert config.name is not None
         try:
-            await self.js.stream_info(config.name)
+            info = await self.js.stream_info(config.name)
         except NotFoundError:
             await self.js.add_stream(config)
             log.info("created stream %s", config.name)
             return
+        config.first_seq = info.config.first_seq  # fixed at creation (see repair_streams)
         await self.js.update_stream(config)
 
     async def watch_beats(self, on_beat: Callable[[str], None]) -> None:
@@ -345,6 +413,9 @@ class NatsBus:
         a = self.address
         stream = inbound_stream(a.clusterset, a.cluster)
         durable = consumer_name(a.cluster)
+        if self._sub is not None:  # a consumer recreated after a lost store: drop the old one
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(stream, durable)
         config = ConsumerConfig(
@@ -367,11 +438,17 @@ class NatsBus:
         try:
             msgs = await self._sub.fetch(batch, timeout=wait)
         except (NatsTimeoutError, TimeoutError):
+            self._fetch_failures = 0
             return []
+        except Exception:
+            self._fetch_failures += 1
+            raise
+        self._fetch_failures = 0
         return [self._delivery(m) for m in msgs]
 
     def _delivery(self, m: Msg) -> Delivery:
         md = m.metadata  # parsed from the reply subject at every access: once
+        self._inbound_last = max(self._inbound_last, md.sequence.stream)
         return Delivery(
             subject=m.subject,
             data=m.data,
@@ -396,9 +473,20 @@ class NatsBus:
         """Publish to JetStream; True when stored, False when the server saw it already."""
         await self._reopen_if_closed()
         hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
-        ack = await self.js.publish(
-            subject, payload, headers=hdrs, timeout=self.address.request_timeout
-        )
+        self._publishing += 1
+        self._reorder = max(self._reorder, self._publishing)
+        try:
+            ack = await self.js.publish(
+                subject, payload, headers=hdrs, timeout=self.address.request_timeout
+            )
+        finally:
+            self._publishing -= 1
+        if not ack.duplicate:
+            # Sequences only grow; one far below the last (more than acks can be out of order)
+            # means the stream was recreated empty: a lost store (see repair_streams).
+            if ack.seq <= self._outbound_last - self._reorder:
+                self._outbound_lost = True
+            self._outbound_last = max(self._outbound_last, ack.seq)
         return not ack.duplicate
 
     def set_password(self, password: str) -> None:

@@ -100,6 +100,14 @@ class _StateCollector(Collector):
             "Stalled inbound stream sources re-attached",
             value=c.sources_restarted,
         )
+        repaired = CounterMetricFamily(
+            "federation_streams_repaired",
+            "Streams and the consumer recreated after their store was lost",
+            labels=["stream"],
+        )
+        for stream, value in sorted(c.streams_repaired.items()):
+            repaired.add_metric([stream], value)
+        yield repaired
         gaps = CounterMetricFamily(
             "federation_sequence_gaps",
             "Peers' events that never reached this cluster (gaps in their stream sequences)",

@@ -5,7 +5,8 @@ What a cluster's agent needs, and nothing more (checked against the bus adapter 
 
 - publish its events: ``fed.v1.<cs>.export.<c>.>``, ``fed.v1.<cs>.load.<c>.>``,
   ``fed.v1.<cs>.beat.<c>``;
-- manage its two streams and its one durable consumer through the JetStream API, pull from that
+- manage its two streams and its one durable consumer through the JetStream API (and purge its
+  outbound stream up to its last sequence when a lost store recreated it empty), pull from that
   consumer and acknowledge its messages;
 - receive replies on ``_INBOX.>``;
 - hear members' heartbeats live (``fed.v1.<cs>.beat.*``, plain NATS): a peer heard there but
@@ -40,6 +41,7 @@ def cluster_permissions(clusterset: str, cluster: str) -> dict[str, Any]:
             for verb in ("INFO", "CREATE", "UPDATE")
             for s in (out, inbound)
         ),
+        f"{api}.STREAM.PURGE.{out}",  # a lost store: go on from our last sequence
         f"{api}.CONSUMER.INFO.{inbound}.{consumer}",
         f"{api}.CONSUMER.DELETE.{inbound}.{consumer}",
         f"{api}.CONSUMER.CREATE.{inbound}.{consumer}",

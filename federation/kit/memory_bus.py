@@ -226,6 +226,10 @@ class MemoryBus:
         self._check()
         return []  # sources of the fake never stall
 
+    async def repair_streams(self) -> list[str]:
+        self._check()
+        return []  # the fake's stores are never lost
+
     def wake(self) -> None:
         self._new.set()
 

@@ -15,6 +15,7 @@ class EventCounts:
     published: Counter[str] = field(default_factory=Counter)  # by event type
     publish_failures: int = 0
     sources_restarted: int = 0
+    streams_repaired: Counter[str] = field(default_factory=Counter)  # outbound/inbound/consumer
 
     def as_dict(self) -> dict[str, int]:
         return {

@@ -267,6 +267,8 @@ class Agent:
             live = [c for c, t in self._live_beats.items() if now - t <= 2 * s.beat_interval]
             try:
                 async with asyncio.timeout(s.request_timeout):
+                    repaired = await self.bus.repair_streams()
+                    self._stores_repaired(repaired)
                     restarted = await self.bus.restart_stalled_sources(
                         s.lease, heard_live=live, quiet_after=max(3 * s.beat_interval, 3.0)
                     )
@@ -278,6 +280,16 @@ class Agent:
             if restarted:
                 self.counts.sources_restarted += len(restarted)
                 log.warning("agent %s: restarted stalled sources %s", self.name, restarted)
+
+    def _stores_repaired(self, repaired: list[str]) -> None:
+        """A lost store was recreated: if it held what we said, say everything again now."""
+        if not repaired:
+            return
+        self.counts.streams_repaired.update(repaired)
+        log.warning("agent %s: recreated %s after a lost store", self.name, ", ".join(repaired))
+        if "outbound" in repaired:
+            self.publisher.state_lost()
+            self._pools_changed.set()  # exports now; loads at the next sample; beats on time
 
     async def _watch_pools(self) -> None:
         async for snapshot in self.pools.watch():

@@ -58,6 +58,12 @@ class Publisher:
     # Keepalives are timed on this clock: a wall clock set back must not silence us.
     clock: Callable[[], float] = time.monotonic
     _loads: dict[PoolKey, tuple[LoadSample, float]] = field(default_factory=dict)
+    _resend: bool = False  # the store lost what we said: say it all again
+
+    def state_lost(self) -> None:
+        """Our outbound stream lost its store: the next syncs republish every export and load."""
+        self._resend = True
+        self._loads.clear()
 
     def adopt(self, beliefs: Beliefs) -> None:
         """Continue from what the stream says we published before a restart: exports, and every
@@ -129,15 +135,19 @@ class Publisher:
         now = self.wall()
         wanted = {k: p for k, p in pools.items() if is_exported(p)}
         keys = set(wanted) | {k for k, e in self.exported.items() if not e.withdrawn}
-        sent = 0
+        sent, failed = 0, False
+        resend, self._resend = self._resend, False
         for key in sorted(keys):
             event = self._export_event(wanted.get(key), key, now)
             held = self.exported.get(key)
-            if held is not None and export_content(held) == export_content(event):
+            if not resend and held is not None and export_content(held) == export_content(event):
                 continue
             if await self._send(event):
                 self.exported[key] = event
                 sent += 1
+            else:
+                failed = True
+        self._resend = self._resend or (resend and failed)  # the next cycle tries again
         return sent
 
     def forget_loads_except(self, keys: set[PoolKey]) -> None:
