@@ -122,6 +122,7 @@ class NatsBus:
         self._outbound_last = 0
         self._inbound_last = 0
         self._outbound_lost = False  # a publish was stored at a sequence we had passed
+        self._outbound_behind = False  # the last check found the stream below our last sequence
         self._publishing = 0  # publishes awaiting their ack
         self._reorder = 1  # the most at once: how far acks may arrive out of order
         self._fetch_failures = 0  # in a row
@@ -276,39 +277,51 @@ class NatsBus:
         """
         await self._reopen_if_closed()
         a = self.address
-        repaired = []
+        repaired: list[str] = []
         out, inbound = (
             outbound_stream(a.clusterset, a.cluster),
             inbound_stream(a.clusterset, a.cluster),
         )
+        # Read before asking: an ack may overtake a stream-info answer taken before its message.
+        outbound_last, inbound_last = self._outbound_last, self._inbound_last
         info = await self._stream_info(out)
-        if info is None:
-            await self.js.add_stream(self._outbound_config(self._outbound_last + 1))
+        behind = info is not None and (info.state.last_seq or 0) < outbound_last
+        # Behind on two checks in a row, never on one (a purge is no step to take on a race).
+        if info is None or (behind and self._outbound_behind):
+            self._outbound_lost = True  # sticky until repaired: a failed repair is retried
+        self._outbound_behind = behind
+        if self._outbound_lost:
+            if info is None:
+                await self.js.add_stream(self._outbound_config(self._outbound_last + 1))
+            else:  # what it took since it came back empty sits below sequences peers passed
+                await self.js.purge_stream(out, seq=self._outbound_last + 1)
+            self._outbound_lost = False
             repaired.append("outbound")
-        elif self._outbound_lost or (info.state.last_seq or 0) < self._outbound_last:
-            # What it took since it came back empty sits below sequences peers have passed.
-            await self.js.purge_stream(out, seq=self._outbound_last + 1)
-            repaired.append("outbound")
-        self._outbound_lost = False
+        try:
+            repaired += await self._repair_inbound(inbound, inbound_last)
+        except Exception as exc:  # retried at the next check; what was repaired is still said
+            if not repaired:
+                raise
+            log.warning("nats %s: inbound repair failed, retrying: %s", a.cluster, exc)
+        return repaired
+
+    async def _repair_inbound(self, inbound: str, inbound_last: int) -> list[str]:
         info = await self._stream_info(inbound)
         if info is None:
             await self.js.add_stream(self._inbound_config())
-            repaired.append("inbound")
-        elif (info.state.last_seq or 0) < self._inbound_last:
-            repaired.append("inbound")
-        if "inbound" in repaired:
+        if info is None or (info.state.last_seq or 0) < inbound_last:
             self._inbound_last = 0
             await self.start_consuming()
-            return repaired
+            return ["inbound"]
         try:
-            await self.js.consumer_info(inbound, consumer_name(a.cluster))
+            await self.js.consumer_info(inbound, consumer_name(self.address.cluster))
             lost = self._fetch_failures >= FETCH_FAILURES_TO_RECREATE
         except NotFoundError:
             lost = True
         if lost:  # gone, or there but failing every fetch (recreated without its state)
             await self.start_consuming()
-            repaired.append("consumer")
-        return repaired
+            return ["consumer"]
+        return []
 
     async def _stream_info(self, name: str) -> StreamInfo | None:
         try:
@@ -418,6 +431,7 @@ class NatsBus:
                 await self._sub.unsubscribe()
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(stream, durable)
+        self._fetch_failures = 0
         config = ConsumerConfig(
             durable_name=durable,
             deliver_policy=DeliverPolicy.ALL if a.deliver_all else DeliverPolicy.LAST_PER_SUBJECT,

@@ -37,10 +37,11 @@ class LoginFile:
         self.errors = 0
         self.identity = identify(path)  # a broken file at start is a configuration error
         self._file.changed()
+        self._retry = False  # the last login with a new identity failed: try it again
 
     async def check(self) -> bool:
         """Log in again when the file holds a new, valid identity; a broken file keeps the old."""
-        if not self._file.changed():
+        if not self._file.changed() and not self._retry:
             return False
         try:
             identity = self._identify(self._file.path)
@@ -49,8 +50,11 @@ class LoginFile:
             log.error("NATS %s file unusable, keeping the current login: %s", self.what, exc)
             return False
         if identity == self.identity:
+            self._retry = False
             return False
+        self._retry = True  # until the new login is in
         await self._renew()
+        self._retry = False
         self.identity = identity
         self.changes += 1
         log.info("NATS %s changed to %s; logged in again", self.what, identity)

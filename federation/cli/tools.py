@@ -126,6 +126,9 @@ def _write_creds(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     write_creds(path, token, seed)
+    if account is None:
+        click.echo("note: issued as the account whose key signed it; for a signing key's users, "
+                   "pass --account (the servers refuse them otherwise)", err=True)  # fmt: skip
     return creds_identity(path).split("/")[0]
 
 

@@ -36,6 +36,7 @@ COUNTER_NAMES: Final = frozenset(name for names in COUNTERS.values() for name in
 METRIC_NAMES: Final = (
     frozenset(name for names in SIGNALS.values() for name in names) | COUNTER_NAMES
 )
+RATE_CHANGE: Final = 0.05  # of capacity: a rate move worth a report before the keepalive
 QUEUE_LIMIT: Final = 5.0  # average queue per pod that counts as saturated (EPP's critical level)
 
 
@@ -89,18 +90,23 @@ def worth_publishing(
         abs(previous.saturation - current.saturation),
         abs(previous.kv_cache_utilization - current.kv_cache_utilization),
     ]
-    # A rate moved by ``threshold`` of the pool's capacity (its utilization moved that much), or
-    # appeared or vanished: what the spill plan reads changed.
+    if max(deltas) >= threshold:
+        return True
+    # A rate moved by RATE_CHANGE of the pool's capacity (its utilization would move that much),
+    # or appeared or vanished: what the spill plan reads changed. Coarser than the gauges: rates
+    # over a few seconds of Poisson arrivals move by several percent on their own.
     scale = current.capacity_rate or previous.capacity_rate
     for before, now_ in (
         (previous.arrival_rate, current.arrival_rate),
+        (previous.demand_rate, current.demand_rate),
         (previous.capacity_rate, current.capacity_rate),
     ):
         if (before is None) != (now_ is None):
             return True
-        if before is not None and now_ is not None:
-            deltas.append(abs(before - now_) / max(scale or 0.0, before, now_, 1e-9))
-    return max(deltas) >= threshold
+        moved = before is not None and now_ is not None and abs(before - now_)
+        if moved and moved / max(scale or 0.0, before or 0.0, now_ or 0.0, 1e-9) >= RATE_CHANGE:
+            return True
+    return False
 
 
 def sample_from_metrics(

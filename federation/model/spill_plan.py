@@ -19,8 +19,10 @@ The plan, per pool (a *water-filling* to a common level):
   cluster at rest still has a capacity;
 - ``load_j = demand_j + backlog_j / drain`` — a queue already built is demand too, to be cleared
   within ``drain`` seconds;
-- the level ``L = max(target_utilization, total load / total capacity)``: below the target every
-  cluster serves its own demand; in an overload of the whole set, every cluster ends equally full;
+- the level ``L = max(target_utilization, min(total load / total capacity, equalize_up_to))``:
+  below the target every cluster serves its own demand; when the whole set is busier, every
+  cluster fills to the same level, but never beyond ``equalize_up_to`` (pushing healthy clusters
+  into an overload only makes everyone miss);
 - ``excess_j = max(0, load_j - L x capacity_j)`` and ``spare_j = max(0, L x capacity_j - load_j)``
   (a remote's spare is discounted by the trust of its report and is 0 while it sheds);
 - here sends ``excess_here x spare_j / max(total spare, total excess)`` requests/s to remote ``j``,
@@ -54,6 +56,7 @@ class PlanKnobs:
     target_utilization: float
     equalize_up_to: float  # in an overload of the whole set, fill every cluster up to this
     drain: float
+    min_kept: float = 0.0  # the least share of its traffic here keeps
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,10 @@ def spill_plan(
         for k, b in backends.items()
     }
     if here is None:  # an importer with no pool of its own: by spare, else by capacity
-        basis = spare if sum(spare.values()) > 0 else capacity
+        open_capacity = {k: 0.0 if backends[k].full else v for k, v in capacity.items()}
+        basis = spare if sum(spare.values()) > 0 else open_capacity
+        if sum(basis.values()) <= 0:
+            basis = capacity  # everyone sheds: spread it
         total = sum(basis.values())
         shares = {k: v / total for k, v in basis.items()}
         return SpillPlan(shares, level, capacity, load, excess, spare)
@@ -118,6 +124,9 @@ def spill_plan(
     flows = {k: mine * spare[k] / divisor for k in backends if k != here}
     sent = sum(flows.values())
     scale = 1.0 / max(demand, sent)  # a backlog can ask for more than all of here's traffic
+    # Here's demand estimated from its own arrivals (no gateway counter) is arrivals / kept: the
+    # less it keeps, the noisier that is, so it keeps at least ``min_kept`` of its traffic.
+    scale *= min(1.0, (1.0 - knobs.min_kept) / max(sent * scale, 1e-12))
     shares = {k: flow * scale for k, flow in flows.items()}
     shares[here] = max(0.0, 1.0 - sum(shares.values()))
     return SpillPlan(shares, level, capacity, load, excess, spare)

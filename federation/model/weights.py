@@ -40,7 +40,7 @@ from federation.model.spill_plan import PlanInput, PlanKnobs, SpillPlan, spill_p
 WEIGHT_SCALE = 1_000_000
 UNHEALTHY_STATUSES = frozenset({"unreachable", "no-endpoints", "shedding", "invalid"})
 EPP_STATUSES = frozenset({"ok"}) | UNHEALTHY_STATUSES
-MIN_KEPT = 0.1  # below this kept share, arrivals / kept would magnify noise into demand
+MIN_KEPT = 0.25  # what here keeps at least when its demand is estimated as arrivals / kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -293,7 +293,8 @@ def _planned_shares(
 ) -> tuple[dict[str, float], str | None, dict[str, str]] | None:
     """The rate plan's shares with each usable backend's reason; None without rates."""
     here_load = loads.get(here) if here is not None else None
-    kept = previous.get(here, 0) / WEIGHT_SCALE if here is not None and previous else None
+    # What here kept at the last step (None when it had no weight yet: nothing was sent away).
+    kept = previous[here] / WEIGHT_SCALE if here is not None and here in previous else None
     here_demand = demand_of(here_load, kept) if here_load is not None else None
     inputs = {}
     for name, load in loads.items():
@@ -306,10 +307,12 @@ def _planned_shares(
             inputs[name] = usable
     if not inputs:
         return None
+    estimated = here_load is not None and here_load.demand_rate is None
     knobs = PlanKnobs(
         target_utilization=policy.target_utilization,
         equalize_up_to=policy.equalize_up_to,
         drain=policy.drain,
+        min_kept=MIN_KEPT if estimated else 0.0,
     )
     plan = spill_plan(inputs, here if here in inputs else None, knobs)
     if plan is None:

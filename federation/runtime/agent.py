@@ -267,8 +267,11 @@ class Agent:
             live = [c for c, t in self._live_beats.items() if now - t <= 2 * s.beat_interval]
             try:
                 async with asyncio.timeout(s.request_timeout):
-                    repaired = await self.bus.repair_streams()
-                    self._stores_repaired(repaired)
+                    self._stores_repaired(await self.bus.repair_streams())
+            except Exception as exc:  # servers down or JetStream not ready: next interval
+                log.info("agent %s: store check failed: %s", self.name, exc)
+            try:
+                async with asyncio.timeout(s.request_timeout):
                     restarted = await self.bus.restart_stalled_sources(
                         s.lease, heard_live=live, quiet_after=max(3 * s.beat_interval, 3.0)
                     )

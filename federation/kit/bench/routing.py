@@ -8,13 +8,15 @@ gateway picks a destination by policy:
 - ``local-only``: always its own cluster;
 - ``static``: equal weights over all clusters;
 - ``capacity``: the real weight policy (:func:`federation.model.weights.step_weights`, with its
-  smoothing, hysteresis and slow start), fed what a real EPP exposes — the pool averages of
+  smoothing, hysteresis and slow start), fed what a real EPP exposes: the pool averages of
   KV-cache utilization, queue and running requests, ready pods and flow-control saturation,
-  reduced by the agent's own :func:`~federation.model.loads.sample_from_metrics`, and the rates of
-  its request and completion counters over the agent's rate window — sampled every
-  ``report_interval`` seconds and arriving ``propagation`` seconds later at every other gateway
-  (its own cluster's at once). ``demand_source`` says whether the gateway counts its own demand
-  (``gateway``) or the EPP's arrivals stand in for it (``epp``);
+  which the EPP recomputes every ``report_interval`` seconds (upstream's default is 5 s), and its
+  request and completion counters, which count each request as it goes. Each agent scrapes them
+  every second, reduces them with its own :func:`~federation.model.loads.sample_from_metrics`,
+  rates the counters over its rate window and publishes what moved (its own publish rule, with
+  its keepalive); a report reaches every other gateway ``propagation`` seconds later (its own at
+  once). ``demand_source`` says whether the gateway counts its own demand (``gateway``, the
+  HAProxy feed) or the EPP's arrivals stand in for it (``epp``);
 - ``oracle``: global join-the-shortest-expected-delay with perfect, instant information.
 
 A request's delay is its queue wait plus the round trip to another cluster when sent away; it
@@ -34,13 +36,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from federation.kit.bench.routing_scenarios import SLOTS_PER_POD, ClusterSpec, Scenario
-from federation.model.loads import LoadSample, sample_from_metrics
+from federation.model.loads import LoadSample, sample_from_metrics, worth_publishing
 from federation.model.rates import RATE_WINDOW, RateMeter, SampleRates
 from federation.model.weights import BackendLoad, WeightMemory, WeightPolicy, step_weights
+from federation.runtime.publishing import LOAD_CHANGE_THRESHOLD
 
 __all__ = ["POLICIES", "ClusterSpec", "Scenario", "run_family", "run_routing", "simulate"]
 
 POLICIES = ("local-only", "static", "capacity", "oracle")
+SAMPLE_INTERVAL = 1.0  # seconds between the agent's EPP scrapes (``--load-interval``)
 
 
 @dataclass
@@ -54,6 +58,8 @@ class _Cluster:
     offered: int = 0  # the gateway's: requests that arrived at this cluster, before routing
     rates: SampleRates = field(init=False)  # the agent's own, as it runs
     demand: RateMeter = field(init=False)  # a gateway's counter of what it was offered
+    gauges: dict[str, float] = field(default_factory=dict)  # the EPP's, as last refreshed
+    published: tuple[LoadSample, float] | None = None  # the agent's last report, and when
 
     def __post_init__(self) -> None:
         self.rates = SampleRates(self.rate_window)
@@ -62,11 +68,10 @@ class _Cluster:
     def full(self, max_per_slot: float) -> bool:
         return len(self.queue) >= max_per_slot * self.spec.slots
 
-    def report(self, now: float, max_per_slot: float, demand_source: str) -> LoadSample:
-        """What this cluster's agent would publish: its EPP's pool metrics and counters, reduced
-        and rated as the agent does it."""
+    def refresh(self, max_per_slot: float) -> None:
+        """The EPP recomputes its pool-average gauges (every ``report_interval``)."""
         pods = max(1, self.spec.slots // SLOTS_PER_POD)
-        metrics = {
+        self.gauges = {
             "inference_pool_ready_pods": float(pods),
             "inference_pool_average_kv_cache_utilization": self.busy / self.spec.slots,
             "inference_pool_average_queue_size": len(self.queue) / pods,
@@ -74,6 +79,14 @@ class _Cluster:
             "inference_extension_flow_control_pool_saturation": min(
                 1.0, len(self.queue) / (max_per_slot * self.spec.slots)
             ),
+        }
+
+    def sample(self, now: float, demand_source: str) -> LoadSample:
+        """What this cluster's agent reads at one scrape: the gauges as last refreshed and the
+        counters as they stand (an EPP counts each request as it goes), reduced and rated as
+        the agent does it."""
+        metrics = {
+            **self.gauges,
             "inference_objective_request_total": float(self.arrived),
             "inference_objective_request_duration_seconds_count": float(self.completed),
         }
@@ -121,8 +134,7 @@ def simulate(
     service_rng = random.Random(scenario.seed + 1)
     route_rng = random.Random(scenario.seed + 2)
     names = [c.name for c in scenario.clusters]
-    window = max(RATE_WINDOW, scenario.report_interval)
-    clusters = {c.name: _Cluster(c, window) for c in scenario.clusters}
+    clusters = {c.name: _Cluster(c, RATE_WINDOW) for c in scenario.clusters}
     out = Outcome(policy)
     events: list[tuple[float, int, str, Any]] = []
     counter = 0
@@ -138,9 +150,10 @@ def simulate(
     known: dict[str, dict[str, LoadSample]] = {g: {} for g in names}
     memory: dict[str, WeightMemory] = {g: WeightMemory() for g in names}
     weights: dict[str, dict[str, int]] = {g: {n: 1 for n in names} for g in names}
-    wpolicy = weight_policy or WeightPolicy(lease=max(10.0, 3 * scenario.report_interval))
+    wpolicy = weight_policy or WeightPolicy()  # the agent's defaults
     if policy == "capacity":
-        push(0.0, "report", None)
+        push(0.0, "refresh", None)
+        push(SAMPLE_INTERVAL / 2, "sample", None)
 
     def start_service(c: _Cluster, now: float) -> None:
         c.busy += 1
@@ -218,20 +231,35 @@ def simulate(
                 out.delays.append(delay)
                 out.met += delay <= scenario.slo
 
-    def on_report(now: float, _: Any) -> None:
+    def on_refresh(now: float, _: Any) -> None:
+        for c in clusters.values():
+            c.refresh(scenario.max_queue_per_slot)
+        push(now + scenario.report_interval, "refresh", None)
+
+    def on_sample(now: float, _: Any) -> None:
+        # Each agent scrapes its EPP and publishes what moved (or a keepalive), as it runs.
         for name, c in clusters.items():
-            load = c.report(now, scenario.max_queue_per_slot, demand_source)
-            for gateway in names:  # own EPP: instant; peers: after the bus's propagation
+            load = c.sample(now, demand_source)
+            last, last_at = c.published if c.published else (None, None)
+            if not worth_publishing(
+                last, load, last_published_at=last_at, now=now,
+                threshold=LOAD_CHANGE_THRESHOLD, keepalive=wpolicy.lease / 3,
+            ):  # fmt: skip
+                continue
+            c.published = (load, now)
+            for gateway in names:  # its own gateway at once; peers after the bus's propagation
                 delay = 0.0 if gateway == name else scenario.propagation
                 push(now + delay, "deliver", (gateway, name, load))
-        push(now + scenario.report_interval, "report", None)
+        push(now + SAMPLE_INTERVAL, "sample", None)
 
     def on_deliver(now: float, data: tuple[str, str, LoadSample]) -> None:
         gateway, name, load = data
         known[gateway][name] = load
         reweigh(gateway, now)
 
-    handlers.update(arrive=on_arrive, done=on_done, report=on_report, deliver=on_deliver)
+    handlers.update(
+        arrive=on_arrive, done=on_done, refresh=on_refresh, sample=on_sample, deliver=on_deliver
+    )
     while events:
         now, _, kind, data = heapq.heappop(events)
         if now > scenario.duration:
