@@ -2,27 +2,27 @@
 
 A backend is an exporting cluster (by name) or ``local``. The policy, step by step:
 
-1. **Score** each backend by its headroom, ``ready_pods * (1 - saturation)``. A backend scores 0
-   when it has no report, its EPP is unhealthy (unreachable, 503 no-endpoints, 429 shedding,
-   invalid metrics), it has no ready pods, or its report is as old as the lease. A report is fully
-   trusted for the first ``full_trust`` of the lease, then its score falls linearly to 0 at the
-   lease. A remote backend that became healthy less than ``slow_start`` seconds ago is ramped from
-   ``slow_start_floor`` to full in ``slow_start_steps`` even steps, so a cluster that (re)joins
-   does not take a burst at once.
-2. **Prefer here.** "Here" is the backend in this cluster (``local``, or this cluster's own name
-   when it exports the pool). While here is healthy and below ``spill_threshold`` saturation it
-   takes all traffic. Above the threshold it spills the fraction
-   ``(saturation - threshold) / (1 - threshold)`` to the remotes, in proportion to their scores.
-   With no healthy here, every backend gets its share of the total score.
-3. **Cap**: no single remote gets more than ``remote_cap`` of the traffic while another backend
+1. **Which backends can serve**: a report within the lease, a healthy (or merely shedding) EPP,
+   ready pods. A report is fully trusted for the first ``full_trust`` of the lease, then less
+   and less until the lease. A remote that became able to serve less than ``slow_start`` seconds
+   ago is ramped from ``slow_start_floor`` to full in ``slow_start_steps`` even steps.
+2. **The rate plan** (``model.spill_plan``) when the reports carry rates: every cluster is filled
+   to ``target_utilization`` of its capacity (to an equal level up to ``equalize_up_to`` when
+   the whole set is busier); here's excess goes to the remotes' spare (discounted by trust and
+   ramp) in proportion, shared with every other cluster in excess.
+3. **Without rates** (older agents; no traffic yet), the saturation policy: score each backend
+   by its headroom ``ready_pods * (1 - saturation)``; here takes all traffic below
+   ``spill_threshold`` saturation and spills ``(saturation - threshold) / (1 - threshold)`` above
+   it to the remotes in proportion to their scores; with no healthy here, by score.
+4. **Cap**: no single remote gets more than ``remote_cap`` of the traffic while another backend
    can take the excess.
-4. **Hysteresis**: the new target replaces the goal the weights move towards only if some
+5. **Hysteresis**: the new target replaces the goal the weights move towards only if some
    backend differs from the goal by ``deadband`` or more, starts or stops serving, or the
    target has held still for ``settle`` seconds (so a steady input ends exactly at its target).
-5. **Smooth**: each weight moves ``smoothing`` of the way from its current value to the goal per
+6. **Smooth**: each weight moves ``smoothing`` of the way from its current value to the goal per
    ``smoothing_period`` of time (so the pace does not depend on how often events arrive), and
-   snaps to the goal once all are within ``deadband``; a drop to 0 is immediate (a dead backend
-   must not keep traffic).
+   snaps to the goal once all are within ``deadband``; a backend that cannot serve drops to 0 at
+   once (a dead backend must not keep traffic).
 
 Weights are integers that sum to ``WEIGHT_SCALE`` (Gateway API style, 0..1,000,000) whenever any
 backend can take traffic, so ``weight / 10_000`` is the percent. Each carries a one-line reason.
@@ -31,7 +31,7 @@ backend can take traffic, so ``weight / 10_000`` is the percent. Each carries a 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from federation.messages import LoadReport
@@ -377,9 +377,14 @@ def _holds(target: Mapping[str, int], goal: Mapping[str, int], deadband: int) ->
 
 
 def _approach(
-    goal: Mapping[str, int], current: Mapping[str, int], policy: WeightPolicy, elapsed: float
+    goal: Mapping[str, int],
+    current: Mapping[str, int],
+    policy: WeightPolicy,
+    elapsed: float,
+    unable: Collection[str] = (),
 ) -> dict[str, int]:
-    """Move the current weights towards the goal for ``elapsed`` seconds."""
+    """Move the current weights towards the goal for ``elapsed`` seconds (``unable``: backends
+    that cannot serve at all, which drop to 0 at once)."""
     if not current or sum(current.values()) <= 0 or set(current) != set(goal):
         return dict(goal)
     if all(abs(goal[k] - current[k]) < policy.deadband for k in goal):
@@ -388,8 +393,10 @@ def _approach(
     pace = 1.0 - (1.0 - policy.smoothing) ** periods
     return apportion(
         {
-            # A drop to 0 is immediate: a dead backend must not keep traffic while smoothing.
-            k: 0.0 if g == 0 else current[k] + pace * (g - current[k])
+            # A backend that cannot serve drops at once: it must not keep traffic while smoothing.
+            # One that merely has no spare left eases out like any other move (a spare that comes
+            # and goes with each report would otherwise flap between 0 and a slow climb).
+            k: 0.0 if g == 0 and k in unable else current[k] + pace * (g - current[k])
             for k, g in goal.items()
         }
     )
@@ -406,12 +413,15 @@ def step_weights(
     """One step of one import's weights, and the memory to pass to the next step."""
     memory = memory or WeightMemory()
     scores, reasons, ramps = {}, {}, {}
+    unable: set[str] = set()  # no report, an unhealthy or shedding EPP, stale, no pods
     for name, load in loads.items():
         value, reason = score(load, policy)
         # Not healthy at the previous step but healthy now: it joins at this instant.
         since = memory.healthy_since.get(name, now if memory.weights else None)
         # (Only a backend that can serve is ramped, or said to be; momentarily full counts.)
         serves = plan_input(load, 1.0, policy) is not None
+        if not serves or (load is not None and load.status in UNHEALTHY_STATUSES):
+            unable.add(name)  # (a shedding EPP answers 429: it takes nothing more at once)
         factor = 1.0 if name == here or since is None or not serves else ramp(now - since, policy)
         scores[name] = value * factor
         ramps[name] = factor
@@ -430,7 +440,7 @@ def step_weights(
     steady = since is not None and now - since >= policy.settle
     goal = memory.goal if not steady and _holds(target, memory.goal, policy.deadband) else target
     elapsed = policy.smoothing_period if memory.at is None else now - memory.at
-    weights = _approach(goal, memory.weights, policy, elapsed)
+    weights = _approach(goal, memory.weights, policy, elapsed, unable)
     if note is not None and here is not None:
         reasons[here] = f"{reasons[here]}; {note}"
     result = {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
