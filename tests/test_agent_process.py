@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,35 +177,29 @@ async def test_sigterm_and_kill_9_then_restart_withdraw_nothing(
                 f.close()
 
 
-async def test_a_secure_agent_process_federates(tmp_path: Any) -> None:
-    """Every security flag of `federation agent`, against servers that enforce them."""
-    from federation.kit.sim.security import Security
-
+async def federate_two_secure_agents(
+    tmp_path: Any,
+    sc: Supercluster,
+    clusterset: str,
+    flags: Callable[[str], Awaitable[list[str]]],
+) -> None:
+    """us-east exports, eu-west imports, each agent a process started with ``flags(cluster)``
+    (no ``--insecure``); both stop on SIGTERM with exit 0 within the bound."""
     members = ["us-east", "eu-west"]
-    servers = [*members, "ap-south"]  # three: a meta group of two needs both for an election
-    security = Security.create("sec", servers, tmp_path / "security")
-    sc = Supercluster(servers, tmp_path / "nats", security.server_config())
-    await sc.start()
     agents: list[AgentProcess] = []
     logs = {c: (tmp_path / f"{c}.log").open("wb") for c in members}
     try:
         async with api_server() as east_api, api_server() as west_api:
             await EmulatedPools(east_api.emulator, 0).put(pool("llama"))
             for cluster, api in (("us-east", east_api), ("eu-west", west_api)):
-                password = tmp_path / f"{cluster}.password"
-                password.write_text(security.passwords[cluster])
-                cert, key = security.pki.clients[cluster]
                 port = free_port()
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "federation", "agent",
-                    "--clusterset", "sec", "--cluster", cluster, "--members", ",".join(members),
+                    "--clusterset", clusterset, "--cluster", cluster,
+                    "--members", ",".join(members),
                     "--nats-url", sc.url(cluster), "--kube-url", api.url,
                     "--http-host", "127.0.0.1", "--http-port", str(port),
-                    "--signing-key", str(security.keys[cluster]),
-                    "--trust-bundle", str(security.bundle),
-                    "--nats-user", cluster, "--nats-password-file", str(password),
-                    "--nats-ca", str(security.pki.ca), "--nats-cert", str(cert),
-                    "--nats-key", str(key),
+                    *(await flags(cluster)),
                     stdout=logs[cluster], stderr=logs[cluster],
                 )  # fmt: skip
                 agents.append(AgentProcess(cluster, port, proc))
@@ -225,6 +219,30 @@ async def test_a_secure_agent_process_federates(tmp_path: Any) -> None:
                 await agent.proc.wait()
         for f in logs.values():
             f.close()
+
+
+async def test_a_secure_agent_process_federates(tmp_path: Any) -> None:
+    """Every security flag of `federation agent`, against servers that enforce them."""
+    from federation.kit.sim.security import Security
+
+    servers = ["us-east", "eu-west", "ap-south"]  # a meta group of two needs both for election
+    security = Security.create("sec", servers, tmp_path / "security")
+    sc = Supercluster(servers, tmp_path / "nats", security.server_config())
+    await sc.start()
+
+    async def flags(cluster: str) -> list[str]:
+        password = tmp_path / f"{cluster}.password"
+        password.write_text(security.passwords[cluster])
+        cert, key = security.pki.clients[cluster]
+        return [
+            "--signing-key", str(security.keys[cluster]), "--trust-bundle", str(security.bundle),
+            "--nats-user", cluster, "--nats-password-file", str(password),
+            "--nats-ca", str(security.pki.ca), "--nats-cert", str(cert), "--nats-key", str(key),
+        ]  # fmt: skip
+
+    try:
+        await federate_two_secure_agents(tmp_path, sc, "sec", flags)
+    finally:
         sc.stop()
 
 
@@ -234,54 +252,30 @@ async def test_an_agent_process_federates_in_nats_operator_mode(tmp_path: Any) -
     from federation.kit.nats_operator import Operator
     from federation.kit.sim.security import Security
 
-    members = ["us-east", "eu-west"]
-    servers = [*members, "ap-south"]
+    servers = ["us-east", "eu-west", "ap-south"]
     operator = Operator()
     keys = Security.create("op", servers, tmp_path / "security")  # signing keys and the bundle
+    signing = operator.signing_seed(tmp_path / "account.nk")
     sc = Supercluster(servers, tmp_path / "nats", operator.server_config())
     await sc.start()
-    signing = operator.signing_seed(tmp_path / "account.nk")
-    agents: list[AgentProcess] = []
-    logs = {c: (tmp_path / f"{c}.log").open("wb") for c in members}
+
+    async def flags(cluster: str) -> list[str]:
+        creds = tmp_path / f"{cluster}.creds"
+        made = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "federation", "keygen", str(creds), "--nats-creds",
+            "--clusterset", "op", "--cluster", cluster,
+            "--account-signing-key", str(signing), "--account", operator.account_key,
+            stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert await made.wait() == 0
+        return [
+            "--signing-key", str(keys.keys[cluster]), "--trust-bundle", str(keys.bundle),
+            "--nats-creds", str(creds),  # secure without --insecure: a key login
+        ]  # fmt: skip
+
     try:
-        async with api_server() as east_api, api_server() as west_api:
-            await EmulatedPools(east_api.emulator, 0).put(pool("llama"))
-            for cluster, api in (("us-east", east_api), ("eu-west", west_api)):
-                creds = tmp_path / f"{cluster}.creds"
-                made = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "federation", "keygen", str(creds), "--nats-creds",
-                    "--clusterset", "op", "--cluster", cluster,
-                    "--account-signing-key", str(signing), "--account", operator.account_key,
-                    stdout=asyncio.subprocess.DEVNULL,
-                )  # fmt: skip
-                assert await made.wait() == 0
-                port = free_port()
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "federation", "agent",
-                    "--clusterset", "op", "--cluster", cluster, "--members", ",".join(members),
-                    "--nats-url", sc.url(cluster), "--kube-url", api.url,
-                    "--http-host", "127.0.0.1", "--http-port", str(port),
-                    "--signing-key", str(keys.keys[cluster]), "--trust-bundle", str(keys.bundle),
-                    "--nats-creds", str(creds),  # secure without --insecure: a key login
-                    stdout=logs[cluster], stderr=logs[cluster],
-                )  # fmt: skip
-                agents.append(AgentProcess(cluster, port, proc))
-
-            def imported() -> bool:
-                obj = west_api.emulator.object_at("inferencepoolimports", "llm", "llama")
-                return import_clusters(obj) == ["us-east"]
-
-            await wait_for(imported, within=60, what="the import over the operator-mode bus")
-        for agent in agents:
-            agent.proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(agent.proc.wait(), timeout=SHUTDOWN_BOUND + 5) == 0
+        await federate_two_secure_agents(tmp_path, sc, "op", flags)
     finally:
-        for agent in agents:
-            if agent.proc.returncode is None:
-                agent.proc.kill()
-                await agent.proc.wait()
-        for f in logs.values():
-            f.close()
         sc.stop()
 
 
