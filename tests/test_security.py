@@ -343,6 +343,30 @@ async def test_password_rotation_without_restart(tmp_path: Path) -> None:
         sc.stop()
 
 
+async def live_bus_of_a(sc: Supercluster, login: dict[str, str]) -> NatsBus:
+    """Cluster a's bus with this login, connected, consuming and published once."""
+    bus = NatsBus(
+        BusAddress(url=sc.url("a"), clusterset="cs", cluster="a", placement_cluster="a",
+                   members=("a",)),
+        connect_options=login,
+    )  # fmt: skip
+    try:
+        await bus.connect()
+        await bus.ensure_streams()
+        await bus.start_consuming()
+        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "before")
+    except BaseException:
+        await bus.close()
+        raise
+    return bus
+
+
+async def assert_a_cannot_speak_for_b(sc: Supercluster, login: dict[str, str]) -> None:
+    refusal = await publish_as(sc.url("a"), login, "fed.v1.cs.beat.b", b"{}")
+    assert refusal is not None
+    assert "permissions violation" in refusal.lower()
+
+
 @pytest.mark.bus
 async def test_nkey_login_rights_and_key_rotation_without_restart(tmp_path: Path) -> None:
     """Log in with an nkey seed; the key's user has only its cluster's rights; a rotation (the
@@ -363,22 +387,13 @@ async def test_nkey_login_rights_and_key_rotation_without_restart(tmp_path: Path
     await sc.start()
     live = tmp_path / "live.nk"
     live.write_bytes((tmp_path / "old.nk").read_bytes())
-    bus = NatsBus(
-        BusAddress(url=sc.url("a"), clusterset="cs", cluster="a", placement_cluster="a",
-                   members=("a",)),
-        connect_options={"nkeys_seed": str(live)},
-    )  # fmt: skip
-    watcher = LoginFile(live, public_key, bus.renew_connection, what="nkey")
     old_login = {"nkeys_seed": str(tmp_path / "old.nk")}
     new_login = {"nkeys_seed": str(tmp_path / "new.nk")}
+    bus: NatsBus | None = None
     try:
-        await bus.connect()
-        await bus.ensure_streams()
-        await bus.start_consuming()
-        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "before")
-        refusal = await publish_as(sc.url("a"), old_login, "fed.v1.cs.beat.b", b"{}")
-        assert refusal is not None
-        assert "permissions violation" in refusal.lower()
+        bus = await live_bus_of_a(sc, {"nkeys_seed": str(live)})
+        watcher = LoginFile(live, public_key, bus.renew_connection, what="nkey")
+        await assert_a_cannot_speak_for_b(sc, old_login)
         refusal = await publish_as(sc.url("a"), new_login, "fed.v1.cs.beat.a", b"{}")
         assert refusal is not None  # an unknown key logs in nowhere
         assert "authorization" in refusal.lower()
@@ -410,7 +425,8 @@ async def test_nkey_login_rights_and_key_rotation_without_restart(tmp_path: Path
         assert watcher.errors == 1
         assert await bus.publish("fed.v1.cs.beat.a", b"{}", "still")
     finally:
-        await bus.close()
+        if bus is not None:
+            await bus.close()
         sc.stop()
 
 
@@ -430,38 +446,28 @@ async def test_operator_mode_creds_login_rights_and_rotation(tmp_path: Path) -> 
     op = Operator()
     sc = Supercluster(["a", "b"], tmp_path / "nats", op.server_config())
     await sc.start()
-    signing = op.signing_seed(tmp_path / "account-signing.nk")
-
-    def keygen(path: Path, cluster: str) -> str:
-        made = CliRunner().invoke(main, [
-            "keygen", str(path), "--nats-creds", "--clusterset", "cs", "--cluster", cluster,
-            "--account-signing-key", str(signing), "--account", op.account_key,
-        ])  # fmt: skip
-        assert made.exit_code == 0, made.output
-        return made.output.strip()
-
-    first = keygen(tmp_path / "a-1.creds", "a")
-    second = keygen(tmp_path / "a-2.creds", "a")
-    assert first.startswith("U")
-    assert first != second
-    assert (tmp_path / "a-1.creds").stat().st_mode & 0o777 == 0o600
-    live = tmp_path / "live.creds"
-    live.write_bytes((tmp_path / "a-1.creds").read_bytes())
-    bus = NatsBus(
-        BusAddress(url=sc.url("a"), clusterset="cs", cluster="a", placement_cluster="a",
-                   members=("a",)),
-        connect_options={"user_credentials": str(live)},
-    )  # fmt: skip
-    watcher = LoginFile(live, creds_identity, bus.renew_connection, what="creds")
-    as_a = {"user_credentials": str(tmp_path / "a-1.creds")}
+    bus: NatsBus | None = None
     try:
-        await bus.connect()
-        await bus.ensure_streams()
-        await bus.start_consuming()
-        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "before")
-        refusal = await publish_as(sc.url("a"), as_a, "fed.v1.cs.beat.b", b"{}")
-        assert refusal is not None
-        assert "permissions violation" in refusal.lower()  # a may not speak for b
+        signing = op.signing_seed(tmp_path / "account-signing.nk")
+
+        def keygen(path: Path, cluster: str) -> str:
+            made = CliRunner().invoke(main, [
+                "keygen", str(path), "--nats-creds", "--clusterset", "cs", "--cluster", cluster,
+                "--account-signing-key", str(signing), "--account", op.account_key,
+            ])  # fmt: skip
+            assert made.exit_code == 0, made.output
+            return made.output.strip()
+
+        first = keygen(tmp_path / "a-1.creds", "a")
+        second = keygen(tmp_path / "a-2.creds", "a")
+        assert first.startswith("U")
+        assert first != second
+        assert (tmp_path / "a-1.creds").stat().st_mode & 0o777 == 0o600
+        live = tmp_path / "live.creds"
+        live.write_bytes((tmp_path / "a-1.creds").read_bytes())
+        bus = await live_bus_of_a(sc, {"user_credentials": str(live)})
+        watcher = LoginFile(live, creds_identity, bus.renew_connection, what="creds")
+        await assert_a_cannot_speak_for_b(sc, {"user_credentials": str(tmp_path / "a-1.creds")})
         forged = tmp_path / "forged.creds"
         forged.write_text(live.read_text().replace(
             (tmp_path / "a-1.creds").read_text().split("\n")[1][-20:], "A" * 20))  # fmt: skip
@@ -483,5 +489,6 @@ async def test_operator_mode_creds_login_rights_and_rotation(tmp_path: Path) -> 
         assert watcher.errors == 1
         assert await bus.publish("fed.v1.cs.beat.a", b"{}", "still")
     finally:
-        await bus.close()
+        if bus is not None:
+            await bus.close()
         sc.stop()

@@ -16,7 +16,8 @@ from federation.model.weights import BackendWeight, WeightPolicy, backend_load, 
 
 Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
-# What an EPP's state can be (``weights.EPP_STATUSES``); anything else is a typo to refuse.
+# What an EPP's state can be ("ok" or one of ``weights.UNHEALTHY_STATUSES``); anything else is
+# a typo to refuse.
 EppStatus = Literal["ok", "unreachable", "no-endpoints", "shedding", "invalid"]
 
 

@@ -64,7 +64,6 @@ class SpillPlan:
     shares: dict[str, float]  # of here's traffic, per backend (here included); sums to 1
     level: float
     capacity: dict[str, float]  # per backend, requests/s
-    load: dict[str, float]  # demand + backlog / drain, requests/s
     excess: dict[str, float]
     spare: dict[str, float]  # after the trust of its report
 
@@ -111,13 +110,13 @@ def spill_plan(
             basis = capacity  # everyone sheds: spread it
         total = sum(basis.values())
         shares = {k: v / total for k, v in basis.items()}
-        return SpillPlan(shares, level, capacity, load, excess, spare)
+        return SpillPlan(shares, level, capacity, excess, spare)
     mine = excess[here]
     remote_spare = sum(v for k, v in spare.items() if k != here)
     demand = backends[here].demand or 0.0
     if mine <= 0 or remote_spare <= 0 or demand <= 0:
         shares = {k: float(k == here) for k in backends}
-        return SpillPlan(shares, level, capacity, load, excess, spare)
+        return SpillPlan(shares, level, capacity, excess, spare)
     # Every cluster in excess shares the spare in proportion to its excess; a spare smaller than
     # the excess (stale remotes count less) is shared out whole and the rest stays here.
     divisor = max(sum(spare.values()), sum(excess.values()))
@@ -129,7 +128,7 @@ def spill_plan(
     scale *= min(1.0, (1.0 - knobs.min_kept) / max(sent * scale, 1e-12))
     shares = {k: flow * scale for k, flow in flows.items()}
     shares[here] = max(0.0, 1.0 - sum(shares.values()))
-    return SpillPlan(shares, level, capacity, load, excess, spare)
+    return SpillPlan(shares, level, capacity, excess, spare)
 
 
 def _load(b: PlanInput, capacity: float, knobs: PlanKnobs) -> float:

@@ -39,7 +39,6 @@ from federation.model.spill_plan import PlanInput, PlanKnobs, SpillPlan, spill_p
 
 WEIGHT_SCALE = 1_000_000
 UNHEALTHY_STATUSES = frozenset({"unreachable", "no-endpoints", "shedding", "invalid"})
-EPP_STATUSES = frozenset({"ok"}) | UNHEALTHY_STATUSES
 MIN_KEPT = 0.25  # what here keeps at least when its demand is estimated as arrivals / kept
 
 
