@@ -9,12 +9,15 @@ fields. A breaking change is a new tag and a new subject version (``fed.v2``).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
 SUBJECT_VERSION: Final = "v1"
-MAX_EVENT_BYTES: Final = 64 * 1024  # far above any real event; bigger payloads are hostile
+# Far above any real event (a digest of MAX_DIGEST_POOLS pools is ~350 KiB; NATS's own default
+# max_payload is 1 MiB); bigger payloads are hostile.
+MAX_EVENT_BYTES: Final = 512 * 1024
+MAX_DIGEST_POOLS: Final = 1000  # pools per digest; a cluster's further pools go one report each
 
 # A DNS-1123 label: what a cluster set, cluster or namespace name may be.
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -88,6 +91,55 @@ class LoadReport(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
     )
 
 
+class PoolLoad(msgspec.Struct, frozen=True, kw_only=True):
+    """One pool's load inside a :class:`LoadDigest`: a :class:`LoadReport` without the fields
+    the digest carries once (cluster, sequence, publish time)."""
+
+    namespace: str
+    name: str
+    observed_at: float
+    ready_pods: Count = 0
+    kv_cache_utilization: Ratio = 0.0
+    queue_size: Amount = 0.0
+    running_requests: Amount = 0.0
+    saturation: Ratio = 0.0
+    epp_status: str = "ok"
+    arrival_rate: Amount | None = None
+    completion_rate: Amount | None = None
+    demand_rate: Amount | None = None
+    capacity_rate: Amount | None = None
+
+
+class LoadDigest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="digest"):
+    """The whole current load of *every* pool a cluster exports, in one event.
+
+    One per cluster per report interval (on change, or at the keepalive), so a peer's inbound
+    rate grows with clusters, not clusters x pools. Full state: a pool the digest does not list
+    has no load from it. Each entry reaches beliefs as that pool's :class:`LoadReport`, ordered by
+    the digest's sequence, so per-pool reports (older agents, or pools beyond
+    ``MAX_DIGEST_POOLS``) and digests mix on one per-pool ordering.
+    """
+
+    cluster: str
+    sequence: Sequence
+    published_at: float
+    pools: tuple[PoolLoad, ...] = ()
+
+    def reports(self) -> list[LoadReport]:
+        common: dict[str, Any] = {
+            "cluster": self.cluster, "sequence": self.sequence, "published_at": self.published_at,
+        }  # fmt: skip
+        return [LoadReport(**common, **msgspec.structs.asdict(p)) for p in self.pools]
+
+
+def pool_load(report: LoadReport) -> PoolLoad:
+    """A report's load, as a digest entry."""
+    fields = msgspec.structs.asdict(report)
+    for carried_once in ("cluster", "sequence", "published_at"):
+        del fields[carried_once]
+    return PoolLoad(**fields)
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="beat"):
     """A cluster's agent is alive and connected; renews its lease at every peer."""
 
@@ -101,10 +153,13 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag
     # applied, and that exporter's pools ("namespace/name") it has not accepted.
     accepted: dict[str, Sequence] = {}
     refused: dict[str, list[str]] = {}
+    # This agent reads load digests (agents before them leave it out: False). A peer publishes
+    # per-pool reports beside its digests while any member's newest beat says False.
+    load_digests: bool = False
 
 
-Event = ExportEvent | LoadReport | Heartbeat
-EVENT_TYPES: Final = (ExportEvent, LoadReport, Heartbeat)
+Event = ExportEvent | LoadReport | LoadDigest | Heartbeat
+EVENT_TYPES: Final = (ExportEvent, LoadReport, LoadDigest, Heartbeat)
 
 
 class InvalidEvent(ValueError):
@@ -122,6 +177,11 @@ _decoder = msgspec.json.Decoder(Event)
 
 def encode(event: Event) -> bytes:
     return _encoder.encode(event)
+
+
+def encode_entry(entry: PoolLoad) -> bytes:
+    """One digest entry as it is encoded inside its digest (to size a digest before sending)."""
+    return _encoder.encode(entry)
 
 
 def decode(payload: bytes) -> Event:
@@ -149,6 +209,22 @@ def _check_names(event: Event) -> None:
             raise InvalidEvent("schema", f"namespace {event.namespace!r} is not a DNS label")
         if not _SUBDOMAIN.fullmatch(event.name):
             raise InvalidEvent("schema", f"pool name {event.name!r} is not a DNS subdomain")
+    if isinstance(event, LoadDigest):
+        _check_digest(event)
+
+
+def _check_digest(digest: LoadDigest) -> None:
+    if len(digest.pools) > MAX_DIGEST_POOLS:
+        raise InvalidEvent("schema", f"{len(digest.pools)} pools > {MAX_DIGEST_POOLS}")
+    seen: set[tuple[str, str]] = set()
+    for p in digest.pools:
+        if not _LABEL.fullmatch(p.namespace):
+            raise InvalidEvent("schema", f"namespace {p.namespace!r} is not a DNS label")
+        if not _SUBDOMAIN.fullmatch(p.name):
+            raise InvalidEvent("schema", f"pool name {p.name!r} is not a DNS subdomain")
+        if (p.namespace, p.name) in seen:
+            raise InvalidEvent("schema", f"pool {p.namespace}/{p.name} listed twice")
+        seen.add((p.namespace, p.name))
 
 
 def is_label(value: str) -> bool:
@@ -183,6 +259,10 @@ def load_subject(clusterset: str, cluster: str, namespace: str, name: str) -> st
     return f"{prefix(clusterset)}.load.{cluster}.{namespace}.{token(name)}"
 
 
+def digest_subject(clusterset: str, cluster: str) -> str:
+    return f"{prefix(clusterset)}.digest.{cluster}"
+
+
 def beat_subject(clusterset: str, cluster: str) -> str:
     return f"{prefix(clusterset)}.beat.{cluster}"
 
@@ -197,13 +277,20 @@ def subject_for(clusterset: str, event: Event) -> str:
         return export_subject(clusterset, event.cluster, event.namespace, event.name)
     if isinstance(event, LoadReport):
         return load_subject(clusterset, event.cluster, event.namespace, event.name)
+    if isinstance(event, LoadDigest):
+        return digest_subject(clusterset, event.cluster)
     return beat_subject(clusterset, event.cluster)
 
 
 def own_subjects(clusterset: str, cluster: str) -> list[str]:
     """Every subject a cluster may publish on: the ones NATS permissions grant it."""
     base = prefix(clusterset)
-    return [f"{base}.export.{cluster}.>", f"{base}.load.{cluster}.>", f"{base}.beat.{cluster}"]
+    return [
+        f"{base}.export.{cluster}.>",
+        f"{base}.load.{cluster}.>",
+        f"{base}.digest.{cluster}",
+        f"{base}.beat.{cluster}",
+    ]
 
 
 def sequence_of(event: Event) -> int:
@@ -215,4 +302,6 @@ def msg_id(event: Event) -> str:
     if isinstance(event, ExportEvent | LoadReport):
         kind = "export" if isinstance(event, ExportEvent) else "load"
         return f"{kind}:{event.cluster}:{event.namespace}:{event.name}:{sequence_of(event)}"
+    if isinstance(event, LoadDigest):
+        return f"digest:{event.cluster}:{event.sequence}"
     return f"beat:{event.cluster}:{event.sequence}"

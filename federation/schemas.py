@@ -14,7 +14,15 @@ import msgspec
 import orjson
 
 from federation import messages
-from federation.messages import EndpointAddress, ExportEvent, Heartbeat, LoadReport, ParentGateway
+from federation.messages import (
+    EndpointAddress,
+    ExportEvent,
+    Heartbeat,
+    LoadDigest,
+    LoadReport,
+    ParentGateway,
+    PoolLoad,
+)
 
 EXAMPLES: dict[str, messages.Event] = {
     "export": ExportEvent(
@@ -62,6 +70,32 @@ EXAMPLES: dict[str, messages.Event] = {
         completion_rate=5.6,
         capacity_rate=13.3,
     ),
+    "digest": LoadDigest(
+        cluster="us-east",
+        sequence=1_764_300_001_000_000,
+        published_at=1_764_300_001.0,
+        pools=(
+            PoolLoad(
+                namespace="llm",
+                name="llama-3-70b",
+                observed_at=1_764_300_000.9,
+                ready_pods=6,
+                kv_cache_utilization=0.42,
+                queue_size=1.5,
+                running_requests=9.0,
+                saturation=0.42,
+                arrival_rate=5.8,
+                completion_rate=5.6,
+                capacity_rate=13.3,
+            ),
+            PoolLoad(
+                namespace="llm",
+                name="qwen-2-72b",
+                observed_at=1_764_300_000.9,
+                epp_status="unreachable",
+            ),
+        ),
+    ),
     "beat": Heartbeat(
         cluster="us-east",
         sequence=1_764_300_002_000_000,
@@ -70,6 +104,15 @@ EXAMPLES: dict[str, messages.Event] = {
         agent_version="0.1.0",
         accepted={"eu-west": 1_764_299_990_000_000, "ap-south": 1_764_299_995_000_000},
         refused={"ap-south": ["llm/qwen-2-72b"]},
+        load_digests=True,
+    ),
+    # An agent from before load digests: no ``load_digests``, so peers also send it reports.
+    "beat-before-digests": Heartbeat(
+        cluster="eu-west",
+        sequence=1_764_300_002_000_000,
+        published_at=1_764_300_002.0,
+        exports=1,
+        agent_version="0.1.0",
     ),
 }
 
@@ -114,7 +157,16 @@ def asyncapi() -> dict[str, Any]:
             "load": channel(
                 f"fed.{v}.{{clusterset}}.load.{{cluster}}.{{namespace}}.{{pool}}",
                 "LoadReport",
-                "The whole current load of one exported pool.",
+                "The whole current load of one exported pool: sent by agents before load "
+                "digests, beside digests while such an agent is a live member, and for a "
+                "cluster's pools beyond one digest's size.",
+            ),
+            "digest": channel(
+                f"fed.{v}.{{clusterset}}.digest.{{cluster}}",
+                "LoadDigest",
+                "The whole current load of every pool the cluster exports, one event per "
+                "cluster (on change, or at the keepalive); a pool it does not list has no "
+                "load from it.",
             ),
             "beat": channel(
                 f"fed.{v}.{{clusterset}}.beat.{{cluster}}",
@@ -126,7 +178,7 @@ def asyncapi() -> dict[str, Any]:
             "schemas": components,
             "messages": {
                 name: {"name": name, "payload": {"$ref": f"#/components/schemas/{name}"}}
-                for name in ("ExportEvent", "LoadReport", "Heartbeat")
+                for name in ("ExportEvent", "LoadReport", "LoadDigest", "Heartbeat")
             },
         },
     }

@@ -75,6 +75,9 @@ class FeedSettings:
             raise SettingsError(f"Envoy mode {self.envoy_mode!r}: parent or endpoint")
 
 
+LOAD_MESSAGES = ("digest", "per-pool")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     clusterset: str
@@ -95,6 +98,9 @@ class Settings:
     slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
     feed_resync: float = 5.0  # seconds after which every feed is given the views again
     max_clock_offset: float = 30.0  # a peer's clock further off than this raises an alert
+    # How load travels: one digest per cluster ("digest"), or one report per pool ("per-pool",
+    # what agents before digests send: for a rollback, or pinning a fleet mid-upgrade).
+    load_messages: str = "digest"
     feeds: FeedSettings = field(default_factory=FeedSettings)
 
     def __post_init__(self) -> None:
@@ -110,6 +116,8 @@ class Settings:
             raise SettingsError(f"need 0 < lease ({self.lease}) < grace ({self.grace})")
         if not self.backoff:
             raise SettingsError("backoff needs at least one delay")
+        if self.load_messages not in LOAD_MESSAGES:
+            raise SettingsError(f"load messages {self.load_messages!r}: digest or per-pool")
         if "/" not in self.controller_name:
             raise SettingsError(f"controller name {self.controller_name!r} must be DOMAIN/PATH")
 

@@ -106,6 +106,10 @@ def _summary(row: dict[str, Any]) -> str:
             f"saturation {event.get('saturation', 0):.2f} ready {event.get('ready_pods')} "
             f"{event.get('epp_status')}"
         )
+    if row["type"] == "digest":
+        pools = event.get("pools") or []
+        hottest = max((p.get("saturation", 0) for p in pools), default=0)
+        return f"{len(pools)} pools, highest saturation {hottest:.2f}"
     if row["type"] == "beat":
         return f"exports {event.get('exports')}"
     return str(row.get("error", ""))

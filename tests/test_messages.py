@@ -4,7 +4,7 @@ import pytest
 
 from federation import messages
 from federation.messages import InvalidEvent
-from tests.model.factories import beat, export, load
+from tests.model.factories import beat, digest, entry, export, load
 
 
 @pytest.mark.parametrize("event", [export(), export(withdrawn=True), load(), beat()])
@@ -61,12 +61,14 @@ def test_subjects_are_versioned_and_escape_dots_in_pool_names() -> None:
 
 def test_own_subjects_cover_exactly_the_clusters_events() -> None:
     subjects = messages.own_subjects("cs", "a")
-    assert subjects == ["fed.v1.cs.export.a.>", "fed.v1.cs.load.a.>", "fed.v1.cs.beat.a"]
+    assert subjects == [
+        "fed.v1.cs.export.a.>", "fed.v1.cs.load.a.>", "fed.v1.cs.digest.a", "fed.v1.cs.beat.a",
+    ]  # fmt: skip
 
 
 def test_msg_ids_differ_per_sequence_and_subject() -> None:
-    ids = {messages.msg_id(e) for e in (load(), load(sequence=2), load(name="q"), export())}
-    assert len(ids) == 4
+    events = (load(), load(sequence=2), load(name="q"), export(), digest(), digest(sequence=2))
+    assert len({messages.msg_id(e) for e in events}) == 6
 
 
 def test_structs_follow_the_evolution_rules() -> None:
@@ -110,3 +112,41 @@ def test_a_load_report_of_the_previous_version_decodes_without_rates() -> None:
     assert (report.arrival_rate, report.completion_rate, report.capacity_rate) == (None,) * 3
     with pytest.raises(InvalidEvent, match="schema"):
         messages.decode(old.replace(b'"ready_pods"', b'"arrival_rate":-1,"ready_pods"'))
+
+
+def test_a_digest_round_trips_and_reads_as_one_report_per_pool() -> None:
+    d = digest(pools=(entry("p1", saturation=0.25), entry("p2.v2", epp_status="unreachable")))
+    assert messages.subject_for("cs", d) == "fed.v1.cs.digest.a"
+    back = messages.decode(messages.encode(d))
+    assert back == d
+    reports = d.reports()
+    assert [(r.name, r.sequence, r.published_at) for r in reports] == [
+        ("p1", d.sequence, d.published_at), ("p2.v2", d.sequence, d.published_at),
+    ]  # fmt: skip
+    assert reports[0].saturation == 0.25
+    assert reports[1].epp_status == "unreachable"
+    assert messages.pool_load(reports[0]) == d.pools[0]
+
+
+@pytest.mark.parametrize(
+    ("pools", "why"),
+    [
+        ((entry("p"), entry("p")), "listed twice"),
+        ((entry("Bad_Name"),), "not a DNS subdomain"),
+        ((entry("p", namespace="a.b"),), "not a DNS label"),
+        (tuple(entry(f"p{i}") for i in range(messages.MAX_DIGEST_POOLS + 1)), "pools >"),
+    ],
+)
+def test_a_digest_with_hostile_entries_is_refused(
+    pools: tuple[messages.PoolLoad, ...], why: str
+) -> None:
+    with pytest.raises(InvalidEvent, match=why) as info:
+        messages.decode(messages.encode(digest(pools=pools)))
+    assert info.value.reason == "schema"
+
+
+def test_a_heartbeat_of_the_previous_version_says_it_reads_no_digests() -> None:
+    old = orjson.dumps({"type": "beat", "cluster": "a", "sequence": 1, "published_at": 1.0})
+    beat_ = messages.decode(old)
+    assert isinstance(beat_, messages.Heartbeat)
+    assert beat_.load_digests is False

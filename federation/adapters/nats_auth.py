@@ -4,7 +4,7 @@ own streams and consumer; everything else is refused by the server itself.
 What a cluster's agent needs, and nothing more (checked against the bus adapter by the tests):
 
 - publish its events: ``fed.v1.<cs>.export.<c>.>``, ``fed.v1.<cs>.load.<c>.>``,
-  ``fed.v1.<cs>.beat.<c>``;
+  ``fed.v1.<cs>.digest.<c>``, ``fed.v1.<cs>.beat.<c>``;
 - manage its two streams and its one durable consumer through the JetStream API (and purge its
   outbound stream up to its last sequence when a lost store recreated it empty), pull from that
   consumer and acknowledge its messages;

@@ -94,6 +94,14 @@ from federation.settings import (
     envvar=env("TRACE_FILE"),
     help="Also write finished spans as JSON lines here.",
 )
+@click.option(
+    "--load-messages",
+    default=Settings.load_messages,
+    show_default=True,
+    type=click.Choice(["digest", "per-pool"]),
+    envvar=env("LOAD_MESSAGES"),
+    help="Load as one digest per cluster, or one report per pool (as agents before digests did).",
+)
 @file_option("--signing-key", "This cluster's Ed25519 key: sign every event.")
 @file_option("--trust-bundle", "Peers' public keys: reject unsigned/forged events.")
 @click.option("--nats-user", default=None, envvar=env("NATS_USER"))
@@ -193,6 +201,7 @@ def agent(
     grace: float,
     max_clock_offset: float,
     trace_file: Path | None,
+    load_messages: str,
     signing_key: Path | None,
     trust_bundle: Path | None,
     nats_user: str | None,
@@ -226,6 +235,7 @@ def agent(
             lease=lease,
             grace=grace,
             max_clock_offset=max_clock_offset,
+            load_messages=load_messages,
             controller_name=controller_name or DEFAULT_CONTROLLER_NAME,
             feeds=FeedSettings(
                 haproxy_socket=haproxy_socket,

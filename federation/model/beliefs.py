@@ -11,7 +11,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from federation.messages import Event, ExportEvent, Heartbeat, LoadReport, sequence_of
+from msgspec.structs import replace as replace_struct
+
+from federation.messages import (
+    Event,
+    ExportEvent,
+    Heartbeat,
+    LoadDigest,
+    LoadReport,
+    pool_load,
+    sequence_of,
+)
 
 ExportId = tuple[str, str, str]  # (cluster, namespace, name)
 
@@ -25,6 +35,8 @@ class Outcome(enum.Enum):
 def _subject_id(event: Event) -> tuple[str, ...]:
     if isinstance(event, Heartbeat):
         return ("beat", event.cluster)
+    if isinstance(event, LoadDigest):
+        return ("digest", event.cluster)
     kind = "export" if isinstance(event, ExportEvent) else "load"
     return (kind, event.cluster, event.namespace, event.name)
 
@@ -48,6 +60,11 @@ class Beliefs:
     # The same exports indexed by pool, so one import can be recomputed without a full scan.
     _by_pool: dict[tuple[str, str], dict[str, ExportEvent]] = field(default_factory=dict)
     _by_cluster: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    _from_digest: set[ExportId] = field(default_factory=set)  # loads a digest gave us
+    # The pools (namespace, name) whose load the last applied digest changed, added or removed:
+    # the only imports it can move (an entry that only renews its report moves none by itself;
+    # the import book's due times already cover its age).
+    moved: tuple[tuple[str, str], ...] = ()
 
     def apply(self, event: Event, received_at: float) -> Outcome:
         sid = _subject_id(event)
@@ -67,10 +84,45 @@ class Beliefs:
             self._by_pool.setdefault((event.namespace, event.name), {})[event.cluster] = event
             self._by_cluster.setdefault(event.cluster, set()).add((event.namespace, event.name))
         elif isinstance(event, LoadReport):
-            self.loads[(event.cluster, event.namespace, event.name)] = event
+            key = (event.cluster, event.namespace, event.name)
+            self.loads[key] = event
+            self._from_digest.discard(key)
+        elif isinstance(event, LoadDigest):
+            self.moved = self._apply_digest(event, seen)
         else:
             self.beats[event.cluster] = event
         return Outcome.APPLIED
+
+    def _apply_digest(self, digest: LoadDigest, seen: float) -> tuple[tuple[str, str], ...]:
+        """Each entry as its pool's report (unless a newer per-pool report is held); a pool a
+        digest no longer lists loses the load an earlier digest gave it."""
+        moved: list[tuple[str, str]] = []
+        listed: set[ExportId] = set()
+        for report in digest.reports():
+            key = (report.cluster, report.namespace, report.name)
+            listed.add(key)
+            sid = ("load", *key)
+            held = self._sequences.get(sid)
+            if held is not None and report.sequence <= held:
+                continue
+            self._sequences[sid] = report.sequence
+            self.seen_at[sid] = seen
+            before = self.loads.get(key)
+            self.loads[key] = report
+            self._from_digest.add(key)
+            if before is None or _content(before) != _content(report):
+                moved.append(key[1:])
+        gone = [k for k in self._from_digest if k[0] == digest.cluster and k not in listed]
+        for key in gone:
+            self._from_digest.discard(key)
+            del self.loads[key]
+            self.seen_at.pop(("load", *key), None)
+            moved.append(key[1:])
+        return tuple(moved)
+
+    def digest_sequence(self, cluster: str) -> int | None:
+        """The sequence of the newest load digest of ``cluster`` applied here."""
+        return self._sequences.get(("digest", cluster))
 
     def last_heard(self, cluster: str) -> float | None:
         """When ``cluster`` last showed life: its newest heartbeat or load report."""
@@ -94,3 +146,8 @@ class Beliefs:
         """The live exports of one pool, by every cluster that exports it."""
         held = self._by_pool.get((namespace, name), {})
         return [e for e in held.values() if not e.withdrawn]
+
+
+def _content(report: LoadReport) -> object:
+    """What a report says about its pool, without when it was taken or sent."""
+    return replace_struct(pool_load(report), observed_at=0.0)

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from federation import messages
-from federation.messages import Event, ExportEvent, Heartbeat, InvalidEvent
+from federation.messages import Event, ExportEvent, Heartbeat, InvalidEvent, LoadDigest
 from federation.model.beliefs import Beliefs
 from federation.model.freshness import link_state
 from federation.model.imports import desired_imports
@@ -26,7 +26,12 @@ from federation.model.pools import PoolKey
 from federation.model.views import ImportView, import_views
 from federation.model.weights import WeightMemory, WeightPolicy
 
-TYPES = {"export": ExportEvent, "load": messages.LoadReport, "beat": Heartbeat}
+TYPES = {
+    "export": ExportEvent,
+    "load": messages.LoadReport,
+    "digest": LoadDigest,
+    "beat": Heartbeat,
+}
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,17 @@ class ReplayFilter:
         if self.clusters and (e is None or e.cluster not in self.clusters):
             return False
         if self.pools:
-            if e is None or isinstance(e, Heartbeat):
-                return False
-            if PoolKey(e.namespace, e.name) not in self.pools:
-                return False
+            return e is not None and not self.pools.isdisjoint(pools_of(e))
         return True
+
+
+def pools_of(event: Event) -> list[PoolKey]:
+    """The pools an event speaks of (every pool of a digest, none for a heartbeat)."""
+    if isinstance(event, Heartbeat):
+        return []
+    if isinstance(event, LoadDigest):
+        return [PoolKey(p.namespace, p.name) for p in event.pools]
+    return [PoolKey(event.namespace, event.name)]
 
 
 def parse_time(text: str) -> float:
@@ -111,7 +122,9 @@ def row(s: Stored) -> dict[str, Any]:
         out["error"] = s.error
     else:
         out["cluster"] = s.event.cluster
-        if not isinstance(s.event, Heartbeat):
+        if isinstance(s.event, LoadDigest):
+            out["pools"] = len(s.event.pools)
+        elif not isinstance(s.event, Heartbeat):
             out["pool"] = f"{s.event.namespace}/{s.event.name}"
         out["event"] = msgspec.to_builtins(s.event)
     return out

@@ -27,7 +27,7 @@ from typing import Any
 from opentelemetry import trace
 
 from federation import __version__
-from federation.messages import Heartbeat
+from federation.messages import Heartbeat, LoadDigest
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
@@ -128,6 +128,7 @@ class Agent:
             keepalive=settings.lease / 3,
             tracer=self.tracer,
             signer=signer,
+            digests=settings.load_messages == "digest",
         )
         self._changed = asyncio.Event()
         self._pools_changed = asyncio.Event()
@@ -229,10 +230,13 @@ class Agent:
     async def apply_delivery(self, delivery: Delivery) -> None:
         """Apply one event from the inbound stream (the benchmarks drive this directly)."""
         applied = await self.intake.apply(delivery, caught_up=self.ready.is_set())
-        if applied is not None:
-            if not isinstance(applied, Heartbeat):  # beats move leases: the book sees those
-                self.reconciler.mark_dirty((PoolKey(applied.namespace, applied.name),))
-            self._changed.set()
+        if applied is None:
+            return
+        if isinstance(applied, LoadDigest):
+            self.reconciler.mark_dirty(PoolKey(*k) for k in self.beliefs.moved)
+        elif not isinstance(applied, Heartbeat):  # beats move leases: the book sees those
+            self.reconciler.mark_dirty((PoolKey(applied.namespace, applied.name),))
+        self._changed.set()
 
     async def _consume(self) -> None:
         while True:
@@ -333,13 +337,22 @@ class Agent:
             }
             exported = [(p, s) for p, s in zip(pools, samples, strict=True) if is_exported(p)]
             self.publisher.forget_loads_except({p.key for p, _ in exported})
-            for pool, sample in exported:
-                await self.publisher.publish_load(pool, sample)
+            await self.publisher.publish_loads(exported, per_pool=self._peers_read_no_digests())
             # Our own samples weigh only `local` backends (unexported pools); exported ones
             # reach our imports as load reports through the bus, like everyone else's.
             self.reconciler.mark_dirty(p.key for p in pools if not is_exported(p))
             self._changed.set()
             await asyncio.sleep(self.settings.load_interval)
+
+    def _peers_read_no_digests(self) -> bool:
+        """A live member's agent predates load digests (its newest beat says so): it hears our
+        load only from per-pool reports, so those go out beside the digests until it upgrades."""
+        now, lease = self.now(), self.settings.lease
+        return any(
+            not beat.load_digests and not staleness(self.beliefs, c, now=now, lease=lease).stale
+            for c, beat in self.beliefs.beats.items()
+            if c != self.name
+        )
 
     async def _offered(self, keys: list[PoolKey]) -> Mapping[PoolKey, float]:
         """The gateway's demand counters; none (the EPP's arrivals stand in) when it fails."""

@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import msgspec
 from opentelemetry import propagate, trace
 
 from federation import messages
-from federation.messages import Event, ExportEvent, Heartbeat, LoadReport
+from federation.messages import Event, ExportEvent, Heartbeat, LoadDigest, LoadReport, PoolLoad
 from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
 from federation.model.exported import Acks
@@ -26,6 +27,8 @@ from federation.runtime.ports import Bus, Signer
 log = logging.getLogger(__name__)
 
 LOAD_CHANGE_THRESHOLD = 0.02  # saturation moves smaller than this wait for the keepalive
+# A digest's entries stop here (names may be long); the pools beyond go one report each.
+DIGEST_BUDGET_BYTES = messages.MAX_EVENT_BYTES - 16 * 1024
 
 
 def messaging_attributes(subject: str, payload: bytes, cluster: str) -> dict[str, str | int]:
@@ -59,11 +62,17 @@ class Publisher:
     clock: Callable[[], float] = time.monotonic
     _loads: dict[PoolKey, tuple[LoadSample, float]] = field(default_factory=dict)
     _resend: bool = False  # the store lost what we said: say it all again
+    # The last digest: each pool's sample in it, and when it went (on ``clock``).
+    _digested: dict[PoolKey, LoadSample] = field(default_factory=dict)
+    _digested_at: float | None = None
+    digests: bool = True  # load travels as one digest per cluster (else one report per pool)
 
     def state_lost(self) -> None:
         """Our outbound stream lost its store: the next syncs republish every export and load."""
         self._resend = True
         self._loads.clear()
+        self._digested.clear()
+        self._digested_at = None
 
     def adopt(self, beliefs: Beliefs) -> None:
         """Continue from what the stream says we published before a restart: exports, and every
@@ -78,10 +87,13 @@ class Publisher:
         beat = beliefs.beats.get(self.cluster)
         if beat is not None:
             self._sequences[messages.subject_for(self.clusterset, beat)] = beat.sequence
+        digested = beliefs.digest_sequence(self.cluster)
+        if digested is not None:
+            self._sequences[messages.digest_subject(self.clusterset, self.cluster)] = digested
 
-    def next_sequence(self, subject: str) -> int:
+    def next_sequence(self, subject: str, at_least: int = 0) -> int:
         """Strictly increasing per subject, across restarts: a hybrid of the clock and a counter."""
-        seq = max(self._sequences.get(subject, 0) + 1, int(self.wall() * 1_000_000))
+        seq = max(self._sequences.get(subject, 0) + 1, int(self.wall() * 1_000_000), at_least)
         self._sequences[subject] = seq
         return seq
 
@@ -155,36 +167,70 @@ class Publisher:
         for key in set(self._loads) - keys:
             del self._loads[key]
 
-    async def publish_load(self, pool: LocalPool, sample: LoadSample) -> None:
-        now, tick = self.wall(), self.clock()
-        previous = self._loads.get(pool.key)
-        if not worth_publishing(
+    async def publish_loads(
+        self, exported: list[tuple[LocalPool, LoadSample]], *, per_pool: bool = False
+    ) -> None:
+        """Say the exported pools' load: one digest of them all when any pool moved (by the
+        threshold or its rates), the set of pools changed, or at the keepalive; and one report
+        per pool that is worth it when ``per_pool`` (a peer reads no digests), when digests are
+        off, or for the pools beyond one digest's size."""
+        ordered = sorted(exported, key=lambda ps: ps[0].key)
+        spilled = ordered
+        if self.digests:
+            digested, spilled = _fit_digest(ordered)
+            await self._publish_digest(digested)
+        if per_pool or not self.digests:
+            spilled = ordered
+        for pool, sample in spilled:
+            await self._publish_report(pool, sample)
+
+    def _worth(self, previous: tuple[LoadSample, float] | None, sample: LoadSample) -> bool:
+        return worth_publishing(
             previous[0] if previous else None,
             sample,
             last_published_at=previous[1] if previous else None,
-            now=tick,
+            now=self.clock(),
             threshold=LOAD_CHANGE_THRESHOLD,
             keepalive=self.keepalive,
-        ):
+        )
+
+    async def _publish_digest(self, entries: list[tuple[LocalPool, PoolLoad, LoadSample]]) -> None:
+        at = self._digested_at
+        keys = {pool.key for pool, _, _ in entries}
+        if at is None:
+            due = bool(keys)
+        elif keys != set(self._digested):
+            due = True  # a pool came or went (an emptied set is said once)
+        else:
+            due = any(self._worth((self._digested[p.key], at), s) for p, _, s in entries)
+        if not due:
+            return
+        subject = messages.digest_subject(self.clusterset, self.cluster)
+        # Above every report we sent of these pools, so no entry looks stale beside one.
+        reported = (
+            self._sequences.get(messages.load_subject(self.clusterset, self.cluster, *k), 0)
+            for k in keys
+        )
+        digest = LoadDigest(
+            cluster=self.cluster,
+            sequence=self.next_sequence(subject, at_least=max(reported, default=0) + 1),
+            published_at=self.wall(),
+            pools=tuple(entry for _, entry, _ in entries),
+        )
+        if await self._send(digest):
+            self._digested = {pool.key: sample for pool, _, sample in entries}
+            self._digested_at = self.clock()
+
+    async def _publish_report(self, pool: LocalPool, sample: LoadSample) -> None:
+        tick = self.clock()
+        if not self._worth(self._loads.get(pool.key), sample):
             return
         subject = messages.load_subject(self.clusterset, self.cluster, *pool.key)
         report = LoadReport(
             cluster=self.cluster,
-            namespace=pool.namespace,
-            name=pool.name,
             sequence=self.next_sequence(subject),
-            observed_at=sample.observed_at,
-            published_at=now,
-            ready_pods=sample.ready_pods,
-            kv_cache_utilization=sample.kv_cache_utilization,
-            queue_size=sample.queue_size,
-            running_requests=sample.running_requests,
-            saturation=sample.saturation,
-            epp_status=sample.epp_status,
-            arrival_rate=sample.arrival_rate,
-            completion_rate=sample.completion_rate,
-            capacity_rate=sample.capacity_rate,
-            demand_rate=sample.demand_rate,
+            published_at=self.wall(),
+            **msgspec.structs.asdict(pool_entry(pool, sample)),
         )
         if await self._send(report):
             self._loads[pool.key] = (sample, tick)
@@ -205,5 +251,40 @@ class Publisher:
                 agent_version=version,
                 accepted=acks.accepted if acks else {},
                 refused=acks.refused if acks else {},
+                load_digests=self.digests,
             )
         )
+
+
+def pool_entry(pool: LocalPool, sample: LoadSample) -> PoolLoad:
+    """One pool's sample as it travels: a digest entry (or the body of its report)."""
+    return PoolLoad(
+        namespace=pool.namespace,
+        name=pool.name,
+        observed_at=sample.observed_at,
+        ready_pods=sample.ready_pods,
+        kv_cache_utilization=sample.kv_cache_utilization,
+        queue_size=sample.queue_size,
+        running_requests=sample.running_requests,
+        saturation=sample.saturation,
+        epp_status=sample.epp_status,
+        arrival_rate=sample.arrival_rate,
+        completion_rate=sample.completion_rate,
+        capacity_rate=sample.capacity_rate,
+        demand_rate=sample.demand_rate,
+    )
+
+
+def _fit_digest(
+    ordered: list[tuple[LocalPool, LoadSample]],
+) -> tuple[list[tuple[LocalPool, PoolLoad, LoadSample]], list[tuple[LocalPool, LoadSample]]]:
+    """The pools one digest carries (by count and bytes), and the rest."""
+    fitted: list[tuple[LocalPool, PoolLoad, LoadSample]] = []
+    size = 0
+    for i, (pool, sample) in enumerate(ordered):
+        entry = pool_entry(pool, sample)
+        size += len(messages.encode_entry(entry)) + 1
+        if len(fitted) >= messages.MAX_DIGEST_POOLS or size > DIGEST_BUDGET_BYTES:
+            return fitted, ordered[i:]
+        fitted.append((pool, entry, sample))
+    return fitted, []

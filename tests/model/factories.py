@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from federation.messages import ExportEvent, Heartbeat, LoadReport
+from federation.messages import ExportEvent, Heartbeat, LoadDigest, LoadReport, PoolLoad
 from federation.model.pools import EXPORT_VALUE, LocalPool
 from federation.model.weights import BackendLoad
 
@@ -37,6 +37,17 @@ def load(cluster: str = "a", name: str = "pool", **kw: Any) -> LoadReport:
         "saturation": 0.5,
     }
     return LoadReport(**{**base, **kw})
+
+
+def entry(name: str = "pool", **kw: Any) -> PoolLoad:
+    base: dict[str, Any] = {"namespace": "llm", "name": name, "observed_at": 100.0,
+                            "ready_pods": 4, "saturation": 0.5}  # fmt: skip
+    return PoolLoad(**{**base, **kw})
+
+
+def digest(cluster: str = "a", pools: tuple[PoolLoad, ...] | None = None, **kw: Any) -> LoadDigest:
+    base: dict[str, Any] = {"cluster": cluster, "sequence": 1, "published_at": 100.0}
+    return LoadDigest(**{**base, "pools": (entry(),) if pools is None else pools, **kw})
 
 
 def beat(cluster: str = "a", **kw: Any) -> Heartbeat:

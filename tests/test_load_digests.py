@@ -1,0 +1,212 @@
+"""Load digests: one event per cluster carrying every exported pool's load (issue 13).
+
+The publisher's rules (when a digest goes, what it carries, when per-pool reports go beside it)
+on a recording bus, and fleets of agents on the in-memory bus: digests only among digest agents,
+per-pool reports too while a member that reads no digests is live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+
+from federation import messages
+from federation.app.assembly import AgentParts, build_agent
+from federation.kit.memory_bus import MemoryNetwork
+from federation.kit.sim.imports import MemoryImports
+from federation.kit.sim.sources import MemoryLoads, MemoryPools
+from federation.model.counts import EventCounts
+from federation.model.loads import LoadSample
+from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
+from federation.runtime.publishing import DIGEST_BUDGET_BYTES, Publisher, _fit_digest
+from federation.runtime.stopping import stop_task
+from federation.settings import Settings
+from tests.conftest import wait_for
+
+
+class RecordingBus:
+    """Keeps what the publisher sends (the only bus call it makes)."""
+
+    def __init__(self) -> None:
+        self.sent: list[messages.Event] = []
+
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str]
+    ) -> None:
+        event = messages.decode(payload)  # what a peer would decode
+        assert subject == messages.subject_for("cs", event)
+        self.sent.append(event)
+
+    def kinds(self) -> list[str]:
+        return [type(e).__name__ for e in self.sent]
+
+
+def exported_pool(name: str) -> LocalPool:
+    return LocalPool(namespace="llm", name=name, target_ports=(8000,), export=EXPORT_VALUE)
+
+
+def sample(saturation: float = 0.3, **kw: float) -> LoadSample:
+    return LoadSample(observed_at=time.time(), ready_pods=4, saturation=saturation, **kw)  # type: ignore[arg-type]
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def publisher(bus: RecordingBus, ticks: Ticks, *, digests: bool = True) -> Publisher:
+    return Publisher(
+        bus=bus, clusterset="cs", cluster="a", wall=time.time, counts=EventCounts(),
+        keepalive=3.0, clock=ticks, digests=digests,
+    )  # type: ignore[arg-type]  # fmt: skip
+
+
+async def test_one_digest_carries_every_pool_and_goes_only_when_something_moved() -> None:
+    bus, ticks = RecordingBus(), Ticks()
+    pub = publisher(bus, ticks)
+    pools = [exported_pool(f"p{i}") for i in range(50)]
+    steady = [(p, sample()) for p in pools]
+    await pub.publish_loads(steady)
+    assert bus.kinds() == ["LoadDigest"]
+    first = bus.sent[0]
+    assert isinstance(first, messages.LoadDigest)
+    assert len(first.pools) == 50
+    ticks.now += 1
+    await pub.publish_loads([(p, sample(0.31)) for p in pools])  # below the threshold
+    assert len(bus.sent) == 1
+    ticks.now += 0.5
+    moved = [(p, sample(0.9 if i == 7 else 0.3)) for i, p in enumerate(pools)]
+    await pub.publish_loads(moved)  # one pool moved: one digest, of all of them
+    assert bus.kinds() == ["LoadDigest"] * 2
+    second = bus.sent[1]
+    assert isinstance(second, messages.LoadDigest)
+    assert second.sequence > first.sequence
+    assert {p.name: p.saturation for p in second.pools}["p7"] == 0.9
+    assert len(second.pools) == 50
+    await pub.publish_loads(moved[:-1])  # a pool left: the set changed
+    assert len(bus.sent) == 3
+    assert len(bus.sent[2].pools) == 49
+    ticks.now += 3.0  # the keepalive
+    await pub.publish_loads(moved[:-1])
+    assert len(bus.sent) == 4
+    await pub.publish_loads([])  # the last export went: said once, then nothing
+    await pub.publish_loads([])
+    assert len(bus.sent) == 5
+    assert bus.sent[4].pools == ()
+
+
+async def test_per_pool_reports_go_beside_the_digest_when_asked_each_on_its_own_pace() -> None:
+    bus, ticks = RecordingBus(), Ticks()
+    pub = publisher(bus, ticks)
+    pools = [exported_pool(f"p{i}") for i in range(3)]
+    await pub.publish_loads([(p, sample()) for p in pools], per_pool=True)
+    assert sorted(bus.kinds()) == ["LoadDigest"] + ["LoadReport"] * 3
+    digest = next(e for e in bus.sent if isinstance(e, messages.LoadDigest))
+    reports = [e for e in bus.sent if isinstance(e, messages.LoadReport)]
+    assert {messages.pool_load(r) for r in reports} == set(digest.pools)  # one truth, twice
+    bus.sent.clear()
+    ticks.now += 1
+    await pub.publish_loads(
+        [(p, sample(0.9 if p.name == "p1" else 0.3)) for p in pools], per_pool=True
+    )
+    assert sorted(bus.kinds()) == ["LoadDigest", "LoadReport"]  # only p1's report is due
+    assert next(e for e in bus.sent if isinstance(e, messages.LoadReport)).name == "p1"
+
+
+async def test_per_pool_mode_sends_reports_only_and_its_beat_says_so() -> None:
+    bus, ticks = RecordingBus(), Ticks()
+    pub = publisher(bus, ticks, digests=False)
+    await pub.publish_loads([(exported_pool("p"), sample())])
+    await pub.publish_beat(1, "test")
+    assert bus.kinds() == ["LoadReport", "Heartbeat"]
+    beat = bus.sent[1]
+    assert isinstance(beat, messages.Heartbeat)
+    assert beat.load_digests is False
+
+
+def test_a_digest_is_cut_by_count_and_bytes_and_the_rest_go_as_reports() -> None:
+    long = [exported_pool(f"{i:04d}" + "x" * 249) for i in range(messages.MAX_DIGEST_POOLS)]
+    full = sample(
+        0.123456789, kv_cache_utilization=0.987654321, arrival_rate=123.456789,
+        completion_rate=122.3456789, capacity_rate=200.123456, demand_rate=99.87654,
+    )  # fmt: skip
+    fitted, rest = _fit_digest([(p, full) for p in long])
+    assert 0 < len(fitted) < len(long)
+    assert len(fitted) + len(rest) == len(long)
+    digest = messages.LoadDigest(cluster="a", sequence=1, published_at=1.0,
+                                 pools=tuple(entry for _, entry, _ in fitted))  # fmt: skip
+    payload = messages.encode(digest)
+    assert len(payload) <= DIGEST_BUDGET_BYTES + 200
+    assert messages.decode(payload) == digest  # a peer takes it
+    short = [exported_pool(f"p{i}") for i in range(messages.MAX_DIGEST_POOLS + 5)]
+    fitted, rest = _fit_digest([(p, full) for p in short])
+    assert len(fitted) == messages.MAX_DIGEST_POOLS
+    assert len(rest) == 5
+
+
+MEMBERS = ("us-east", "eu-west", "ap-south")
+
+
+async def _fleet(load_messages: Mapping[str, str], within: float) -> dict[str, dict[str, int]]:
+    """Three agents, two pools exported by each; return what each published, by event type,
+    once every agent holds every peer's loads."""
+    network = MemoryNetwork("dg", MEMBERS)
+    agents, tasks = {}, []
+    for cluster in MEMBERS:
+        s = Settings(
+            clusterset="dg", cluster=cluster, members=MEMBERS, nats_url="memory://", lease=3.0,
+            grace=12.0, beat_interval=0.2, load_interval=0.2, reconcile_interval=0.1,
+            load_messages=load_messages.get(cluster, "digest"),
+        )  # fmt: skip
+        pools = {PoolKey("llm", f"{cluster}-{i}"): exported_pool(f"{cluster}-{i}") for i in (0, 1)}
+        agents[cluster] = build_agent(s, AgentParts(
+            bus=network.bus(cluster), pools=MemoryPools(pools), loads=MemoryLoads(time.time),
+            extra_feeds={"memory": MemoryImports()},
+        )).agent  # fmt: skip
+        tasks.append(asyncio.create_task(agents[cluster].run()))
+
+    def every_load_heard() -> bool:
+        return all(
+            (peer, "llm", f"{peer}-{i}") in a.beliefs.loads
+            for a in agents.values()
+            for peer in MEMBERS
+            for i in (0, 1)
+        )
+
+    try:
+        await wait_for(every_load_heard, within=within, what="every agent holds every load")
+        # Past the first beats: each agent knows which peers read digests.
+        await wait_for(lambda: all(len(a.beliefs.beats) == 3 for a in agents.values()),
+                       within=within, what="every beat heard")  # fmt: skip
+        before = {c: dict(a.counts.published) for c, a in agents.items()}
+
+        def sent(c: str) -> dict[str, int]:
+            now = agents[c].counts.published
+            return {k: now[k] - before[c].get(k, 0) for k in ("LoadDigest", "LoadReport")}
+
+        # A keepalive round (3 s / 3) from everyone after that point.
+        await wait_for(lambda: all(sum(sent(c).values()) > 0 for c in MEMBERS),
+                       within=within, what="another round of load")  # fmt: skip
+        return {c: sent(c) for c in MEMBERS}
+    finally:
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                await stop_task(task, within=5)
+
+
+async def test_a_fleet_of_digest_agents_sends_no_per_pool_reports() -> None:
+    sent = await _fleet({}, within=10)
+    for cluster, kinds in sent.items():
+        assert kinds["LoadReport"] == 0, cluster
+
+
+async def test_a_member_that_reads_no_digests_gets_per_pool_reports_from_the_others() -> None:
+    sent = await _fleet({"ap-south": "per-pool"}, within=10)
+    assert sent["ap-south"]["LoadDigest"] == 0
+    for cluster in ("us-east", "eu-west"):
+        assert sent[cluster]["LoadReport"] > 0, cluster
