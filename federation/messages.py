@@ -115,9 +115,9 @@ class LoadDigest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
 
     One per cluster per report interval (on change, or at the keepalive), so a peer's inbound
     rate grows with clusters, not clusters x pools. Full state: a pool the digest does not list
-    has no load from it. Each entry reaches beliefs as that pool's :class:`LoadReport`, ordered by
-    the digest's sequence, so per-pool reports (older agents, or pools beyond
-    ``MAX_DIGEST_POOLS``) and digests mix on one per-pool ordering.
+    has no load from it. Each entry reaches beliefs as that pool's :class:`LoadReport`
+    (:func:`report_of`), ordered by the digest's sequence, so per-pool reports (older agents,
+    or pools beyond ``MAX_DIGEST_POOLS``) and digests mix on one per-pool ordering.
     """
 
     cluster: str
@@ -125,19 +125,19 @@ class LoadDigest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
     published_at: float
     pools: tuple[PoolLoad, ...] = ()
 
-    def reports(self) -> list[LoadReport]:
-        common: dict[str, Any] = {
-            "cluster": self.cluster, "sequence": self.sequence, "published_at": self.published_at,
-        }  # fmt: skip
-        return [LoadReport(**common, **msgspec.structs.asdict(p)) for p in self.pools]
+
+def report_of(digest: LoadDigest, entry: PoolLoad) -> LoadReport:
+    """One digest entry as its pool's report (the digest's sequence and publish time)."""
+    fields: dict[str, Any] = msgspec.structs.asdict(entry)
+    return LoadReport(
+        cluster=digest.cluster, sequence=digest.sequence, published_at=digest.published_at,
+        **fields,
+    )  # fmt: skip
 
 
-def pool_load(report: LoadReport) -> PoolLoad:
-    """A report's load, as a digest entry."""
-    fields = msgspec.structs.asdict(report)
-    for carried_once in ("cluster", "sequence", "published_at"):
-        del fields[carried_once]
-    return PoolLoad(**fields)
+def entry_content(entry: PoolLoad) -> tuple[object, ...]:
+    """What an entry says about its pool: its fields after ``observed_at``."""
+    return msgspec.structs.astuple(entry)[3:]
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="beat"):

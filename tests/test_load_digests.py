@@ -12,9 +12,13 @@ import contextlib
 import time
 from collections.abc import Mapping
 
+import pytest
+
 from federation import messages
 from federation.app.assembly import AgentParts, build_agent
 from federation.kit.memory_bus import MemoryNetwork
+from federation.kit.nats_servers import Supercluster
+from federation.kit.sim.demo import DemoOptions
 from federation.kit.sim.imports import MemoryImports
 from federation.kit.sim.sources import MemoryLoads, MemoryPools
 from federation.model.counts import EventCounts
@@ -23,7 +27,7 @@ from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
 from federation.runtime.publishing import DIGEST_BUDGET_BYTES, Publisher, _fit_digest
 from federation.runtime.stopping import stop_task
 from federation.settings import Settings
-from tests.conftest import wait_for
+from tests.conftest import running_demo, wait_for
 
 
 class RecordingBus:
@@ -108,7 +112,8 @@ async def test_per_pool_reports_go_beside_the_digest_when_asked_each_on_its_own_
     assert sorted(bus.kinds()) == ["LoadDigest"] + ["LoadReport"] * 3
     digest = next(e for e in bus.sent if isinstance(e, messages.LoadDigest))
     reports = [e for e in bus.sent if isinstance(e, messages.LoadReport)]
-    assert {messages.pool_load(r) for r in reports} == set(digest.pools)  # one truth, twice
+    said = {(r.name, r.saturation, r.ready_pods) for r in reports}
+    assert said == {(p.name, p.saturation, p.ready_pods) for p in digest.pools}  # one truth
     bus.sent.clear()
     ticks.now += 1
     await pub.publish_loads(
@@ -210,3 +215,31 @@ async def test_a_member_that_reads_no_digests_gets_per_pool_reports_from_the_oth
     assert sent["ap-south"]["LoadDigest"] == 0
     for cluster in ("us-east", "eu-west"):
         assert sent[cluster]["LoadReport"] > 0, cluster
+
+
+@pytest.mark.e2e
+async def test_a_mixed_fleet_federates_on_a_real_supercluster(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    """An agent on the old wire format (per-pool reports, a beat without ``load_digests``) and
+    two digest agents: every import everywhere, every exporter's load heard everywhere; the old
+    one sends no digests, the new ones send it per-pool reports besides theirs."""
+    options = DemoOptions(clusters=3, pools=2, clusterset=clusterset,
+                          per_pool_loads=frozenset({"ap-south"}))  # fmt: skip
+    async with running_demo(options, supercluster) as demo:
+        assert await demo.wait_converged(within=30) is not None
+        agents = {name: sim.agent for name, sim in demo.clusters.items()}
+
+        def every_load_heard() -> bool:
+            return all(
+                export[0] in {c for c, _, _ in a.beliefs.loads}
+                for a in agents.values()
+                for export in a.beliefs.exports
+            )
+
+        await wait_for(every_load_heard, within=15, what="every exporter's load everywhere")
+        assert agents["ap-south"].counts.published["LoadDigest"] == 0
+        for name in ("us-east", "eu-west"):
+            published = agents[name].counts.published
+            assert published["LoadDigest"] > 0, name
+            assert published["LoadReport"] > 0, name

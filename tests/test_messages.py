@@ -119,13 +119,23 @@ def test_a_digest_round_trips_and_reads_as_one_report_per_pool() -> None:
     assert messages.subject_for("cs", d) == "fed.v1.cs.digest.a"
     back = messages.decode(messages.encode(d))
     assert back == d
-    reports = d.reports()
+    reports = [messages.report_of(d, p) for p in d.pools]
     assert [(r.name, r.sequence, r.published_at) for r in reports] == [
         ("p1", d.sequence, d.published_at), ("p2.v2", d.sequence, d.published_at),
     ]  # fmt: skip
     assert reports[0].saturation == 0.25
     assert reports[1].epp_status == "unreachable"
-    assert messages.pool_load(reports[0]) == d.pools[0]
+    assert messages.entry_content(d.pools[1]) == msgspec.structs.astuple(reports[1])[6:]
+
+
+def test_a_digest_entry_carries_a_reports_load_fields_in_the_same_order() -> None:
+    """Beliefs compare an entry with a held report field by field, by position."""
+    report_fields = messages.LoadReport.__struct_fields__
+    entry_fields = messages.PoolLoad.__struct_fields__
+    assert report_fields[6:] == entry_fields[3:]
+    assert report_fields[:6] == ("cluster", "namespace", "name", "sequence", "observed_at",
+                                 "published_at")  # fmt: skip
+    assert entry_fields[:3] == ("namespace", "name", "observed_at")
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,15 @@ from federation.cli.output import print_json, print_view, run_until_signalled, s
     help="Where the simulated agents take a pool's demand from: the EPP's request counter, as "
     "the agent does today, or a gateway that counts what it is offered.",
 )  # fmt: skip
+@click.option("--clusters", type=click.IntRange(2, 500), default=None,
+              help="Scale: clusters, one agent process each (default 100; --quick 20).")
+@click.option("--pools", type=click.IntRange(1, 1000), default=None,
+              help="Scale: pools (per cluster with --shape own; default 100; --quick 50).")
+@click.option(
+    "--shape", type=click.Choice(["own", "shared"]), default="own", show_default=True,
+    help="Scale: each cluster exports P pools of its own (own), or P pools are each exported "
+    "by a random third of the clusters (shared).",
+)  # fmt: skip
 def bench(
     scenarios: tuple[str, ...],
     quick: bool,
@@ -43,6 +52,9 @@ def bench(
     family_seed: int,
     family_size: int,
     demand_source: str,
+    clusters: int | None,
+    pools: int | None,
+    shape: str,
 ) -> None:
     """Measure ingest, propagation, scale and routing quality against the raw NATS baseline."""
     from federation.kit.bench.routing_scenarios import Scenario, scenario_family
@@ -57,9 +69,14 @@ def bench(
             raise click.UsageError(f"{scenario_file}: {exc}") from None
     else:
         family = scenario_family(seed=family_seed, size=4 if quick else family_size)
+    default_size = (20, 50) if quick else (100, 100)
+    size = (clusters or default_size[0], pools or default_size[1])
     doc = run_until_signalled(
-        run_bench(list(scenarios), quick=quick, routing=family, demand_source=demand_source)
-    )
+        run_bench(
+            list(scenarios), quick=quick, routing=family, demand_source=demand_source,
+            scale_size=size, shape=shape,
+        )
+    )  # fmt: skip
     if as_json:
         print_json(doc)
     else:

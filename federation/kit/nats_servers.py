@@ -205,6 +205,10 @@ class Supercluster:
             proc.send_signal(sig)
             proc.wait(timeout=10)
 
+    def pids(self) -> dict[str, int]:
+        """The running servers' process ids (benchmarks read their CPU time)."""
+        return {c: p.pid for c, p in self._procs.items() if p.poll() is None}
+
     def is_running(self, cluster: str) -> bool:
         proc = self._procs.get(cluster)
         return proc is not None and proc.poll() is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from msgspec.structs import replace as replace_struct
+from msgspec.structs import astuple
 
 from federation.messages import (
     Event,
@@ -19,7 +19,8 @@ from federation.messages import (
     Heartbeat,
     LoadDigest,
     LoadReport,
-    pool_load,
+    entry_content,
+    report_of,
     sequence_of,
 )
 
@@ -60,10 +61,11 @@ class Beliefs:
     # The same exports indexed by pool, so one import can be recomputed without a full scan.
     _by_pool: dict[tuple[str, str], dict[str, ExportEvent]] = field(default_factory=dict)
     _by_cluster: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
-    _from_digest: set[ExportId] = field(default_factory=set)  # loads a digest gave us
+    # Per cluster, the pools (namespace, name) whose load a digest gave us.
+    _from_digest: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     # The pools (namespace, name) whose load the last applied digest changed, added or removed:
-    # the only imports it can move (an entry that only renews its report moves none by itself;
-    # the import book's due times already cover its age).
+    # the only imports it can move. An entry that says what the held report says only renews
+    # it (its sequence and receipt time); the import book's due times cover its age.
     moved: tuple[tuple[str, str], ...] = ()
 
     def apply(self, event: Event, received_at: float) -> Outcome:
@@ -84,9 +86,8 @@ class Beliefs:
             self._by_pool.setdefault((event.namespace, event.name), {})[event.cluster] = event
             self._by_cluster.setdefault(event.cluster, set()).add((event.namespace, event.name))
         elif isinstance(event, LoadReport):
-            key = (event.cluster, event.namespace, event.name)
-            self.loads[key] = event
-            self._from_digest.discard(key)
+            self.loads[(event.cluster, event.namespace, event.name)] = event
+            self._from_digest.get(event.cluster, set()).discard((event.namespace, event.name))
         elif isinstance(event, LoadDigest):
             self.moved = self._apply_digest(event, seen)
         else:
@@ -95,29 +96,34 @@ class Beliefs:
 
     def _apply_digest(self, digest: LoadDigest, seen: float) -> tuple[tuple[str, str], ...]:
         """Each entry as its pool's report (unless a newer per-pool report is held); a pool a
-        digest no longer lists loses the load an earlier digest gave it."""
+        digest no longer lists loses the load an earlier digest gave it. Linear in the digest:
+        a peer's digests cost it the pools they list, not every load it holds."""
+        cluster, sequence = digest.cluster, digest.sequence
         moved: list[tuple[str, str]] = []
-        listed: set[ExportId] = set()
-        for report in digest.reports():
-            key = (report.cluster, report.namespace, report.name)
-            listed.add(key)
+        listed: set[tuple[str, str]] = set()
+        given = self._from_digest.setdefault(cluster, set())
+        for entry in digest.pools:
+            pool = (entry.namespace, entry.name)
+            listed.add(pool)
+            key = (cluster, *pool)
             sid = ("load", *key)
             held = self._sequences.get(sid)
-            if held is not None and report.sequence <= held:
+            if held is not None and sequence <= held:
                 continue
-            self._sequences[sid] = report.sequence
+            self._sequences[sid] = sequence
             self.seen_at[sid] = seen
             before = self.loads.get(key)
-            self.loads[key] = report
-            self._from_digest.add(key)
-            if before is None or _content(before) != _content(report):
-                moved.append(key[1:])
-        gone = [k for k in self._from_digest if k[0] == digest.cluster and k not in listed]
-        for key in gone:
-            self._from_digest.discard(key)
-            del self.loads[key]
+            if before is not None and _content(before) == entry_content(entry):
+                continue  # renewed, not moved: the report held says the same
+            self.loads[key] = report_of(digest, entry)
+            given.add(pool)
+            moved.append(pool)
+        for pool in given - listed:
+            given.discard(pool)
+            key = (cluster, *pool)
+            self.loads.pop(key, None)
             self.seen_at.pop(("load", *key), None)
-            moved.append(key[1:])
+            moved.append(pool)
         return tuple(moved)
 
     def digest_sequence(self, cluster: str) -> int | None:
@@ -148,6 +154,7 @@ class Beliefs:
         return [e for e in held.values() if not e.withdrawn]
 
 
-def _content(report: LoadReport) -> object:
-    """What a report says about its pool, without when it was taken or sent."""
-    return replace_struct(pool_load(report), observed_at=0.0)
+def _content(report: LoadReport) -> tuple[object, ...]:
+    """What a report says about its pool, without who, when or in which order: the fields after
+    ``published_at``, in the order a digest entry carries them too (a test keeps them equal)."""
+    return astuple(report)[6:]

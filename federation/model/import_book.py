@@ -9,7 +9,9 @@ Recomputing every import at every reconcile made the agent's CPU grow with impor
    the book sees it by comparing with its previous step;
 3. time alone moves it — smoothing or a slow start under way, a target waiting to settle, a
    report ageing past full trust or the lease, a grace period running out: each import records
-   the earliest instant at which that can happen (its *due* time) and is recomputed then.
+   the earliest instant at which that can happen (its *due* time) and is recomputed then —
+   unless, asked again then, that instant has moved on (its report was renewed meanwhile: the
+   common case with load digests), when it is only rescheduled.
 
 Every other import would be recomputed to the same view, so it is skipped. The result equals a
 full recomputation at every step (a property test checks it): a skipped import's weight memory is
@@ -40,8 +42,12 @@ def next_due(
     now: float,
     policy: WeightPolicy,
     grace: float,
+    as_of: float | None = None,
 ) -> float:
-    """The earliest instant at which time alone could change this import's view."""
+    """The earliest instant after ``as_of`` (default: now) at which time alone could change
+    this import's view; ``now`` is the instant the local loads' ages are measured at."""
+    sampled = now
+    now = sampled if as_of is None else as_of
     if memory is None or memory.weights != memory.goal:
         return now  # smoothing under way (or nothing remembered): step at every reconcile
     times = [math.inf]
@@ -59,7 +65,7 @@ def next_due(
             seen.append(at)
     local = local_loads.get(d.key) if d.has_local else None
     if local is not None:
-        seen.append(now - local.age)
+        seen.append(sampled - local.age)
     full = policy.lease * policy.full_trust
     for at in seen:
         if now < at + full:
@@ -85,6 +91,7 @@ class ImportBook:
     views: dict[PoolKey, ImportView] = field(default_factory=dict)
     memories: dict[PoolKey, WeightMemory] = field(default_factory=dict)
     due: dict[PoolKey, float] = field(default_factory=dict)
+    computed_at: dict[PoolKey, float] = field(default_factory=dict)  # each import's last step
     recomputed: int = 0  # imports recomputed, over the book's life (for benchmarks)
     _queue: list[tuple[float, PoolKey]] = field(default_factory=list)  # due heap, lazily pruned
     _stale: frozenset[str] = frozenset()
@@ -110,7 +117,9 @@ class ImportBook:
         if dirty is None or link != self._link:
             keys = set(self.views) | {PoolKey(e.namespace, e.name) for e in beliefs.live_exports()}
         else:
-            keys = set(dirty) | self._pop_due(now)
+            keys = set(dirty) | self._still_due(
+                self._pop_due(now) - set(dirty), beliefs, local_loads, now, grace
+            )
             # Leases that ran out or were renewed: a renewed one may also revive exports that
             # had left after the grace period, so every pool the cluster exported is looked at.
             for cluster in self._stale_exporters(beliefs, now) ^ self._stale:
@@ -135,6 +144,37 @@ class ImportBook:
             if self.due.get(key) == at:  # else superseded by a later recomputation
                 keys.add(key)
         return keys
+
+    def _still_due(
+        self,
+        keys: set[PoolKey],
+        beliefs: Beliefs,
+        local_loads: Mapping[PoolKey, BackendLoad],
+        now: float,
+        grace: float,
+    ) -> set[PoolKey]:
+        """Of imports whose due time came (and whose inputs did not change), those time can
+        move now. A renewed report pushes its import's due time on without changing the view:
+        asked again with the held import and memory, such an import is simply rescheduled,
+        at a small part of a recomputation's cost."""
+        due: set[PoolKey] = set()
+        for key in keys:
+            held, memory = self.views.get(key), self.memories.get(key)
+            last = self.computed_at.get(key)
+            if held is None or last is None or self.due.get(key, last) <= last:
+                due.add(key)  # computed while moving (smoothing, trust falling): step it on
+                continue
+            # The view held still from its last recomputation until this due time. Asked again
+            # as of then, with today's beliefs: does anything fall due between then and now?
+            at = next_due(held.desired, memory, beliefs, local_loads, now=now, as_of=last,
+                          policy=self.policy, grace=grace)  # fmt: skip
+            if at <= now:
+                due.add(key)
+            else:
+                self.due[key] = at
+                if math.isfinite(at):
+                    heapq.heappush(self._queue, (at, key))
+        return due
 
     def _recompute(
         self,
@@ -161,6 +201,7 @@ class ImportBook:
                     updates[key] = None
                 self.memories.pop(key, None)
                 self.due.pop(key, None)
+                self.computed_at.pop(key, None)
                 continue
             for c in d.exporting_clusters:
                 if c not in freshness:
@@ -185,6 +226,7 @@ class ImportBook:
                 updates[key] = view
             due = next_due(d, memory, beliefs, local_loads, now=now, policy=policy, grace=grace)
             self.due[key] = due
+            self.computed_at[key] = now
             if math.isfinite(due):
                 heapq.heappush(self._queue, (due, key))
         if not updates:

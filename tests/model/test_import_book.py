@@ -15,7 +15,7 @@ from federation.model.imports import desired_imports
 from federation.model.pools import LocalPool, PoolKey
 from federation.model.views import ImportView, import_views
 from federation.model.weights import BackendLoad, WeightMemory, WeightPolicy
-from tests.model.factories import beat, export, load, pool
+from tests.model.factories import beat, digest, entry, export, load, pool
 
 OWN = "a"
 MEMBERS = ("a", "b", "c")
@@ -53,13 +53,17 @@ events = st.one_of(
     st.tuples(st.just("load"), st.sampled_from(MEMBERS), st.sampled_from(NAMES),
               st.integers(0, 6), st.floats(0, 1)),
     st.tuples(st.just("beat"), st.sampled_from(MEMBERS)),
+    # A digest of some pools; few distinct loads, so many entries only renew what is held.
+    st.tuples(st.just("digest"), st.sampled_from(MEMBERS),
+              st.lists(st.sampled_from(NAMES), unique=True), st.integers(1, 2),
+              st.sampled_from([0.2, 0.9])),
     st.tuples(st.just("local"), st.sampled_from(NAMES), st.integers(0, 4), st.floats(0, 1)),
     st.tuples(st.just("wait"), st.floats(0.05, 12.0)),
     st.tuples(st.just("connected"), st.booleans()),
 )  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(events, min_size=1, max_size=60))
 def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # type: ignore[type-arg]
     beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
@@ -88,6 +92,13 @@ def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # ty
             dirty = None if dirty is None else dirty | {PoolKey("llm", name)}
         elif kind == "beat":
             beliefs.apply(beat(step[1], sequence=seq, published_at=now), now)
+        elif kind == "digest":
+            _, cluster, names, pods, saturation = step
+            entries = tuple(entry(n, observed_at=now, ready_pods=pods, saturation=saturation)
+                            for n in names)  # fmt: skip
+            beliefs.apply(digest(cluster, entries, sequence=seq, published_at=now), now)
+            moved = {PoolKey(*k) for k in beliefs.moved}
+            dirty = None if dirty is None else dirty | moved
         else:
             _, name, pods, saturation = step
             local_at[PoolKey("llm", name)] = (now, pods, saturation)

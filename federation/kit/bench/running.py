@@ -41,6 +41,8 @@ async def run_bench(
     quick: bool,
     routing: list[Scenario] | None = None,
     demand_source: str = "epp",
+    scale_size: tuple[int, int] | None = None,
+    shape: str = "own",
 ) -> dict[str, Any]:
     chosen = scenarios or list(SCENARIOS)
     doc: dict[str, Any] = {"quick": quick, "machine": machine(), "scenarios": {}}
@@ -64,17 +66,21 @@ async def run_bench(
             )
             r["target_load_p99_within_3x_raw"] = (r["load_p99_ratio_to_raw_p99"] or 1e9) <= 3.0
         if "scale" in chosen:
-            c, p = (20, 50) if quick else (100, 100)
+            c, p = scale_size or ((20, 50) if quick else (100, 100))
             results["scale"] = r = await scale(
-                base, c, p, within=120 if quick else 900, heal_within=45 if quick else 300
-            )
+                base, c, p, shape=shape, within=120 if quick else 300,
+                heal_within=60 if quick else 120,
+            )  # fmt: skip
+            lease = r["lease_s"]
+            steady = r.get("steady") or {}
             r["targets"] = {
                 "cold_under_10s": (r.get("cold_convergence_s") or 1e9) < 10,
-                "heal_under_2s": (r.get("heal_convergence_s") or 1e9) < 2,
+                "heal_under_5s": (r.get("heal_convergence_s") or 1e9) < 5,
                 "dead_to_zero_within_lease": (
-                    (r.get("dead_cluster_weight_zero_since_last_heard_s") or 1e9)
-                    <= r.get("lease_s", 10)
+                    (r.get("dead_cluster_weight_zero_since_last_heard_s") or 1e9) <= lease
                 ),
+                "steady_cpu_under_1_core": steady.get("agents_cpu_cores_total", 1e9) < 1.0,
+                "rss_under_150_mib": (steady.get("agent_rss_mib") or {}).get("max", 1e9) < 150,
             }
         if "routing" in chosen:
             family = routing if routing is not None else scenario_family(size=4 if quick else 16)

@@ -1,255 +1,279 @@
-"""Scale: C clusters x P pools on this machine, on the real bus path.
+"""Scale: C clusters x P pools on this machine, as production runs it — one OS process per agent.
 
-Every cluster runs the production :class:`Agent` (in this one process, to fit the machine) with
-its own streams and its own connection; clusters are spread over a few NATS clusters (each agent
+Every cluster runs the production :class:`Agent` in its own process (``scale_agent.py``) with its
+own streams and its own connection; clusters are spread over a few NATS clusters (each agent
 connects to the server its streams are placed on), joined by gateways through proxies so a NATS
 cluster can be cut off and healed. Pools and EPP loads are synthetic (no Kubernetes, no HTTP);
-imports go to an in-memory sink. Each cluster exports P pools of its own, so every agent holds
-C x P imports.
+imports go to an in-memory sink. Shapes: ``own`` (each cluster exports P pools of its own: C x P
+imports per agent) and ``shared`` (P pools, each exported by a random third of the clusters: P
+imports with many backends each, the common inference case).
 
-Figures: cold convergence (agents' start → every agent holds every import), time for every agent
-to weigh a dead cluster at 0, convergence after a NATS cluster's partition heals (from the heal
-to every import fresh again with the cut-off clusters weighed above 0; the heal comes once the
-others saw those clusters' leases run out), and the agent process's RSS and CPU per 1,000 applied
-events/s and the Kubernetes writes of the weights annotation per agent per second in steady state
-(nats-servers not included).
+Figures: cold convergence (every agent told to start → every agent holds every import; Python's
+own start-up is reported apart), steady state over a 10 s window (CPU of all agents together,
+RSS per agent, events received and published per agent per second, Kubernetes writes of the
+weights annotation per agent per second, and the nats-servers' CPU), a NATS cluster cut off
+(until the others weigh its clusters 0, and see their leases run out), the heal (from the heal
+to every import everywhere Fresh with the cut-off clusters weighed above 0), and a dead cluster
+(its agent killed: until every other agent weighs it 0, since it was last heard).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import resource
+import itertools
+import os
+import signal
+import statistics
+import sys
 import time
-import zlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from federation.app.assembly import AgentParts, build_agent
+import orjson
+
+from federation.kit.bench.scale_agent import Layout
+from federation.kit.children import die_with_parent
 from federation.kit.nats_servers import Supercluster
-from federation.kit.sim.sources import MemoryPools
-from federation.model.coalescing import annotation_due
-from federation.model.conditions import FRESH
-from federation.model.loads import LoadSample
-from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
-from federation.model.views import ImportView
-from federation.runtime.agent import Agent
-from federation.runtime.stopping import stop_task
-from federation.settings import FeedSettings, Settings
+from federation.settings import Settings
 
 NATS_CLUSTERS = 4
+STEADY_WINDOW = 10.0
+LEASE = Settings.lease  # the agents run the production settings
 
 
-class SyntheticLoads:
-    """A steady load per pool with a slow drift, so reports flow at their keepalive pace."""
+class AgentProcess:
+    """One cluster's agent process and what it said."""
 
-    async def sample(self, pool: LocalPool) -> LoadSample:
-        now = time.time()
-        level = 0.3 + 0.2 * ((zlib.crc32(pool.name.encode()) + int(now / 10)) % 3) / 2
-        return LoadSample(
-            observed_at=now, ready_pods=4, kv_cache_utilization=level, saturation=level
-        )
+    def __init__(self, cluster: str, proc: asyncio.subprocess.Process) -> None:
+        self.cluster = cluster
+        self.proc = proc
+        self.events: dict[str, dict[str, Any]] = {}  # the newest of each kind (or watch id)
+        self.arrived = asyncio.Condition()
+        self.reader = asyncio.create_task(self._read(), name=f"read-{cluster}")
 
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            doc = orjson.loads(line)
+            key = doc.get("id") or doc["event"]
+            async with self.arrived:
+                self.events[key] = doc
+                self.arrived.notify_all()
 
-class Views:
-    """The agent's imports, and the Kubernetes writes of their weights annotation: counted by
-    the kube sink's own coalescing rule (``model.coalescing``; the bench runs no API server),
-    beside what one write per weight change — the rule before coalescing — would cost."""
+    async def send(self, doc: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps(doc) + b"\n")
+        await self.proc.stdin.drain()
 
-    def __init__(self, feeds: FeedSettings) -> None:
-        self.views: dict[PoolKey, ImportView] = {}
-        self.feeds = feeds
-        self.written: dict[PoolKey, tuple[dict[str, int], float]] = {}
-        self.owed: dict[PoolKey, float] = {}  # deferred writes and when they come due
-        self.writes = 0
-        self.uncoalesced_writes = 0
-
-    async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
-        now = time.monotonic()
-        for key, view in views.items():
-            wanted = {b: w.weight for b, w in view.weights.items()}
-            written, at = self.written.get(key, (None, None))
-            before = self.views.get(key)
-            if before is None or {b: w.weight for b, w in before.weights.items()} != wanted:
-                self.uncoalesced_writes += 1
-            due = annotation_due(
-                written, wanted, written_at=at, now=now,
-                interval=self.feeds.annotation_interval,
-                threshold=self.feeds.annotation_threshold,
-            )  # fmt: skip
-            if due is None:
-                self.owed.pop(key, None)
-            elif due <= now:
-                self.writes += 1
-                self.written[key] = (wanted, now)
-                self.owed.pop(key, None)
-            else:
-                self.owed[key] = due
-        self.views = dict(views)
-
-
-def _fresh(view: ImportView) -> str:
-    return next(c.status for c in view.conditions if c.type == FRESH)
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-async def _until(condition: Any, within: float, poll: float = 0.05) -> float | None:
-    began = time.monotonic()
-    while not condition():
-        if time.monotonic() - began > within:
+    async def said(self, key: str, within: float) -> dict[str, Any] | None:
+        """What it said under ``key``, waiting up to ``within`` seconds (None if it did not)."""
+        try:
+            async with asyncio.timeout(within), self.arrived:
+                await self.arrived.wait_for(lambda: key in self.events or self.exited)
+        except TimeoutError:
             return None
-        await asyncio.sleep(poll)
-    return time.monotonic() - began
+        return self.events.get(key)
+
+    @property
+    def exited(self) -> bool:
+        return self.proc.returncode is not None
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(Exception):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                async with asyncio.timeout(10):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self.reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.reader
+
+    async def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+
+async def _spawn(spec: dict[str, Any]) -> AgentProcess:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "federation.kit.bench.scale_agent", orjson.dumps(spec).decode(),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent,
+        limit=1 << 20,
+    )  # fmt: skip
+    return AgentProcess(spec["cluster"], proc)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_watch_ids = itertools.count()
+
+
+async def _all_hold(
+    agents: list[AgentProcess], kind: str, clusters: list[str], within: float
+) -> tuple[float | None, list[dict[str, Any]]]:
+    """Ask each agent to say when ``kind`` holds over ``clusters``; the wall time at which the
+    last one did, and what each said (None if one did not within ``within``)."""
+    wid = f"{kind}-{next(_watch_ids)}"
+    for a in agents:
+        await a.send({"cmd": "watch", "id": wid, "kind": kind, "clusters": clusters})
+    said = await asyncio.gather(*(a.said(wid, within) for a in agents))
+    if any(s is None for s in said):
+        return None, []
+    return max(s["at"] for s in said if s), [s for s in said if s]
+
+
+async def _stats(agents: list[AgentProcess]) -> list[dict[str, Any]]:
+    wid = f"stats-{next(_watch_ids)}"
+    for a in agents:
+        await a.send({"cmd": "stats", "id": wid})
+    said = await asyncio.gather(*(a.said(wid, 30) for a in agents))
+    return [s for s in said if s]
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 2),
+        "max": round(max(values), 2),
+    }
 
 
 async def scale(
-    base: Path, clusters: int, pools: int, *, within: float, heal_within: float
+    base: Path,
+    clusters: int,
+    pools: int,
+    *,
+    within: float,
+    heal_within: float,
+    shape: str = "own",
+    seed: int = 2026,
 ) -> dict[str, Any]:
     nats_names = [f"n{i}" for i in range(min(NATS_CLUSTERS, clusters))]
-    sc = Supercluster(nats_names, base / f"scale-{clusters}x{pools}", gateway_proxies=True)
+    sc = Supercluster(nats_names, base / f"scale-{shape}-{clusters}x{pools}", gateway_proxies=True)
     await sc.start()
     names = [f"c{i:03d}" for i in range(clusters)]
+    layout = Layout(tuple(names), pools, shape, seed)
     placement = {c: nats_names[i % len(nats_names)] for i, c in enumerate(names)}
-    sinks = {c: Views(FeedSettings()) for c in names}
-    agents: dict[str, Agent] = {}
-    tasks: dict[str, asyncio.Task[None]] = {}
     out: dict[str, Any] = {
+        "shape": shape,
         "clusters": clusters,
-        "pools_per_cluster": pools,
-        "exports": clusters * pools,
+        "pools": pools,
+        "pools_per_cluster": pools if shape == "own" else None,
+        "exports": sum(len(layout.exported_by(c)) for c in names),
+        "imports_per_agent": layout.expected_imports(),
         "nats_clusters": len(nats_names),
+        "agent_processes": clusters,
+        "lease_s": LEASE,
     }
-    expected = clusters * pools
-
-    def start(c: str) -> None:
-        s = Settings(
-            clusterset="scale",
-            cluster=c,
-            members=tuple(names),
-            nats_url=sc.url(placement[c]),
-            nats_cluster=placement[c],
-        )
-        own = {
-            PoolKey("llm", f"{c}-p{j}"): LocalPool(
-                namespace="llm", name=f"{c}-p{j}", target_ports=(8000,), export=EXPORT_VALUE
-            )
-            for j in range(pools)
-        }
-        agents[c] = build_agent(
-            s,
-            AgentParts(
-                pools=MemoryPools(own), loads=SyntheticLoads(), extra_feeds={"views": sinks[c]}
-            ),
-        ).agent
-        tasks[c] = asyncio.create_task(agents[c].run(), name=f"agent-{c}")
-
-    def converged() -> bool:
-        return all(len(s.views) == expected for s in sinks.values())
-
+    agents: dict[str, AgentProcess] = {}
     try:
         began = time.monotonic()
         for c in names:
-            start(c)
-        cold = await _until(converged, within)
-        out["cold_convergence_s"] = round(cold, 2) if cold is not None else None
-        if cold is None:
-            out["converged_imports"] = min(len(s.views) for s in sinks.values())
+            agents[c] = await _spawn({
+                "cluster": c, "clusters": names, "pools": pools, "shape": shape, "seed": seed,
+                "clusterset": "scale", "nats_url": sc.url(placement[c]),
+                "nats_cluster": placement[c],
+            })  # fmt: skip
+        loaded = await asyncio.gather(*(a.said("loaded", 300) for a in agents.values()))
+        if any(x is None for x in loaded):
+            out["error"] = "agent processes did not start"
             return out
-        out["agents_started_in_s"] = round(time.monotonic() - began - cold, 2)
+        out["processes_loaded_in_s"] = round(time.monotonic() - began, 2)
 
-        # Steady state: RSS, and CPU per 1,000 applied events/s, over a 10 s window.
-        applied0 = sum(a.counts.applied for a in agents.values())
-        writes0 = sum(v.writes for v in sinks.values())
-        plain0 = sum(v.uncoalesced_writes for v in sinks.values())
-        cpu0, t0 = time.process_time(), time.monotonic()
-        await asyncio.sleep(10)
+        go = time.time()
+        for a in agents.values():
+            await a.send({"cmd": "go"})
+        said = await asyncio.gather(*(a.said("converged", within) for a in agents.values()))
+        done = [s["at"] - go for s in said if s]
+        out["cold_convergence_s"] = round(max(done), 2) if len(done) == clusters else None
+        if out["cold_convergence_s"] is None:
+            stats = await _stats(list(agents.values()))
+            out["converged_agents"] = len(done)
+            out["converged_imports"] = min((s["imports"] for s in stats), default=0)
+            return out
+        out["cold_convergence_per_agent_s"] = _spread(done)
+
+        # Steady state: every agent's CPU and RSS, events and writes over a window.
+        servers0 = {c: _cpu_seconds(p) for c, p in sc.pids().items()}
+        first_stats = await _stats(list(agents.values()))
+        t0 = time.monotonic()
+        await asyncio.sleep(STEADY_WINDOW)
+        last_stats = await _stats(list(agents.values()))
         window = time.monotonic() - t0
-        rate = (sum(a.counts.applied for a in agents.values()) - applied0) / window
-        writes = sum(v.writes for v in sinks.values()) - writes0
-        plain = sum(v.uncoalesced_writes for v in sinks.values()) - plain0
-        out["kube_writes_per_s_per_agent"] = round(writes / window / clusters, 3)
-        out["kube_writes_per_s_per_agent_uncoalesced"] = round(plain / window / clusters, 3)
-        cpu = (time.process_time() - cpu0) / window
-        out["steady_applied_events_per_s"] = round(rate)
-        out["agent_process_rss_mib"] = round(_rss_mib())
-        out["agent_process_cpu_cores"] = round(cpu, 2)
-        out["cpu_cores_per_1000_events_per_s"] = round(cpu / (rate / 1000), 3) if rate else None
+        servers1 = {c: _cpu_seconds(p) for c, p in sc.pids().items()}
+        per = [
+            {k: (b[k] - a[k]) / window for k in ("cpu_s", "received", "published", "writes",
+                                                 "uncoalesced_writes", "recomputed")}
+            for a, b in zip(first_stats, last_stats, strict=True)
+        ]  # fmt: skip
+        out["steady"] = {
+            "window_s": round(window, 1),
+            "agents_cpu_cores_total": round(sum(p["cpu_s"] for p in per), 2),
+            "agent_cpu_cores": _spread([p["cpu_s"] for p in per]),
+            "agent_rss_mib": _spread([s["rss_mib"] for s in last_stats]),
+            "received_events_per_s_per_agent": _spread([p["received"] for p in per]),
+            "published_events_per_s_per_agent": _spread([p["published"] for p in per]),
+            "kube_writes_per_s_per_agent": _spread([p["writes"] for p in per]),
+            "kube_writes_per_s_per_agent_uncoalesced": _spread(
+                [p["uncoalesced_writes"] for p in per]
+            ),
+            "imports_recomputed_per_s_per_agent": _spread([p["recomputed"] for p in per]),
+            "nats_servers_cpu_cores_total": round(
+                sum(servers1[c] - servers0[c] for c in servers0) / window, 2
+            ),
+        }
 
         # A NATS cluster cut off from the others, then healed.
         cut = nats_names[0]
+        inside = [c for c in names if placement[c] == cut]
+        outside = [agents[c] for c in names if placement[c] != cut]
         for other in nats_names[1:]:
             await sc.partition(cut, other)
-        inside = [c for c in names if placement[c] == cut]
-        outside = [c for c in names if placement[c] != cut]
-
-        def cut_off_views() -> list[tuple[ImportView, str]]:
-            return [
-                (v, d)
-                for o in outside[:3]
-                for v in sinks[o].views.values()
-                for d in v.desired.exporting_clusters
-                if d in inside
-            ]
-
-        def drained() -> bool:
-            return all(v.weights[d].weight == 0 for v, d in cut_off_views())
-
-        def seen_stale() -> bool:  # drained, and the lease ran out too
-            return drained() and all(_fresh(v) == "False" for v, _ in cut_off_views())
-
-        seen = await _until(drained, 60)
-        out["partition_drained_s"] = round(seen, 2) if seen is not None else None
-        stale = await _until(seen_stale, 60) if seen is not None else None
-        out["partition_stale_s"] = round(seen + stale, 2) if seen and stale is not None else None
+        cut_at = time.time()
+        drained, _ = await _all_hold(outside, "drained", inside, 2 * LEASE + 30)
+        out["partition_drained_s"] = round(drained - cut_at, 2) if drained else None
+        stale, _ = await _all_hold(outside, "stale", inside, 2 * LEASE + 30) if drained else (
+            None, [],
+        )  # fmt: skip
+        out["partition_stale_s"] = round(stale - cut_at, 2) if stale else None
         for other in nats_names[1:]:
             sc.heal(cut, other)
-
-        def restored() -> bool:  # every import fresh, the cut-off clusters weighed again
-            return (
-                converged()
-                and all(_fresh(v) == "True" for s in sinks.values() for v in s.views.values())
-                and all(v.weights[d].weight > 0 for v, d in cut_off_views())
+        healed_at = time.time()
+        if stale is not None:  # no heal figure when the partition was never seen
+            watches = [
+                _all_hold([agents[c]], "restored", inside if placement[c] != cut else
+                          [o for o in names if placement[o] != cut], heal_within)
+                for c in names
+            ]  # fmt: skip
+            restored = await asyncio.gather(*watches)
+            ok = [r for r, _ in restored if r is not None]
+            out["heal_convergence_s"] = (
+                round(max(ok) - healed_at, 2) if len(ok) == len(names) else None
             )
+        else:
+            out["heal_convergence_s"] = None
 
-        heal = await _until(restored, heal_within) if stale is not None else None
-        # No heal figure when the partition was never seen: it would measure nothing.
-        out["heal_convergence_s"] = round(heal, 2) if heal is not None else None
-
-        # A dead cluster: its agent stops (its server lives on, shared); how long until every
-        # other agent weighs it 0.
+        # A dead cluster: its agent killed (its server lives on, shared).
         dead = names[-1]
-        await stop_task(tasks.pop(dead), within=10)
-        last_heard = max(a.beliefs.last_heard(dead) or 0 for c, a in agents.items() if c != dead)
-
-        def weighed_zero() -> bool:
-            return all(
-                v.weights[dead].weight == 0
-                for c, s in sinks.items()
-                if c != dead
-                for v in s.views.values()
-                if dead in v.weights
-            )
-
-        zero = await _until(weighed_zero, 60, poll=0.02)
-        zero_at = time.time()
-        out["dead_cluster_weight_zero_s"] = round(zero, 2) if zero is not None else None
+        await agents.pop(dead).kill()
+        killed_at = time.time()
+        zero, said_zero = await _all_hold(list(agents.values()), "zero", [dead], 3 * LEASE + 30)
+        out["dead_cluster_weight_zero_s"] = round(zero - killed_at, 2) if zero else None
+        heard = [s["last_heard"] for s in said_zero if s.get("last_heard") is not None]
         # The lease runs from when the cluster was last heard, not from when it died.
         out["dead_cluster_weight_zero_since_last_heard_s"] = (
-            round(zero_at - last_heard, 2) if zero is not None else None
+            round(zero - max(heard), 2) if zero and heard else None
         )
-        out["lease_s"] = agents[names[0]].settings.lease
         return out
     finally:
-        for task in tasks.values():
-            with contextlib.suppress(Exception):
-                await stop_task(task, within=10)
+        await asyncio.gather(*(a.stop() for a in agents.values()))
         sc.stop()
         await sc.stop_proxies()

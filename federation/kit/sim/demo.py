@@ -73,6 +73,8 @@ class DemoOptions:
     traffic: TrafficOptions | None = None
     # Clusters whose agent and EPP scraper run on a clock this many seconds off (chaos).
     skews: Mapping[str, float] = field(default_factory=dict)
+    # Clusters whose agent sends one load report per pool, as agents before digests (mixed fleets).
+    per_pool_loads: frozenset[str] = frozenset()
 
     @property
     def history(self) -> int:
@@ -264,6 +266,7 @@ class Demo:
             grace=o.grace,
             slow_start=o.slow_start,
             history_per_subject=o.history,
+            load_messages="per-pool" if cluster in o.per_pool_loads else "digest",
         )
 
     def parts_for(self, cluster: str) -> AgentParts:

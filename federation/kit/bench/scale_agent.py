@@ -1,0 +1,264 @@
+"""One cluster of the scale benchmark as its own OS process: the production agent on synthetic
+pools and loads, imports into an in-memory sink, driven over stdin/stdout (JSON lines).
+
+Agents are separate processes in real life; sharing one event loop made saturation feed back
+into late reports and flapping leases. The driver (``scale.py``) starts one of these per cluster:
+
+- it says ``{"event": "loaded"}`` once built, and starts its agent on ``{"cmd": "go"}``;
+- it says ``{"event": "converged", "at": T}`` (wall clock) when it holds every import;
+- ``{"cmd": "watch", "id": I, "kind": K, "clusters": [...]}`` makes it say
+  ``{"event": "watch", "id": I, "at": T, ...}`` once condition K holds over its imports —
+  ``drained`` (those clusters weigh 0 wherever they are backends), ``stale`` (and their imports
+  are not Fresh), ``restored`` (every import held and Fresh, those clusters above 0), ``zero``
+  (a dead cluster weighs 0 everywhere; with when this agent last heard it);
+- ``{"cmd": "stats", "id": I}`` is answered with its CPU, RSS, events and Kubernetes writes.
+
+Conditions are checked here, when the views change, so the driver never pulls 10,000 imports
+through a pipe. Run as ``python -m federation.kit.bench.scale_agent SPEC_JSON``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import sys
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from federation.app.assembly import AgentParts, build_agent
+from federation.kit.sim.sources import MemoryPools
+from federation.model.coalescing import annotation_due
+from federation.model.conditions import FRESH
+from federation.model.loads import LoadSample
+from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
+from federation.model.views import ImportView
+from federation.runtime.agent import Agent
+from federation.settings import FeedSettings, Settings
+
+PROFILE_ENV = "FEDERATION_BENCH_PROFILE"  # a directory: the first agent runs under cProfile
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which pools each cluster exports: ``own`` (P of its own each) or ``shared`` (P pools,
+    each exported by a random third of the clusters, seeded)."""
+
+    clusters: tuple[str, ...]
+    pools: int
+    shape: str = "own"
+    seed: int = 2026
+
+    def exported_by(self, cluster: str) -> list[str]:
+        if self.shape == "own":
+            return [f"{cluster}-p{j}" for j in range(self.pools)]
+        return [p for p, owners in self.owners().items() if cluster in owners]
+
+    def owners(self) -> dict[str, list[str]]:
+        """Pool -> the clusters that export it (``shared`` only)."""
+        rng = random.Random(self.seed)
+        k = max(1, len(self.clusters) // 3)
+        return {f"shared-p{j}": rng.sample(self.clusters, k) for j in range(self.pools)}
+
+    def expected_imports(self) -> int:
+        return len(self.clusters) * self.pools if self.shape == "own" else self.pools
+
+
+class SyntheticLoads:
+    """A steady load per pool that moves every 10 s (each pool on its own phase), so digests
+    flow on change as well as at their keepalive."""
+
+    def __init__(self, cluster: str) -> None:
+        self.cluster = cluster
+
+    async def sample(self, pool: LocalPool) -> LoadSample:
+        now = time.time()
+        h = zlib.crc32(f"{self.cluster}/{pool.name}".encode())
+        level = 0.3 + 0.1 * ((h + int(now / 10 + h % 10 / 10)) % 3)
+        return LoadSample(
+            observed_at=now, ready_pods=4, kv_cache_utilization=level, saturation=level
+        )
+
+
+class Views:
+    """The agent's imports, and the Kubernetes writes of their weights annotation: counted by
+    the kube sink's own coalescing rule (``model.coalescing``; the bench runs no API server),
+    beside what one write per weight change — the rule before coalescing — would cost."""
+
+    def __init__(self, feeds: FeedSettings, on_change: Any) -> None:
+        self.views: Mapping[PoolKey, ImportView] = {}
+        self.feeds = feeds
+        self.written: dict[PoolKey, tuple[dict[str, int], float]] = {}
+        self.owed: dict[PoolKey, float] = {}  # deferred writes and when they come due
+        self.writes = 0
+        self.uncoalesced_writes = 0
+        self.on_change = on_change
+
+    async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
+        now = time.monotonic()
+        before = self.views
+        # The book hands unchanged views over as the same objects: only the others, and the
+        # writes deferred earlier, can cost a write.
+        moved = [k for k, v in views.items() if before.get(k) is not v]
+        for key in moved:
+            held = before.get(key)
+            if held is None or _weights(held) != _weights(views[key]):
+                self.uncoalesced_writes += 1
+        for key in {*moved, *(k for k, due in self.owed.items() if due <= now)}:
+            view = views.get(key)
+            if view is None:
+                self.owed.pop(key, None)
+                continue
+            wanted = _weights(view)
+            written, at = self.written.get(key, (None, None))
+            due = annotation_due(
+                written, wanted, written_at=at, now=now,
+                interval=self.feeds.annotation_interval,
+                threshold=self.feeds.annotation_threshold,
+            )  # fmt: skip
+            if due is None:
+                self.owed.pop(key, None)
+            elif due <= now:
+                self.writes += 1
+                self.written[key] = (wanted, now)
+                self.owed.pop(key, None)
+            else:
+                self.owed[key] = due
+        self.views = views
+        self.on_change()
+
+
+def _weights(view: ImportView) -> dict[str, int]:
+    return {b: w.weight for b, w in view.weights.items()}
+
+
+def _fresh(view: ImportView) -> bool:
+    return any(c.type == FRESH and c.status == "True" for c in view.conditions)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Child:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.layout = Layout(tuple(spec["clusters"]), spec["pools"], spec["shape"], spec["seed"])
+        self.cluster: str = spec["cluster"]
+        settings = Settings(
+            clusterset=spec["clusterset"], cluster=self.cluster, members=self.layout.clusters,
+            nats_url=spec["nats_url"], nats_cluster=spec["nats_cluster"],
+        )  # fmt: skip
+        own = {
+            PoolKey("llm", name): LocalPool(
+                namespace="llm", name=name, target_ports=(8000,), export=EXPORT_VALUE
+            )
+            for name in self.layout.exported_by(self.cluster)
+        }
+        self.expected = self.layout.expected_imports()
+        self.sink = Views(settings.feeds, self._views_changed)
+        self.agent: Agent = build_agent(
+            settings,
+            AgentParts(
+                pools=MemoryPools(own), loads=SyntheticLoads(self.cluster),
+                extra_feeds={"views": self.sink},
+            ),
+        ).agent  # fmt: skip
+        self.watches: dict[str, tuple[str, frozenset[str]]] = {}
+        self.converged = False
+
+    def say(self, doc: dict[str, Any]) -> None:
+        sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
+        sys.stdout.flush()
+
+    def _views_changed(self) -> None:
+        if not self.converged and len(self.sink.views) >= self.expected:
+            self.converged = True
+            self.say({"event": "converged", "at": time.time()})
+        self._check_watches()
+
+    def _holds(self, kind: str, clusters: frozenset[str]) -> bool:
+        views = self.sink.views.values()
+        if kind in ("drained", "zero"):
+            return all(v.weights[c].weight == 0 for v in views for c in clusters & v.weights.keys())
+        if kind == "stale":
+            return self._holds("drained", clusters) and all(
+                not _fresh(v) for v in views if clusters & v.weights.keys()
+            )
+        if kind == "restored":
+            return (
+                len(self.sink.views) >= self.expected
+                and all(_fresh(v) for v in views)
+                and all(v.weights[c].weight > 0 for v in views for c in clusters & v.weights.keys())
+            )
+        raise ValueError(f"unknown watch {kind!r}")
+
+    def _check_watches(self) -> None:
+        for wid, (kind, clusters) in list(self.watches.items()):
+            if self._holds(kind, clusters):
+                del self.watches[wid]
+                heard = [h for c in clusters if (h := self.agent.beliefs.last_heard(c))]
+                last = max(heard, default=None)
+                self.say({"event": "watch", "id": wid, "at": time.time(), "last_heard": last})
+
+    def stats(self, wid: str) -> dict[str, Any]:
+        counts = self.agent.counts
+        received = counts.applied + counts.duplicates + counts.stale + sum(counts.rejected.values())
+        return {
+            "event": "stats", "id": wid, "at": time.time(), "cpu_s": time.process_time(),
+            "rss_mib": _rss_mib(), "received": received, "applied": counts.applied,
+            "published": sum(counts.published.values()), "writes": self.sink.writes,
+            "uncoalesced_writes": self.sink.uncoalesced_writes,
+            "recomputed": self.agent.reconciler.book.recomputed, "imports": len(self.sink.views),
+        }  # fmt: skip
+
+    async def serve(self) -> None:
+        reader = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        self.say({"event": "loaded"})
+        task: asyncio.Task[None] | None = None
+        try:
+            while line := await reader.readline():
+                cmd = orjson.loads(line)
+                if cmd["cmd"] == "go" and task is None:
+                    task = asyncio.create_task(self.agent.run(), name=f"agent-{self.cluster}")
+                elif cmd["cmd"] == "watch":
+                    self.watches[cmd["id"]] = (cmd["kind"], frozenset(cmd["clusters"]))
+                    self._check_watches()
+                elif cmd["cmd"] == "stats":
+                    self.say(self.stats(cmd["id"]))
+                if task is not None and task.done():
+                    task.result()  # an agent that stopped by itself is a failed run
+        finally:  # stdin closed: the driver is done with us
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+def main() -> None:
+    spec = orjson.loads(sys.argv[1])
+    profile_dir = os.environ.get(PROFILE_ENV)
+    if not profile_dir or spec["cluster"] != spec["clusters"][0]:
+        asyncio.run(Child(spec).serve())
+        return
+    # The first cluster's agent under cProfile, for BENCHMARKS.md's note on the slowest path.
+    import cProfile
+
+    with cProfile.Profile() as profile:
+        asyncio.run(Child(spec).serve())
+    profile.dump_stats(os.path.join(profile_dir, f"{spec['cluster']}.prof"))
+
+
+if __name__ == "__main__":
+    main()
