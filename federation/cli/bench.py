@@ -35,10 +35,18 @@ from federation.cli.output import print_json, print_view, run_until_signalled, s
     help="Where the simulated agents take a pool's demand from: the EPP's request counter, as "
     "the agent does today, or a gateway that counts what it is offered.",
 )  # fmt: skip
-@click.option("--clusters", type=click.IntRange(2, 500), default=None,
-              help="Scale: clusters, one agent process each (default 100; --quick 20).")
-@click.option("--pools", type=click.IntRange(1, 1000), default=None,
-              help="Scale: pools (per cluster with --shape own; default 100; --quick 50).")
+@click.option(
+    "--clusters",
+    type=click.IntRange(2, 500),
+    default=None,
+    help="Scale: clusters, one agent process each (default 100; --quick 20).",
+)
+@click.option(
+    "--pools",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Scale: pools (per cluster with --shape own; default 100; --quick 50).",
+)
 @click.option(
     "--shape", type=click.Choice(["own", "shared"]), default="own", show_default=True,
     help="Scale: each cluster exports P pools of its own (own), or P pools are each exported "
