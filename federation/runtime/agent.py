@@ -134,6 +134,11 @@ class Agent:
         self._pools_changed = asyncio.Event()
         self._members = frozenset(settings.members)
         self._live_beats: dict[str, float] = {}  # peer -> monotonic time its beat was seen live
+        # What peers' beats last acknowledged to us (accepted, refused), and how often it moved:
+        # the ``Exported`` conditions are recomputed only when this or their other inputs move.
+        self._acks_of_peers: dict[str, tuple[int, tuple[str, ...]]] = {}
+        self._acks_heard = 0
+        self._export_stamp: tuple[object, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -234,7 +239,14 @@ class Agent:
             return
         if isinstance(applied, LoadDigest):
             self.reconciler.mark_dirty(PoolKey(*k) for k in self.beliefs.moved)
-        elif not isinstance(applied, Heartbeat):  # beats move leases: the book sees those
+        elif isinstance(applied, Heartbeat):  # beats move leases: the book sees those
+            acks = (
+                applied.accepted.get(self.name, 0), tuple(applied.refused.get(self.name, ())),
+            )  # fmt: skip
+            if self._acks_of_peers.get(applied.cluster) != acks:
+                self._acks_of_peers[applied.cluster] = acks
+                self._acks_heard += 1
+        else:
             self.reconciler.mark_dirty((PoolKey(applied.namespace, applied.name),))
         self._changed.set()
 
@@ -417,7 +429,7 @@ class Agent:
             self.step_views(now)
             await self.reconciler.feed()
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
-            await self.reconciler.report_exports(self.compute_export_conditions(now))
+            await self._report_exports(now)
 
     def live_members(self, now: float) -> list[str]:
         lease = self.settings.lease
@@ -427,8 +439,24 @@ class Agent:
             if not staleness(self.beliefs, m, now=now, lease=lease).stale
         ]
 
-    def compute_export_conditions(self, now: float) -> dict[PoolKey, Condition | None]:
+    async def _report_exports(self, now: float) -> None:
+        """The pools' ``Exported`` conditions, recomputed only when one of their inputs moved
+        since they were last reported (pools x peers each reconcile otherwise: 10,000 checks
+        at 100 x 100); a failed report is retried on the next reconcile."""
         live = self.live_members(now)
+        stamp = (
+            id(self.local_pools), self.publisher.exports_sent, frozenset(live),
+            id(self.reconciler.acks), self._acks_heard,
+        )  # fmt: skip
+        if stamp == self._export_stamp:
+            return
+        if await self.reconciler.report_exports(self.compute_export_conditions(now, live)):
+            self._export_stamp = stamp
+
+    def compute_export_conditions(
+        self, now: float, live: list[str] | None = None
+    ) -> dict[PoolKey, Condition | None]:
+        live = self.live_members(now) if live is None else live
         return {
             key: exported_condition(
                 pool,

@@ -66,6 +66,7 @@ class Publisher:
     _digested: dict[PoolKey, LoadSample] = field(default_factory=dict)
     _digested_at: float | None = None
     digests: bool = True  # load travels as one digest per cluster (else one report per pool)
+    exports_sent: int = 0  # ever: what the ``Exported`` conditions' generations come from
 
     def state_lost(self) -> None:
         """Our outbound stream lost its store: the next syncs republish every export and load."""
@@ -157,6 +158,7 @@ class Publisher:
             if await self._send(event):
                 self.exported[key] = event
                 sent += 1
+                self.exports_sent += 1
             else:
                 failed = True
         self._resend = self._resend or (resend and failed)  # the next cycle tries again

@@ -96,14 +96,16 @@ class Reconciler:
             self.acks = acks_for(self._watermarks, views, self.feeds.refused())
             self._acked = True
 
-    async def report_exports(self, conditions: dict[PoolKey, Condition | None]) -> None:
-        """Tell the pools' status what peers acknowledged; only when something changed."""
+    async def report_exports(self, conditions: dict[PoolKey, Condition | None]) -> bool:
+        """Tell the pools' status what peers acknowledged; only when something changed.
+        False when that failed (the caller retries on its next cycle)."""
         if self.export_status is None or conditions == self.export_conditions:
-            return
+            return True
         try:
             async with asyncio.timeout(self.settings.request_timeout):
                 await self.export_status.apply_export_status(conditions)
         except Exception as exc:  # retried on the next cycle: the remembered set stays old
             log.warning("agent %s: export status failed: %s", self.settings.cluster, exc)
-            return
+            return False
         self.export_conditions = conditions
+        return True
