@@ -61,6 +61,8 @@ class Beliefs:
     # The same exports indexed by pool, so one import can be recomputed without a full scan.
     _by_pool: dict[tuple[str, str], dict[str, ExportEvent]] = field(default_factory=dict)
     _by_cluster: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    # Per exporting cluster, the newest export generation held (what heartbeats acknowledge).
+    watermarks: dict[str, int] = field(default_factory=dict)
     # Per cluster, the pools (namespace, name) whose load a digest gave us.
     _from_digest: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     # The pools (namespace, name) whose load the last applied digest changed, added or removed:
@@ -85,6 +87,7 @@ class Beliefs:
             self.exports[(event.cluster, event.namespace, event.name)] = event
             self._by_pool.setdefault((event.namespace, event.name), {})[event.cluster] = event
             self._by_cluster.setdefault(event.cluster, set()).add((event.namespace, event.name))
+            self.watermarks[event.cluster] = max(self.watermarks.get(event.cluster, 0), seq)
         elif isinstance(event, LoadReport):
             self.loads[(event.cluster, event.namespace, event.name)] = event
             self._from_digest.get(event.cluster, set()).discard((event.namespace, event.name))

@@ -39,27 +39,25 @@ class Acks:
     refused: dict[str, list[str]]
 
 
-def watermarks(beliefs: Beliefs) -> dict[str, int]:
-    """Per exporting cluster, the newest export generation the beliefs hold."""
-    accepted: dict[str, int] = {}
-    for (cluster, _, _), export in beliefs.exports.items():
-        accepted[cluster] = max(accepted.get(cluster, 0), export.generation)
-    return accepted
-
-
 def acks_for(
     accepted: Mapping[str, int],
     views: Mapping[PoolKey, ImportView],
     refused_here: Mapping[PoolKey, str],
+    conflicted: Iterable[PoolKey] | None = None,
 ) -> Acks:
     """The acknowledgements for imports that were just applied successfully.
 
-    ``accepted`` are the :func:`watermarks` of the beliefs the views were computed from (not
-    of newer ones: an export applied meanwhile is not in these views); ``refused_here`` are the
-    imports a feed could not materialize (e.g. a missing namespace).
+    ``accepted`` are the watermarks (``Beliefs.watermarks``) of the beliefs the views were
+    computed from (not of newer ones: an export applied meanwhile is not in these views);
+    ``refused_here`` are the imports a feed could not materialize (e.g. a missing namespace);
+    ``conflicted``, when given, the only views with excluded exporters (else all are looked at).
     """
     refused: dict[str, set[str]] = {}
-    for key, view in views.items():
+    keys = set(views) if conflicted is None else {*conflicted, *refused_here}
+    for key in keys:
+        view = views.get(key)
+        if view is None:
+            continue
         for conflict in view.desired.excluded:
             refused.setdefault(conflict.cluster, set()).add(str(key))
         if key in refused_here:

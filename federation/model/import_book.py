@@ -92,6 +92,7 @@ class ImportBook:
     memories: dict[PoolKey, WeightMemory] = field(default_factory=dict)
     due: dict[PoolKey, float] = field(default_factory=dict)
     computed_at: dict[PoolKey, float] = field(default_factory=dict)  # each import's last step
+    conflicted: set[PoolKey] = field(default_factory=set)  # views with excluded exporters
     recomputed: int = 0  # imports recomputed, over the book's life (for benchmarks)
     _queue: list[tuple[float, PoolKey]] = field(default_factory=list)  # due heap, lazily pruned
     _stale: frozenset[str] = frozenset()
@@ -237,5 +238,9 @@ class ImportBook:
                 views.pop(key, None)
             else:
                 views[key] = update
+            if update is not None and update.desired.excluded:
+                self.conflicted.add(key)
+            else:
+                self.conflicted.discard(key)
         self.views = views
         return True

@@ -446,7 +446,7 @@ class Agent:
         live = self.live_members(now)
         stamp = (
             id(self.local_pools), self.publisher.exports_sent, frozenset(live),
-            id(self.reconciler.acks), self._acks_heard,
+            id(self.reconciler.acks), self._acks_heard,  # acks: replaced only when they differ
         )  # fmt: skip
         if stamp == self._export_stamp:
             return

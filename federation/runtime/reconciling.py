@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
-from federation.model.exported import Acks, acks_for, watermarks
+from federation.model.exported import Acks, acks_for
 from federation.model.freshness import LinkState, link_state
 from federation.model.import_book import ImportBook
 from federation.model.loads import LoadSample
@@ -84,7 +84,7 @@ class Reconciler:
         if changed:
             self.feeds.changed()
             self._acked = False
-            self._watermarks = watermarks(beliefs)
+            self._watermarks = dict(beliefs.watermarks)
         return changed
 
     async def feed(self) -> None:
@@ -93,7 +93,11 @@ class Reconciler:
         were computed from (the consumer may apply newer events while the feeds run)."""
         views = self.views
         if await self.feeds.feed(views) and not self._acked:
-            self.acks = acks_for(self._watermarks, views, self.feeds.refused())
+            acks = acks_for(
+                self._watermarks, views, self.feeds.refused(), conflicted=self.book.conflicted
+            )
+            if acks != self.acks:  # an equal one keeps its identity: nothing to tell anyone
+                self.acks = acks
             self._acked = True
 
     async def report_exports(self, conditions: dict[PoolKey, Condition | None]) -> bool:

@@ -113,6 +113,7 @@ def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # ty
         book.step(beliefs, local_pools, local_loads, link, now=now, grace=grace, dirty=dirty)
         full.step(beliefs, local_pools, local_loads, link, now)
         assert book.views == full.views, (step, now)
+        assert book.conflicted == {k for k, v in book.views.items() if v.desired.excluded}
         dirty = set()
 
 
