@@ -95,7 +95,7 @@ class ImportBook:
     conflicted: set[PoolKey] = field(default_factory=set)  # views with excluded exporters
     recomputed: int = 0  # imports recomputed, over the book's life (for benchmarks)
     _queue: list[tuple[float, PoolKey]] = field(default_factory=list)  # due heap, lazily pruned
-    _stale: frozenset[str] = frozenset()
+    stale: frozenset[str] = frozenset()  # exporters whose lease had run out at the last step
     _link: LinkState = field(default_factory=lambda: LinkState(False))
     _last_live_step: float | None = None  # the previous step with the link not suspect
 
@@ -123,10 +123,10 @@ class ImportBook:
             )
             # Leases that ran out or were renewed: a renewed one may also revive exports that
             # had left after the grace period, so every pool the cluster exported is looked at.
-            for cluster in self._stale_exporters(beliefs, now) ^ self._stale:
+            for cluster in self._stale_exporters(beliefs, now) ^ self.stale:
                 keys |= {PoolKey(*k) for k in beliefs.pools_exported_by(cluster)}
         changed = self._recompute(keys, beliefs, local_pools, local_loads, link, now, grace)
-        self._stale = self._stale_exporters(beliefs, now)
+        self.stale = self._stale_exporters(beliefs, now)
         self._link = link
         if not link.suspect:
             self._last_live_step = now

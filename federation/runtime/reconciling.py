@@ -18,7 +18,7 @@ from federation.model.exported import Acks, acks_for
 from federation.model.freshness import LinkState, link_state
 from federation.model.import_book import ImportBook
 from federation.model.loads import LoadSample
-from federation.model.pools import LocalPool, PoolKey
+from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.views import ImportView
 from federation.model.weights import WeightPolicy
 from federation.runtime.feeding import Feeds
@@ -52,6 +52,10 @@ class Reconciler:
     def views(self) -> dict[PoolKey, ImportView]:
         return self.book.views
 
+    def is_stale(self, cluster: str) -> bool:
+        """Whether the last step found ``cluster``'s lease run out."""
+        return cluster in self.book.stale
+
     def mark_dirty(self, keys: Iterable[PoolKey] | None) -> None:
         """These pools' inputs changed (None: anything may have); the next step sees it."""
         if keys is None:
@@ -76,7 +80,13 @@ class Reconciler:
         )  # fmt: skip
         # A suspect link collects no garbage: peers are not gone just because we cannot hear them.
         grace = math.inf if self.link.suspect else s.grace
-        local_loads = {k: v.as_backend_load(now) for k, v in local_samples.items()}
+        # Only a pool held here and not exported is a ``local`` backend: the others' samples
+        # reach imports as digests, like everyone else's.
+        local_loads = {
+            k: v.as_backend_load(now)
+            for k, v in local_samples.items()
+            if k in local_pools and not is_exported(local_pools[k])
+        }
         dirty, self._dirty = self._dirty, set()
         changed = self.book.step(
             beliefs, local_pools, local_loads, self.link, now=now, grace=grace, dirty=dirty
