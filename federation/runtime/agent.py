@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -198,25 +198,21 @@ class Agent:
         raise RootTaskReturned(f"agent {self.name}: task {task} returned")
 
     async def _start(self) -> None:
+        """Connect, ensure streams and consumer, watch beats: each retried until it works.
+        A whole ClusterSet starting at once overloads the JetStream meta layer for tens of
+        seconds (503s and timeouts, measured with 100 agents); giving up would only trade that
+        for a restart loop."""
         s = self.settings
-        await with_backoff(
-            "connect to NATS", self.bus.connect, s.backoff, attempt_timeout=s.request_timeout
-        )
-        await with_backoff(
-            "ensure streams", self.bus.ensure_streams, s.backoff, attempt_timeout=s.request_timeout
-        )
-        await with_backoff(
-            "create consumer",
-            self.bus.start_consuming,
-            s.backoff,
-            attempt_timeout=s.request_timeout,
-        )
-        await with_backoff(
-            "watch live heartbeats",
-            lambda: self.bus.watch_beats(self._heard_live),
-            s.backoff,
-            attempt_timeout=s.request_timeout,
-        )
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("connect to NATS", self.bus.connect),
+            ("ensure streams", self.bus.ensure_streams),
+            ("create consumer", self.bus.start_consuming),
+            ("watch live heartbeats", lambda: self.bus.watch_beats(self._heard_live)),
+        ]
+        for what, call in steps:
+            await with_backoff(
+                what, call, s.backoff, attempt_timeout=s.request_timeout, forever=True
+            )
         await self._catch_up()
         self.publisher.adopt(self.beliefs)
         self.ready.set()
@@ -226,7 +222,12 @@ class Agent:
         """Apply the newest event of every subject before saying anything ourselves."""
         while True:
             raise_if_cancelling()
-            batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
+            try:
+                batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
+            except Exception as exc:  # a server too busy to answer in time: ask again
+                log.warning("agent %s: catch-up fetch failed: %s", self.name, exc)
+                await asyncio.sleep(self.settings.backoff[0])
+                continue
             for delivery in batch:
                 await self.apply_delivery(delivery)
             if not batch or batch[-1].pending == 0:
