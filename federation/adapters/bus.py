@@ -126,6 +126,7 @@ class NatsBus:
         self._publishing = 0  # publishes awaiting their ack
         self._reorder = 1  # the most at once: how far acks may arrive out of order
         self._fetch_failures = 0  # in a row
+        self._consuming = False  # a consumer was made once: the start is over
 
     @property
     def js(self) -> JetStreamContext:
@@ -429,9 +430,18 @@ class NatsBus:
         if self._sub is not None:  # a consumer recreated after a lost store: drop the old one
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+            self._sub = None
+        self._fetch_failures = 0
+        if not self._consuming and await self._unused_consumer(stream, durable):
+            # At start, an earlier attempt's create that finished after we stopped waiting (a
+            # busy meta layer: 100 agents starting at once). It has delivered nothing, so it is
+            # exactly what a new one would be; deleting it would make the retry redo the work.
+            # (A repair later always starts over: that consumer may be the broken one.)
+            self._sub = await self.js.pull_subscribe_bind(durable=durable, stream=stream)
+            self._consuming = True
+            return
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(stream, durable)
-        self._fetch_failures = 0
         config = ConsumerConfig(
             durable_name=durable,
             deliver_policy=DeliverPolicy.ALL if a.deliver_all else DeliverPolicy.LAST_PER_SUBJECT,
@@ -443,6 +453,16 @@ class NatsBus:
         self._sub = await self.js.pull_subscribe(
             f"{messages.prefix(a.clusterset)}.>", durable=durable, stream=stream, config=config
         )
+        self._consuming = True
+
+    async def _unused_consumer(self, stream: str, durable: str) -> bool:
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            return False
+        wanted = DeliverPolicy.ALL if self.address.deliver_all else DeliverPolicy.LAST_PER_SUBJECT
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        return info.config.deliver_policy == wanted and not delivered
 
     async def fetch(self, batch: int = 256, wait: float = 1.0) -> list[Delivery]:
         """Up to ``batch`` deliveries, waiting at most ``wait`` for the first one."""

@@ -193,11 +193,19 @@ async def scale(
             await a.send({"cmd": "go"})
         said = await asyncio.gather(*(a.said("converged", within) for a in agents.values()))
         done = [s["at"] - go for s in said if s]
+        ready = [a.events["ready"]["at"] - go for a in agents.values() if "ready" in a.events]
+        # Start-up alone (streams, consumer, catch-up): the JetStream meta layer's share.
+        out["agents_ready_s"] = _spread(ready) | {"count": len(ready)} if ready else None
         out["cold_convergence_s"] = round(max(done), 2) if len(done) == clusters else None
         if out["cold_convergence_s"] is None:
             stats = await _stats(list(agents.values()))
+            held = [s["imports"] for s in stats]
             out["converged_agents"] = len(done)
-            out["converged_imports"] = min((s["imports"] for s in stats), default=0)
+            out["converged_imports"] = min(held, default=0)  # the key before processes
+            out["imports_held_at_deadline"] = _spread(held) | {"min": min(held, default=0)}
+            out["events_applied_per_agent_at_deadline"] = _spread([s["applied"] for s in stats])
+            out["nats_servers_cpu_s"] = round(sum(_cpu_seconds(p) for p in sc.pids().values()), 1)
+            out["agents_cpu_s"] = round(sum(s["cpu_s"] for s in stats), 1)
             return out
         out["cold_convergence_per_agent_s"] = _spread(done)
 

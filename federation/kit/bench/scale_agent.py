@@ -5,7 +5,8 @@ Agents are separate processes in real life; sharing one event loop made saturati
 into late reports and flapping leases. The driver (``scale.py``) starts one of these per cluster:
 
 - it says ``{"event": "loaded"}`` once built, and starts its agent on ``{"cmd": "go"}``;
-- it says ``{"event": "converged", "at": T}`` (wall clock) when it holds every import;
+- it says ``{"event": "ready", "at": T}`` (wall clock) when its start-up is over (streams,
+  consumer, catch-up) and ``{"event": "converged", "at": T}`` when it holds every import;
 - ``{"cmd": "watch", "id": I, "kind": K, "clusters": [...]}`` makes it say
   ``{"event": "watch", "id": I, "at": T, ...}`` once condition K holds over its imports —
   ``drained`` (those clusters weigh 0 wherever they are backends), ``stale`` (and their imports
@@ -242,18 +243,25 @@ class Child:
             "recomputed": self.agent.reconciler.book.recomputed, "imports": len(self.sink.views),
         }  # fmt: skip
 
+    async def _say_when_ready(self) -> None:
+        """When the agent's start-up (streams, consumer, catch-up) is over."""
+        await self.agent.ready.wait()
+        self.say({"event": "ready", "at": time.time()})
+
     async def serve(self) -> None:
         reader = asyncio.StreamReader()
         loop = asyncio.get_running_loop()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         self.say({"event": "loaded"})
         task: asyncio.Task[None] | None = None
+        ready: asyncio.Task[None] | None = None
         try:
             while line := await reader.readline():
                 cmd = orjson.loads(line)
                 if cmd["cmd"] == "go" and task is None:
                     self._next_profile()
                     task = asyncio.create_task(self.agent.run(), name=f"agent-{self.cluster}")
+                    ready = asyncio.create_task(self._say_when_ready())
                 elif cmd["cmd"] == "watch":
                     self.watches[cmd["id"]] = (cmd["kind"], frozenset(cmd["clusters"]))
                     self._check_watches()
@@ -262,6 +270,8 @@ class Child:
                 if task is not None and task.done():
                     task.result()  # an agent that stopped by itself is a failed run
         finally:  # stdin closed: the driver is done with us
+            if ready is not None:
+                ready.cancel()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
