@@ -123,7 +123,7 @@ def row(s: Stored) -> dict[str, Any]:
     else:
         out["cluster"] = s.event.cluster
         if isinstance(s.event, LoadDigest):
-            out["pools"] = len(s.event.pools)
+            out["pools"] = [f"{p.namespace}/{p.name}" for p in s.event.pools]
         elif not isinstance(s.event, Heartbeat):
             out["pool"] = f"{s.event.namespace}/{s.event.name}"
         out["event"] = msgspec.to_builtins(s.event)
