@@ -134,7 +134,7 @@ class Beliefs:
         return self._sequences.get(("digest", cluster))
 
     def last_heard(self, cluster: str) -> float | None:
-        """When ``cluster`` last showed life: its newest heartbeat or load report."""
+        """When ``cluster`` last showed life: its newest heartbeat, load digest or report."""
         return self.heard_at.get(cluster)
 
     def report_seen_at(self, cluster: str, namespace: str, name: str) -> float | None:

@@ -1,8 +1,8 @@
 """Freshness: is a peer stale, or is it *my* link to the bus that is down?
 
-Each exporting cluster holds a lease, renewed by its heartbeats and load reports. Past the lease
-its weight is 0 and its imports say since when it is stale; past the grace period it leaves
-``exportingClusters`` (see :mod:`federation.model.imports`).
+Each exporting cluster holds a lease, renewed by its heartbeats and load digests (or reports).
+Past the lease its weight is 0 and its imports say since when it is stale; past the grace period
+it leaves ``exportingClusters`` (see :mod:`federation.model.imports`).
 
 A partition of this cluster's own link looks, from inside, like every peer dying at once. The two
 are told apart so that a local outage does not drain every remote backend: when this agent is

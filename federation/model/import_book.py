@@ -3,8 +3,9 @@
 Recomputing every import at every reconcile made the agent's CPU grow with imports x reconciles
 (84 % of its time at 1,000 imports, BENCHMARKS.md). A view can only change when
 
-1. an input of that pool changed — an export or load report of it, the local pool or its EPP
-   sample: the caller names these keys (``dirty``);
+1. an input of that pool changed — an export or load of it (a report, or a digest entry that
+   says something new), the local pool or its EPP sample: the caller names these keys
+   (``dirty``);
 2. an exporter's lease ran out or was renewed, or the link's state changed (suspect or back):
    the book sees it by comparing with its previous step;
 3. time alone moves it — smoothing or a slow start under way, a target waiting to settle, a

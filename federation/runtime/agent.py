@@ -5,7 +5,7 @@ from the newest event per subject, adopt what we published before a restart — 
 publishing, so a restart never withdraws or re-times an export. Then these tasks run until stopped:
 
 - ``watch-pools``: local InferencePools → export events (and tombstones)
-- ``sample-load``: each local pool's EPP → load reports for the exported ones
+- ``sample-load``: each local pool's EPP → one load digest of the exported ones
 - ``heartbeat``: liveness for peers' leases
 - ``consume``: inbound stream → beliefs
 - ``reconcile``: beliefs + local pools + local load → import views (only those whose inputs
@@ -357,7 +357,7 @@ class Agent:
             self.publisher.forget_loads_except({p.key for p, _ in exported})
             await self.publisher.publish_loads(exported, per_pool=self._peers_read_no_digests())
             # Our own samples weigh only `local` backends (unexported pools); exported ones
-            # reach our imports as load reports through the bus, like everyone else's.
+            # reach our imports as load digests through the bus, like everyone else's.
             self.reconciler.mark_dirty(p.key for p in pools if not is_exported(p))
             self._changed.set()
             await asyncio.sleep(self.settings.load_interval)
