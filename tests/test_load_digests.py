@@ -243,3 +243,27 @@ async def test_a_mixed_fleet_federates_on_a_real_supercluster(
             published = agents[name].counts.published
             assert published["LoadDigest"] > 0, name
             assert published["LoadReport"] > 0, name
+
+
+class DigestDenyingBus(RecordingBus):
+    """Servers whose permissions predate digests: the digest subject is refused."""
+
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str]
+    ) -> None:
+        if ".digest." in subject:
+            raise PermissionError("nats: permissions violation for publish")
+        await super().publish(subject, payload, msg_id, headers)
+
+
+async def test_while_digests_are_refused_the_pools_reports_carry_the_load() -> None:
+    bus, ticks = DigestDenyingBus(), Ticks()
+    pub = publisher(bus, ticks)
+    pools = [exported_pool(f"p{i}") for i in range(3)]
+    await pub.publish_loads([(p, sample()) for p in pools])
+    assert bus.kinds() == ["LoadReport"] * 3
+    assert pub.counts.publish_failures == 1
+    ticks.now += 1
+    await pub.publish_loads([(p, sample()) for p in pools])  # the digest is retried, reports wait
+    assert len(bus.sent) == 3
+    assert pub.counts.publish_failures == 2

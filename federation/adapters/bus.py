@@ -127,6 +127,7 @@ class NatsBus:
         self._reorder = 1  # the most at once: how far acks may arrive out of order
         self._fetch_failures = 0  # in a row
         self._consuming = False  # a consumer was made once: the start is over
+        self._create_tried = False  # this process asked for one (its answer may have been lost)
 
     @property
     def js(self) -> JetStreamContext:
@@ -423,6 +424,8 @@ class NatsBus:
 
         Re-creating on start is deliberate: the agent's beliefs live in memory, so a restarted
         agent must see the latest state of every subject again, not only what it had not acked.
+        The one exception: a retry of this process's own create, which timed out on our side but
+        made the consumer, binds to it while it has delivered nothing.
         """
         a = self.address
         stream = inbound_stream(a.clusterset, a.cluster)
@@ -432,10 +435,14 @@ class NatsBus:
                 await self._sub.unsubscribe()
             self._sub = None
         self._fetch_failures = 0
-        if not self._consuming and await self._unused_consumer(stream, durable):
-            # At start, an earlier attempt's create that finished after we stopped waiting (a
-            # busy meta layer: 100 agents starting at once). It has delivered nothing, so it is
-            # exactly what a new one would be; deleting it would make the retry redo the work.
+        if (
+            self._create_tried
+            and not self._consuming
+            and await self._unused_consumer(stream, durable)
+        ):
+            # At start, our own earlier attempt's create that finished after we stopped waiting
+            # (a busy meta layer: 100 agents starting at once). It has delivered nothing, so it
+            # is what a new one would be; deleting it would make the retry redo the work.
             # (A repair later always starts over: that consumer may be the broken one.)
             self._sub = await self.js.pull_subscribe_bind(durable=durable, stream=stream)
             self._consuming = True
@@ -450,6 +457,7 @@ class NatsBus:
             max_ack_pending=20_000,
             filter_subject=f"{messages.prefix(a.clusterset)}.>",
         )
+        self._create_tried = True
         self._sub = await self.js.pull_subscribe(
             f"{messages.prefix(a.clusterset)}.>", durable=durable, stream=stream, config=config
         )

@@ -65,10 +65,13 @@ class Beliefs:
     watermarks: dict[str, int] = field(default_factory=dict)
     # Per cluster, the pools (namespace, name) whose load a digest gave us.
     _from_digest: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
-    # The pools (namespace, name) whose load the last applied digest changed, added or removed:
-    # the only imports it can move. An entry that says what the held report says only renews
-    # it (its sequence and receipt time); the import book's due times cover its age.
+    # The pools (namespace, name) whose load the last applied digest changed, added or removed.
+    # An entry that says what the held report says only renews it (its sequence and receipt
+    # time): see ``digest_dirty`` for which of those can still move an import.
     moved: tuple[tuple[str, str], ...] = ()
+    # The pools it only renewed, with when their previous report had been received.
+    renewed: tuple[tuple[tuple[str, str], float | None], ...] = ()
+    _digest_seen: float = 0.0
 
     def apply(self, event: Event, received_at: float) -> Outcome:
         sid = _subject_id(event)
@@ -103,6 +106,7 @@ class Beliefs:
         a peer's digests cost it the pools they list, not every load it holds."""
         cluster, sequence = digest.cluster, digest.sequence
         moved: list[tuple[str, str]] = []
+        renewed: list[tuple[tuple[str, str], float | None]] = []
         listed: set[tuple[str, str]] = set()
         given = self._from_digest.setdefault(cluster, set())
         for entry in digest.pools:
@@ -114,12 +118,14 @@ class Beliefs:
             if held is not None and sequence <= held:
                 continue
             self._sequences[sid] = sequence
+            previous_seen = self.seen_at.get(sid)
             self.seen_at[sid] = seen
+            given.add(pool)
             before = self.loads.get(key)
             if before is not None and _content(before) == entry_content(entry):
-                continue  # renewed, not moved: the report held says the same
+                renewed.append((pool, previous_seen))  # the report held says the same
+                continue
             self.loads[key] = report_of(digest, entry)
-            given.add(pool)
             moved.append(pool)
         for pool in given - listed:
             given.discard(pool)
@@ -127,11 +133,28 @@ class Beliefs:
             self.loads.pop(key, None)
             self.seen_at.pop(("load", *key), None)
             moved.append(pool)
+        self.renewed = tuple(renewed)
+        self._digest_seen = seen
         return tuple(moved)
+
+    def digest_dirty(self, full_trust_age: float) -> tuple[tuple[str, str], ...]:
+        """The pools the last applied digest can have moved: those whose load changed, came or
+        went, and those it only renewed whose previous report was no longer fully trusted (older
+        than ``full_trust_age``): a renewal restores their trust, so their weight moves too."""
+        faded = [
+            pool
+            for pool, before in self.renewed
+            if before is None or before < self._digest_seen - full_trust_age
+        ]
+        return self.moved + tuple(faded)
 
     def digest_sequence(self, cluster: str) -> int | None:
         """The sequence of the newest load digest of ``cluster`` applied here."""
         return self._sequences.get(("digest", cluster))
+
+    def load_sequence(self, cluster: str, namespace: str, name: str) -> int | None:
+        """The newest sequence applied on a pool's load: a report's, or a digest's entry's."""
+        return self._sequences.get(("load", cluster, namespace, name))
 
     def last_heard(self, cluster: str) -> float | None:
         """When ``cluster`` last showed life: its newest heartbeat, load digest or report."""

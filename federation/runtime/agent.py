@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 FETCH_BATCH = 512
 FETCH_WAIT = 1.0
+FETCH_FAILURES_TO_RECREATE = 3  # catch-up fetches failing in a row before the consumer is redone
 
 
 class RootTaskReturned(RuntimeError):
@@ -138,6 +139,7 @@ class Agent:
         # the ``Exported`` conditions are recomputed only when this or their other inputs move.
         self._acks_of_peers: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._acks_heard = 0
+        self._pool_snapshots = 0
         self._export_stamp: tuple[object, ...] | None = None
 
     @property
@@ -220,14 +222,21 @@ class Agent:
 
     async def _catch_up(self) -> None:
         """Apply the newest event of every subject before saying anything ourselves."""
+        failures = 0
         while True:
             raise_if_cancelling()
             try:
                 batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
             except Exception as exc:  # a server too busy to answer in time: ask again
-                log.warning("agent %s: catch-up fetch failed: %s", self.name, exc)
+                failures += 1
+                log.warning("agent %s: catch-up fetch failed (%d): %s", self.name, failures, exc)
                 await asyncio.sleep(self.settings.backoff[0])
+                if failures % FETCH_FAILURES_TO_RECREATE == 0:  # the consumer itself may be gone
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(self.settings.request_timeout):
+                            await self.bus.start_consuming()
                 continue
+            failures = 0
             for delivery in batch:
                 await self.apply_delivery(delivery)
             if not batch or batch[-1].pending == 0:
@@ -239,7 +248,9 @@ class Agent:
         if applied is None:
             return
         if isinstance(applied, LoadDigest):
-            self.reconciler.mark_dirty(PoolKey(*k) for k in self.beliefs.moved)
+            policy = self.reconciler.policy
+            dirty = self.beliefs.digest_dirty(policy.lease * policy.full_trust)
+            self.reconciler.mark_dirty(PoolKey(*k) for k in dirty)
         elif isinstance(applied, Heartbeat):
             acks = (
                 applied.accepted.get(self.name, 0), tuple(applied.refused.get(self.name, ())),
@@ -320,6 +331,7 @@ class Agent:
         async for snapshot in self.pools.watch():
             raise_if_cancelling()
             self.local_pools = dict(snapshot)
+            self._pool_snapshots += 1
             self.reconciler.mark_dirty(None)
             self._pools_changed.set()
             self._changed.set()
@@ -451,8 +463,8 @@ class Agent:
         at 100 x 100); a failed report is retried on the next reconcile."""
         live = self.live_members(now)
         stamp = (
-            id(self.local_pools), self.publisher.exports_sent, frozenset(live),
-            id(self.reconciler.acks), self._acks_heard,  # acks: replaced only when they differ
+            self._pool_snapshots, self.publisher.exports_sent, frozenset(live),
+            self.reconciler.acks_made, self._acks_heard,
         )  # fmt: skip
         if stamp == self._export_stamp:
             return

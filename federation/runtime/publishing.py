@@ -82,9 +82,10 @@ class Publisher:
             if cluster == self.cluster:
                 self.exported[PoolKey(ns, name)] = export
                 self._sequences[messages.subject_for(self.clusterset, export)] = export.generation
-        for (cluster, _, _), report in beliefs.loads.items():
-            if cluster == self.cluster:
-                self._sequences[messages.subject_for(self.clusterset, report)] = report.sequence
+        for (cluster, ns, name), report in beliefs.loads.items():
+            if cluster == self.cluster:  # a renewed digest entry moved the order past the report
+                held = beliefs.load_sequence(cluster, ns, name) or report.sequence
+                self._sequences[messages.subject_for(self.clusterset, report)] = held
         beat = beliefs.beats.get(self.cluster)
         if beat is not None:
             self._sequences[messages.subject_for(self.clusterset, beat)] = beat.sequence
@@ -180,7 +181,10 @@ class Publisher:
         spilled = ordered
         if self.digests:
             digested, spilled = _fit_digest(ordered)
-            await self._publish_digest(digested)
+            if not await self._publish_digest(digested):
+                # Refused or lost (servers whose permissions predate digests deny the subject):
+                # the pools' reports carry the load meanwhile, each on its own pace.
+                per_pool = True
         if per_pool or not self.digests:
             spilled = ordered
         for pool, sample in spilled:
@@ -196,7 +200,8 @@ class Publisher:
             keepalive=self.keepalive,
         )
 
-    async def _publish_digest(self, entries: list[tuple[LocalPool, PoolLoad, LoadSample]]) -> None:
+    async def _publish_digest(self, entries: list[tuple[LocalPool, PoolLoad, LoadSample]]) -> bool:
+        """Send the digest when it is due; False only when sending it failed."""
         at = self._digested_at
         keys = {pool.key for pool, _, _ in entries}
         if at is None:
@@ -206,7 +211,7 @@ class Publisher:
         else:
             due = any(self._worth((self._digested[p.key], at), s) for p, _, s in entries)
         if not due:
-            return
+            return True
         subject = messages.digest_subject(self.clusterset, self.cluster)
         # Above every report we sent of these pools, so no entry looks stale beside one.
         reported = (
@@ -219,18 +224,22 @@ class Publisher:
             published_at=self.wall(),
             pools=tuple(entry for _, entry, _ in entries),
         )
-        if await self._send(digest):
-            self._digested = {pool.key: sample for pool, _, sample in entries}
-            self._digested_at = self.clock()
+        if not await self._send(digest):
+            return False
+        self._digested = {pool.key: sample for pool, _, sample in entries}
+        self._digested_at = self.clock()
+        return True
 
     async def _publish_report(self, pool: LocalPool, sample: LoadSample) -> None:
         tick = self.clock()
         if not self._worth(self._loads.get(pool.key), sample):
             return
         subject = messages.load_subject(self.clusterset, self.cluster, *pool.key)
+        # Above the last digest too: a pool it carried, now sent alone, must not look stale.
+        digested = self._sequences.get(messages.digest_subject(self.clusterset, self.cluster), 0)
         report = LoadReport(
             cluster=self.cluster,
-            sequence=self.next_sequence(subject),
+            sequence=self.next_sequence(subject, at_least=digested + 1),
             published_at=self.wall(),
             **msgspec.structs.asdict(pool_entry(pool, sample)),
         )

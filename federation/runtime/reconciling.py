@@ -43,6 +43,7 @@ class Reconciler:
         self.book = ImportBook(self.policy, settings.cluster)
         self.link = LinkState(False)
         self.acks: Acks | None = None  # what our heartbeat acknowledges to exporters
+        self.acks_made = 0  # how often they changed (the ``Exported`` conditions follow)
         self.export_conditions: dict[PoolKey, Condition | None] = {}
         self._dirty: set[PoolKey] | None = None  # pools whose inputs changed; None: any
         self._acked = False  # the acknowledgements reflect the views every feed holds
@@ -106,8 +107,9 @@ class Reconciler:
             acks = acks_for(
                 self._watermarks, views, self.feeds.refused(), conflicted=self.book.conflicted
             )
-            if acks != self.acks:  # an equal one keeps its identity: nothing to tell anyone
+            if acks != self.acks:  # an equal one changes nothing to tell anyone
                 self.acks = acks
+                self.acks_made += 1
             self._acked = True
 
     async def report_exports(self, conditions: dict[PoolKey, Condition | None]) -> bool:

@@ -97,7 +97,7 @@ def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # ty
             entries = tuple(entry(n, observed_at=now, ready_pods=pods, saturation=saturation)
                             for n in names)  # fmt: skip
             beliefs.apply(digest(cluster, entries, sequence=seq, published_at=now), now)
-            moved = {PoolKey(*k) for k in beliefs.moved}
+            moved = {PoolKey(*k) for k in beliefs.digest_dirty(POLICY.lease * POLICY.full_trust)}
             dirty = None if dirty is None else dirty | moved
         else:
             _, name, pods, saturation = step
@@ -115,6 +115,30 @@ def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # ty
         assert book.views == full.views, (step, now)
         assert book.conflicted == {k for k, v in book.views.items() if v.desired.excluded}
         dirty = set()
+
+
+def test_a_renewal_that_restores_trust_moves_the_import() -> None:
+    """A digest that repeats a report older than the lease only renews it, yet the import's
+    weight must come back (found by review: it stayed at 0 until the grace time)."""
+    beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
+    key = PoolKey("llm", "p")
+    beliefs.apply(export("b", "p", published_at=1000.0), 1000.0)
+    entries = (entry("p", ready_pods=2, saturation=0.2),)
+    beliefs.apply(digest("b", entries, sequence=2, published_at=1000.0), 1000.0)
+    now, dirty = 1000.0, None
+    for seq, now in enumerate((1000.0, 1012.0, 1013.0, 1014.0), start=3):
+        if now == 1013.0:  # the peer's beat renews its lease; its load is past the lease
+            beliefs.apply(beat("b", sequence=seq, published_at=now), now)
+        if now == 1014.0:  # its digest repeats the old load
+            beliefs.apply(digest("b", entries, sequence=seq, published_at=now), now)
+            dirty = {PoolKey(*k) for k in beliefs.digest_dirty(POLICY.lease * POLICY.full_trust)}
+        link = link_state(beliefs, own_cluster=OWN, members=MEMBERS, connected=True, now=now,
+                          lease=POLICY.lease)  # fmt: skip
+        book.step(beliefs, {}, {}, link, now=now, grace=GRACE, dirty=dirty)
+        full.step(beliefs, {}, {}, link, now)
+        dirty = set()
+    assert book.views[key] == full.views[key]
+    assert book.views[key].weights["b"].weight > 0
 
 
 def test_a_quiet_import_is_not_recomputed_until_it_is_due() -> None:

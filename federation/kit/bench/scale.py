@@ -55,11 +55,17 @@ class AgentProcess:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
-            doc = orjson.loads(line)
-            key = doc.get("id") or doc["event"]
+            try:
+                doc = orjson.loads(line)
+                key = doc.get("id") or doc["event"]
+            except (orjson.JSONDecodeError, KeyError, AttributeError):
+                continue  # not ours (a library printing): the protocol lines are JSON objects
             async with self.arrived:
                 self.events[key] = doc
                 self.arrived.notify_all()
+        await self.proc.wait()  # it exited: nobody waits out a timeout for its answers
+        async with self.arrived:
+            self.arrived.notify_all()
 
     async def send(self, doc: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -131,12 +137,14 @@ async def _all_hold(
     return max(s["at"] for s in said if s), [s for s in said if s]
 
 
-async def _stats(agents: list[AgentProcess]) -> list[dict[str, Any]]:
+async def _stats(agents: list[AgentProcess]) -> dict[str, dict[str, Any]]:
+    """Each agent's stats, by cluster (an agent that did not answer is left out)."""
     wid = f"stats-{next(_watch_ids)}"
     for a in agents:
-        await a.send({"cmd": "stats", "id": wid})
+        if not a.exited:
+            await a.send({"cmd": "stats", "id": wid})
     said = await asyncio.gather(*(a.said(wid, 30) for a in agents))
-    return [s for s in said if s]
+    return {a.cluster: s for a, s in zip(agents, said, strict=True) if s}
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -158,7 +166,11 @@ async def scale(
 ) -> dict[str, Any]:
     nats_names = [f"n{i}" for i in range(min(NATS_CLUSTERS, clusters))]
     sc = Supercluster(nats_names, base / f"scale-{shape}-{clusters}x{pools}", gateway_proxies=True)
-    await sc.start()
+    try:
+        await sc.start()
+    except BaseException:
+        await sc.stop_proxies()  # the servers stop themselves when their start fails
+        raise
     names = [f"c{i:03d}" for i in range(clusters)]
     layout = Layout(tuple(names), pools, shape, seed)
     placement = {c: nats_names[i % len(nats_names)] for i, c in enumerate(names)}
@@ -198,7 +210,7 @@ async def scale(
         out["agents_ready_s"] = _spread(ready) | {"count": len(ready)} if ready else None
         out["cold_convergence_s"] = round(max(done), 2) if len(done) == clusters else None
         if out["cold_convergence_s"] is None:
-            stats = await _stats(list(agents.values()))
+            stats = list((await _stats(list(agents.values()))).values())
             held = [s["imports"] for s in stats]
             out["converged_agents"] = len(done)
             out["converged_imports"] = min(held, default=0)  # the key before processes
@@ -218,15 +230,16 @@ async def scale(
         window = time.monotonic() - t0
         servers1 = {c: _cpu_seconds(p) for c, p in sc.pids().items()}
         per = [
-            {k: (b[k] - a[k]) / window for k in ("cpu_s", "received", "published", "writes",
-                                                 "uncoalesced_writes", "recomputed")}
-            for a, b in zip(first_stats, last_stats, strict=True)
+            {k: (last_stats[c][k] - a[k]) / window for k in (
+                "cpu_s", "received", "published", "writes", "uncoalesced_writes", "recomputed")}
+            for c, a in first_stats.items()
+            if c in last_stats
         ]  # fmt: skip
         out["steady"] = {
             "window_s": round(window, 1),
             "agents_cpu_cores_total": round(sum(p["cpu_s"] for p in per), 2),
             "agent_cpu_cores": _spread([p["cpu_s"] for p in per]),
-            "agent_rss_mib": _spread([s["rss_mib"] for s in last_stats]),
+            "agent_rss_mib": _spread([s["rss_mib"] for s in last_stats.values()]),
             "received_events_per_s_per_agent": _spread([p["received"] for p in per]),
             "published_events_per_s_per_agent": _spread([p["published"] for p in per]),
             "kube_writes_per_s_per_agent": _spread([p["writes"] for p in per]),
