@@ -77,12 +77,10 @@ def bench(
             raise click.UsageError(f"{scenario_file}: {exc}") from None
     else:
         family = scenario_family(seed=family_seed, size=4 if quick else family_size)
-    default_size = (20, 50) if quick else (100, 100)
-    size = (clusters or default_size[0], pools or default_size[1])
     doc = run_until_signalled(
         run_bench(
             list(scenarios), quick=quick, routing=family, demand_source=demand_source,
-            scale_size=size, shape=shape,
+            clusters=clusters, pools=pools, shape=shape,
         )
     )  # fmt: skip
     if as_json:

@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 
 FETCH_BATCH = 512
 FETCH_WAIT = 1.0
-FETCH_FAILURES_TO_RECREATE = 3  # catch-up fetches failing in a row before the consumer is redone
 
 
 class RootTaskReturned(RuntimeError):
@@ -230,11 +229,13 @@ class Agent:
             except Exception as exc:  # a server too busy to answer in time: ask again
                 failures += 1
                 log.warning("agent %s: catch-up fetch failed (%d): %s", self.name, failures, exc)
-                await asyncio.sleep(self.settings.backoff[0])
-                if failures % FETCH_FAILURES_TO_RECREATE == 0:  # the consumer itself may be gone
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(self.settings.request_timeout):
-                            await self.bus.start_consuming()
+                backoff = self.settings.backoff
+                await asyncio.sleep(backoff[min(failures, len(backoff)) - 1])
+                # The consumer itself may be gone (or failing every fetch): the store check
+                # that runs later in watch-sources knows, and recreates it.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self.settings.request_timeout):
+                        self._stores_repaired(await self.bus.repair_streams())
                 continue
             failures = 0
             for delivery in batch:

@@ -41,7 +41,8 @@ async def run_bench(
     quick: bool,
     routing: list[Scenario] | None = None,
     demand_source: str = "epp",
-    scale_size: tuple[int, int] | None = None,
+    clusters: int | None = None,
+    pools: int | None = None,
     shape: str = "own",
 ) -> dict[str, Any]:
     chosen = scenarios or list(SCENARIOS)
@@ -66,7 +67,7 @@ async def run_bench(
             )
             r["target_load_p99_within_3x_raw"] = (r["load_p99_ratio_to_raw_p99"] or 1e9) <= 3.0
         if "scale" in chosen:
-            c, p = scale_size or ((20, 50) if quick else (100, 100))
+            c, p = (clusters or (20 if quick else 100)), (pools or (50 if quick else 100))
             results["scale"] = r = await scale(
                 base, c, p, shape=shape, within=120 if quick else 300,
                 heal_within=60 if quick else 120,
