@@ -39,6 +39,12 @@ class FeedSettings:
     haproxy_drain: float = 30.0  # seconds a withdrawn or dead backend's server stays at weight 0
     envoy_eds_dir: Path | None = None  # one EDS DiscoveryResponse file per import
     envoy_mode: str = "parent"  # endpoints: the parent Gateways (parent) or the EPP (endpoint)
+    # Gateway API objects: a Service + EndpointSlice per remote backend, and the backendRefs of
+    # HTTPRoutes labelled inference-federation.io/route-weights=true (needs Kubernetes).
+    gateway_api: bool = True
+    # xDS: an ADS gRPC server (EDS, state of the world) on this port; None: none. 0: any port.
+    xds_port: int | None = None
+    xds_host: str = "127.0.0.1"
     # The weights annotation on InferencePoolImports: at most one write per import per interval,
     # and only for a move of at least the threshold (a backend starting or stopping: at once).
     annotation_interval: float = 10.0

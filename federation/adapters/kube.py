@@ -10,6 +10,7 @@ any other error back off and resume from the last version seen.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 WATCH_TIMEOUT: Final = 300  # seconds per watch call; the server closes it, we resume
 MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ IMPORTS: Final = Resource(
 SERVICES: Final = Resource("", "v1", "services", "Service")
 HTTPROUTES: Final = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 GATEWAYS: Final = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
+# Built in, but under /apis/<group>/<version> like a custom resource: the generic calls reach it.
+ENDPOINT_SLICES: Final = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 
 
 def is_status(exc: BaseException, *codes: int) -> bool:
@@ -127,12 +131,24 @@ class Kube:
         return self.custom.list_namespaced_custom_object, (r.group, r.version, namespace, r.plural)
 
     async def get(self, r: Resource, namespace: str, name: str) -> Obj:
+        if r == SERVICES:
+            return self._service(await self.core.read_namespaced_service(name, namespace))
         got: Obj = await self.custom.get_namespaced_custom_object(
             r.group, r.version, namespace, r.plural, name
         )
         return got
 
+    def _service(self, value: Any) -> Obj:
+        data = self._json(value)
+        data.setdefault("apiVersion", "v1")
+        data.setdefault("kind", "Service")
+        return data
+
     async def create(self, r: Resource, namespace: str, body: Obj) -> Obj:
+        if r == SERVICES:
+            return self._service(
+                await self.core.create_namespaced_service(namespace, body)  # type: ignore[arg-type]
+            )
         created: Obj = await self.custom.create_namespaced_custom_object(
             r.group, r.version, namespace, r.plural, body
         )
@@ -145,7 +161,25 @@ class Kube:
         )
         return replaced
 
-    async def patch(self, r: Resource, namespace: str, name: str, patch: Obj) -> Obj:
+    async def patch(
+        self,
+        r: Resource,
+        namespace: str,
+        name: str,
+        patch: Obj | builtins.list[Obj],
+        *,
+        json_patch: bool = False,
+    ) -> Obj:
+        """A merge patch, or with ``json_patch`` an RFC 6902 one (a list of operations)."""
+        content_type = JSON_PATCH if json_patch else MERGE_PATCH
+        if r == SERVICES:
+            patched_service = await self.core.patch_namespaced_service(
+                name,
+                namespace,
+                patch,
+                _content_type=content_type,  # type: ignore[call-arg]
+            )
+            return self._service(patched_service)
         patched: Obj = await self.custom.patch_namespaced_custom_object(
             r.group,
             r.version,
@@ -153,21 +187,25 @@ class Kube:
             r.plural,
             name,
             patch,
-            _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+            _content_type=content_type,  # type: ignore[call-arg]
         )
         return patched
 
     async def delete(self, r: Resource, namespace: str, name: str, resource_version: str) -> None:
         """Delete only the version we looked at (409 if someone changed it since)."""
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=resource_version)
+        )
+        if r == SERVICES:
+            await self.core.delete_namespaced_service(name, namespace, body=options)
+            return
         await self.custom.delete_namespaced_custom_object(
             r.group,
             r.version,
             namespace,
             r.plural,
             name,
-            body=client.V1DeleteOptions(
-                preconditions=client.V1Preconditions(resource_version=resource_version)
-            ),
+            body=options,
         )
 
 
@@ -196,11 +234,19 @@ class Informer:
         self.synced = asyncio.Event()
         self.relists = 0  # how often a watch answered 410 and we listed again
         self.errors = 0
-        self._on_change = on_change or (lambda: None)
+        self._listeners: list[Callable[[], None]] = [on_change] if on_change else []
         self._synced_scopes: set[str | None] = set()
 
     def __repr__(self) -> str:
         return f"Informer({self.resource.plural})"
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Also call ``callback`` on every change (another part watching the same cache)."""
+        self._listeners.append(callback)
+
+    def _on_change(self) -> None:
+        for callback in self._listeners:
+            callback()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -127,7 +127,7 @@ class KubeCluster:
                 continue  # woken to wait for a nearer due time
             self._imports_changed.clear()
             try:
-                await self.apply(self._desired)
+                await self._sync()
             except Exception as exc:  # the next change or the agent's next feed tries again
                 log.warning("kube: repairing imports failed: %s", exc)
 
@@ -152,9 +152,15 @@ class KubeCluster:
     # -- imports out ---------------------------------------------------------------------------
 
     async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
+        self._desired = dict(views)
+        await self._sync()
+
+    async def _sync(self) -> None:
+        """Make the imports match the newest views. They are read under the lock: a drift
+        repair queued behind a newer apply must not bring older views back."""
         await self.imports.synced.wait()
         async with self._lock:
-            self._desired = dict(views)
+            views = self._desired or {}
             self._next_write = None
             failed: list[str] = []
             for key in sorted(set(views) | set(self.imports.objects)):

@@ -23,6 +23,7 @@ from federation.adapters.envoy_eds import EnvoyEdsFeed
 from federation.adapters.haproxy import HAProxyFeed, HAProxyRuntime
 from federation.adapters.kube import Kube
 from federation.adapters.kube_cluster import KubeCluster
+from federation.adapters.kube_gateway_api import GatewayApiFeed
 from federation.adapters.metrics import AgentMetrics
 from federation.runtime.agent import Agent
 from federation.runtime.ports import (
@@ -150,6 +151,18 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
     if kube is not None:
         feeds["kubernetes"] = kube  # last: API writes must not delay the gateways
         services["kube"] = kube
+        if settings.feeds.gateway_api:  # after the imports: its objects are owned by them
+            gateway_api = GatewayApiFeed(
+                kube,
+                own_cluster=settings.cluster,
+                controller=settings.controller_name,
+                namespaces=parts.namespaces or None,
+                backoff=settings.backoff,
+                interval=settings.feeds.annotation_interval,
+                threshold=settings.feeds.annotation_threshold,
+            )
+            feeds["gateway-api"] = gateway_api
+            services["gateway-api"] = gateway_api
     metrics = AgentMetrics(parts.wall, kube=kube, max_clock_offset=settings.max_clock_offset)
     agent = Agent(
         settings,

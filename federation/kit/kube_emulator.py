@@ -16,6 +16,8 @@ uses, and nothing more:
   changes ``status``; ``status`` in a create is dropped;
 - namespaced objects need their namespace (404 ``namespaces "x" not found``);
 - DELETE with ``preconditions`` (409 on a mismatch); no finalizers (the agent sets none);
+- the garbage collector, in its background mode: deleting an object deletes, right after, every
+  object whose ``ownerReferences`` name its ``uid`` (and theirs in turn);
 - list returns the collection's ``resourceVersion``; watch resumes from a ``resourceVersion``
   out of a bounded history, answers an ``ERROR`` event with code 410 once that version is gone
   (``compact()`` forces it), sends ``BOOKMARK`` events when asked, honours ``timeoutSeconds``.
@@ -103,8 +105,8 @@ class ApiEmulator(kmock.KubernetesScaffold):
         return copy.deepcopy(obj) if obj is not None else None
 
     def interfere(self, plural: str, namespace: str, name: str, times: int = 1) -> None:
-        """The next ``times`` conditional writes to this object (a PUT or DELETE that names the
-        ``resourceVersion`` it read) lose a race to a foreign writer. Unconditional writes
+        """The next ``times`` conditional writes to this object (a PUT, DELETE or JSON patch that
+        names the ``resourceVersion`` it read) lose a race to a foreign writer. Unconditional writes
         cannot lose one, so they pass untouched."""
         self._interference[(plural, namespace, name)] = times
 
@@ -153,6 +155,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
             old = self.store.pop(key, None)
             if old is not None:
                 self._record(kind, "DELETED", old)
+                self._collect_garbage(old)
 
     # -- the store's rules ------------------------------------------------------------------
 
@@ -310,8 +313,14 @@ class ApiEmulator(kmock.KubernetesScaffold):
     async def _update(self, kind: Kind, key: ObjKey, request: Any, *, status_only: bool) -> Obj:
         async with self._changed:
             data = request.data if isinstance(request.data, dict) else {}
+            tested = isinstance(request.data, list) and any(  # a JSON patch's precondition
+                isinstance(op, dict)
+                and op.get("op") == "test"
+                and op.get("path") == "/metadata/resourceVersion"
+                for op in request.data
+            )
             self._interfere_if_asked(
-                kind, key, bool((data.get("metadata") or {}).get("resourceVersion"))
+                kind, key, tested or bool((data.get("metadata") or {}).get("resourceVersion"))
             )
             old = self.store.get(key)
             if old is None:
@@ -391,7 +400,26 @@ class ApiEmulator(kmock.KubernetesScaffold):
                     )
             del self.store[key]
             self._record(kind, "DELETED", old)
+            self._collect_garbage(old)
             return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}
+
+    def _collect_garbage(self, owner: Obj) -> None:
+        """Delete the dependents of a deleted ``owner``, as Kubernetes' garbage collector does."""
+        uid = owner["metadata"].get("uid")
+        dependents = [
+            key
+            for key, obj in self.store.items()
+            if any(
+                isinstance(ref, dict) and ref.get("uid") == uid
+                for ref in obj["metadata"].get("ownerReferences") or []
+            )
+        ]
+        by_plural = {k.plural: k for k in self.kinds.values()}
+        for key in dependents:
+            obj = self.store.pop(key, None)
+            if obj is not None:
+                self._record(by_plural[key[0]], "DELETED", obj)
+                self._collect_garbage(obj)
 
     # -- watch ------------------------------------------------------------------------------
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from federation.adapters.kube import GATEWAYS, HTTPROUTES, IMPORTS, POOLS, SERVICES, Resource
+from federation.adapters.kube import (
+    ENDPOINT_SLICES,
+    GATEWAYS,
+    HTTPROUTES,
+    IMPORTS,
+    POOLS,
+    SERVICES,
+    Resource,
+)
 from federation.kit.kube_emulator import ApiEmulator
 from federation.kit.kube_objects import Kind
 
@@ -17,8 +25,9 @@ EMULATED = (
     kind_of(SERVICES, status=True),
     kind_of(HTTPROUTES, status=True),
     kind_of(GATEWAYS, status=True),
+    kind_of(ENDPOINT_SLICES, status=False),
 )
-POOL_KIND, IMPORT_KIND, SERVICE_KIND, ROUTE_KIND, GATEWAY_KIND = EMULATED
+POOL_KIND, IMPORT_KIND, SERVICE_KIND, ROUTE_KIND, GATEWAY_KIND, SLICE_KIND = EMULATED
 
 
 def new_emulator(namespaces: tuple[str, ...] = ("default",)) -> ApiEmulator:

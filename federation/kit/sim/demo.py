@@ -30,8 +30,15 @@ from federation.adapters.tracing import TracerProvider, setup_tracing
 from federation.app.assembly import AgentParts, Assembly, HttpPort, build_agent
 from federation.app.replay import DEMO_MANIFEST
 from federation.kit.kube_emulator import EmulatedApiServer
-from federation.kit.kube_kinds import IMPORT_KIND, POOL_KIND, new_emulator
-from federation.kit.nats_servers import Supercluster
+from federation.kit.kube_kinds import (
+    IMPORT_KIND,
+    POOL_KIND,
+    ROUTE_KIND,
+    SERVICE_KIND,
+    SLICE_KIND,
+    new_emulator,
+)
+from federation.kit.nats_servers import Supercluster, free_port
 from federation.kit.sim.epp import SimEpp
 from federation.kit.sim.gateways import HAProxyGateway
 from federation.kit.sim.imports import MemoryImports
@@ -221,7 +228,9 @@ class Demo:
                 scraper = EppScraper(wall=skewed_clock(options.skews.get(name, 0.0)))
                 sim = SimCluster(name, apiserver, pools, load, epp, scraper, MemoryImports(), api)
                 demo.clusters[name] = sim
-                gateway_port = None
+                # Every pool has a parent Gateway on loopback (Parent mode has real addresses;
+                # only --traffic listens there), and every import a route marked for weights.
+                gateway_port = free_port()
                 if options.traffic is not None:
                     if demo._traffic_dir is None:
                         demo._traffic_dir = Path(tempfile.mkdtemp(prefix="federation-traffic-"))
@@ -233,6 +242,8 @@ class Demo:
                     await pools.put(
                         dataclasses.replace(pool, metrics_url=epp.url(pool.key)), gateway_port
                     )
+                for key in truth[name]:
+                    await pools.put_route(key, gateway_port)
         except BaseException:
             await demo.stop()
             raise
@@ -358,13 +369,13 @@ class Demo:
         return True
 
     def dump_objects(self, directory: Path) -> int:
-        """Write every InferencePool and InferencePoolImport of every cluster; return the count.
+        """Write every cluster's pools, imports, routes, Services and slices; return the count.
 
         ``DIR/<cluster>/<kind>/<namespace>.<name>.json``, each as the API returns it.
         """
         written = 0
         for name, sim in self.clusters.items():
-            for kind in (POOL_KIND, IMPORT_KIND):
+            for kind in (POOL_KIND, IMPORT_KIND, ROUTE_KIND, SERVICE_KIND, SLICE_KIND):
                 folder = directory / name / kind.kind
                 folder.mkdir(parents=True, exist_ok=True)
                 for obj in sim.apiserver.emulator.objects(kind.plural):

@@ -19,6 +19,7 @@ from federation.model.pool_objects import (
     pool_from_object,
 )
 from federation.model.pools import EXPORT_ANNOTATION, LocalPool, PoolKey
+from federation.model.route_weights import ROUTE_LABEL
 
 EPP_PORT = 9002
 
@@ -55,10 +56,14 @@ def pool_objects(pool: LocalPool, cluster_ip: str) -> tuple[dict[str, Any], dict
 GATEWAY_NAME = "gateway"
 
 
-def gateway_objects(pool: LocalPool, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Gateway (listening on 127.0.0.1:``port``) and the HTTPRoute that send to ``pool``."""
+def gateway_objects(key: PoolKey, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Gateway (on 127.0.0.1:``port``) and the HTTPRoute that send to the pool ``key``.
+
+    The route is marked for the Gateway API feed: where ``key`` is imported, the agent keeps its
+    backendRefs equal to the import's weights.
+    """
     gateway = {
-        "metadata": {"namespace": pool.namespace, "name": GATEWAY_NAME},
+        "metadata": {"namespace": key.namespace, "name": GATEWAY_NAME},
         "spec": {
             "gatewayClassName": "haproxy",
             "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}],
@@ -66,11 +71,15 @@ def gateway_objects(pool: LocalPool, port: int) -> tuple[dict[str, Any], dict[st
         "status": {"addresses": [{"type": "IPAddress", "value": "127.0.0.1"}]},
     }
     route = {
-        "metadata": {"namespace": pool.namespace, "name": pool.name},
+        "metadata": {
+            "namespace": key.namespace,
+            "name": key.name,
+            "labels": {ROUTE_LABEL: "true"},
+        },
         "spec": {
             "parentRefs": [{"name": GATEWAY_NAME}],
             "rules": [
-                {"backendRefs": [{"group": POOL_GROUP, "kind": "InferencePool", "name": pool.name}]}
+                {"backendRefs": [{"group": POOL_GROUP, "kind": "InferencePool", "name": key.name}]}
             ],
         },
     }
@@ -95,10 +104,16 @@ class EmulatedPools:
         inference_pool, service = pool_objects(pool, self._ip(pool.key))
         await self.emulator.put_object(SERVICE_KIND, service)
         if gateway_port is not None:
-            gateway, route = gateway_objects(pool, gateway_port)
-            await self.emulator.put_object(GATEWAY_KIND, gateway)
-            await self.emulator.put_object(ROUTE_KIND, route)
+            await self.put_route(pool.key, gateway_port)
         await self.emulator.put_object(POOL_KIND, inference_pool)
+
+    async def put_route(self, key: PoolKey, gateway_port: int) -> None:
+        """The namespace's Gateway and a marked HTTPRoute to ``key`` (unless one exists)."""
+        self.emulator.add_namespace(key.namespace)
+        gateway, route = gateway_objects(key, gateway_port)
+        await self.emulator.put_object(GATEWAY_KIND, gateway)
+        if self.emulator.object_at(ROUTE_KIND.plural, *key) is None:
+            await self.emulator.put_object(ROUTE_KIND, route)
 
     async def remove(self, key: PoolKey) -> None:
         await self.emulator.delete_object(POOL_KIND, key.namespace, key.name)
