@@ -45,6 +45,10 @@ class FeedSettings:
     # xDS: an ADS gRPC server (EDS, state of the world) on this port; None: none. 0: any port.
     xds_port: int | None = None
     xds_host: str = "127.0.0.1"
+    # Mutual TLS for the xDS server (all three, or none): re-read when they change.
+    xds_cert: Path | None = None
+    xds_key: Path | None = None
+    xds_client_ca: Path | None = None
     # The weights annotation on InferencePoolImports: at most one write per import per interval,
     # and only for a move of at least the threshold (a backend starting or stopping: at once).
     annotation_interval: float = 10.0
@@ -68,6 +72,11 @@ class FeedSettings:
                 f"HAProxy backend rule {self.haproxy_backend!r} gives {sample!r}: HAProxy names "
                 "allow only letters, digits and '_.:-'"
             )
+        tls = (self.xds_cert, self.xds_key, self.xds_client_ca)
+        if any(p is not None for p in tls) and not all(p is not None for p in tls):
+            raise SettingsError("xDS TLS needs a certificate, its key and the clients' CA")
+        if self.xds_port is not None and not 0 <= self.xds_port < 65536:
+            raise SettingsError(f"xDS port {self.xds_port} is not a port")
         if self.haproxy_drain < 0 or self.annotation_interval < 0:
             raise SettingsError("drain and write intervals cannot be negative")
         if not 0 <= self.annotation_threshold <= 1_000_000:

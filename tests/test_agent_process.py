@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 
 from federation.kit.kube_emulator import EmulatedApiServer
 from federation.kit.kube_kinds import new_emulator
@@ -31,6 +33,7 @@ from federation.model.loads import LoadSample
 from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
 from federation.model.status_objects import DEFAULT_CONTROLLER
 from tests.conftest import wait_for
+from tests.test_xds_server import Client as XdsClient
 
 pytestmark = pytest.mark.e2e
 
@@ -298,6 +301,7 @@ async def test_the_agent_process_feeds_haproxy_and_envoy_from_its_flags(
     )  # fmt: skip
     await gateway.start()
     eds = tmp_path / "eds"
+    xds_port = free_port()
     async with api_server() as east_api, api_server() as west_api:
         exported = dataclasses.replace(pool("llama"), metrics_url=east_epp.url("/metrics"))
         await EmulatedPools(east_api.emulator, 0).put(exported, east_gateway.port)
@@ -307,6 +311,7 @@ async def test_the_agent_process_feeds_haproxy_and_envoy_from_its_flags(
                               east_api.url, logs["us-east"]),
             await start_agent("eu-west", clusterset, members, supercluster.url("eu-west"),
                               west_api.url, logs["eu-west"], "--envoy-eds-dir", str(eds),
+                              "--xds-port", str(xds_port),
                               env={"FEDERATION_HAPROXY_SOCKET": str(gateway.socket)}),
         ]  # fmt: skip
         try:
@@ -341,7 +346,29 @@ async def test_the_agent_process_feeds_haproxy_and_envoy_from_its_flags(
                     feeds = (await resp.json())["feeds"]
                 async with http.get(f"{agents[1].url}/metrics") as resp:
                     metrics = await resp.text()
-            assert list(feeds) == ["http", "haproxy", "envoy-eds", "kubernetes"]
+            # The same assignment over xDS, as an Envoy asks for it.
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{xds_port}") as channel:
+                client = XdsClient(channel)
+                client.send(resource_names=["federation.llm.llama"])
+                served = await client.receive(within=10)
+                await client.close()
+            (packed,) = served.resources
+            cla = ClusterLoadAssignment()
+            assert packed.Unpack(cla)
+            (served_locality,) = cla.endpoints
+            assert served_locality.locality.region == "us-east"
+            assert served_locality.lb_endpoints[0].endpoint.address.socket_address.port_value == (
+                east_gateway.port
+            )
+            # Gateway API: the exporter's backend as a Service + EndpointSlice in eu-west.
+            service = west_api.emulator.object_at("services", "llm", "llama-fed-us-east")
+            slice_obj = west_api.emulator.object_at("endpointslices", "llm", "llama-fed-us-east")
+            assert service is not None
+            assert slice_obj is not None
+            assert slice_obj["ports"][0]["port"] == east_gateway.port
+            assert list(feeds) == [
+                "http", "haproxy", "xds", "envoy-eds", "kubernetes", "gateway-api"
+            ]  # fmt: skip
             assert all(f["healthy"] for f in feeds.values()), feeds
             assert 'federation_feed_healthy{feed="haproxy"} 1.0' in metrics
             assert "federation_insecure 1.0" in metrics  # it was told --insecure: it says so

@@ -5,6 +5,8 @@ Each file is a v3 ``DiscoveryResponse`` (what Envoy's ``path_config_source`` rea
 weight of 0, so a drained backend is simply absent), ``load_balancing_weight`` the backend's
 weight, and as endpoints the backend's EPP (Endpoint mode) or its parent Gateways (Parent mode).
 Files are written to a temporary name and renamed, which is the atomic move Envoy watches for.
+Each file is parsed with Envoy's own API definitions (``xds-protos``), strictly, before it is
+written: a file Envoy would refuse is a bug, raised here, not a gateway's problem.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+
+from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401 (registers the CLA type)
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
+from google.protobuf import json_format
 
 from federation.messages import EndpointAddress
 from federation.model.pools import PoolKey
@@ -63,6 +69,12 @@ def discovery_response(view: ImportView, mode: Mode, version: str) -> dict[str, 
     }
 
 
+def validated(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` if Envoy's own definitions parse it strictly as a ``DiscoveryResponse``."""
+    json_format.ParseDict(doc, DiscoveryResponse())  # raises ParseError on anything unknown
+    return doc
+
+
 def write_atomically(path: Path, content: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -98,7 +110,7 @@ class EnvoyEdsFeed:
             if self._written.get(key) == content:
                 continue
             self._version += 1
-            doc = discovery_response(view, self.mode, str(self._version))
+            doc = validated(discovery_response(view, self.mode, str(self._version)))
             write_atomically(self.path(key), json.dumps(doc, indent=2).encode())
             self._written[key] = content
         for key in set(self._written) - set(views):

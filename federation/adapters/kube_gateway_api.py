@@ -245,13 +245,11 @@ class GatewayApiFeed:
         try:
             created = await self.kube.create(r, ns, body)
         except Exception as exc:
-            if not is_status(exc, 409):
-                raise
-            created = await self.kube.get(r, ns, body["metadata"]["name"])  # raced: look again
-            self._cache(r)[object_key(created)] = created
-            raise RuntimeError(
-                f"{r.kind} {ns}/{body['metadata']['name']} appeared meanwhile"
-            ) from exc
+            if is_status(exc, 409):  # created meanwhile: the informer shows it to the retry
+                raise RuntimeError(
+                    f"{r.kind} {ns}/{body['metadata']['name']} appeared meanwhile"
+                ) from exc
+            raise
         self._cache(r)[object_key(created)] = created
         self.counts[counter] += 1
         log.info("gateway-api: created %s %s/%s", r.kind, ns, body["metadata"]["name"])

@@ -25,6 +25,7 @@ from federation.adapters.kube import Kube
 from federation.adapters.kube_cluster import KubeCluster
 from federation.adapters.kube_gateway_api import GatewayApiFeed
 from federation.adapters.metrics import AgentMetrics
+from federation.adapters.xds_server import XdsServer
 from federation.runtime.agent import Agent
 from federation.runtime.ports import (
     Bus,
@@ -123,6 +124,15 @@ def gateway_feeds(settings: Settings, weights: WeightsBoard) -> dict[str, Import
             drain=f.haproxy_drain,
             members=settings.members,
         )
+    if f.xds_port is not None:
+        feeds["xds"] = XdsServer(
+            f.xds_host,
+            f.xds_port,
+            "endpoint" if f.envoy_mode == "endpoint" else "parent",
+            cert=f.xds_cert,
+            key=f.xds_key,
+            client_ca=f.xds_client_ca,
+        )
     if f.envoy_eds_dir is not None:
         feeds["envoy-eds"] = EnvoyEdsFeed(
             f.envoy_eds_dir, "endpoint" if f.envoy_mode == "endpoint" else "parent"
@@ -148,6 +158,8 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
     weights = WeightsBoard(settings.cluster)
     feeds = gateway_feeds(settings, weights) | dict(parts.extra_feeds)
     services = dict(parts.services)
+    if isinstance(xds := feeds.get("xds"), XdsServer):
+        services["xds"] = xds  # its gRPC server runs beside the agent's tasks
     if kube is not None:
         feeds["kubernetes"] = kube  # last: API writes must not delay the gateways
         services["kube"] = kube

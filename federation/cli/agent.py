@@ -154,6 +154,32 @@ from federation.settings import (
     help="EDS endpoints: the exporters' parent Gateways, or their EPPs.",
 )
 @click.option(
+    "--gateway-api/--no-gateway-api",
+    default=FeedSettings.gateway_api,
+    show_default=True,
+    envvar=env("GATEWAY_API"),
+    help="Feed every Gateway API implementation: a Service + EndpointSlice per remote backend, "
+    "and the backendRefs weights of HTTPRoutes labelled inference-federation.io/route-weights="
+    "true.",
+)
+@click.option(
+    "--xds-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    envvar=env("XDS_PORT"),
+    help="Feed Envoy over gRPC: an ADS server (EDS, state of the world) on this port (0: any).",
+)
+@click.option(
+    "--xds-host",
+    default=FeedSettings.xds_host,
+    show_default=True,
+    envvar=env("XDS_HOST"),
+    help="The xDS server's address.",
+)
+@file_option("--xds-cert", "xDS mutual TLS: the server's certificate (re-read on change).")
+@file_option("--xds-key", "xDS mutual TLS: its key.")
+@file_option("--xds-client-ca", "xDS mutual TLS: the CA that signed the gateways' certificates.")
+@click.option(
     "--annotation-interval",
     default=FeedSettings.annotation_interval,
     show_default=True,
@@ -216,6 +242,12 @@ def agent(
     haproxy_drain: float,
     envoy_eds_dir: Path | None,
     envoy_mode: str,
+    gateway_api: bool,
+    xds_port: int | None,
+    xds_host: str,
+    xds_cert: Path | None,
+    xds_key: Path | None,
+    xds_client_ca: Path | None,
     annotation_interval: float,
     annotation_threshold: int,
     insecure: bool,
@@ -243,6 +275,12 @@ def agent(
                 haproxy_drain=haproxy_drain,
                 envoy_eds_dir=envoy_eds_dir,
                 envoy_mode=envoy_mode,
+                gateway_api=gateway_api,
+                xds_port=xds_port,
+                xds_host=xds_host,
+                xds_cert=xds_cert,
+                xds_key=xds_key,
+                xds_client_ca=xds_client_ca,
                 annotation_interval=annotation_interval,
                 annotation_threshold=annotation_threshold,
             ),

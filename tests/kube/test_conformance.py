@@ -231,3 +231,60 @@ def test_our_crd_names_match_upstream() -> None:
         assert ours["spec"][field] == upstream["spec"][field]
     (ov,), (uv,) = ours["spec"]["versions"], upstream["spec"]["versions"]
     assert (ov["name"], ov["subresources"]) == (uv["name"], uv["subresources"])
+
+
+def k8s_errors(obj: dict[str, Any]) -> list[str]:
+    """Errors of a built-in object under Kubernetes' own schemas (kubernetes-validate)."""
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [str(exc)]
+    return []
+
+
+async def test_gateway_api_objects_conform_and_match_the_imports(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    """The Gateway API feed in the demo: every HTTPRoute valid under the upstream CRD, every
+    Service and EndpointSlice under Kubernetes' schemas; each marked route names exactly the
+    import's backends (its own pool for the one here, one owned Service per remote one)."""
+    routes_schema = validator(UPSTREAM / "gateway.networking.k8s.io_httproutes.yaml", "v1")
+    options = DemoOptions(clusters=3, pools=4, clusterset=clusterset)
+    async with running_demo(options, supercluster) as demo:
+        await demo.wait_converged(within=30)
+
+        def routes_follow_imports() -> bool:
+            for sim in demo.clusters.values():
+                emulator = sim.apiserver.emulator
+                for imp in emulator.objects("inferencepoolimports"):
+                    meta = imp["metadata"]
+                    entry = imp["status"]["controllers"][0]
+                    clusters = entry["exportingClusters"]
+                    here = sim.name if sim.name in [c["name"] for c in clusters] else None
+                    route = emulator.object_at("httproutes", meta["namespace"], meta["name"])
+                    if route is None:
+                        return False
+                    refs = route["spec"]["rules"][0]["backendRefs"]
+                    remote = sorted(f"{meta['name']}-fed-{c['name']}" for c in clusters
+                                    if c["name"] != here)  # fmt: skip
+                    if [r["name"] for r in refs[1:]] != remote or "weight" not in refs[0]:
+                        return False
+            return True
+
+        await wait_for(routes_follow_imports, within=30, what="routes naming every backend")
+        checked = {"HTTPRoute": 0, "Service": 0, "EndpointSlice": 0}
+        for name, sim in demo.clusters.items():
+            emulator = sim.apiserver.emulator
+            for route in emulator.objects("httproutes"):
+                assert errors(routes_schema, route) == [], (name, route["metadata"]["name"])
+                for ref in route["spec"]["rules"][0]["backendRefs"]:
+                    assert 0 <= ref.get("weight", 1) <= 1_000_000
+                checked["HTTPRoute"] += 1
+            for plural, kind in (("services", "Service"), ("endpointslices", "EndpointSlice")):
+                for obj in emulator.objects(plural):
+                    if (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by"):
+                        assert k8s_errors(obj) == [], (name, obj["metadata"]["name"])
+                        checked[kind] += 1
+        assert all(checked.values()), checked

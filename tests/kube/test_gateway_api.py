@@ -14,6 +14,8 @@ import copy
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import pytest
+
 from federation.adapters.kube import ENDPOINT_SLICES, HTTPROUTES, IMPORTS, SERVICES
 from federation.adapters.kube_cluster import KubeCluster
 from federation.adapters.kube_gateway_api import GatewayApiFeed
@@ -56,7 +58,9 @@ def import_view(
     )
     desired = DesiredImport(PoolKey(ns, POOL), clusters, exports=exports)
     accepted = Condition("Accepted", "True", "Accepted", "ok")
-    return ImportView(desired, {c: BackendWeight(w, "test") for c, w in weights.items()}, (accepted,))
+    return ImportView(
+        desired, {c: BackendWeight(w, "test") for c, w in weights.items()}, (accepted,)
+    )
 
 
 def route(ns: str, name: str = "chat", **extra_meta: Any) -> dict[str, Any]:
@@ -138,7 +142,8 @@ async def test_remote_backends_become_services_and_slices_owned_by_the_import(
             assert [p["port"] for p in service["spec"]["ports"]] == [8080]
             (owner,) = service["metadata"]["ownerReferences"]
             assert owner["uid"] == imported["metadata"]["uid"]
-            assert owner["kind"] == "InferencePoolImport" and owner["controller"] is True
+            assert owner["kind"] == "InferencePoolImport"
+            assert owner["controller"] is True
             endpoints = await r.get(ENDPOINT_SLICES, name)
             assert endpoints is not None
             assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == name
@@ -314,12 +319,8 @@ async def test_a_failed_delete_is_retried_by_the_next_apply(emulator: Emulated) 
     async with rig(emulator) as r:
         await r.apply(import_view(ns, {HERE: 1, "east": 1}, {"east": ["192.0.2.10"]}))
         emulator.emulator.interfere("services", ns, f"{POOL}-fed-east", times=1)
-        try:
+        with pytest.raises(RuntimeError, match="failed"):  # and the feed retries
             await r.feed.apply({})
-        except RuntimeError as exc:
-            assert "failed" in str(exc)
-        else:
-            raise AssertionError("a lost delete race must fail the apply (the feed retries)")
 
         async def gone() -> bool:
             return await r.get(SERVICES, f"{POOL}-fed-east") is None

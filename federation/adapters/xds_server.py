@@ -1,0 +1,286 @@
+"""xDS: an Aggregated Discovery Service (gRPC) serving each import's ClusterLoadAssignment (EDS).
+
+An Envoy-based gateway points an EDS cluster at the agent (``eds_cluster_config.eds_config:
+{ads: {}}`` with the agent as its ADS server) and gets, per import, the
+``ClusterLoadAssignment`` of :mod:`federation.adapters.envoy_eds`: one locality per backend with
+``load_balancing_weight`` its weight. Envoy's own API definitions (``xds-protos``) build every
+message, so what is served is what Envoy parses.
+
+The protocol is the state-of-the-world variant (``StreamAggregatedResources``, and the
+EDS-only ``StreamEndpoints`` with the same rules):
+
+- a request without a nonce (a new stream, or Envoy's first request for the type) is answered
+  with the current state of the resources it names (none named: all of them), whatever
+  ``version_info`` it carries: a reconnect resumes with the current state;
+- every response has a new nonce and the state's version; a request whose ``response_nonce`` is
+  not the last one sent on its stream is stale and ignored;
+- a request with the last nonce is an ACK (its ``version_info`` is what Envoy now holds) or,
+  with ``error_detail``, a NACK: logged and counted, and that version is not sent again; the
+  next change is;
+- a change of the subscribed names is answered at once; a change of the state is pushed to
+  every stream whose resources changed;
+- other resource types (CDS, LDS, ...) are not served: such requests are counted and left
+  unanswered, so an Envoy configured for them elsewhere keeps its own.
+
+Listens on 127.0.0.1 unless told otherwise; with a certificate, key and client CA it requires
+mutual TLS, and re-reads the files when they change (the next handshake uses the new ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from envoy.service.endpoint.v3 import eds_pb2_grpc
+from google.protobuf import any_pb2, json_format
+
+from federation.adapters.envoy_eds import CLA_TYPE, Mode, cluster_name, load_assignment
+from federation.model.pools import PoolKey
+from federation.model.views import ImportView
+
+log = logging.getLogger(__name__)
+
+_END: Final = object()  # the client closed its side of the stream
+_CHANGED: Final = object()  # the served state has a new version
+
+
+def assignment_proto(body: Mapping[str, Any]) -> ClusterLoadAssignment:
+    """A ``load_assignment`` body as Envoy's message (strict: an unknown field is an error)."""
+    cla = ClusterLoadAssignment()
+    json_format.ParseDict({k: v for k, v in body.items() if k != "@type"}, cla)
+    return cla
+
+
+@dataclass(eq=False)  # identity: streams are kept in a set
+class _Stream:
+    """One client stream: what it subscribed to and what it was last sent."""
+
+    peer: str
+    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    names: frozenset[str] | None = None  # None: nothing asked yet; empty: everything
+    nonce: str = ""  # of the last response sent
+    sent: dict[str, bytes] = field(default_factory=dict)  # name → serialized, as last sent
+    acked: str = ""  # the version the client last accepted
+    nacked: str = ""  # the version it last refused
+
+
+class XdsServer:
+    """The served state (an ImportSink) and the gRPC server around it (a Service)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        mode: Mode = "parent",
+        *,
+        cert: Path | None = None,
+        key: Path | None = None,
+        client_ca: Path | None = None,
+    ) -> None:
+        self.host, self.requested_port, self.mode = host, port, mode
+        self.port = 0  # the bound port, once started
+        self._tls = (cert, key, client_ca) if cert is not None else None
+        self.version = 0
+        self.resources: dict[str, ClusterLoadAssignment] = {}
+        self._serialized: dict[str, bytes] = {}
+        self._streams: set[_Stream] = set()
+        self._nonces = itertools.count(1)
+        self.counts: Counter[str] = Counter()
+        self._server: grpc.aio.Server | None = None
+        self._tls_stamp: tuple[int, ...] = ()
+
+    # -- the state (ImportSink) ---------------------------------------------------------------
+
+    async def apply(self, views: Mapping[PoolKey, ImportView]) -> None:
+        fresh = {cluster_name(k): assignment_proto(load_assignment(v, self.mode))
+                 for k, v in views.items()}  # fmt: skip
+        serialized = {n: cla.SerializeToString(deterministic=True) for n, cla in fresh.items()}
+        if serialized == self._serialized:
+            return
+        self.resources, self._serialized = fresh, serialized
+        self.version += 1
+        for stream in self._streams:
+            stream.queue.put_nowait(_CHANGED)
+
+    def notes(self) -> dict[str, object]:
+        return {
+            "port": self.port,
+            "version": self.version,
+            "streams": len(self._streams),
+            "counts": dict(sorted(self.counts.items())),
+        }
+
+    # -- the protocol -------------------------------------------------------------------------
+
+    def _subset(self, names: frozenset[str]) -> dict[str, bytes]:
+        if not names:
+            return dict(self._serialized)
+        return {n: b for n, b in self._serialized.items() if n in names}
+
+    def _response(self, stream: _Stream) -> DiscoveryResponse:
+        assert stream.names is not None
+        chosen = self._subset(stream.names)
+        stream.sent = chosen
+        stream.nonce = str(next(self._nonces))
+        resources = []
+        for name in sorted(chosen):
+            packed = any_pb2.Any()
+            packed.Pack(self.resources[name])
+            resources.append(packed)
+        self.counts["responses"] += 1
+        return DiscoveryResponse(
+            version_info=str(self.version), resources=resources, type_url=CLA_TYPE,
+            nonce=stream.nonce,
+        )  # fmt: skip
+
+    def _on_request(self, stream: _Stream, request: DiscoveryRequest) -> bool:
+        """Handle one request; True if it must be answered with the current state."""
+        if request.type_url != CLA_TYPE:
+            self.counts["unserved_type_requests"] += 1
+            log.debug("xds: %s asked for %s, which is not served", stream.peer, request.type_url)
+            return False
+        names = frozenset(request.resource_names)
+        if not request.response_nonce:  # the first request for this type on this stream
+            stream.names = names
+            self.counts["subscriptions"] += 1
+            return True
+        if request.response_nonce != stream.nonce:
+            self.counts["stale_requests"] += 1
+            return False
+        if request.HasField("error_detail") and request.error_detail.code != 0:
+            self.counts["nacks"] += 1
+            stream.nacked = str(self.version)
+            log.warning(
+                "xds: %s refused version %s (its version %r): %s",
+                stream.peer, self.version, request.version_info, request.error_detail.message,
+            )  # fmt: skip
+        else:
+            self.counts["acks"] += 1
+            stream.acked = request.version_info
+        if names != stream.names:
+            stream.names = names
+            return True
+        return False
+
+    async def _serve(
+        self, requests: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[DiscoveryResponse]:
+        stream = _Stream(peer=context.peer())
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    stream.queue.put_nowait(request)
+            finally:
+                stream.queue.put_nowait(_END)
+
+        self._streams.add(stream)
+        self.counts["streams_opened"] += 1
+        reader = asyncio.create_task(read(), name=f"xds/read/{stream.peer}")
+        try:
+            while (item := await stream.queue.get()) is not _END:
+                if item is _CHANGED:
+                    due = stream.names is not None and self._subset(stream.names) != stream.sent
+                else:
+                    assert isinstance(item, DiscoveryRequest)
+                    due = self._on_request(stream, item)
+                if due:
+                    yield self._response(stream)
+        finally:
+            self._streams.discard(stream)
+            reader.cancel()
+
+    # -- the gRPC server (Service) ------------------------------------------------------------
+
+    async def start(self) -> None:
+        server = grpc.aio.server()
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Ads(self), server)
+        eds_pb2_grpc.add_EndpointDiscoveryServiceServicer_to_server(_Eds(self), server)
+        address = f"{self.host}:{self.requested_port}"
+        if self._tls is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, self._credentials())
+        if not self.port:
+            raise OSError(f"xds: cannot listen on {address}")
+        await server.start()
+        self._server = server
+        log.info("xds: serving ADS/EDS on %s:%d%s", self.host, self.port,
+                 " (mutual TLS)" if self._tls else "")  # fmt: skip
+
+    async def run(self) -> None:
+        if self._server is None:
+            await self.start()
+        try:
+            await asyncio.Future()  # until cancelled
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+            self._server = None
+
+    def _read_tls(self) -> grpc.ServerCertificateConfiguration:
+        assert self._tls is not None
+        cert, key, ca = self._tls
+        assert key is not None
+        assert ca is not None
+        self._tls_stamp = tuple(p.stat().st_mtime_ns for p in (cert, key, ca) if p is not None)
+        return grpc.ssl_server_certificate_configuration(
+            [(key.read_bytes(), cert.read_bytes() if cert else b"")], ca.read_bytes()
+        )
+
+    def _credentials(self) -> grpc.ServerCredentials:
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            # Called by gRPC per handshake: a new configuration only when the files changed.
+            assert self._tls is not None
+            try:
+                stamp = tuple(p.stat().st_mtime_ns for p in self._tls if p is not None)
+                if stamp == self._tls_stamp:
+                    return None
+                config = self._read_tls()
+            except OSError as exc:
+                log.error("xds: TLS files unreadable, keeping the current ones: %s", exc)
+                return None
+            self.counts["tls_reloads"] += 1
+            log.info("xds: TLS certificates reloaded")
+            return config
+
+        return grpc.dynamic_ssl_server_credentials(
+            self._read_tls(), fetch, require_client_authentication=True
+        )
+
+
+class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    def __init__(self, server: XdsServer) -> None:
+        self.server = server
+
+    async def StreamAggregatedResources(  # the gRPC method's name
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[DiscoveryResponse]:
+        # An async generator itself: that is how grpc.aio tells a streaming handler.
+        async for response in self.server._serve(request_iterator, context):
+            yield response
+
+
+class _Eds(eds_pb2_grpc.EndpointDiscoveryServiceServicer):  # type: ignore[misc]
+    def __init__(self, server: XdsServer) -> None:
+        self.server = server
+
+    async def StreamEndpoints(  # the gRPC method's name
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[DiscoveryResponse]:
+        # An async generator itself: that is how grpc.aio tells a streaming handler.
+        async for response in self.server._serve(request_iterator, context):
+            yield response
