@@ -69,8 +69,8 @@ from federation.cli.output import print_json, run_until_signalled, setup_logging
     type=click.Path(path_type=Path),
     default=None,
     metavar="DIR",
-    help="At the end, write every InferencePool and InferencePoolImport of every cluster as "
-    "JSON to DIR/<cluster>/<kind>/<namespace>.<name>.json.",
+    help="At the end, write every InferencePool, InferencePoolImport, HTTPRoute, Service and "
+    "EndpointSlice of every cluster as JSON to DIR/<cluster>/<Kind>/<namespace>.<name>.json.",
 )
 @click.option(
     "--secure",

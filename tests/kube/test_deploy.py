@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from federation.kit.kube_kinds import SERVICE_KIND, SLICE_KIND
 from federation.kit.nats_servers import Supercluster
 from federation.kit.sim.demo import Demo, DemoOptions
 from federation.kit.sim.loads import EppFault
@@ -62,6 +63,46 @@ def test_manifests_parse_and_run_hardened() -> None:
     assert crd["spec"]["names"]["kind"] == "InferencePoolImport"
 
 
+async def exercise_the_gateway_api_feed(east: Any, west: Any) -> None:
+    """A user edits what the feed owns (repaired: patches), a route write loses a race (a get),
+    and a shared pool loses one exporter (its Service and slice deleted, the import kept)."""
+    shared = PoolKey("llm", "llama-3-70b")  # exported by both clusters
+    name = f"{shared.name}-fed-us-east"
+    emulator = west.apiserver.emulator
+
+    def owned(plural: str) -> dict[str, Any] | None:
+        obj: dict[str, Any] | None = emulator.object_at(plural, "llm", name)
+        return obj
+
+    await wait_for(lambda: owned("endpointslices") is not None, within=20, what="a Service")
+    service = owned("services")
+    assert service is not None
+    service["spec"]["selector"] = {"app": "someone-else"}
+    await emulator.put_object(SERVICE_KIND, service)
+    endpoints = owned("endpointslices")
+    assert endpoints is not None
+    endpoints["endpoints"] = [{"addresses": ["192.0.2.99"], "conditions": {"ready": True}}]
+    await emulator.put_object(SLICE_KIND, endpoints)
+    await wait_for(
+        lambda: (
+            not (owned("services") or {}).get("spec", {}).get("selector")
+            and (owned("endpointslices") or {}).get("endpoints", [{}])[0].get("addresses")
+            != ["192.0.2.99"]
+        ),
+        within=20,
+        what="the edited Service and EndpointSlice to be repaired",
+    )
+    emulator.interfere("httproutes", *shared, times=1)
+    await east.pools.put(dataclasses.replace(east.pools.snapshot()[shared], export=None))
+    await wait_for(
+        lambda: owned("services") is None and owned("endpointslices") is None,
+        within=20,
+        what="the withdrawn backend's Service and slice to be deleted",
+    )
+    assert emulator.object_at("inferencepoolimports", *shared) is not None
+    assert west.built.feeds["gateway-api"].counts["route_conflicts"] >= 1
+
+
 @pytest.mark.e2e
 async def test_rbac_grants_exactly_what_the_agent_uses(
     supercluster: Supercluster, clusterset: str
@@ -93,6 +134,7 @@ async def test_rbac_grants_exactly_what_the_agent_uses(
             within=20,
             what="the withdrawn import to be deleted",
         )
+        await exercise_the_gateway_api_feed(east, west)
         assert west.kube is not None
         assert west.kube.counts["conflicts"] >= 1
         assert east.kube is not None

@@ -104,10 +104,24 @@ def test_feed_values_reach_the_agent_as_settings() -> None:
                 "drain": "5",
             },
             "envoyEds": {"enabled": True, "mode": "endpoint"},
+            "xds": {"port": "18000", "host": "0.0.0.0"},
+            "gatewayApi": {"enabled": False},
         }
     }
     docs = render_chart(CHART, "fed", values)
     data = _by_kind(docs)[("ConfigMap", "federation-agent")]["data"]
+    assert data["FEDERATION_XDS_PORT"] == "18000"
+    assert data["FEDERATION_GATEWAY_API"] == "false"
+    role = _by_kind(docs)[("ClusterRole", "federation-agent")]
+    writes = {
+        (group, resource)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        if {"create", "patch"} & set(rule["verbs"])
+    }
+    assert ("", "services") not in writes  # without the feed, no Service writes granted
+    assert ("gateway.networking.k8s.io", "httproutes") not in writes
     assert data["FEDERATION_HAPROXY_SOCKET"] == "tcp://haproxy.gw.svc:9999"
     assert data["FEDERATION_HAPROXY_BACKEND"] == "b_{name}"
     assert data["FEDERATION_ANNOTATION_INTERVAL"] == "30"
