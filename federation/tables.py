@@ -91,6 +91,9 @@ def feeds_table(feeds: dict[str, Any]) -> Table:
             said.append("not in haproxy.cfg: " + ", ".join(notes["missing_backends"]))
         for key, why in (notes.get("left_out") or {}).items():
             said.append(f"{key}: {why}")
+        for route, state in (notes.get("routes") or {}).items():  # the Gateway API feed's
+            if not str(state).startswith("managed"):
+                said.append(f"HTTPRoute {route}: {state}")
         table.add_row(name, state, str(f["failures"]), age, Text("; ".join(said)[:300]))
     return table
 

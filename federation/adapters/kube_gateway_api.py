@@ -168,6 +168,10 @@ class GatewayApiFeed:
                     self.counts["object_errors"] += 1
                     left_out[f"{b.key} {b.cluster}"] = f"API error: {exc}"[:200]
                     failed.append(f"{b.name}: {exc}")
+            for what, why in left_out.items():
+                if self.left_out.get(what) != why:  # said once per change, not per apply
+                    self.counts["backends_left_out"] += 1
+                    log.warning("gateway-api: %s left out: %s", what, why)
             self.left_out = left_out
             backends = {k: tuple(sorted(v, key=lambda b: b.cluster)) for k, v in ready.items()}
             for key in sorted(c.routes.objects):

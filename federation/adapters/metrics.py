@@ -200,6 +200,24 @@ class _KubeCollector(Collector):
         yield refused
 
 
+class _FeedCollector(Collector):
+    """What feeds with their own counters did (Gateway API writes and repairs, xDS ACKs...)."""
+
+    def __init__(self, counts: Mapping[str, Counter[str]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        ops = CounterMetricFamily(
+            "federation_feed_operations",
+            "Operations of a gateway feed, by kind (writes, repairs, conflicts, NACKs, ...)",
+            labels=["feed", "operation"],
+        )
+        for feed, counts in sorted(self.counts.items()):
+            for operation, value in sorted(counts.items()):
+                ops.add_metric([feed, operation], value)
+        yield ops
+
+
 class KubeState(Protocol):
     counts: Counter[str]
     refused: dict[PoolKey, str]
@@ -227,6 +245,11 @@ class AgentMetrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+
+    def count_feeds(self, counts: Mapping[str, Counter[str]]) -> None:
+        """Expose these feeds' counters as ``federation_feed_operations_total``."""
+        if counts:
+            self.registry.register(_FeedCollector(counts))
 
     def watch(self, agent: AgentState) -> None:
         self.registry.register(_StateCollector(agent, self.wall, self.max_clock_offset))

@@ -194,6 +194,9 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
         demand=haproxy if isinstance(haproxy := feeds.get("haproxy"), HAProxyFeed) else None,
     )
     metrics.watch(agent)
+    metrics.count_feeds(
+        {name: f.counts for name, f in feeds.items() if isinstance(f, GatewayApiFeed | XdsServer)}
+    )
     http = None
     if parts.http is not None:
         http = AgentHttp(
