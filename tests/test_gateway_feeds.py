@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 
 import aiohttp
+import pytest
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
+from google.protobuf import json_format
 
 from federation.adapters.agent_http import AgentHttp, WeightsBoard
-from federation.adapters.envoy_eds import CLA_TYPE, EnvoyEdsFeed, cluster_name
+from federation.adapters.envoy_eds import CLA_TYPE, EnvoyEdsFeed, cluster_name, validated
 from federation.messages import EndpointAddress, ParentGateway
 from federation.model.imports import DesiredImport
 from federation.model.pools import PoolKey
@@ -82,6 +86,28 @@ async def test_eds_parent_mode_uses_gateway_addresses_and_rewrites_only_on_chang
     assert json.loads(feed.path(KEY).read_text())["version_info"] == first["version_info"]
     await feed.apply({})
     assert _files(tmp_path) == []  # the import is gone, and no temporary file is left behind
+
+
+async def test_every_eds_file_parses_strictly_as_envoys_discovery_response(
+    tmp_path: Path,
+) -> None:
+    """Envoy's own definitions (xds-protos), no unknown field allowed: what Envoy would load."""
+    # Parent mode: `local` has no Gateway address in this view, so it has no locality.
+    for mode, expected in (
+        ("endpoint", {"eu-west": 1, "local": 999_999}),
+        ("parent", {"eu-west": 1}),
+    ):
+        feed = EnvoyEdsFeed(tmp_path / mode, mode=mode)  # type: ignore[arg-type]
+        await feed.apply({KEY: view({"eu-west": 1, "local": 999_999, "us-east": 0})})
+        response = DiscoveryResponse()
+        json_format.Parse(feed.path(KEY).read_text(), response)  # strict by default
+        (packed,) = response.resources
+        cla = ClusterLoadAssignment()
+        assert packed.Unpack(cla)
+        weights = {e.locality.region: e.load_balancing_weight.value for e in cla.endpoints}
+        assert weights == expected
+    with pytest.raises(json_format.ParseError):
+        validated({"version_info": "1", "type_url": CLA_TYPE, "resources": [], "extra": 1})
 
 
 def _files(directory: Path) -> list[str]:

@@ -326,3 +326,20 @@ async def test_a_failed_delete_is_retried_by_the_next_apply(emulator: Emulated) 
             return await r.get(SERVICES, f"{POOL}-fed-east") is None
 
         await wait_for(gone, within=10, what="the Service deleted on a later round")
+
+
+async def test_a_restarted_agent_adopts_what_it_wrote_without_rewriting(api: ApiUnderTest) -> None:
+    """Adoption: a new feed over objects and routes a previous one wrote writes nothing."""
+    ns = api.namespace
+    await api.put(HTTPROUTES, route(ns))
+    view = import_view(ns, {HERE: 400_000, "east": 600_000}, {"east": ["192.0.2.10"]})
+    async with rig(api) as first:
+        await first.apply(view)
+        assert first.feed.counts["route_writes"] == 1
+        written = await first.refs()
+    async with rig(api) as second:
+        await second.apply(view)
+        assert await second.refs() == written
+        writes = {k: v for k, v in second.feed.counts.items() if k != "backends_left_out"}
+        assert writes == {}, writes
+        assert second.feed.routes[f"{ns}/chat"].startswith("managed")
