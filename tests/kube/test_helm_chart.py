@@ -111,6 +111,9 @@ def test_feed_values_reach_the_agent_as_settings() -> None:
     docs = render_chart(CHART, "fed", values)
     data = _by_kind(docs)[("ConfigMap", "federation-agent")]["data"]
     assert data["FEDERATION_XDS_PORT"] == "18000"
+    assert {"name": "xds", "containerPort": 18000} in _container(docs)["ports"]
+    service = _by_kind(docs)[("Service", "federation-agent")]
+    assert {"name": "xds", "port": 18000, "targetPort": "xds"} in service["spec"]["ports"]
     assert data["FEDERATION_GATEWAY_API"] == "false"
     role = _by_kind(docs)[("ClusterRole", "federation-agent")]
     writes = {
