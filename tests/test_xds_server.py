@@ -138,7 +138,7 @@ async def test_request_response_ack_push_nack_and_reconnect() -> None:
                             PHI: view(PHI, {"east": 1_000_000})})  # fmt: skip
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             client = Client(channel)
-            client.send()  # no names: every cluster (wildcard)
+            client.send()  # no names in the first request: every cluster (wildcard)
             first = await client.receive()
             assert first.type_url == CLA_TYPE
             assert weights_of(first) == {
@@ -188,13 +188,23 @@ async def test_eds_streams_and_removed_imports() -> None:
         await server.apply({LLAMA: view(LLAMA, {"east": 1_000_000})})
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             client = Client(channel, eds_only=True)
-            client.send(resource_names=["federation.llm.llama"])
+            names = ["federation.llm.llama"]  # Envoy repeats its names in every request
+            client.send(resource_names=names)
             first = await client.receive()
             assert weights_of(first) == {"federation.llm.llama": {"east": 1_000_000}}
-            client.send(version_info=first.version_info, response_nonce=first.nonce)
-            await server.apply({PHI: view(PHI, {"east": 1})})  # not subscribed: nothing to say?
-            gone = await client.receive()  # llama went: the subscribed set changed
-            assert weights_of(gone) == {}
+            client.send(version_info=first.version_info, response_nonce=first.nonce,
+                        resource_names=names)  # fmt: skip
+            await server.apply({PHI: view(PHI, {"east": 1})})
+            # llama went: said as an empty assignment (Envoy keeps what a response leaves out).
+            gone = await client.receive()
+            assert weights_of(gone) == {"federation.llm.llama": {}}
+            client.send(version_info=gone.version_info, response_nonce=gone.nonce,
+                        resource_names=names)  # fmt: skip
+            await server.apply({PHI: view(PHI, {"east": 2})})  # not subscribed: nothing said
+            assert await client.nothing_within(0.3)
+            # A request naming nothing, once names were given, unsubscribes from everything.
+            client.send(version_info=gone.version_info, response_nonce=gone.nonce)
+            assert weights_of(await client.receive()) == {}
             await client.close()
 
 

@@ -6,7 +6,8 @@ weight of 0, so a drained backend is simply absent), ``load_balancing_weight`` t
 weight, and as endpoints the backend's EPP (Endpoint mode) or its parent Gateways (Parent mode).
 Files are written to a temporary name and renamed, which is the atomic move Envoy watches for.
 Each file is parsed with Envoy's own API definitions (``xds-protos``), strictly, before it is
-written: a file Envoy would refuse is a bug, raised here, not a gateway's problem.
+written: one that does not parse as Envoy's message (an unknown field, a wrong type) is a bug,
+raised here. Envoy's further validation rules (protoc-gen-validate) are not run.
 """
 
 from __future__ import annotations

@@ -225,9 +225,13 @@ class Informer:
         namespaces: Sequence[str] | None = None,
         backoff: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 5.0),
         on_change: Callable[[], None] | None = None,
+        keep: Callable[[Obj], bool] | None = None,
     ) -> None:
         self.kube = kube
         self.resource = resource
+        # Only objects ``keep`` accepts are cached, and only their changes are told (one that
+        # stops being kept is told as a removal).
+        self._keep = keep or (lambda _obj: True)
         self.namespaces: Sequence[str | None] = list(namespaces) if namespaces else [None]
         self.backoff = backoff
         self.objects: dict[PoolKey, Obj] = {}
@@ -288,7 +292,7 @@ class Informer:
 
     async def _list(self, namespace: str | None) -> str:
         listed = await self.kube.list(self.resource, namespace)
-        fresh = {object_key(o): o for o in listed.get("items") or []}
+        fresh = {object_key(o): o for o in listed.get("items") or [] if self._keep(o)}
         for key in [k for k in self.objects if self._in_scope(k, namespace) and k not in fresh]:
             del self.objects[key]
         self.objects.update(fresh)
@@ -315,8 +319,9 @@ class Informer:
                 if kind == "BOOKMARK":
                     continue
                 key = object_key(obj)
-                if kind == "DELETED":
-                    self.objects.pop(key, None)
+                if kind == "DELETED" or not self._keep(obj):
+                    if self.objects.pop(key, None) is None:
+                        continue  # never kept: nothing changed for us
                 else:
                     self.objects[key] = obj
                 self._on_change()

@@ -19,9 +19,8 @@ not own is never touched, and is reported in ``federation status`` ("feeds", "ga
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -38,6 +37,8 @@ from federation.adapters.kube import (
 )
 from federation.adapters.kube_cluster import CONFLICT_RETRIES, KubeCluster
 from federation.model.backend_services import (
+    SLICE_MANAGER,
+    SLICE_MANAGER_LABEL,
     RemoteBackend,
     endpoint_slice_body,
     is_owned,
@@ -46,14 +47,12 @@ from federation.model.backend_services import (
     service_drift,
     slice_drift,
 )
-from federation.model.coalescing import annotation_due
 from federation.model.pools import PoolKey
-from federation.model.route_weights import RuleWeights, is_marked, route_plan, rule_patch
-from federation.model.views import ImportView
+from federation.model.route_weights import is_marked, route_plan, rule_patch
+from federation.model.views import ImportView, written_weights
 
 log = logging.getLogger(__name__)
 
-RouteRule = tuple[PoolKey, int]  # (route, rule index)
 LEFT_OUT_SHOWN: Final = 50  # notes per kind in status: enough to see a pattern, never a flood
 
 
@@ -63,6 +62,20 @@ def _owner_name(obj: Mapping[str, Any]) -> str | None:
             name = ref.get("name")
             return name if isinstance(name, str) else None
     return None
+
+
+def _labelled_ours(obj: Mapping[str, Any]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return isinstance(labels, dict) and labels.get(SLICE_MANAGER_LABEL) == SLICE_MANAGER
+
+
+def _reason(exc: BaseException) -> str:
+    """The message of an API error's Status body (the exception's text when there is none)."""
+    try:
+        message = json.loads(getattr(exc, "body", "") or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc)[:300]
 
 
 def _uid(obj: Mapping[str, Any] | None) -> str | None:
@@ -79,35 +92,29 @@ class GatewayApiFeed:
         controller: str,
         namespaces: Sequence[str] | None = None,
         backoff: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 5.0),
-        interval: float = 10.0,
-        threshold: int = 50_000,
     ) -> None:
         self.cluster = cluster
         self.kube = cluster.kube
         self.own_cluster = own_cluster
         self.controller = controller
-        self.interval, self.threshold = interval, threshold
-        self._wake = asyncio.Event()  # objects changed, or a nearer coalesced write is owed
-        self._changed = False  # objects changed (maybe someone else's edit: repair it)
+        self._wake = asyncio.Event()  # objects changed (maybe someone else's edit: repair it)
+        # Only the slices we label as ours are kept: every other slice in the cluster changes
+        # with every pod, and must neither fill this cache nor wake a repair.
         self.slices = Informer(
             self.kube, ENDPOINT_SLICES, namespaces=namespaces, backoff=backoff,
-            on_change=self._on_change,
+            on_change=self._wake.set, keep=_labelled_ours,
         )  # fmt: skip
         for informer in (cluster.services, cluster.routes, cluster.imports):
-            informer.listen(self._on_change)
+            informer.listen(self._wake.set)
         self.counts: Counter[str] = Counter()
         self.routes: dict[str, str] = {}  # marked route → what the agent does with it
         self.left_out: dict[str, str] = {}  # "ns/pool cluster" → why it has no Service
-        self._written_at: dict[RouteRule, float] = {}
-        self._next_write: float | None = None
+        # Bodies the API refused (422): not sent again until what we would send changes.
+        self._refused: dict[tuple[str, PoolKey], str] = {}
         self._desired: dict[PoolKey, ImportView] | None = None
         self._lock = asyncio.Lock()
 
     # -- running ------------------------------------------------------------------------------
-
-    def _on_change(self) -> None:
-        self._changed = True
-        self._wake.set()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -116,15 +123,10 @@ class GatewayApiFeed:
 
     async def _repair(self) -> None:
         while True:
-            wait = None if self._next_write is None else self._next_write - time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if wait is None else max(0.0, wait)):
-                    await self._wake.wait()
+            await self._wake.wait()
             self._wake.clear()
-            due = self._next_write is not None and time.monotonic() >= self._next_write
-            if self._desired is None or not (self._changed or due):
-                continue  # woken to wait for a nearer due time
-            self._changed = False
+            if self._desired is None:
+                continue
             try:
                 await self._sync()
             except Exception as exc:  # the next change or the agent's next feed tries again
@@ -153,7 +155,6 @@ class GatewayApiFeed:
             await informer.synced.wait()
         async with self._lock:
             views = self._desired or {}
-            self._next_write = None
             failed: list[str] = []
             wanted, left_out = self._wanted(views)
             ready: dict[PoolKey, list[RemoteBackend]] = {}
@@ -174,9 +175,10 @@ class GatewayApiFeed:
                     log.warning("gateway-api: %s left out: %s", what, why)
             self.left_out = left_out
             backends = {k: tuple(sorted(v, key=lambda b: b.cluster)) for k, v in ready.items()}
+            owned = self._owned_names(ready)
             for key in sorted(c.routes.objects):
                 try:
-                    await self._apply_route(key, views, backends, wanted)
+                    await self._apply_route(key, views, backends, owned)
                 except Exception as exc:
                     self.counts["route_errors"] += 1
                     self.routes[str(key)] = f"error: {exc}"[:200]
@@ -227,7 +229,8 @@ class GatewayApiFeed:
             return f"Service {ns}/{name} exists and is not ours"
         body = service_body(b, uid)
         if mine is None:
-            await self._create(SERVICES, body, "services_created")
+            if (why := await self._create(SERVICES, body, "services_created")) is not None:
+                return why
         elif (patch := service_drift(service or {}, body)) is not None:
             await self._patch(SERVICES, ns, name, patch, "services_repaired")
         slice_obj = self.slices.objects.get(PoolKey(ns, name))
@@ -239,24 +242,36 @@ class GatewayApiFeed:
             await self._delete(ENDPOINT_SLICES, slice_obj)  # the address type is immutable
             slice_obj = None
         if slice_obj is None:
-            await self._create(ENDPOINT_SLICES, body, "endpointslices_created")
+            if why := await self._create(ENDPOINT_SLICES, body, "endpointslices_created"):
+                return why
         elif (patch := slice_drift(slice_obj, body)) is not None:
             await self._patch(ENDPOINT_SLICES, ns, name, patch, "endpointslices_repaired")
         return None
 
-    async def _create(self, r: Resource, body: Obj, counter: str) -> None:
-        ns = body["metadata"]["namespace"]
+    async def _create(self, r: Resource, body: Obj, counter: str) -> str | None:
+        """Create ``body``; why not, if the API refused it (it is not sent again unchanged)."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        key = (r.plural, PoolKey(ns, name))
+        stamp = repr(sorted(body.items()))
+        if self._refused.get(key, "").startswith(stamp):
+            return self._refused[key].removeprefix(stamp)
         try:
             created = await self.kube.create(r, ns, body)
         except Exception as exc:
-            if is_status(exc, 409):  # created meanwhile: the informer shows it to the retry
-                raise RuntimeError(
-                    f"{r.kind} {ns}/{body['metadata']['name']} appeared meanwhile"
-                ) from exc
+            if is_status(exc, 409):  # someone else's (slices not ours are not in our cache)
+                return f"{r.kind} {ns}/{name} exists and is not ours"
+            if is_status(exc, 422):  # e.g. an address this API server does not allow
+                why = f"the API refused {r.kind} {ns}/{name}: {_reason(exc)}"
+                self._refused[key] = stamp + why
+                self.counts[f"{r.plural}_refused"] += 1
+                log.warning("gateway-api: %s", why)
+                return why
             raise
+        self._refused.pop(key, None)
         self._cache(r)[object_key(created)] = created
         self.counts[counter] += 1
-        log.info("gateway-api: created %s %s/%s", r.kind, ns, body["metadata"]["name"])
+        log.info("gateway-api: created %s %s/%s", r.kind, ns, name)
+        return None
 
     async def _patch(self, r: Resource, ns: str, name: str, patch: Obj, counter: str) -> None:
         self._cache(r)[PoolKey(ns, name)] = await self.kube.patch(r, ns, name, patch)
@@ -276,35 +291,73 @@ class GatewayApiFeed:
     def _cache(self, r: Resource) -> dict[PoolKey, Obj]:
         return self.slices.objects if r == ENDPOINT_SLICES else self.cluster.services.objects
 
+    def _named_by_routes(self) -> set[PoolKey]:
+        """Services some HTTPRoute sends to: (namespace, name). A route the agent leaves alone
+        (refused, every weight 0, a failed write) may still name one of ours."""
+        named = set()
+        for (ns, _), route in self.cluster.routes.objects.items():
+            rules = (route.get("spec") or {}).get("rules")
+            for rule in rules if isinstance(rules, list) else []:
+                refs = rule.get("backendRefs") if isinstance(rule, dict) else None
+                for ref in refs if isinstance(refs, list) else []:
+                    if (
+                        isinstance(ref, dict)
+                        and isinstance(ref.get("name"), str)
+                        and ref.get("kind", "Service") == "Service"
+                        and not ref.get("group")
+                    ):
+                        named.add(PoolKey(str(ref.get("namespace", ns)), ref["name"]))
+        return named
+
     async def _delete_unwanted(self, wanted: Mapping[PoolKey, object]) -> None:
+        named = self._named_by_routes()
         for r in (SERVICES, ENDPOINT_SLICES):
             for key, obj in sorted(self._cache(r).items()):
-                if key not in wanted and is_owned(obj):
-                    await self._delete(r, obj)
-                    log.info("gateway-api: deleted %s %s (backend gone)", r.kind, key)
+                if key in wanted or not is_owned(obj):
+                    continue
+                if key in named:
+                    self.left_out[f"{key} (gone)"] = "kept: an HTTPRoute still sends to it"
+                    continue
+                await self._delete(r, obj)
+                log.info("gateway-api: deleted %s %s (backend gone)", r.kind, key)
 
     # -- routes -------------------------------------------------------------------------------
+
+    def _owned_names(self, ready: Mapping[PoolKey, list[RemoteBackend]]) -> dict[PoolKey, set[str]]:
+        """Per import, the Services of ours a route may name: the ready ones, and those we own
+        whose backend went away (their refs are dropped, not taken for someone else's)."""
+        owned: dict[PoolKey, set[str]] = {}
+        for (ns, name), obj in self.cluster.services.objects.items():
+            if is_owned(obj) and (pool := _owner_name(obj)) is not None:
+                owned.setdefault(PoolKey(ns, pool), set()).add(name)
+        for key, found in ready.items():
+            owned.setdefault(key, set()).update(b.name for b in found)
+        return owned
+
+    def _weights(self, views: Mapping[PoolKey, ImportView]) -> dict[PoolKey, dict[str, int]]:
+        """What each import's annotation says (the import's own coalesced weights)."""
+        out = {}
+        for key, view in views.items():
+            obj = self.cluster.imports.objects.get(key) or {}
+            held = written_weights((obj.get("metadata") or {}).get("annotations") or {})
+            out[key] = held if held is not None else {b: w.weight for b, w in view.weights.items()}
+        return out
 
     async def _apply_route(
         self,
         key: PoolKey,
         views: Mapping[PoolKey, ImportView],
         backends: Mapping[PoolKey, tuple[RemoteBackend, ...]],
-        wanted: Mapping[PoolKey, tuple[RemoteBackend, str]],
+        owned: Mapping[PoolKey, set[str]],
     ) -> None:
-        owned: dict[PoolKey, set[str]] = {}
-        for (ns, name), obj in self.cluster.services.objects.items():
-            if is_owned(obj) and (pool := _owner_name(obj)) is not None:
-                owned.setdefault(PoolKey(ns, pool), set()).add(name)
-        for (_, name), (b, _) in wanted.items():
-            owned.setdefault(b.key, set()).add(name)
+        weights = self._weights(views)
         for attempt in range(CONFLICT_RETRIES):
             route = self.cluster.routes.objects.get(key)
             if route is None or not is_marked(route):
                 self.routes.pop(str(key), None)
                 return
             plan = route_plan(
-                route, views, backends, owned,
+                route, views, weights, backends, owned,
                 own_cluster=self.own_cluster, controller=self.controller,
             )  # fmt: skip
             if plan.refused is not None:
@@ -315,9 +368,9 @@ class GatewayApiFeed:
                     log.warning("gateway-api: leaving HTTPRoute %s alone: %s", key, said)
                 self.routes[str(key)] = said
                 return
-            due = self._due_rules(key, plan.rules)
             managed = f"managed: rule(s) {[r.index for r in plan.rules]}"
             self.routes[str(key)] = "; ".join([managed, *plan.notes])
+            due = [r for r in plan.rules if not r.in_place]
             if not due:
                 return
             version = str((route.get("metadata") or {}).get("resourceVersion", ""))
@@ -336,37 +389,5 @@ class GatewayApiFeed:
                 self.cluster.routes.objects[key] = fresh
                 continue
             self.cluster.routes.objects[key] = patched
-            now = time.monotonic()
-            for r in due:
-                self._written_at[(key, r.index)] = now
             self.counts["route_writes"] += 1
             return
-
-    def _due_rules(self, key: PoolKey, rules: tuple[RuleWeights, ...]) -> list[RuleWeights]:
-        now = time.monotonic()
-        due = []
-        for r in rules:
-            if r.in_place:
-                continue
-            when: float | None = now
-            # Only weights moved: at the annotation's coalesced rate, unless the rule serves
-            # nothing now (all at 0) and could.
-            if r.written is not None and any(r.written.values()):
-                when = annotation_due(
-                    r.written,
-                    r.wanted,
-                    written_at=self._written_at.get((key, r.index)),
-                    now=now,
-                    interval=self.interval,
-                    threshold=self.threshold,
-                )
-            if when is None:
-                continue
-            if when > now:
-                self.counts["route_writes_deferred"] += 1
-                if self._next_write is None or when < self._next_write:
-                    self._next_write = when
-                    self._wake.set()
-                continue
-            due.append(r)
-        return due

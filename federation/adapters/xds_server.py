@@ -10,8 +10,11 @@ The protocol is the state-of-the-world variant (``StreamAggregatedResources``, a
 EDS-only ``StreamEndpoints`` with the same rules):
 
 - a request without a nonce (a new stream, or Envoy's first request for the type) is answered
-  with the current state of the resources it names (none named: all of them), whatever
-  ``version_info`` it carries: a reconnect resumes with the current state;
+  with the current state of the resources it names (none named, or ``*``: all of them),
+  whatever ``version_info`` it carries: a reconnect resumes with the current state;
+- a named resource the agent does not hold (an import that went away) is sent as an empty
+  ``ClusterLoadAssignment``: Envoy keeps the old endpoints of an EDS resource a response only
+  leaves out;
 - every response has a new nonce and the state's version; a request whose ``response_nonce`` is
   not the last one sent on its stream is stale and ignored;
 - a request with the last nonce is an ACK (its ``version_info`` is what Envoy now holds) or,
@@ -29,6 +32,7 @@ mutual TLS, and re-reads the files when they change (the next handshake uses the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import Counter
@@ -67,8 +71,11 @@ class _Stream:
 
     peer: str
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
-    names: frozenset[str] | None = None  # None: nothing asked yet; empty: everything
+    names: frozenset[str] | None = None  # None: nothing asked yet
+    wildcard: bool = False  # the first request named nothing (or "*"): every resource
+    change_queued: bool = False  # at most one _CHANGED waits in the queue
     nonce: str = ""  # of the last response sent
+    version: str = ""  # of the last response sent
     sent: dict[str, bytes] = field(default_factory=dict)  # name → serialized, as last sent
     acked: str = ""  # the version the client last accepted
     nacked: str = ""  # the version it last refused
@@ -92,7 +99,7 @@ class XdsServer:
         self._tls = (cert, key, client_ca) if cert is not None else None
         self.version = 0
         self.resources: dict[str, ClusterLoadAssignment] = {}
-        self._serialized: dict[str, bytes] = {}
+        self._serialized: dict[str, bytes] = {}  # name → serialized; b"" below: not held
         self._streams: set[_Stream] = set()
         self._nonces = itertools.count(1)
         self.counts: Counter[str] = Counter()
@@ -110,7 +117,9 @@ class XdsServer:
         self.resources, self._serialized = fresh, serialized
         self.version += 1
         for stream in self._streams:
-            stream.queue.put_nowait(_CHANGED)
+            if not stream.change_queued:  # a slow client gets the newest state, once
+                stream.change_queued = True
+                stream.queue.put_nowait(_CHANGED)
 
     def notes(self) -> dict[str, object]:
         return {
@@ -122,20 +131,23 @@ class XdsServer:
 
     # -- the protocol -------------------------------------------------------------------------
 
-    def _subset(self, names: frozenset[str]) -> dict[str, bytes]:
-        if not names:
+    def _subset(self, stream: _Stream) -> dict[str, bytes]:
+        """What the stream should hold: every resource (wildcard), or the named ones — a named
+        one the agent does not have as an empty assignment, because Envoy keeps the last
+        endpoints of an EDS resource a response merely leaves out."""
+        if stream.wildcard:
             return dict(self._serialized)
-        return {n: b for n, b in self._serialized.items() if n in names}
+        return {n: self._serialized.get(n, b"") for n in stream.names or ()}
 
     def _response(self, stream: _Stream) -> DiscoveryResponse:
-        assert stream.names is not None
-        chosen = self._subset(stream.names)
+        chosen = self._subset(stream)
         stream.sent = chosen
         stream.nonce = str(next(self._nonces))
+        stream.version = str(self.version)
         resources = []
         for name in sorted(chosen):
             packed = any_pb2.Any()
-            packed.Pack(self.resources[name])
+            packed.Pack(self.resources.get(name) or ClusterLoadAssignment(cluster_name=name))
             resources.append(packed)
         self.counts["responses"] += 1
         return DiscoveryResponse(
@@ -149,8 +161,9 @@ class XdsServer:
             self.counts["unserved_type_requests"] += 1
             log.debug("xds: %s asked for %s, which is not served", stream.peer, request.type_url)
             return False
-        names = frozenset(request.resource_names)
+        names = frozenset(request.resource_names) - {"*"}
         if not request.response_nonce:  # the first request for this type on this stream
+            stream.wildcard = not request.resource_names or "*" in request.resource_names
             stream.names = names
             self.counts["subscriptions"] += 1
             return True
@@ -159,16 +172,19 @@ class XdsServer:
             return False
         if request.HasField("error_detail") and request.error_detail.code != 0:
             self.counts["nacks"] += 1
-            stream.nacked = str(self.version)
+            stream.nacked = stream.version
             log.warning(
-                "xds: %s refused version %s (its version %r): %s",
-                stream.peer, self.version, request.version_info, request.error_detail.message,
+                "xds: %s refused version %s (it keeps %r): %s",
+                stream.peer, stream.version, request.version_info, request.error_detail.message,
             )  # fmt: skip
         else:
             self.counts["acks"] += 1
             stream.acked = request.version_info
-        if names != stream.names:
-            stream.names = names
+        # Later requests name the resources wanted now ("*" keeps the wildcard; none, once
+        # something was named, unsubscribes from everything).
+        wildcard = "*" in request.resource_names or (stream.wildcard and not names)
+        if names != stream.names or wildcard != stream.wildcard:
+            stream.names, stream.wildcard = names, wildcard
             return True
         return False
 
@@ -190,7 +206,8 @@ class XdsServer:
         try:
             while (item := await stream.queue.get()) is not _END:
                 if item is _CHANGED:
-                    due = stream.names is not None and self._subset(stream.names) != stream.sent
+                    stream.change_queued = False
+                    due = stream.names is not None and self._subset(stream) != stream.sent
                 else:
                     assert isinstance(item, DiscoveryRequest)
                     due = self._on_request(stream, item)
@@ -199,6 +216,8 @@ class XdsServer:
         finally:
             self._streams.discard(stream)
             reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader  # its error, if any, is the client's going away
 
     # -- the gRPC server (Service) ------------------------------------------------------------
 
@@ -206,7 +225,8 @@ class XdsServer:
         server = grpc.aio.server()
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Ads(self), server)
         eds_pb2_grpc.add_EndpointDiscoveryServiceServicer_to_server(_Eds(self), server)
-        address = f"{self.host}:{self.requested_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        address = f"{host}:{self.requested_port}"
         if self._tls is None:
             self.port = server.add_insecure_port(address)
         else:

@@ -170,8 +170,6 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
                 controller=settings.controller_name,
                 namespaces=parts.namespaces or None,
                 backoff=settings.backoff,
-                interval=settings.feeds.annotation_interval,
-                threshold=settings.feeds.annotation_threshold,
             )
             feeds["gateway-api"] = gateway_api
             services["gateway-api"] = gateway_api

@@ -17,7 +17,8 @@ uses, and nothing more:
 - namespaced objects need their namespace (404 ``namespaces "x" not found``);
 - DELETE with ``preconditions`` (409 on a mismatch); no finalizers (the agent sets none);
 - the garbage collector, in its background mode: deleting an object deletes, right after, every
-  object whose ``ownerReferences`` name its ``uid`` (and theirs in turn);
+  object whose last ``ownerReferences`` entry names its ``uid`` (and theirs in turn); one with
+  other owners left only loses that entry;
 - list returns the collection's ``resourceVersion``; watch resumes from a ``resourceVersion``
   out of a bounded history, answers an ``ERROR`` event with code 410 once that version is gone
   (``compact()`` forces it), sends ``BOOKMARK`` events when asked, honours ``timeoutSeconds``.
@@ -404,22 +405,24 @@ class ApiEmulator(kmock.KubernetesScaffold):
             return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}
 
     def _collect_garbage(self, owner: Obj) -> None:
-        """Delete the dependents of a deleted ``owner``, as Kubernetes' garbage collector does."""
+        """What Kubernetes' garbage collector does after ``owner`` is deleted: a dependent that
+        it was the last owner of is deleted (and its own dependents in turn); one with other
+        owners left only loses the reference."""
         uid = owner["metadata"].get("uid")
-        dependents = [
-            key
-            for key, obj in self.store.items()
-            if any(
-                isinstance(ref, dict) and ref.get("uid") == uid
-                for ref in obj["metadata"].get("ownerReferences") or []
-            )
-        ]
         by_plural = {k.plural: k for k in self.kinds.values()}
-        for key in dependents:
-            obj = self.store.pop(key, None)
-            if obj is not None:
-                self._record(by_plural[key[0]], "DELETED", obj)
-                self._collect_garbage(obj)
+        for key, obj in list(self.store.items()):
+            refs = [r for r in obj["metadata"].get("ownerReferences") or [] if isinstance(r, dict)]
+            left = [r for r in refs if r.get("uid") != uid]
+            if len(left) == len(refs):
+                continue
+            if left:
+                kept = copy.deepcopy(obj)
+                kept["metadata"]["ownerReferences"] = left
+                self._commit(by_plural[key[0]], key, "MODIFIED", kept)
+                continue
+            del self.store[key]
+            self._record(by_plural[key[0]], "DELETED", obj)
+            self._collect_garbage(obj)
 
     # -- watch ------------------------------------------------------------------------------
 

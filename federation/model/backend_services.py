@@ -16,8 +16,10 @@ can route to that cluster through an ordinary ``HTTPRoute`` ``backendRef``:
   slice: IPv4 first, then IPv6, then host names; the others are left out and said so).
 
 Pure and defensive: addresses come from other clusters' events, so each one is checked again
-here; an unspecified, link-local or multicast address (a cloud metadata endpoint, say) is
-refused and reported, never written.
+here; an unspecified, link-local or multicast address (a cloud metadata endpoint, say, also
+written as IPv4-mapped IPv6) is refused and reported, never written. Loopback is left to the
+API server to judge (a real one refuses it with 422, which the feed reports once and does not
+resend; the demo's emulator takes it).
 """
 
 from __future__ import annotations
@@ -62,15 +64,28 @@ def backend_service_name(pool: str, cluster: str) -> str:
     return f"{cleaned[:54].rstrip('-')}-{digest}"
 
 
-def address_type(host: str) -> str | None:
-    """The EndpointSlice ``addressType`` of ``host``; None when it must not be an endpoint."""
+def endpoint_address(host: str) -> tuple[str, str] | None:
+    """(``addressType``, the address as written) for ``host``; None when it must not be an
+    endpoint. IPv4-mapped IPv6 addresses are their IPv4 address (else ``::ffff:169.254.169.254``
+    would pass for IPv6), IP literals are written in canonical form, and a host name needs a dot
+    (as the API requires of an FQDN endpoint)."""
     try:
-        ip = ipaddress.ip_address(host)
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
     except ValueError:
-        return "FQDN" if len(host) <= 253 and _HOSTNAME.match(host) else None
+        if len(host) <= 253 and "." in host and _HOSTNAME.match(host):
+            return "FQDN", host
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     if ip.is_unspecified or ip.is_link_local or ip.is_multicast:
         return None
-    return "IPv4" if ip.version == 4 else "IPv6"
+    return ("IPv4" if ip.version == 4 else "IPv6"), str(ip)
+
+
+def address_type(host: str) -> str | None:
+    """The EndpointSlice ``addressType`` of ``host``; None when it must not be an endpoint."""
+    found = endpoint_address(host)
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -115,13 +130,14 @@ def _backend(
     by_type: dict[tuple[str, int], list[str]] = {}
     refused = []
     for a in addresses:
-        kind = address_type(a.host)
-        if kind is None or not 0 < a.port < 65536:
+        found = endpoint_address(a.host)
+        if found is None or not 0 < a.port < 65536:
             refused.append(f"{a.host}:{a.port}")
             continue
+        kind, host = found
         hosts = by_type.setdefault((kind, a.port), [])
-        if a.host not in hosts:
-            hosts.append(a.host)
+        if host not in hosts:
+            hosts.append(host)
     why = f"refused address(es) {', '.join(refused[:3])}" if refused else ""
     if not by_type:
         return None, why

@@ -10,7 +10,9 @@ status reason instead of an exception. Resolution, as the issue asks:
 - the EPP's metrics: ``inference-federation.io/epp-metrics-url``, else port 9090 (the EPP's
   default metrics port) of the Service's ClusterIP;
 - parent gateways (Parent mode): Gateways named in the ``parentRefs`` of HTTPRoutes whose
-  ``backendRefs`` point at this pool, with the addresses from the Gateway's status;
+  ``backendRefs`` point at this pool, with the addresses from the Gateway's status — except
+  routes marked for weights (``inference-federation.io/route-weights``): those spill to other
+  clusters, and a request peers forward must be served here, never forwarded again;
 - model identity (a conflict field): the annotation ``inference-federation.io/model``.
 """
 
@@ -24,6 +26,9 @@ from federation.messages import EndpointAddress, ParentGateway
 from federation.model.pools import EXPORT_ANNOTATION, LocalPool, PoolKey
 
 POOL_GROUP: Final = "inference.networking.k8s.io"
+# An HTTPRoute whose weights the agent writes (model.route_weights): client-facing, it spills to
+# other clusters, so its Gateways are never a pool's parent (where peers forward to).
+ROUTE_LABEL: Final = "inference-federation.io/route-weights"
 EPP_ADDRESS_ANNOTATION: Final = "inference-federation.io/epp-address"
 METRICS_URL_ANNOTATION: Final = "inference-federation.io/epp-metrics-url"
 MODEL_ANNOTATION: Final = "inference-federation.io/model"
@@ -115,9 +120,12 @@ def parent_gateways(
 ) -> tuple[ParentGateway, ...]:
     found: dict[PoolKey, ParentGateway] = {}
     for route in routes:
-        route_ns = _dict(route.get("metadata")).get("namespace")
+        meta = _dict(route.get("metadata"))
+        route_ns = meta.get("namespace")
         if route_ns != namespace or not _routes_to(route, namespace, name):
             continue
+        if _dict(meta.get("labels")).get(ROUTE_LABEL) == "true":
+            continue  # it may send a forwarded request on again: not where peers forward to
         for parent in _list(_dict(route.get("spec")).get("parentRefs")):
             parent = _dict(parent)
             if parent.get("kind", "Gateway") != "Gateway" or not isinstance(

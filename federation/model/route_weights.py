@@ -11,9 +11,13 @@ equal to:
    cluster (``local``, or this cluster's own export; 0 when this cluster has none);
 2. one ref per remote backend: the Service of :mod:`federation.model.backend_services`, with
    that cluster's weight. A backend at weight 0 stays in the list at 0 (a drain), so a rule
-   never becomes empty. When *every* backend is at 0 (an agent that has heard no load yet,
-   every exporter silent) the rule is left as it is: zeros everywhere would answer every
-   request with a 500, and what the rule holds is no worse.
+   never becomes empty.
+
+The weights are those of the import's annotation (``inference-federation.io/weights``, itself
+coalesced): a route holds the same integers as its InferencePoolImport, at the same moments,
+and any other value in an owned weight is drift, repaired at once. When *every* backend is at
+0 (an agent that has heard no load yet, every exporter silent) the rule is left as it is: zeros
+everywhere would answer every request with a 500, and what the rule holds is no worse.
 
 The agent owns only those refs' weights and its Services' refs; everything else in the route
 (matches, filters, timeouts, other rules, the pool ref's other fields) is the user's and kept.
@@ -31,11 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from federation.model.backend_services import RemoteBackend
-from federation.model.pool_objects import POOL_GROUP
+from federation.model.pool_objects import POOL_GROUP, ROUTE_LABEL
 from federation.model.pools import PoolKey
 from federation.model.views import ImportView
 
-ROUTE_LABEL: Final = "inference-federation.io/route-weights"
+__all__ = ["ROUTE_LABEL", "RoutePlan", "RuleWeights", "is_marked", "route_plan", "rule_patch"]
+
 ROUTE_CONTROLLER_ANNOTATION: Final = "inference-federation.io/weights-controller"
 MAX_BACKEND_REFS: Final = 16
 POOL_REF: Final = "InferencePool"  # the key of the pool ref among a rule's weights
@@ -105,6 +110,7 @@ def service_ref(b: RemoteBackend, weight: int) -> Obj:
 def route_plan(
     route: Mapping[str, Any],
     views: Mapping[PoolKey, ImportView],
+    weights: Mapping[PoolKey, Mapping[str, int]],
     backends: Mapping[PoolKey, tuple[RemoteBackend, ...]],
     owned: Mapping[PoolKey, Collection[str]],
     *,
@@ -113,6 +119,8 @@ def route_plan(
 ) -> RoutePlan:
     """What the agent should write in ``route`` (a marked one), or why it must not touch it.
 
+    ``weights`` are, per import, the weights to write: those the import's annotation holds,
+    so a route says exactly what its InferencePoolImport says (a backend it does not list: 0).
     ``owned`` lists, per import, the names of Services the agent owns for it (also those of
     backends that went away: their refs are dropped, not treated as foreign).
     """
@@ -148,8 +156,8 @@ def route_plan(
                 return RoutePlan(
                     refused=("ForeignBackendRef", f"rule {index} also sends to {name!r}")
                 )
-        rule_weights, note = _rule(index, key, refs, at, views[key], backends.get(key, ()),
-                                   own_cluster=own_cluster, namespace=namespace)  # fmt: skip
+        rule_weights, note = _rule(index, key, refs, at, views[key], weights.get(key, {}),
+                                   backends.get(key, ()), own_cluster=own_cluster)  # fmt: skip
         if note:
             notes.append(note)
         if not any(rule_weights.wanted.values()):
@@ -169,16 +177,15 @@ def _rule(
     refs: list[Mapping[str, Any]],
     at: int,
     view: ImportView,
+    weights: Mapping[str, int],
     remote: tuple[RemoteBackend, ...],
     *,
     own_cluster: str,
-    namespace: str,
 ) -> tuple[RuleWeights, str]:
     here = view.desired.here(own_cluster)
 
     def weight(backend: str | None) -> int:
-        w = view.weights.get(backend) if backend is not None else None
-        return w.weight if w is not None else 0
+        return weights.get(backend, 0) if backend is not None else 0
 
     ranked = sorted(remote, key=lambda b: (-weight(b.cluster), b.cluster))
     kept = sorted(ranked[: MAX_BACKEND_REFS - 1], key=lambda b: b.cluster)

@@ -6,6 +6,7 @@ True/False/removed with the annotation). Our own CRD accepts and rejects what up
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from federation.kit.nats_servers import Supercluster
 from federation.kit.sim.demo import Demo, DemoOptions
 from federation.model.pools import PoolKey
 from federation.model.status_objects import DEFAULT_CONTROLLER
+from federation.model.views import WEIGHTS_ANNOTATION
 from tests.conftest import running_demo, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -267,9 +269,17 @@ async def test_gateway_api_objects_conform_and_match_the_imports(
                     if route is None:
                         return False
                     refs = route["spec"]["rules"][0]["backendRefs"]
-                    remote = sorted(f"{meta['name']}-fed-{c['name']}" for c in clusters
-                                    if c["name"] != here)  # fmt: skip
-                    if [r["name"] for r in refs[1:]] != remote or "weight" not in refs[0]:
+                    remote = sorted(c["name"] for c in clusters if c["name"] != here)
+                    names = [f"{meta['name']}-fed-{c}" for c in remote]
+                    if [r["name"] for r in refs[1:]] != names or "weight" not in refs[0]:
+                        return False
+                    # The same integers as the import's annotation, backend by backend.
+                    held = json.loads(meta["annotations"][WEIGHTS_ANNOTATION])
+                    inside = "local" if "local" in held else here
+                    route_weights = {inside: refs[0]["weight"]} | {
+                        c: r["weight"] for c, r in zip(remote, refs[1:], strict=True)
+                    }
+                    if {b: w for b, w in route_weights.items() if b} != held:
                         return False
             return True
 

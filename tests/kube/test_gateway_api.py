@@ -105,11 +105,12 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(api: ApiUnderTest, **kw: Any) -> AsyncIterator[Rig]:
-    cluster = KubeCluster(await api.kube())
-    feed = GatewayApiFeed(
-        cluster, own_cluster=HERE, controller=DEFAULT_CONTROLLER, interval=0, threshold=1, **kw
-    )
+async def rig(api: ApiUnderTest, **kube: Any) -> AsyncIterator[Rig]:
+    """The import writer and the feed over ``api``; the weights annotation (which the routes
+    follow) is written on every change unless told otherwise."""
+    kube = {"annotation_interval": 0, "annotation_threshold": 1} | kube
+    cluster = KubeCluster(await api.kube(), **kube)
+    feed = GatewayApiFeed(cluster, own_cluster=HERE, controller=DEFAULT_CONTROLLER)
     tasks = [asyncio.create_task(cluster.run()), asyncio.create_task(feed.run())]
     try:
         async with asyncio.timeout(10):
@@ -194,12 +195,13 @@ async def test_a_user_edit_of_a_weight_is_repaired_and_a_field_we_do_not_own_is_
 ) -> None:
     ns = api.namespace
     await api.put(HTTPROUTES, route(ns))
-    async with rig(api) as r:
+    # The production coalescing: a user's edit is drift, repaired at once however small.
+    async with rig(api, annotation_interval=10, annotation_threshold=50_000) as r:
         await r.apply(import_view(ns, {HERE: 500_000, "east": 500_000}, {"east": ["192.0.2.10"]}))
         edited = await r.get(HTTPROUTES, "chat")
         assert edited is not None
         edited = copy.deepcopy(edited)
-        edited["spec"]["rules"][0]["backendRefs"][1]["weight"] = 1  # ours: repaired
+        edited["spec"]["rules"][0]["backendRefs"][1]["weight"] = 499_999  # ours: repaired
         edited["spec"]["rules"][0]["timeouts"] = {"request": "90s"}  # the user's: kept
         edited["metadata"].pop("resourceVersion", None)
         await api.put(HTTPROUTES, edited)
@@ -220,7 +222,7 @@ async def test_a_user_edit_of_a_weight_is_repaired_and_a_field_we_do_not_own_is_
         writes = r.feed.counts["route_writes"]
         await api.put(HTTPROUTES, released)
         await wait_for(lambda: f"{ns}/chat" not in r.feed.routes, within=10, what="release")
-        await r.apply(import_view(ns, {HERE: 400_000, "east": 600_000}, {"east": ["192.0.2.10"]}))
+        await r.apply(import_view(ns, {HERE: 0, "east": 1_000_000}, {"east": ["192.0.2.10"]}))
         assert (await r.refs())[0]["weight"] == 3
         assert r.feed.counts["route_writes"] == writes
 

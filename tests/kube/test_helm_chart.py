@@ -104,7 +104,7 @@ def test_feed_values_reach_the_agent_as_settings() -> None:
                 "drain": "5",
             },
             "envoyEds": {"enabled": True, "mode": "endpoint"},
-            "xds": {"port": "18000", "host": "0.0.0.0"},
+            "xds": {"port": "18000", "host": "0.0.0.0", "tlsSecretName": "xds-tls"},
             "gatewayApi": {"enabled": False},
         }
     }
@@ -112,6 +112,10 @@ def test_feed_values_reach_the_agent_as_settings() -> None:
     data = _by_kind(docs)[("ConfigMap", "federation-agent")]["data"]
     assert data["FEDERATION_XDS_PORT"] == "18000"
     assert {"name": "xds", "containerPort": 18000} in _container(docs)["ports"]
+    env = {e["name"]: e["value"] for e in _container(docs)["env"]}
+    assert env["FEDERATION_XDS_CLIENT_CA"] == "/etc/federation/xds/ca.crt"
+    mounted = {m["name"]: m["mountPath"] for m in _container(docs)["volumeMounts"]}
+    assert mounted["xds"] == "/etc/federation/xds"
     service = _by_kind(docs)[("Service", "federation-agent")]
     assert {"name": "xds", "port": 18000, "targetPort": "xds"} in service["spec"]["ports"]
     assert data["FEDERATION_GATEWAY_API"] == "false"

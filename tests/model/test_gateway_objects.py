@@ -12,6 +12,7 @@ from federation.messages import EndpointAddress, ParentGateway
 from federation.model.backend_services import (
     address_type,
     backend_service_name,
+    endpoint_address,
     remote_backends,
 )
 from federation.model.imports import DesiredImport
@@ -69,7 +70,10 @@ def route(*refs: dict[str, Any], **annotations: str) -> dict[str, Any]:
 def plan_for(r: dict[str, Any], v: ImportView, owned: tuple[str, ...] = ()) -> Any:
     backends = {KEY: remote_backends(v, v.desired.here(ME)).remote}
     names = {KEY: {b.name for b in backends[KEY]} | set(owned)}
-    return route_plan(r, {KEY: v}, backends, names, own_cluster=ME, controller="x.io/agent")
+    weights = {KEY: {b: w.weight for b, w in v.weights.items()}}
+    return route_plan(
+        r, {KEY: v}, weights, backends, names, own_cluster=ME, controller="x.io/agent"
+    )
 
 
 @given(st.text(min_size=1, max_size=300), st.text(min_size=1, max_size=80))
@@ -87,8 +91,12 @@ def test_readable_names_stay_readable_and_long_ones_stay_distinct() -> None:
 
 
 def test_hostile_addresses_are_not_endpoints() -> None:
-    for host in ("169.254.169.254", "0.0.0.0", "::", "fe80::1", "224.0.0.1", "a b", "-x", ""):
+    hostile = ("169.254.169.254", "::ffff:169.254.169.254", "0.0.0.0", "::", "fe80::1",
+               "224.0.0.1", "a b", "-x", "", "localhost")  # fmt: skip
+    for host in hostile:
         assert address_type(host) is None, host
+    assert endpoint_address("::ffff:192.0.2.1") == ("IPv4", "192.0.2.1")
+    assert endpoint_address("2001:DB8:0::1") == ("IPv6", "2001:db8::1")
     assert address_type("192.0.2.1") == "IPv4"
     assert address_type("2001:db8::1") == "IPv6"
     assert address_type("gw.example.com") == "FQDN"

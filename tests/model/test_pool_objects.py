@@ -159,3 +159,20 @@ def test_hostile_objects_never_raise(spec: Any, annotations: Any, services: Any)
     if decision.state is ExportState.EXPORTED:
         assert pool.invalid is None
         assert pool.target_ports
+
+
+def test_a_route_marked_for_weights_is_not_where_peers_forward_to() -> None:
+    """Parents come from unmarked routes only: a marked route spills to other clusters, so a
+    request a peer forwarded there could be forwarded again."""
+    from federation.kit.sim.kube_pools import gateway, route_to
+
+    key = PoolKey("llm", "llama")
+    gateways = {
+        PoolKey("llm", "eastwest"): gateway("llm", "eastwest", 8443),
+        PoolKey("llm", "gateway"): gateway("llm", "gateway", 443),
+    }
+    marked = route_to(key, "llama", "gateway", marked=True)
+    plain = route_to(key, "llama-eastwest", "eastwest", marked=False)
+    both = pool_from_object(obj(), SERVICES, [marked, plain], gateways)
+    assert [(p.name, [a.port for a in p.addresses]) for p in both.parents] == [("eastwest", [8443])]
+    assert pool_from_object(obj(), SERVICES, [marked], gateways).parents == ()

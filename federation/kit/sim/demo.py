@@ -228,9 +228,10 @@ class Demo:
                 scraper = EppScraper(wall=skewed_clock(options.skews.get(name, 0.0)))
                 sim = SimCluster(name, apiserver, pools, load, epp, scraper, MemoryImports(), api)
                 demo.clusters[name] = sim
-                # Every pool has a parent Gateway on loopback (Parent mode has real addresses;
-                # only --traffic listens there), and every import a route marked for weights.
-                gateway_port = free_port()
+                # Every pool has a parent (east-west) Gateway on loopback (Parent mode has real
+                # addresses), every import a route marked for weights on the client-facing one;
+                # only --traffic listens on them (HAProxy's two frontends).
+                gateway_port, client_port = free_port(), free_port()
                 if options.traffic is not None:
                     if demo._traffic_dir is None:
                         demo._traffic_dir = Path(tempfile.mkdtemp(prefix="federation-traffic-"))
@@ -238,12 +239,14 @@ class Demo:
                     gateway_port = await sim.rig.start(
                         load, layout[name], list(truth[name]), demo._traffic_dir / name
                     )
+                    assert sim.rig.gateway is not None
+                    client_port = sim.rig.gateway.entry_port
                 for pool in layout[name]:
                     await pools.put(
                         dataclasses.replace(pool, metrics_url=epp.url(pool.key)), gateway_port
                     )
                 for key in truth[name]:
-                    await pools.put_route(key, gateway_port)
+                    await pools.put_route(key, client_port)
         except BaseException:
             await demo.stop()
             raise

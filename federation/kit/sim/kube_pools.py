@@ -53,37 +53,34 @@ def pool_objects(pool: LocalPool, cluster_ip: str) -> tuple[dict[str, Any], dict
     return inference_pool, service
 
 
-GATEWAY_NAME = "gateway"
+GATEWAY_NAME = "gateway"  # client-facing: its routes are marked for weights (they spill)
+EASTWEST_NAME = "eastwest"  # where peers forward to: its routes serve the pool here, only
 
 
-def gateway_objects(key: PoolKey, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Gateway (on 127.0.0.1:``port``) and the HTTPRoute that send to the pool ``key``.
-
-    The route is marked for the Gateway API feed: where ``key`` is imported, the agent keeps its
-    backendRefs equal to the import's weights.
-    """
-    gateway = {
-        "metadata": {"namespace": key.namespace, "name": GATEWAY_NAME},
+def gateway(namespace: str, name: str, port: int) -> dict[str, Any]:
+    """A Gateway listening on 127.0.0.1:``port`` (its status says so, as a controller would)."""
+    return {
+        "metadata": {"namespace": namespace, "name": name},
         "spec": {
             "gatewayClassName": "haproxy",
             "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}],
         },
         "status": {"addresses": [{"type": "IPAddress", "value": "127.0.0.1"}]},
     }
-    route = {
-        "metadata": {
-            "namespace": key.namespace,
-            "name": key.name,
-            "labels": {ROUTE_LABEL: "true"},
-        },
+
+
+def route_to(key: PoolKey, name: str, parent: str, *, marked: bool) -> dict[str, Any]:
+    """An HTTPRoute on Gateway ``parent`` sending to the pool ``key``; ``marked``: for weights."""
+    labels = {ROUTE_LABEL: "true"} if marked else {}
+    return {
+        "metadata": {"namespace": key.namespace, "name": name, "labels": labels},
         "spec": {
-            "parentRefs": [{"name": GATEWAY_NAME}],
+            "parentRefs": [{"name": parent}],
             "rules": [
                 {"backendRefs": [{"group": POOL_GROUP, "kind": "InferencePool", "name": key.name}]}
             ],
         },
     }
-    return gateway, route
 
 
 class EmulatedPools:
@@ -99,21 +96,30 @@ class EmulatedPools:
         return self._ips[key]
 
     async def put(self, pool: LocalPool, gateway_port: int | None = None) -> None:
-        """The pool, its EPP Service, and with ``gateway_port`` the Gateway and HTTPRoute."""
+        """The pool, its EPP Service, and with ``gateway_port`` the east-west Gateway on that
+        port and an (unmarked) HTTPRoute from it to the pool: the pool's parent, which peers
+        forward to."""
         self.emulator.add_namespace(pool.namespace)
         inference_pool, service = pool_objects(pool, self._ip(pool.key))
         await self.emulator.put_object(SERVICE_KIND, service)
         if gateway_port is not None:
-            await self.put_route(pool.key, gateway_port)
+            ns = pool.namespace
+            await self.emulator.put_object(GATEWAY_KIND, gateway(ns, EASTWEST_NAME, gateway_port))
+            route = route_to(pool.key, f"{pool.name}-eastwest", EASTWEST_NAME, marked=False)
+            await self.emulator.put_object(ROUTE_KIND, route)
         await self.emulator.put_object(POOL_KIND, inference_pool)
 
-    async def put_route(self, key: PoolKey, gateway_port: int) -> None:
-        """The namespace's Gateway and a marked HTTPRoute to ``key`` (unless one exists)."""
+    async def put_route(self, key: PoolKey, client_port: int) -> None:
+        """The client-facing Gateway (on ``client_port``) and a route to ``key`` marked for
+        weights: the Gateway API feed keeps its backendRefs equal to the import's weights."""
         self.emulator.add_namespace(key.namespace)
-        gateway, route = gateway_objects(key, gateway_port)
-        await self.emulator.put_object(GATEWAY_KIND, gateway)
+        await self.emulator.put_object(
+            GATEWAY_KIND, gateway(key.namespace, GATEWAY_NAME, client_port)
+        )
         if self.emulator.object_at(ROUTE_KIND.plural, *key) is None:
-            await self.emulator.put_object(ROUTE_KIND, route)
+            await self.emulator.put_object(
+                ROUTE_KIND, route_to(key, key.name, GATEWAY_NAME, marked=True)
+            )
 
     async def remove(self, key: PoolKey) -> None:
         await self.emulator.delete_object(POOL_KIND, key.namespace, key.name)
