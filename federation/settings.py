@@ -9,6 +9,7 @@ from pathlib import Path
 from federation.messages import is_label
 
 DEFAULT_CONTROLLER_NAME = "inference-federation.io/agent"
+WEIGHTS_MODES = ("capacity", "static", "local-only")
 
 
 class SettingsError(ValueError):
@@ -110,6 +111,8 @@ class Settings:
     backoff: tuple[float, ...] = field(default=(0.2, 0.5, 1.0, 2.0, 5.0, 10.0))
     history_per_subject: int = 8  # export/load events kept per subject, for replay
     spill_threshold: float = 0.8  # local saturation at which traffic starts to spill
+    # How weights are made: "capacity" (the rate plan), or fixed "static" / "local-only".
+    weights_mode: str = "capacity"
     slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
     feed_resync: float = 5.0  # seconds after which every feed is given the views again
     max_clock_offset: float = 30.0  # a peer's clock further off than this raises an alert
@@ -133,6 +136,10 @@ class Settings:
             raise SettingsError("backoff needs at least one delay")
         if self.load_messages not in LOAD_MESSAGES:
             raise SettingsError(f"load messages {self.load_messages!r}: digest or per-pool")
+        if self.weights_mode not in WEIGHTS_MODES:
+            raise SettingsError(
+                f"weights mode {self.weights_mode!r}: one of {', '.join(WEIGHTS_MODES)}"
+            )
         if "/" not in self.controller_name:
             raise SettingsError(f"controller name {self.controller_name!r} must be DOMAIN/PATH")
 

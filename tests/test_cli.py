@@ -217,3 +217,29 @@ def test_the_agent_refuses_to_run_insecure_unless_told(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, signed, env={})
     assert result.exit_code == 2
     assert "--nats-ca (TLS) or --nats-nkey" in result.output  # signed, but a plain login
+
+
+def test_an_unknown_weights_mode_is_refused() -> None:
+    from federation.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="weights mode"):
+        Settings(clusterset="c", cluster="a", members=("a",), nats_url="", weights_mode="magic")
+
+
+def test_the_fixed_modes_from_a_loads_file(tmp_path: Path) -> None:
+    """``policy.mode`` in the file: the example under static splits evenly over those that can
+    serve (ap-south sheds: it takes nothing more), under local-only keeps everything local."""
+    example = orjson.loads(EXAMPLE.read_bytes())
+    for mode, expected in (
+        ("static", {"ap-south": 0, "eu-west": 333_334, "local": 333_333, "us-east": 333_333}),
+        ("local-only", {"ap-south": 0, "eu-west": 0, "local": 1_000_000, "us-east": 0}),
+    ):
+        f = tmp_path / f"{mode}.json"
+        f.write_bytes(orjson.dumps({**example, "policy": {"mode": mode}}))
+        result = CliRunner().invoke(main, ["weights", "--loads", str(f), "--json"])
+        assert result.exit_code == 0, result.output
+        doc = orjson.loads(result.output)
+        assert {k: v["weight"] for k, v in doc["weights"].items()} == expected
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(orjson.dumps({**example, "policy": {"mode": "magic"}}))
+    assert CliRunner().invoke(main, ["weights", "--loads", str(bad)]).exit_code == 2

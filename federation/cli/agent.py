@@ -13,6 +13,7 @@ from federation.cli import main
 from federation.cli.output import env, file_option, setup_logging
 from federation.settings import (
     DEFAULT_CONTROLLER_NAME,
+    WEIGHTS_MODES,
     FeedSettings,
     ProcessOptions,
     Settings,
@@ -154,6 +155,15 @@ from federation.settings import (
     help="EDS endpoints: the exporters' parent Gateways, or their EPPs.",
 )
 @click.option(
+    "--weights-mode",
+    default=Settings.weights_mode,
+    show_default=True,
+    type=click.Choice(WEIGHTS_MODES),
+    envvar=env("WEIGHTS_MODE"),
+    help="How weights are made: the capacity plan, or fixed: static (equal over the backends "
+    'that can serve) or local-only (here while it can serve). README "Weights".',
+)
+@click.option(
     "--gateway-api/--no-gateway-api",
     default=FeedSettings.gateway_api,
     show_default=True,
@@ -242,6 +252,7 @@ def agent(
     haproxy_drain: float,
     envoy_eds_dir: Path | None,
     envoy_mode: str,
+    weights_mode: str,
     gateway_api: bool,
     xds_port: int | None,
     xds_host: str,
@@ -268,6 +279,7 @@ def agent(
             grace=grace,
             max_clock_offset=max_clock_offset,
             load_messages=load_messages,
+            weights_mode=weights_mode,
             controller_name=controller_name or DEFAULT_CONTROLLER_NAME,
             feeds=FeedSettings(
                 haproxy_socket=haproxy_socket,

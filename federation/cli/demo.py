@@ -9,6 +9,7 @@ from rich.console import Console
 
 from federation.cli import main
 from federation.cli.output import print_json, run_until_signalled, setup_logging
+from federation.settings import WEIGHTS_MODES
 
 
 @main.command()
@@ -105,6 +106,14 @@ from federation.cli.output import print_json, run_until_signalled, setup_logging
     help="Run this cluster's agent and EPP scraper on a clock this far off (repeatable; "
     "negative: behind).",
 )
+@click.option(
+    "--weights-mode",
+    default="capacity",
+    show_default=True,
+    type=click.Choice(WEIGHTS_MODES),
+    help="The agents' weights: the capacity plan, or a fixed baseline (compare them with "
+    "--traffic on the same requests).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def demo(
     clusters: int,
@@ -125,6 +134,7 @@ def demo(
     burst_for: float,
     burst_factor: float,
     skews: tuple[str, ...],
+    weights_mode: str,
     verbose: bool,
 ) -> None:
     """Federate N simulated clusters over an embedded NATS supercluster."""
@@ -138,7 +148,7 @@ def demo(
         clusters=clusters, pools=pools, data_dir=data_dir, trace_file=trace_file,
         kill_cluster=kill_cluster, kill_at=kill_at, revive_at=revive_at, secure=secure,
         spoof=spoof, traffic=traffic, burst_cluster=burst_cluster, burst_at=burst_at,
-        burst_for=burst_for, burst_factor=burst_factor, skews=skews,
+        burst_for=burst_for, burst_factor=burst_factor, skews=skews, weights_mode=weights_mode,
     )  # fmt: skip
     try:
         options, chaos = plan_demo(request, has_haproxy=shutil.which("haproxy") is not None)

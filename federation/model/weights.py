@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from federation.messages import LoadReport
 from federation.model.spill_plan import PlanInput, PlanKnobs, SpillPlan, spill_plan
@@ -58,6 +59,10 @@ class WeightPolicy:
     target_utilization: float = 0.7  # the plan fills every cluster to this before spilling more
     equalize_up_to: float = 0.9  # beyond the target, clusters fill equally up to this level
     drain: float = 10.0  # seconds within which the plan means to clear a queue already built
+    # "capacity": the rate plan below. "static": equal weights over the backends that can serve;
+    # "local-only": everything here while here can serve (else equal over the others). A fallback
+    # for a platform team that wants fixed routing, and the baselines the benchmarks compare.
+    mode: str = "capacity"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,6 +430,8 @@ def step_weights(
         scores[name] = value * factor
         ramps[name] = factor
         reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
+    if policy.mode != "capacity":
+        return _fixed_weights(loads, unable, here, policy.mode, memory, policy, now)
     planned = _planned_shares(loads, ramps, here, policy, memory.weights)
     if planned is None:
         shares, note = _target_shares(scores, loads, here, policy)
@@ -445,6 +452,36 @@ def step_weights(
     result = {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
     target_since = now if since is None else since
     return result, _remember(weights, goal, target, target_since, loads, memory, policy, now)
+
+
+FIXED_MODES: Final = ("static", "local-only")
+
+
+def _fixed_weights(
+    loads: Mapping[str, BackendLoad | None],
+    unable: set[str],
+    here: str | None,
+    mode: str,
+    memory: WeightMemory,
+    policy: WeightPolicy,
+    now: float,
+) -> tuple[dict[str, BackendWeight], WeightMemory]:
+    """The fixed modes: no plan, no smoothing (nothing moves but who can serve)."""
+    serving = sorted(n for n in loads if n not in unable)
+    if mode == "local-only" and here in serving:
+        chosen, why = [here], "local-only: here serves everything"
+    elif mode == "local-only":
+        chosen, why = serving, "local-only, but here cannot serve: equal over the others"
+    else:
+        chosen, why = serving, f"static: an equal share of {len(serving)} serving backend(s)"
+    weights = apportion({n: 1.0 for n in chosen}) if chosen else {}
+    weights = {n: weights.get(n, 0) for n in loads}
+    result = {
+        n: BackendWeight(weights[n], why if n in chosen else f"{mode}: not chosen" +
+                         ("; cannot serve" if n in unable else ""))
+        for n in sorted(loads)
+    }  # fmt: skip
+    return result, _remember(weights, weights, weights, now, loads, memory, policy, now)
 
 
 def compute_weights(

@@ -39,6 +39,7 @@ class Reconciler:
             lease=settings.lease,
             spill_threshold=settings.spill_threshold,
             slow_start=settings.slow_start,
+            mode=settings.weights_mode,
         )
         self.book = ImportBook(self.policy, settings.cluster)
         self.link = LinkState(False)

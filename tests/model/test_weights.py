@@ -10,6 +10,7 @@ from federation.model.weights import (
     apportion,
     compute_weights,
     load_from_report,
+    step_weights,
     trust,
 )
 from tests.model.factories import backend_loads, load
@@ -129,3 +130,22 @@ def test_report_saturation_takes_the_strongest_signal_and_clamps() -> None:
     assert got.age == 5
     got = load_from_report(load(saturation=7.0, ready_pods=-3), now=100, seen_at=100)
     assert (got.saturation, got.ready_pods) == (1.0, 0)
+
+
+def test_fixed_modes_split_evenly_or_stay_here_and_skip_who_cannot_serve() -> None:
+    loads = {
+        "a": BackendLoad(ready_pods=4, saturation=0.9),
+        "b": BackendLoad(ready_pods=1, saturation=0.0),
+        "c": BackendLoad(ready_pods=4, saturation=0.1, status="no-endpoints"),
+        "d": None,  # never reported
+    }
+    static, _ = step_weights(loads, WeightPolicy(mode="static"), here="a")
+    assert {n: w.weight for n, w in static.items()} == {"a": 500_000, "b": 500_000, "c": 0, "d": 0}
+    assert "equal share of 2" in static["a"].reason
+    local, _ = step_weights(loads, WeightPolicy(mode="local-only"), here="a")
+    assert {n: w.weight for n, w in local.items()} == {"a": 1_000_000, "b": 0, "c": 0, "d": 0}
+    # Here cannot serve: local-only fails over, evenly, rather than send everything nowhere.
+    down = {**loads, "a": BackendLoad(ready_pods=0, saturation=0.0)}
+    failover, _ = step_weights(down, WeightPolicy(mode="local-only"), here="a")
+    assert {n: w.weight for n, w in failover.items()} == {"a": 0, "b": 1_000_000, "c": 0, "d": 0}
+    assert "cannot serve" in failover["b"].reason

@@ -29,6 +29,7 @@ class DemoRequest:
     burst_for: float = 0.0
     burst_factor: float = 1.0
     skews: tuple[str, ...] = ()  # CLUSTER=SECONDS
+    weights_mode: str = "capacity"
 
 
 def parse_skews(values: tuple[str, ...], names: list[str]) -> dict[str, float]:
@@ -80,5 +81,6 @@ def plan_demo(r: DemoRequest, *, has_haproxy: bool) -> tuple[DemoOptions, Chaos 
         secure=r.secure,
         traffic=traffic_options,
         skews=parse_skews(r.skews, names),
+        weights_mode=r.weights_mode,
     )
     return options, chaos
