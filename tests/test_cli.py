@@ -228,10 +228,10 @@ def test_an_unknown_weights_mode_is_refused() -> None:
 
 def test_the_fixed_modes_from_a_loads_file(tmp_path: Path) -> None:
     """``policy.mode`` in the file: the example under static splits evenly over those that can
-    serve (ap-south sheds: it takes nothing more), under local-only keeps everything local."""
+    serve (ap-south sheds, but can serve), under local-only keeps everything local."""
     example = orjson.loads(EXAMPLE.read_bytes())
     for mode, expected in (
-        ("static", {"ap-south": 0, "eu-west": 333_334, "local": 333_333, "us-east": 333_333}),
+        ("static", {"ap-south": 250_000, "eu-west": 250_000, "local": 250_000, "us-east": 250_000}),
         ("local-only", {"ap-south": 0, "eu-west": 0, "local": 1_000_000, "us-east": 0}),
     ):
         f = tmp_path / f"{mode}.json"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -53,6 +54,7 @@ from federation.model.views import ImportView, written_weights
 
 log = logging.getLogger(__name__)
 
+REFUSED_RETRY: Final = 600.0  # seconds before a body the API refused is sent again unchanged
 LEFT_OUT_SHOWN: Final = 50  # notes per kind in status: enough to see a pattern, never a flood
 
 
@@ -64,9 +66,12 @@ def _owner_name(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _labelled_ours(obj: Mapping[str, Any]) -> bool:
+def _ours_or_labelled(obj: Mapping[str, Any]) -> bool:
+    """A slice this feed may own: labelled as ours, or owned (a label someone edited is
+    repaired, not taken for a stranger's slice)."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    return isinstance(labels, dict) and labels.get(SLICE_MANAGER_LABEL) == SLICE_MANAGER
+    labelled = isinstance(labels, dict) and labels.get(SLICE_MANAGER_LABEL) == SLICE_MANAGER
+    return labelled or is_owned(obj)
 
 
 def _reason(exc: BaseException) -> str:
@@ -102,16 +107,17 @@ class GatewayApiFeed:
         # with every pod, and must neither fill this cache nor wake a repair.
         self.slices = Informer(
             self.kube, ENDPOINT_SLICES, namespaces=namespaces, backoff=backoff,
-            on_change=self._wake.set, keep=_labelled_ours,
+            on_change=self._wake.set, keep=_ours_or_labelled,
         )  # fmt: skip
         for informer in (cluster.services, cluster.routes, cluster.imports):
             informer.listen(self._wake.set)
         self.counts: Counter[str] = Counter()
         self.routes: dict[str, str] = {}  # marked route → what the agent does with it
         self.left_out: dict[str, str] = {}  # "ns/pool cluster" → why it has no Service
-        # Bodies the API refused (422): not sent again until what we would send changes.
-        self._refused: dict[tuple[str, PoolKey], str] = {}
+        # Bodies the API refused (422): (body, why, retry after): not resent unchanged before.
+        self._refused: dict[tuple[str, PoolKey], tuple[str, str, float]] = {}
         self._desired: dict[PoolKey, ImportView] | None = None
+        self._owned_before: dict[PoolKey, set[str]] = {}  # Service names, per import
         self._lock = asyncio.Lock()
 
     # -- running ------------------------------------------------------------------------------
@@ -157,6 +163,8 @@ class GatewayApiFeed:
             views = self._desired or {}
             failed: list[str] = []
             wanted, left_out = self._wanted(views)
+            for forgotten in [k for k in self._refused if k[1] not in wanted]:
+                del self._refused[forgotten]  # that backend went: nothing to remember
             ready: dict[PoolKey, list[RemoteBackend]] = {}
             for b, uid in wanted.values():
                 try:
@@ -176,9 +184,10 @@ class GatewayApiFeed:
             self.left_out = left_out
             backends = {k: tuple(sorted(v, key=lambda b: b.cluster)) for k, v in ready.items()}
             owned = self._owned_names(ready)
+            weights = self._weights(views)
             for key in sorted(c.routes.objects):
                 try:
-                    await self._apply_route(key, views, backends, owned)
+                    await self._apply_route(key, views, weights, backends, owned)
                 except Exception as exc:
                     self.counts["route_errors"] += 1
                     self.routes[str(key)] = f"error: {exc}"[:200]
@@ -253,8 +262,9 @@ class GatewayApiFeed:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         key = (r.plural, PoolKey(ns, name))
         stamp = repr(sorted(body.items()))
-        if self._refused.get(key, "").startswith(stamp):
-            return self._refused[key].removeprefix(stamp)
+        refused = self._refused.get(key)
+        if refused is not None and refused[0] == stamp and time.monotonic() < refused[2]:
+            return refused[1]
         try:
             created = await self.kube.create(r, ns, body)
         except Exception as exc:
@@ -262,7 +272,8 @@ class GatewayApiFeed:
                 return f"{r.kind} {ns}/{name} exists and is not ours"
             if is_status(exc, 422):  # e.g. an address this API server does not allow
                 why = f"the API refused {r.kind} {ns}/{name}: {_reason(exc)}"
-                self._refused[key] = stamp + why
+                # Not resent unchanged for a while (an admission policy may be fixed later).
+                self._refused[key] = (stamp, why, time.monotonic() + REFUSED_RETRY)
                 self.counts[f"{r.plural}_refused"] += 1
                 log.warning("gateway-api: %s", why)
                 return why
@@ -332,25 +343,36 @@ class GatewayApiFeed:
                 owned.setdefault(PoolKey(ns, pool), set()).add(name)
         for key, found in ready.items():
             owned.setdefault(key, set()).update(b.name for b in found)
+        # And those we owned before, which the garbage collector may have taken with their
+        # import before the informer told us: a route naming one must still be put back.
+        named = self._named_by_routes()
+        for key, names in self._owned_before.items():
+            still = {n for n in names if PoolKey(key.namespace, n) in named}
+            owned.setdefault(key, set()).update(still)
+        self._owned_before = {k: set(v) for k, v in owned.items()}
         return owned
 
     def _weights(self, views: Mapping[PoolKey, ImportView]) -> dict[PoolKey, dict[str, int]]:
-        """What each import's annotation says (the import's own coalesced weights)."""
+        """What each import's annotation says (the import's own coalesced weights), where it
+        names the view's backends; else the view's weights (a backend came or went, or this
+        cluster's own pool changed its name from ``local`` to ours: not yet written)."""
         out = {}
         for key, view in views.items():
             obj = self.cluster.imports.objects.get(key) or {}
             held = written_weights((obj.get("metadata") or {}).get("annotations") or {})
-            out[key] = held if held is not None else {b: w.weight for b, w in view.weights.items()}
+            if held is None or set(held) != set(view.weights):
+                held = {b: w.weight for b, w in view.weights.items()}
+            out[key] = held
         return out
 
     async def _apply_route(
         self,
         key: PoolKey,
         views: Mapping[PoolKey, ImportView],
+        weights: Mapping[PoolKey, Mapping[str, int]],
         backends: Mapping[PoolKey, tuple[RemoteBackend, ...]],
         owned: Mapping[PoolKey, set[str]],
     ) -> None:
-        weights = self._weights(views)
         for attempt in range(CONFLICT_RETRIES):
             route = self.cluster.routes.objects.get(key)
             if route is None or not is_marked(route):

@@ -22,6 +22,8 @@ EDS-only ``StreamEndpoints`` with the same rules):
   next change is;
 - a change of the subscribed names is answered at once; a change of the state is pushed to
   every stream whose resources changed;
+- nothing is answered before the agent's first views (version 0): an empty answer to a
+  reconnecting Envoy would wipe the endpoints it still has; the first views are pushed;
 - other resource types (CDS, LDS, ...) are not served: such requests are counted and left
   unanswered, so an Envoy configured for them elsewhere keeps its own.
 
@@ -112,7 +114,7 @@ class XdsServer:
         fresh = {cluster_name(k): assignment_proto(load_assignment(v, self.mode))
                  for k, v in views.items()}  # fmt: skip
         serialized = {n: cla.SerializeToString(deterministic=True) for n, cla in fresh.items()}
-        if serialized == self._serialized:
+        if serialized == self._serialized and self.version > 0:
             return
         self.resources, self._serialized = fresh, serialized
         self.version += 1
@@ -211,8 +213,8 @@ class XdsServer:
                 else:
                     assert isinstance(item, DiscoveryRequest)
                     due = self._on_request(stream, item)
-                if due:
-                    yield self._response(stream)
+                if due and self.version > 0:  # before the agent's first views it knows nothing:
+                    yield self._response(stream)  # an empty answer would wipe Envoy's endpoints
         finally:
             self._streams.discard(stream)
             reader.cancel()

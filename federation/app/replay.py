@@ -32,7 +32,7 @@ from federation.model.replay import (
 from federation.model.replay import state_at as rebuild
 from federation.model.views import imports_document
 from federation.model.weights import WeightPolicy
-from federation.settings import Settings, SettingsError
+from federation.settings import WEIGHTS_MODES, Settings, SettingsError
 
 DEMO_MANIFEST = "federation-demo.json"  # written by `federation demo --data-dir`
 
@@ -187,9 +187,13 @@ async def replay(r: ReplayRequest, serve_store_copy: StoreServer | None = None) 
     m = streams.manifest
     members = m.get("members") or sorted(set(streams.inbound) | set(streams.outbound))
     defaults = Settings(clusterset="replay", cluster="replay", members=("replay",), nats_url="")
+    mode = str(m.get("weights_mode", defaults.weights_mode))
+    if mode not in WEIGHTS_MODES:
+        raise ReplayError(f"the manifest's weights_mode {mode!r} is not one of {WEIGHTS_MODES}")
     policy = WeightPolicy(
         lease=r.lease or m.get("lease", defaults.lease),
         slow_start=r.slow_start or m.get("slow_start", defaults.slow_start),
+        mode=mode,  # a demo run in a fixed mode replays in it
     )
     views = rebuild(
         streams.inbound[r.as_cluster], cluster=r.as_cluster, members=members, at=at,

@@ -99,13 +99,17 @@ def _routes_to(route: Obj, namespace: str, name: str) -> bool:
     return False
 
 
-def _gateway_addresses(gateway: Obj) -> tuple[EndpointAddress, ...]:
+def _gateway_addresses(gateway: Obj, parent: Obj) -> tuple[EndpointAddress, ...]:
+    """The Gateway's addresses at the port of the listener the route attaches to: the one its
+    ``parentRef`` names (``sectionName``, or ``port``), else the first."""
     status = _dict(gateway.get("status"))
-    ports = [
-        p
-        for listener in _list(_dict(gateway.get("spec")).get("listeners"))
-        if (p := _port(_dict(listener).get("port")))
-    ]
+    listeners = [_dict(x) for x in _list(_dict(gateway.get("spec")).get("listeners"))]
+    section, wanted = parent.get("sectionName"), _port(parent.get("port"))
+    chosen = [x for x in listeners if section is None or x.get("name") == section]
+    chosen = [x for x in chosen if wanted is None or _port(x.get("port")) == wanted]
+    ports = [p for x in chosen if (p := _port(x.get("port")))]
+    if (section is not None or wanted is not None) and not ports:
+        return ()  # it names a listener the Gateway does not have: no address to send to
     port = ports[0] if ports else 80
     out = []
     for address in _list(status.get("addresses")):
@@ -136,7 +140,9 @@ def parent_gateways(
             key = PoolKey(str(gw_ns), parent["name"])
             gateway = gateways.get(key, {})
             found[key] = ParentGateway(
-                namespace=key.namespace, name=key.name, addresses=_gateway_addresses(gateway)
+                namespace=key.namespace,
+                name=key.name,
+                addresses=_gateway_addresses(gateway, parent),
             )
     return tuple(found[k] for k in sorted(found))
 

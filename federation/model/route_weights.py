@@ -21,7 +21,9 @@ everywhere would answer every request with a 500, and what the rule holds is no 
 
 The agent owns only those refs' weights and its Services' refs; everything else in the route
 (matches, filters, timeouts, other rules, the pool ref's other fields) is the user's and kept.
-A route is left alone, with a reason, when another controller is named in the annotation
+When a pool stops being imported, a rule that still holds its Services is put back to the pool
+ref alone (without a weight: the CRD's default). A route is left alone, with a reason, when
+another controller is named in the annotation
 ``inference-federation.io/weights-controller``, or when a rule it would own also holds a
 backend it does not know (``ForeignBackendRef``), a second imported pool, or a pool of
 another namespace. A rule holds at most 16 refs (the CRD's limit): beyond it, the remote
@@ -139,6 +141,8 @@ def route_plan(
         ]
         imported = [(i, k) for i, k in pools if k in views]
         if not imported:
+            if (released := _released(index, refs, pools, owned, namespace)) is not None:
+                rules.append(released)  # its import went away: back to the pool alone
             continue
         if len({k for _, k in imported}) > 1 or len(imported) > 1:
             return RoutePlan(
@@ -169,6 +173,28 @@ def route_plan(
     if not rules and not notes:
         notes.append("no rule sends to an imported InferencePool")
     return RoutePlan(rules=tuple(rules), notes=tuple(notes))
+
+
+def _released(
+    index: int,
+    refs: list[Mapping[str, Any]],
+    pools: list[tuple[int, PoolKey]],
+    owned: Mapping[PoolKey, Collection[str]],
+    namespace: str,
+) -> RuleWeights | None:
+    """A rule still holding our Services of a pool that is no longer imported: without them,
+    and its pool ref without our weight (the CRD's default), so no share goes to a Service that
+    is about to be deleted with its import."""
+    ours = {name for _, key in pools for name in owned.get(key, ())}
+    if not ours or not any(_service_ref_name(r, namespace) in ours for r in refs):
+        return None
+    at, key = pools[0]
+    kept = [
+        {k: v for k, v in r.items() if k != "weight"} if i == at else dict(r)
+        for i, r in enumerate(refs)
+        if _service_ref_name(r, namespace) not in ours
+    ]
+    return RuleWeights(index, key, kept, {POOL_REF: 1}, None)
 
 
 def _rule(

@@ -466,8 +466,21 @@ def _fixed_weights(
     policy: WeightPolicy,
     now: float,
 ) -> tuple[dict[str, BackendWeight], WeightMemory]:
-    """The fixed modes: no plan, no smoothing (nothing moves but who can serve)."""
-    serving = sorted(n for n in loads if n not in unable)
+    """The fixed modes: no plan, no smoothing (nothing moves but who can serve). A shedding
+    backend (429) still serves here, as in the plan's "can serve": a fixed rule must not flip
+    a whole cluster's traffic on every report that says it is momentarily full."""
+
+    def serves(name: str) -> bool:
+        load = loads[name]
+        if name not in unable:
+            return True
+        return (
+            load is not None
+            and load.status == "shedding"
+            and (plan_input(load, 1.0, policy) is not None)
+        )
+
+    serving = sorted(n for n in loads if serves(n))
     if mode == "local-only" and here in serving:
         chosen, why = [here], "local-only: here serves everything"
     elif mode == "local-only":

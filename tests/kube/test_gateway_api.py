@@ -345,3 +345,18 @@ async def test_a_restarted_agent_adopts_what_it_wrote_without_rewriting(api: Api
         writes = {k: v for k, v in second.feed.counts.items() if k != "backends_left_out"}
         assert writes == {}, writes
         assert second.feed.routes[f"{ns}/chat"].startswith("managed")
+
+
+async def test_a_route_is_put_back_to_its_pool_when_the_import_goes(emulator: Emulated) -> None:
+    """The import's Services go with it (garbage collector): the rule must not keep sending a
+    share to them, so it is back to the pool ref alone, without our weight."""
+    ns = "llm"
+    await emulator.put(HTTPROUTES, route(ns))
+    async with rig(emulator) as r:
+        await r.apply(import_view(ns, {HERE: 300_000, "east": 700_000}, {"east": ["192.0.2.10"]}))
+        assert [b["name"] for b in await r.refs()] == [POOL, f"{POOL}-fed-east"]
+        await r.apply()  # the last exporter withdrew: the import is deleted, and its Services
+        assert await r.refs() == [
+            {"group": POOL_GROUP, "kind": "InferencePool", "name": POOL, "port": 8000}
+        ]
+        assert emulator.emulator.object_at("services", ns, f"{POOL}-fed-east") is None

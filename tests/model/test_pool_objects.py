@@ -176,3 +176,24 @@ def test_a_route_marked_for_weights_is_not_where_peers_forward_to() -> None:
     both = pool_from_object(obj(), SERVICES, [marked, plain], gateways)
     assert [(p.name, [a.port for a in p.addresses]) for p in both.parents] == [("eastwest", [8443])]
     assert pool_from_object(obj(), SERVICES, [marked], gateways).parents == ()
+
+
+def test_a_parent_is_the_listener_the_route_attaches_to() -> None:
+    """One Gateway, two listeners: the unmarked route's ``sectionName`` says which port peers
+    forward to; a listener the Gateway lacks gives no address at all."""
+    from federation.kit.sim.kube_pools import route_to
+
+    key = PoolKey("llm", "llama")
+    two = {
+        "metadata": {"namespace": "llm", "name": "gw"},
+        "spec": {"listeners": [{"name": "clients", "port": 443}, {"name": "peers", "port": 8443}]},
+        "status": {"addresses": [{"value": "192.0.2.7"}]},
+    }
+    gateways = {PoolKey("llm", "gw"): two}
+    plain = route_to(key, "llama-peers", "gw", marked=False)
+    plain["spec"]["parentRefs"][0]["sectionName"] = "peers"
+    (parent,) = pool_from_object(obj(), SERVICES, [plain], gateways).parents
+    assert [a.port for a in parent.addresses] == [8443]
+    plain["spec"]["parentRefs"][0]["sectionName"] = "nope"
+    (parent,) = pool_from_object(obj(), SERVICES, [plain], gateways).parents
+    assert parent.addresses == ()

@@ -261,6 +261,7 @@ class Demo:
             "lease": o.lease,
             "grace": o.grace,
             "slow_start": o.slow_start,
+            "weights_mode": o.weights_mode,
         }
 
     def settings_for(self, cluster: str) -> Settings:
