@@ -25,35 +25,16 @@ from google.rpc.status_pb2 import Status
 from federation.adapters.envoy_eds import CLA_TYPE
 from federation.adapters.xds_server import XdsServer
 from federation.kit.pki import create_pki, issue, load_ca
-from federation.messages import EndpointAddress, ParentGateway
-from federation.model.imports import DesiredImport
 from federation.model.pools import PoolKey
 from federation.model.views import ImportView
-from federation.model.weights import BackendWeight
-from tests.model.factories import export
+from tests.model.factories import gateway_view
 
 NODE = Node(id="gateway-1", cluster="gateways")
 LLAMA, PHI = PoolKey("llm", "llama"), PoolKey("llm", "phi")
 
 
 def view(key: PoolKey, weights: dict[str, int]) -> ImportView:
-    clusters = tuple(sorted(weights))
-    exports = tuple(
-        export(
-            c,
-            key.name,
-            parents=(
-                ParentGateway(
-                    namespace="llm",
-                    name="gw",
-                    addresses=(EndpointAddress(host=f"192.0.2.{i + 1}", port=8080),),
-                ),
-            ),
-        )
-        for i, c in enumerate(clusters)
-    )
-    desired = DesiredImport(key, clusters, exports=exports)
-    return ImportView(desired, {c: BackendWeight(w, "t") for c, w in weights.items()})
+    return gateway_view(key, weights)
 
 
 class Client:

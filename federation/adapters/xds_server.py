@@ -225,8 +225,9 @@ class XdsServer:
 
     async def start(self) -> None:
         server = grpc.aio.server()
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Ads(self), server)
-        eds_pb2_grpc.add_EndpointDiscoveryServiceServicer_to_server(_Eds(self), server)
+        discovery = _Discovery(self)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(discovery, server)
+        eds_pb2_grpc.add_EndpointDiscoveryServiceServicer_to_server(discovery, server)
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
         address = f"{host}:{self.requested_port}"
         if self._tls is None:
@@ -284,25 +285,29 @@ class XdsServer:
         )
 
 
-class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+class _Discovery(
+    ads_pb2_grpc.AggregatedDiscoveryServiceServicer,  # type: ignore[misc]
+    eds_pb2_grpc.EndpointDiscoveryServiceServicer,  # type: ignore[misc]
+):
+    """Both services, one protocol: ADS and the EDS-only stream take the same requests."""
+
     def __init__(self, server: XdsServer) -> None:
         self.server = server
 
-    async def StreamAggregatedResources(  # the gRPC method's name
-        self, request_iterator: Any, context: Any
-    ) -> AsyncIterator[DiscoveryResponse]:
-        # An async generator itself: that is how grpc.aio tells a streaming handler.
-        async for response in self.server._serve(request_iterator, context):
+    async def _stream(self, requests: Any, context: Any) -> AsyncIterator[DiscoveryResponse]:
+        async for response in self.server._serve(requests, context):
             yield response
 
-
-class _Eds(eds_pb2_grpc.EndpointDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, server: XdsServer) -> None:
-        self.server = server
-
-    async def StreamEndpoints(  # the gRPC method's name
+    # Async generators themselves (the gRPC methods' names): that is how grpc.aio tells a
+    # streaming handler.
+    async def StreamAggregatedResources(
         self, request_iterator: Any, context: Any
     ) -> AsyncIterator[DiscoveryResponse]:
-        # An async generator itself: that is how grpc.aio tells a streaming handler.
-        async for response in self.server._serve(request_iterator, context):
+        async for response in self._stream(request_iterator, context):
+            yield response
+
+    async def StreamEndpoints(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[DiscoveryResponse]:
+        async for response in self._stream(request_iterator, context):
             yield response

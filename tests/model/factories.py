@@ -6,9 +6,19 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from federation.messages import ExportEvent, Heartbeat, LoadDigest, LoadReport, PoolLoad
-from federation.model.pools import EXPORT_VALUE, LocalPool
-from federation.model.weights import BackendLoad
+from federation.messages import (
+    EndpointAddress,
+    ExportEvent,
+    Heartbeat,
+    LoadDigest,
+    LoadReport,
+    ParentGateway,
+    PoolLoad,
+)
+from federation.model.imports import DesiredImport
+from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
+from federation.model.views import ImportView
+from federation.model.weights import BackendLoad, BackendWeight
 
 
 def export(cluster: str = "a", name: str = "pool", **kw: Any) -> ExportEvent:
@@ -77,3 +87,28 @@ def backend_loads(*, max_pods: int, max_age: float) -> st.SearchStrategy[Backend
             age=st.floats(0, max_age),
         ),
     )
+
+
+def gateway_view(
+    key: PoolKey, weights: dict[str, int], *, port: int = 8080, namespace: str = "llm"
+) -> ImportView:
+    """An import of ``key`` exported by ``weights``' clusters, each behind one parent Gateway
+    at 192.0.2.<n>:``port`` (TEST-NET-1: never dialled)."""
+    clusters = tuple(sorted(weights))
+    exports = tuple(
+        export(
+            c,
+            key.name,
+            namespace=namespace,
+            parents=(
+                ParentGateway(
+                    namespace=namespace,
+                    name="gw",
+                    addresses=(EndpointAddress(host=f"192.0.2.{i + 1}", port=port),),
+                ),
+            ),
+        )
+        for i, c in enumerate(clusters)
+    )
+    desired = DesiredImport(key, clusters, exports=exports)
+    return ImportView(desired, {c: BackendWeight(w, "t") for c, w in weights.items()})

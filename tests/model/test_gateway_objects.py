@@ -8,14 +8,12 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from federation.messages import EndpointAddress, ParentGateway
 from federation.model.backend_services import (
     address_type,
     backend_service_name,
     endpoint_address,
     remote_backends,
 )
-from federation.model.imports import DesiredImport
 from federation.model.pool_objects import POOL_GROUP
 from federation.model.pools import PoolKey
 from federation.model.route_weights import (
@@ -26,8 +24,7 @@ from federation.model.route_weights import (
     route_plan,
 )
 from federation.model.views import ImportView
-from federation.model.weights import BackendWeight
-from tests.model.factories import export
+from tests.model.factories import gateway_view
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 KEY = PoolKey("llm", "pool")
@@ -35,23 +32,7 @@ ME = "here"
 
 
 def view(weights: dict[str, int], *, port: int = 80) -> ImportView:
-    clusters = tuple(sorted(weights))
-    exports = tuple(
-        export(
-            c,
-            KEY.name,
-            parents=(
-                ParentGateway(
-                    namespace="llm",
-                    name="gw",
-                    addresses=(EndpointAddress(host=f"192.0.2.{i + 1}", port=port),),
-                ),
-            ),
-        )
-        for i, c in enumerate(clusters)
-    )
-    desired = DesiredImport(KEY, clusters, exports=exports)
-    return ImportView(desired, {c: BackendWeight(w, "t") for c, w in weights.items()})
+    return gateway_view(KEY, weights, port=port)
 
 
 def route(*refs: dict[str, Any], **annotations: str) -> dict[str, Any]:
