@@ -58,14 +58,26 @@ def is_status(exc: BaseException, *codes: int) -> bool:
     return isinstance(exc, ApiException) and exc.status in codes
 
 
-def status_details(exc: BaseException) -> Mapping[str, Any]:
-    """The ``details`` of an API error's Status body ({} when there is none)."""
+def _status_body(exc: BaseException) -> Mapping[str, Any]:
+    """An API error's Status body ({} when there is none, or it is not JSON)."""
     body = getattr(exc, "body", None)
     try:
-        details = json.loads(body).get("details") if body else None
-    except (ValueError, AttributeError):
+        status = json.loads(body) if body else None
+    except (ValueError, TypeError):
         return {}
+    return status if isinstance(status, Mapping) else {}
+
+
+def status_details(exc: BaseException) -> Mapping[str, Any]:
+    """The ``details`` of an API error's Status body ({} when there is none)."""
+    details = _status_body(exc).get("details")
     return details if isinstance(details, Mapping) else {}
+
+
+def status_message(exc: BaseException) -> str:
+    """The ``message`` of an API error's Status body (the exception's text when there is none)."""
+    message = _status_body(exc).get("message")
+    return str(message or exc)[:300]
 
 
 def url_client(url: str) -> client.ApiClient:

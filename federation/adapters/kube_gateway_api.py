@@ -19,7 +19,6 @@ not own is never touched, and is reported in ``federation status`` ("feeds", "ga
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from federation.adapters.kube import (
     Resource,
     is_status,
     object_key,
+    status_message,
 )
 from federation.adapters.kube_cluster import CONFLICT_RETRIES, KubeCluster
 from federation.model.backend_services import (
@@ -43,13 +43,14 @@ from federation.model.backend_services import (
     RemoteBackend,
     endpoint_slice_body,
     is_owned,
+    owned_by,
     remote_backends,
     service_body,
     service_drift,
     slice_drift,
 )
 from federation.model.pools import PoolKey
-from federation.model.route_weights import is_marked, route_plan, rule_patch
+from federation.model.route_weights import is_marked, route_plan, rule_patch, services_named
 from federation.model.views import ImportView, written_weights
 
 log = logging.getLogger(__name__)
@@ -58,29 +59,12 @@ REFUSED_RETRY: Final = 600.0  # seconds before a body the API refused is sent ag
 LEFT_OUT_SHOWN: Final = 50  # notes per kind in status: enough to see a pattern, never a flood
 
 
-def _owner_name(obj: Mapping[str, Any]) -> str | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller") is True:
-            name = ref.get("name")
-            return name if isinstance(name, str) else None
-    return None
-
-
 def _ours_or_labelled(obj: Mapping[str, Any]) -> bool:
     """A slice this feed may own: labelled as ours, or owned (a label someone edited is
     repaired, not taken for a stranger's slice)."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
     labelled = isinstance(labels, dict) and labels.get(SLICE_MANAGER_LABEL) == SLICE_MANAGER
     return labelled or is_owned(obj)
-
-
-def _reason(exc: BaseException) -> str:
-    """The message of an API error's Status body (the exception's text when there is none)."""
-    try:
-        message = json.loads(getattr(exc, "body", "") or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or exc)[:300]
 
 
 def _uid(obj: Mapping[str, Any] | None) -> str | None:
@@ -226,7 +210,7 @@ class GatewayApiFeed:
         """None: absent; True: ours for this import; False: someone else's (never touched)."""
         if obj is None:
             return None
-        return is_owned(obj) and _owner_name(obj) == b.key.name
+        return owned_by(obj) == b.key.name
 
     async def _ensure(self, b: RemoteBackend, uid: str) -> str | None:
         """Create or repair the backend's Service and EndpointSlice; why not, if a name is
@@ -271,7 +255,7 @@ class GatewayApiFeed:
             if is_status(exc, 409):  # someone else's (slices not ours are not in our cache)
                 return f"{r.kind} {ns}/{name} exists and is not ours"
             if is_status(exc, 422):  # e.g. an address this API server does not allow
-                why = f"the API refused {r.kind} {ns}/{name}: {_reason(exc)}"
+                why = f"the API refused {r.kind} {ns}/{name}: {status_message(exc)}"
                 # Not resent unchanged for a while (an admission policy may be fixed later).
                 self._refused[key] = (stamp, why, time.monotonic() + REFUSED_RETRY)
                 self.counts[f"{r.plural}_refused"] += 1
@@ -304,21 +288,9 @@ class GatewayApiFeed:
 
     def _named_by_routes(self) -> set[PoolKey]:
         """Services some HTTPRoute sends to: (namespace, name). A route the agent leaves alone
-        (refused, every weight 0, a failed write) may still name one of ours."""
-        named = set()
-        for (ns, _), route in self.cluster.routes.objects.items():
-            rules = (route.get("spec") or {}).get("rules")
-            for rule in rules if isinstance(rules, list) else []:
-                refs = rule.get("backendRefs") if isinstance(rule, dict) else None
-                for ref in refs if isinstance(refs, list) else []:
-                    if (
-                        isinstance(ref, dict)
-                        and isinstance(ref.get("name"), str)
-                        and ref.get("kind", "Service") == "Service"
-                        and not ref.get("group")
-                    ):
-                        named.add(PoolKey(str(ref.get("namespace", ns)), ref["name"]))
-        return named
+        (refused, every weight 0, a failed write) may still name one of ours. Read again after
+        the route writes: what they dropped may go in the same sync."""
+        return set().union(*map(services_named, self.cluster.routes.objects.values()))
 
     async def _delete_unwanted(self, wanted: Mapping[PoolKey, object]) -> None:
         named = self._named_by_routes()
@@ -339,7 +311,7 @@ class GatewayApiFeed:
         whose backend went away (their refs are dropped, not taken for someone else's)."""
         owned: dict[PoolKey, set[str]] = {}
         for (ns, name), obj in self.cluster.services.objects.items():
-            if is_owned(obj) and (pool := _owner_name(obj)) is not None:
+            if (pool := owned_by(obj)) is not None:
                 owned.setdefault(PoolKey(ns, pool), set()).add(name)
         for key, found in ready.items():
             owned.setdefault(key, set()).update(b.name for b in found)

@@ -33,6 +33,8 @@ from typing import Any, Final
 
 from federation.messages import EndpointAddress
 from federation.model.pools import PoolKey
+from federation.model.raw_json import as_list as _list
+from federation.model.raw_json import as_mapping as _dict
 from federation.model.views import ImportView
 
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "federation"}
@@ -201,23 +203,26 @@ def endpoint_slice_body(b: RemoteBackend, owner_uid: str) -> Obj:
     }
 
 
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def is_owned(obj: Mapping[str, Any]) -> bool:
-    """Ours: our label and a controller reference to an InferencePoolImport (never others')."""
+def owned_by(obj: Mapping[str, Any]) -> str | None:
+    """The InferencePoolImport that owns ``obj`` for us (our label and a controller reference
+    to an import), by name; None when the object is not ours (never others')."""
     meta = _dict(obj.get("metadata"))
     labels = _dict(meta.get("labels"))
     if any(labels.get(k) != v for k, v in MANAGED_BY.items()):
-        return False
-    refs = meta.get("ownerReferences")
-    return any(
-        _dict(r).get("controller") is True
-        and _dict(r).get("kind") == IMPORT_KIND
-        and str(_dict(r).get("apiVersion", "")).startswith("inference.networking.x-k8s.io/")
-        for r in (refs if isinstance(refs, list) else [])
-    )
+        return None
+    for ref in map(_dict, _list(meta.get("ownerReferences"))):
+        if (
+            ref.get("controller") is True
+            and ref.get("kind") == IMPORT_KIND
+            and str(ref.get("apiVersion", "")).startswith("inference.networking.x-k8s.io/")
+        ):
+            name = ref.get("name")
+            return name if isinstance(name, str) else None
+    return None
+
+
+def is_owned(obj: Mapping[str, Any]) -> bool:
+    return owned_by(obj) is not None
 
 
 def metadata_drift(have: Mapping[str, Any], want: Obj) -> Obj | None:

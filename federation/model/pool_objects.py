@@ -24,6 +24,8 @@ from typing import Any, Final
 
 from federation.messages import EndpointAddress, ParentGateway
 from federation.model.pools import EXPORT_ANNOTATION, LocalPool, PoolKey
+from federation.model.raw_json import as_list as _list
+from federation.model.raw_json import as_mapping as _dict
 
 POOL_GROUP: Final = "inference.networking.k8s.io"
 # An HTTPRoute whose weights the agent writes (model.route_weights): client-facing, it spills to
@@ -40,14 +42,6 @@ _MODEL = re.compile(r"^[\w./:@+-]{1,253}$")
 
 Obj = Mapping[str, Any]
 Index = Mapping[PoolKey, Obj]  # (namespace, name) → object
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _port(value: Any) -> int | None:

@@ -39,23 +39,25 @@ from typing import Any, Final
 from federation.model.backend_services import RemoteBackend
 from federation.model.pool_objects import POOL_GROUP, ROUTE_LABEL
 from federation.model.pools import PoolKey
+from federation.model.raw_json import as_list as _list
+from federation.model.raw_json import as_mapping as _dict
 from federation.model.views import ImportView
 
-__all__ = ["ROUTE_LABEL", "RoutePlan", "RuleWeights", "is_marked", "route_plan", "rule_patch"]
+__all__ = [
+    "ROUTE_LABEL",
+    "RoutePlan",
+    "RuleWeights",
+    "is_marked",
+    "route_plan",
+    "rule_patch",
+    "services_named",
+]
 
 ROUTE_CONTROLLER_ANNOTATION: Final = "inference-federation.io/weights-controller"
 MAX_BACKEND_REFS: Final = 16
 POOL_REF: Final = "InferencePool"  # the key of the pool ref among a rule's weights
 
 Obj = dict[str, Any]
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,18 @@ def _service_ref_name(ref: Mapping[str, Any], namespace: str) -> str | None:
         return None
     name = ref.get("name")
     return name if isinstance(name, str) else None
+
+
+def services_named(route: Mapping[str, Any]) -> set[PoolKey]:
+    """Every Service the route sends to, as (namespace, name), whoever's rule it is."""
+    namespace = str(_dict(route.get("metadata")).get("namespace", ""))
+    named = set()
+    for rule in _list(_dict(route.get("spec")).get("rules")):
+        for ref in map(_dict, _list(_dict(rule).get("backendRefs"))):
+            ns = ref.get("namespace", namespace)
+            if (name := _service_ref_name(ref, ns)) is not None:
+                named.add(PoolKey(str(ns), name))
+    return named
 
 
 def _weight(ref: Mapping[str, Any]) -> int:

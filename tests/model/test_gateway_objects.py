@@ -22,6 +22,7 @@ from federation.model.route_weights import (
     ROUTE_CONTROLLER_ANNOTATION,
     ROUTE_LABEL,
     route_plan,
+    services_named,
 )
 from federation.model.views import ImportView
 from tests.model.factories import gateway_view
@@ -138,3 +139,13 @@ def test_a_rule_never_exceeds_the_crd_limit_of_refs() -> None:
     kept = {r["name"].removeprefix("pool-fed-") for r in rule.refs[1:]}
     assert kept == {f"c{i:02}" for i in range(5, 20)}  # the highest weights
     assert any("left out" in n for n in plan.notes)
+
+
+def test_services_named_reads_every_rule_and_namespace() -> None:
+    r = route({"name": "pool-fed-a", "port": 80}, {"name": "x", "namespace": "other", "port": 1})
+    r["spec"]["rules"].append({"backendRefs": [{"group": "", "kind": "Service", "name": "docs"}]})
+    assert services_named(r) == {
+        PoolKey("llm", "pool-fed-a"),
+        PoolKey("other", "x"),
+        PoolKey("llm", "docs"),
+    }  # fmt: skip (the InferencePool ref is not a Service)
