@@ -267,9 +267,23 @@ def beat_subject(clusterset: str, cluster: str) -> str:
     return f"{prefix(clusterset)}.beat.{cluster}"
 
 
-def beats_subject(clusterset: str) -> str:
-    """Every member's heartbeat subject (a wildcard)."""
-    return f"{prefix(clusterset)}.beat.*"
+def exports_subject(clusterset: str, cluster: str = "*") -> str:
+    """A member's export subjects (every member's with the default): the only ones sourced into
+    inbound streams, since exports are full state that must survive partitions and restarts."""
+    return f"{prefix(clusterset)}.export.{cluster}.>"
+
+
+def live_subjects(clusterset: str) -> list[str]:
+    """Every member's live subjects (wildcards): heartbeats, load digests and per-pool load
+    reports. They are worth something only while fresh and each supersedes the last, so peers
+    hear them on plain NATS, not through their inbound streams."""
+    base = prefix(clusterset)
+    return [f"{base}.beat.*", f"{base}.digest.*", f"{base}.load.>"]
+
+
+def is_live_subject(clusterset: str, subject: str) -> bool:
+    kind = subject[len(prefix(clusterset)) + 1 :].split(".", 1)[0]
+    return subject.startswith(prefix(clusterset) + ".") and kind in ("beat", "digest", "load")
 
 
 def subject_for(clusterset: str, event: Event) -> str:

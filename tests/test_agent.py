@@ -32,8 +32,13 @@ async def demo(supercluster: Supercluster, clusterset: str) -> AsyncIterator[Dem
         yield d
 
 
-def _hostile(clusterset: str) -> list[tuple[str, bytes, str]]:
-    subject = messages.load_subject(clusterset, "us-east", "llm", "x")
+def _hostile(clusterset: str, path: str = "sourced") -> list[tuple[str, bytes, str]]:
+    """Hostile payloads on a subject of the inbound stream (an export's) or a live one."""
+    subject = (
+        messages.export_subject(clusterset, "us-east", "llm", "x")
+        if path == "sourced"
+        else messages.load_subject(clusterset, "us-east", "llm", "x")
+    )
     spoofed = load(cluster="eu-west", name="x", sequence=2**62)
     good = orjson.loads(messages.encode(load(cluster="us-east", name="x")))
     return [
@@ -45,7 +50,8 @@ def _hostile(clusterset: str) -> list[tuple[str, bytes, str]]:
     ]
 
 
-async def test_hostile_events_are_rejected_counted_and_never_applied(demo: Demo) -> None:
+@pytest.mark.parametrize("path", ["sourced", "live"])
+async def test_hostile_events_are_rejected_counted_and_never_applied(demo: Demo, path: str) -> None:
     cs = demo.options.clusterset
     peer = demo.clusters["eu-west"].agent
     assert peer is not None
@@ -53,11 +59,18 @@ async def test_hostile_events_are_rejected_counted_and_never_applied(demo: Demo)
     nc = await nats.connect(demo.supercluster.url("us-east"))
     try:
         js = nc.jetstream()
-        for i, (subject, payload, _) in enumerate(_hostile(cs)):
+        for i, (subject, payload, reason) in enumerate(_hostile(cs, path)):
+            had = peer.counts.rejected[reason]
             await js.publish(subject, payload, headers={"Nats-Msg-Id": f"hostile-{i}"})
+            if path == "live":  # one at a time: a live subject keeps only its newest waiting
+                await wait_for(
+                    lambda r=reason, h=had: peer.counts.rejected[r] > h,  # type: ignore[misc]
+                    within=15,
+                    what=f"{reason} rejected",
+                )
     finally:
         await nc.close()
-    expected = {reason: 1 for _, _, reason in _hostile(cs)}
+    expected = {reason: 1 for _, _, reason in _hostile(cs, path)}
     await wait_for(
         lambda: dict(peer.counts.rejected) == expected,
         within=15,
@@ -126,8 +139,9 @@ POISON = st.one_of(
 
 
 def _handled(agent: Agent) -> int:
+    """Events the agent is done with: checked, or superseded on their live subject unchecked."""
     c = agent.counts
-    return c.applied + c.duplicates + c.stale + sum(c.rejected.values())
+    return c.applied + c.duplicates + c.stale + sum(c.rejected.values()) + c.superseded
 
 
 @settings(
@@ -139,7 +153,7 @@ def _handled(agent: Agent) -> int:
 async def test_fuzzed_poison_never_crashes_the_agent_or_changes_its_imports(
     demo: Demo, payloads: list[bytes]
 ) -> None:
-    """Hypothesis-generated hostile payloads, published raw on a peer's subject through
+    """Hypothesis-generated hostile payloads, published raw on a peer's live subject through
     JetStream, reach a live agent; 3 batches of 60 against the same agents."""
     cs = demo.options.clusterset
     peer = demo.clusters["eu-west"].agent
@@ -148,7 +162,7 @@ async def test_fuzzed_poison_never_crashes_the_agent_or_changes_its_imports(
     # Well-formed but far ahead: accepted, it would make every honest report look stale.
     payloads = [*payloads, orjson.dumps({**VALID, "sequence": 2**62})]
     handled_before, rejected_before = _handled(peer), peer.counts.rejected.copy()
-    subject = messages.load_subject(cs, "us-east", "llm", "x")
+    subject = messages.load_subject(cs, "us-east", "llm", "x")  # a live subject
     nc = await nats.connect(demo.supercluster.url("us-east"))
     try:
         js = nc.jetstream()
@@ -156,8 +170,9 @@ async def test_fuzzed_poison_never_crashes_the_agent_or_changes_its_imports(
             await js.publish(subject, payload, headers={"Nats-Msg-Id": uuid.uuid4().hex})
     finally:
         await nc.close()
-    # The far-ahead event comes last and the consumer delivers in stream order, so once it is
-    # rejected every payload was handled (other events arrive meanwhile: the count is a bound).
+    # The far-ahead event comes last and a live subject's events arrive in order, so once it is
+    # rejected every payload was checked or superseded by a later one (other events arrive
+    # meanwhile: the count is a bound).
     await wait_for(
         lambda: (
             _handled(peer) - handled_before >= len(payloads)
@@ -191,7 +206,7 @@ async def test_events_lost_on_the_way_are_counted_as_sequence_gaps(demo: Demo) -
         ]
         await js.update_stream(config)  # as a half-failed re-attach leaves it
         history = agent.settings.history_per_subject
-        subject = messages.load_subject(cs, "eu-west", "llm", "rolled-over")
+        subject = messages.export_subject(cs, "eu-west", "llm", "rolled-over")
         peer = await nats.connect(demo.supercluster.url("eu-west"))
         try:
             for i in range(history + 4):  # the peer's stream keeps only the last `history`

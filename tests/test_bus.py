@@ -10,7 +10,7 @@ from federation import messages
 from federation.adapters.bus import BusAddress, NatsBus, inbound_stream, outbound_stream
 from federation.kit.nats_servers import Supercluster
 from tests.conftest import wait_for
-from tests.model.factories import load
+from tests.model.factories import export
 
 pytestmark = pytest.mark.bus
 
@@ -38,8 +38,10 @@ async def test_streams_are_placed_in_the_clusters_own_nats_cluster(
             assert info.cluster is not None
             assert info.cluster.name == "eu-west"
         inbound = await bus.js.stream_info(inbound_stream(clusterset, "eu-west"))
-        assert {s.name for s in inbound.config.sources or []} == {
-            outbound_stream(clusterset, c) for c in supercluster.specs
+        # Every member's exports, and nothing else (live events travel on plain NATS).
+        assert {(s.name, s.filter_subject) for s in inbound.config.sources or []} == {
+            (outbound_stream(clusterset, c), messages.exports_subject(clusterset, c))
+            for c in supercluster.specs
         }
     finally:
         await bus.close()
@@ -48,7 +50,7 @@ async def test_streams_are_placed_in_the_clusters_own_nats_cluster(
 async def test_ensure_streams_is_idempotent(supercluster: Supercluster, clusterset: str) -> None:
     bus = await _started(supercluster, clusterset, "us-east")
     try:
-        subject = messages.subject_for(clusterset, load(cluster="us-east"))
+        subject = messages.subject_for(clusterset, export(cluster="us-east"))
         await bus.publish(subject, b"{}", "kept")
         names = (outbound_stream(clusterset, "us-east"), inbound_stream(clusterset, "us-east"))
         before = [(await bus.js.stream_info(n)).config for n in names]
@@ -67,7 +69,7 @@ async def test_an_event_reaches_every_members_inbound_stream(
 ) -> None:
     buses = {c: await _started(supercluster, clusterset, c) for c in supercluster.specs}
     try:
-        event = load(cluster="us-east")
+        event = export(cluster="us-east")
         subject = messages.subject_for(clusterset, event)
         assert await buses["us-east"].publish(subject, messages.encode(event), "id-1")
         for cluster, bus in buses.items():
@@ -91,7 +93,7 @@ async def test_a_resent_msg_id_is_dropped_by_the_server(
 ) -> None:
     bus = await _started(supercluster, clusterset, "us-east")
     try:
-        subject = messages.subject_for(clusterset, load(cluster="us-east"))
+        subject = messages.subject_for(clusterset, export(cluster="us-east"))
         assert await bus.publish(subject, b"{}", "same-id") is True
         assert await bus.publish(subject, b"{}", "same-id") is False
         info = await bus.js.stream_info(outbound_stream(clusterset, "us-east"))
@@ -107,7 +109,7 @@ async def test_a_restarted_consumer_sees_only_the_newest_event_per_subject(
     try:
         for seq in (1, 2, 3):
             for name in ("p1", "p2"):
-                e = load(cluster="ap-south", name=name, sequence=seq)
+                e = export(cluster="ap-south", name=name, generation=seq)
                 await bus.publish(
                     messages.subject_for(clusterset, e), messages.encode(e), f"{name}{seq}"
                 )
@@ -116,7 +118,9 @@ async def test_a_restarted_consumer_sees_only_the_newest_event_per_subject(
         )
         await bus.start_consuming()  # what an agent restart does
         got = await bus.fetch(100, 1.0)
-        decoded = sorted((e.name, e.sequence) for e in map(messages.decode, (d.data for d in got)))
+        decoded = sorted(
+            (e.name, messages.sequence_of(e)) for e in map(messages.decode, (d.data for d in got))
+        )
         assert decoded == [("p1", 3), ("p2", 3)]
         assert got[-1].pending == 0
     finally:
@@ -153,7 +157,7 @@ async def test_a_source_check_puts_back_sources_a_failed_restart_left_out(
         }
         assert await bus.restart_stalled_sources(3600.0) == []  # repaired once, then quiet
 
-        event = load(cluster="us-east", name="after-repair")
+        event = export(cluster="us-east", name="after-repair")
         await peer.publish(messages.subject_for(clusterset, event), messages.encode(event), "r1")
 
         async def arrived() -> bool:

@@ -3,7 +3,6 @@ in-memory fake the fast agent tests run on. What the agent relies on holds for b
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -105,7 +104,8 @@ async def world(backend: Supercluster | None) -> AsyncIterator[World]:
 
 
 def subject(w: World, cluster: str, pool: str = "p") -> str:
-    return messages.load_subject(w.clusterset, cluster, "llm", pool)
+    """A subject the inbound streams source (an export's)."""
+    return messages.export_subject(w.clusterset, cluster, "llm", pool)
 
 
 async def collect(bus: Bus, want: int, *, within: float = 15) -> list[Delivery]:
@@ -186,17 +186,96 @@ async def test_a_cluster_cannot_publish_on_another_clusters_subjects(world: Worl
         await east.publish(subject(world, "eu-west"), b"spoof", "s1")
 
 
-async def test_heartbeats_are_heard_live(world: World) -> None:
+async def heard(
+    bus: Bus, want: dict[str, bytes], send: Bus | None = None, *, within: float = 10
+) -> None:
+    """Wait until the newest live event heard on each subject of ``want`` is its value; with
+    ``send``, publish them from it until then (a new subscription's interest reaches the other
+    NATS clusters through their gateways a moment later: what is sent before is not heard)."""
+    newest: dict[str, bytes] = {}
+    ids = itertools.count()
+
+    async def all_heard() -> bool:
+        if send is not None:
+            for k, v in want.items():
+                await send.publish(k, v, f"{k}-{next(ids)}")
+        for d in await bus.live(0.2):
+            assert d.origin is None  # plain NATS: nothing stored for the receiver
+            newest[d.subject] = d.data
+        return all(newest.get(k) == v for k, v in want.items())
+
+    await wait_for(all_heard, within=within, what=f"live {sorted(want)}")
+
+
+async def test_live_events_are_heard_on_plain_nats_and_not_sourced(world: World) -> None:
     east, west = await world.bus("us-east"), await world.bus("eu-west")
-    heard: list[str] = []
-    await west.watch_beats(heard.append)
+    await west.watch_live()
+    cs = world.clusterset
+    beat, digest = messages.beat_subject(cs, "us-east"), messages.digest_subject(cs, "us-east")
+    load = messages.load_subject(cs, "us-east", "llm", "p")
+    await heard(west, {beat: b"b1", digest: b"d1", load: b"l1"}, east)
+    # Exports only in the inbound stream: an export published after the live events arrives,
+    # and is the only thing the consumer ever delivers.
+    await east.publish(subject(world, "us-east"), b"e1", "e1")
+    got = await collect(west, 1)
+    assert [d.subject for d in got] == [subject(world, "us-east")]
+    assert await west.fetch(64, 0.5) == []
+
+
+async def test_a_live_subject_waiting_holds_only_its_newest_event(world: World) -> None:
+    east, west = await world.bus("us-east"), await world.bus("eu-west")
+    await west.watch_live()
     beat = messages.beat_subject(world.clusterset, "us-east")
+    await heard(west, {beat: b"first"}, east)
+    for i in range(5):  # nobody takes them meanwhile
+        await east.publish(beat, f"b{i}".encode(), f"n{i + 2}")
 
-    async def heard_east() -> bool:
-        await east.publish(beat, b"{}", f"b{len(heard)}-{asyncio.get_running_loop().time()}")
-        return "us-east" in heard
+    async def newest_only() -> bool:
+        taken = await west.live(0.2)
+        return [d.data for d in taken if d.subject == beat][-1:] == [b"b4"] and len(
+            [d for d in taken if d.subject == beat]
+        ) == 1
 
-    await wait_for(heard_east, within=10, what="a live heartbeat")
+    await wait_for(newest_only, within=10, what="one beat, the newest")
+
+
+async def test_a_starting_agent_reads_every_members_newest_live_events(world: World) -> None:
+    cs = world.clusterset
+    for cluster in ("us-east", "ap-south"):
+        bus = await world.bus(cluster)
+        await bus.publish(messages.beat_subject(cs, cluster), b"old", f"{cluster}-1")
+        await bus.publish(messages.beat_subject(cs, cluster), b"new", f"{cluster}-2")
+        await bus.publish(messages.digest_subject(cs, cluster), b"digest", f"{cluster}-3")
+    west = await world.bus("eu-west")  # published nothing: nothing of its own is found
+
+    async def all_read() -> bool:
+        return {(d.subject, d.data) for d in await west.newest_live()} == {
+            (messages.beat_subject(cs, c), b"new") for c in ("us-east", "ap-south")
+        } | {(messages.digest_subject(cs, c), b"digest") for c in ("us-east", "ap-south")}
+
+    await wait_for(all_read, within=10, what="members' newest beats and digests")
+
+
+async def test_live_events_sent_during_a_partition_are_lost_and_the_next_arrives(
+    world: World,
+) -> None:
+    east, west = await world.bus("us-east"), await world.bus("eu-west")
+    await west.watch_live()
+    beat = messages.beat_subject(world.clusterset, "us-east")
+    await heard(west, {beat: b"before"}, east)
+    await world.partition("us-east")
+    try:
+        await east.publish(beat, b"during", "q1")
+        assert [d.data for d in await west.live(1.0)] == []
+    finally:
+        world.heal("us-east")
+    sent = iter(range(2, 1000))
+
+    async def next_heard() -> bool:  # gateway interest comes back within seconds of the heal
+        await east.publish(beat, b"after", f"q{next(sent)}")
+        return any(d.data == b"after" for d in await west.live(0.5))
+
+    await wait_for(next_heard, within=60, what="a live event after the heal")
 
 
 async def test_what_is_published_during_a_partition_arrives_after_the_heal(world: World) -> None:

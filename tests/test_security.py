@@ -116,6 +116,7 @@ async def test_servers_enforce_each_clusters_publish_rights(tmp_path: Path) -> N
     sc = Supercluster(["a", "b", "c"], tmp_path, authorization_block("cs", passwords, "adm"))
     await sc.start()
     try:
+        published: set[str] = set()
         for cluster in ("a", "b"):
             bus = NatsBus(
                 BusAddress(url=sc.url(cluster), clusterset="cs", cluster=cluster,
@@ -125,18 +126,34 @@ async def test_servers_enforce_each_clusters_publish_rights(tmp_path: Path) -> N
             await bus.connect()
             await bus.ensure_streams()
             await bus.start_consuming()  # the agent's whole JetStream path works with its rights
-            heard: list[str] = []
-            await bus.watch_beats(heard.append)  # and so does the live heartbeat hint
-            assert await bus.publish(f"fed.v1.cs.beat.{cluster}", b"{}", f"m-{cluster}")
+            await bus.watch_live()  # and so does the live path
+            beat, digest = f"fed.v1.cs.beat.{cluster}", f"fed.v1.cs.digest.{cluster}"
+            assert await bus.publish(beat, b"{}", f"m-{cluster}")
+            assert await bus.publish(digest, b"{}", f"d-{cluster}")
+            assert await bus.publish(f"fed.v1.cs.export.{cluster}.llm.x", b"{}", f"e-{cluster}")
             assert len(await bus.fetch(10, 5.0)) >= 1
-            await wait_for_async(
-                lambda c=cluster, h=heard: h == [c], within=5, what="the live heartbeat"
-            )
+            heard: set[str] = set()
+
+            async def both_heard(
+                h: set[str] = heard,
+                b: NatsBus = bus,
+                want: frozenset[str] = frozenset((beat, digest)),
+            ) -> bool:
+                h.update(d.subject for d in await b.live(0.5))
+                return want <= h
+
+            await wait_for_async(both_heard, within=5, what="the live beat and digest")
+            # Members' newest beats and digests by direct get (of those that published): allowed.
+            published.update((beat, digest))
+            assert {d.subject for d in await bus.newest_live()} == published
             await bus.close()
 
         # With a's valid login: b's subjects, b's streams and other clustersets are refused.
         for subject in ("fed.v1.cs.beat.b", "fed.v1.cs.export.b.llm.x", "fed.v1.other.beat.a",
-                        "$JS.API.STREAM.DELETE.FED_OUT_cs_b"):  # fmt: skip
+                        "$JS.API.STREAM.DELETE.FED_OUT_cs_b",
+                        # direct gets reach only members' beats and digests
+                        "$JS.API.DIRECT.GET.FED_OUT_cs_b.fed.v1.cs.export.b.llm.x",
+                        "$JS.API.DIRECT.GET.FED_OUT_cs_b"):  # fmt: skip
             refusal = await publish_as(sc.url("b"), {"user": "a", "password": "pa"}, subject, b"{}")
             assert refusal is not None
             assert "permissions violation" in refusal.lower(), (subject, refusal)
@@ -415,7 +432,7 @@ async def test_nkey_login_rights_and_key_rotation_without_restart(tmp_path: Path
             return refused is not None and "authorization" in refused.lower()
 
         await wait_for_async(old_key_refused, within=30, what="the old key to be refused")
-        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "after")  # the live bus never left
+        assert await bus.publish("fed.v1.cs.export.a.llm.x", b"{}", "after")  # the bus never left
         assert len(await bus.fetch(10, 5.0)) >= 1
         assert bus.reopened == 1
 
@@ -479,7 +496,7 @@ async def test_operator_mode_creds_login_rights_and_rotation(tmp_path: Path) -> 
         touch_later(live)
         assert await watcher.check()
         assert watcher.identity.startswith(second)
-        assert await bus.publish("fed.v1.cs.beat.a", b"{}", "after")
+        assert await bus.publish("fed.v1.cs.export.a.llm.x", b"{}", "after")
         assert len(await bus.fetch(10, 5.0)) >= 1
         assert bus.reopened == 1
 

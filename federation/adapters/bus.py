@@ -3,14 +3,23 @@
 Topology (one set per cluster ``c`` of cluster set ``cs``):
 
 - ``FED_OUT_<cs>_<c>``: the cluster's outbound stream, placed in its own NATS cluster, holding
-  everything it publishes (``fed.v1.<cs>.{export,load}.<c>.>`` and ``fed.v1.<cs>.beat.<c>``)
-  with a short per-subject history for replay.
+  everything it publishes (``fed.v1.<cs>.{export,load}.<c>.>``, ``fed.v1.<cs>.digest.<c>`` and
+  ``fed.v1.<cs>.beat.<c>``) with a short per-subject history for replay.
 - ``FED_IN_<cs>_<c>``: the cluster's inbound stream, also placed in its own NATS cluster, which
-  *sources* every member's outbound stream (its own included). The agent reads only this stream,
-  so reads stay local and survive partitions; NATS catches the sources up when a link heals.
+  *sources* the exports of every member's outbound stream (its own included). Reads of exports
+  stay local and survive partitions; NATS catches the sources up when a link heals.
 
-The agent consumes through one durable pull consumer that starts at the last message per subject:
-since events are full state, that is exactly what a (re)starting agent needs to rebuild its beliefs.
+Two paths in, by what the events are worth:
+
+- **Exports** (rare, full state that stays true until replaced) through the inbound stream, by one
+  durable pull consumer that starts at the last message per subject: exactly what a (re)starting
+  agent needs to rebuild them.
+- **Live events** (heartbeats, load digests, per-pool load reports: each worth something only
+  until the next, seconds later) on plain NATS, subscribed across the supercluster's gateways:
+  no sourced copy, stored message, delivery state or acknowledgement per peer and event — at
+  100 clusters that is 10,000 stream sources' traffic the servers no longer carry. What is
+  missed during a partition is superseded by the next event after the heal. A (re)starting agent
+  reads the newest live events of every member once, by direct get from their outbound streams.
 """
 
 from __future__ import annotations
@@ -41,11 +50,13 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from federation import messages
+from federation.adapters.live_mailbox import LiveMailbox
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW = 120.0  # seconds in which a re-sent Nats-Msg-Id is dropped by the server
 FETCH_FAILURES_TO_RECREATE = 3  # fetches failing in a row before the consumer is recreated
+DIRECT_GETS_AT_ONCE = 32  # a starting agent's reads of members' newest live events in flight
 
 
 def outbound_stream(clusterset: str, cluster: str) -> str:
@@ -84,6 +95,29 @@ class Delivery:
         await self._msg.nak(delay=delay)
 
 
+@dataclass
+class LiveDelivery:
+    """A live event heard on plain NATS (or read by direct get at start): nothing is stored for
+    us, so there is nothing to acknowledge, and no origin sequence (gaps of superseded state
+    mean nothing)."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    pending: int = 0
+    origin: tuple[str, int] | None = None
+    stored_at: float | None = None
+
+    async def ack(self) -> None:
+        return None
+
+    async def term(self) -> None:
+        return None
+
+    async def nak(self, delay: float) -> None:
+        return None  # the next event on its subject is the retry
+
+
 @dataclass(frozen=True)
 class BusAddress:
     url: str
@@ -115,7 +149,8 @@ class NatsBus:
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._closing = False
-        self._on_beat: Callable[[str], None] | None = None
+        self._watching_live = False
+        self.live_mailbox: LiveMailbox[LiveDelivery] = LiveMailbox()
         self._reopening = asyncio.Lock()
         self.reopened = 0  # clients replaced: closed by the server, or a renewed login
         # The last sequences seen in our streams: a stream below them lost its store.
@@ -220,8 +255,8 @@ class NatsBus:
         client = await self._new_client()
         self._nc, self._js = client, client.jetstream(timeout=self.address.request_timeout)
         try:
-            if self._on_beat is not None:
-                await self.watch_beats(self._on_beat)
+            if self._watching_live:
+                await self.watch_live()
             if self._sub is not None:
                 a = self.address
                 self._sub = await self.js.pull_subscribe_bind(
@@ -243,7 +278,7 @@ class NatsBus:
             max_msgs_per_subject=a.history_per_subject,
             duplicate_window=DUPLICATE_WINDOW,
             placement=Placement(cluster=a.placement_cluster),
-            allow_direct=True,
+            allow_direct=True,  # peers read our newest live events by direct get at start
             num_replicas=1,
             first_seq=first_seq,
         )
@@ -342,21 +377,59 @@ class NatsBus:
         config.first_seq = info.config.first_seq  # fixed at creation (see repair_streams)
         await self.js.update_stream(config)
 
-    async def watch_beats(self, on_beat: Callable[[str], None]) -> None:
-        """Call ``on_beat(cluster)`` for every member's heartbeat seen live on plain NATS.
+    async def watch_live(self) -> None:
+        """Subscribe to every member's live events on plain NATS (into :attr:`live_mailbox`).
 
-        Only a hint for :meth:`restart_stalled_sources`: nothing is applied from it (the
-        inbound stream, verified, is the only source of beliefs). Without the subscribe
-        permission the server refuses it and the hint is simply never given.
+        They are checked and verified like any event when applied. Subscribing is needed before
+        :meth:`newest_live`, so nothing published between the two is missed.
         """
         if self._nc is None:
             raise RuntimeError("bus is not connected")
-        self._on_beat = on_beat
+        mailbox = self.live_mailbox
 
         async def heard(msg: Msg) -> None:
-            on_beat(msg.subject.rsplit(".", 1)[-1])
+            mailbox.put(LiveDelivery(msg.subject, msg.data, dict(msg.headers or {})))
 
-        await self._nc.subscribe(messages.beats_subject(self.address.clusterset), cb=heard)
+        for subject in messages.live_subjects(self.address.clusterset):
+            await self._nc.subscribe(subject, cb=heard)
+        self._watching_live = True
+
+    async def live(self, wait: float = 1.0) -> list[LiveDelivery]:
+        """The live events heard since the last call, the newest per subject; waits at most
+        ``wait`` for the first."""
+        return await self.live_mailbox.take(wait)
+
+    def live_unapplied(self) -> tuple[int, int]:
+        """Live events never handed out: (superseded while waiting, dropped by the cap)."""
+        return self.live_mailbox.superseded, self.live_mailbox.dropped
+
+    async def newest_live(self) -> list[LiveDelivery]:
+        """Every member's newest heartbeat and load digest, read by direct get from its outbound
+        stream (wherever its NATS cluster is): what a (re)starting agent knew from the inbound
+        stream before live events left it. Members cut off or without either are skipped; the
+        live path brings them within a heartbeat. Per-pool reports (agents from before digests)
+        are not read: they come again within a load interval."""
+        await self._reopen_if_closed()
+        a = self.address
+        gate = asyncio.Semaphore(DIRECT_GETS_AT_ONCE)
+
+        async def newest(member: str, subject: str) -> LiveDelivery | None:
+            async with gate:
+                try:
+                    m = await self.js.get_msg(
+                        outbound_stream(a.clusterset, member), subject=subject, direct=True
+                    )
+                except Exception as exc:  # none yet, or its cluster out of reach: skipped
+                    log.debug("nats %s: no newest %s: %r", a.cluster, subject, exc)
+                    return None
+            return LiveDelivery(subject, m.data or b"", dict(m.headers or {}))
+
+        asked = [
+            newest(m, subject(a.clusterset, m))
+            for m in a.members
+            for subject in (messages.beat_subject, messages.digest_subject)
+        ]
+        return [d for d in await asyncio.gather(*asked) if d is not None]
 
     async def restart_stalled_sources(
         self,
@@ -372,9 +445,11 @@ class NatsBus:
         heals, its inbound stream's sources from *other* NATS clusters can stay inactive for
         minutes. Removing and re-adding them re-establishes them at once. A re-added source
         resumes after the last message the stream holds from it (nats-server scans back for
-        it); anything delivered twice is dropped by the consumer as a duplicate. A peer whose
-        heartbeats arrive live but not through its source is the sure sign of a stall, hence the
-        shorter bound; a source that never made contact is restarted only on that sign. Sources
+        it); anything delivered twice is dropped by the consumer as a duplicate. A healthy source
+        is in contact every few seconds even when no export moves (its idle heartbeats keep
+        ``active`` below a second, measured), so a peer heard live whose source is out of
+        contact is the sure sign of a stall, hence the shorter bound; a source that never made
+        contact is restarted only on that sign. Sources
         missing from the stream's config (a restart whose second step failed) are put back
         first. Returns the names of the sources restarted or put back (none when all are live;
         needs the JetStream meta leader).
@@ -391,7 +466,7 @@ class NatsBus:
             if active is None or active < 0:  # no contact since it was (re-)added
                 # A peer not deployed yet, or a source just re-added: only the hint says more.
                 return source.name in live
-            # The peer is up (its heartbeats arrive live): its source must carry them too.
+            # The peer is up (heard live): its source must be in contact too.
             limit = quiet_after if source.name in live else stalled_after
             return active / 1e9 > limit
 
@@ -417,7 +492,13 @@ class NatsBus:
 
     def _inbound_sources(self) -> list[StreamSource]:
         a = self.address
-        return [StreamSource(name=outbound_stream(a.clusterset, m)) for m in a.members]
+        return [
+            StreamSource(
+                name=outbound_stream(a.clusterset, m),
+                filter_subject=messages.exports_subject(a.clusterset, m),
+            )
+            for m in a.members
+        ]
 
     async def start_consuming(self) -> None:
         """(Re)create the durable consumer from the newest message per subject.
@@ -455,11 +536,13 @@ class NatsBus:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=30.0,
             max_ack_pending=20_000,
-            filter_subject=f"{messages.prefix(a.clusterset)}.>",
+            # Exports only: an inbound stream from before the live path still holds old live
+            # events, which must not be applied as news.
+            filter_subject=messages.exports_subject(a.clusterset),
         )
         self._create_tried = True
         self._sub = await self.js.pull_subscribe(
-            f"{messages.prefix(a.clusterset)}.>", durable=durable, stream=stream, config=config
+            messages.exports_subject(a.clusterset), durable=durable, stream=stream, config=config
         )
         self._consuming = True
 
@@ -470,7 +553,11 @@ class NatsBus:
             return False
         wanted = DeliverPolicy.ALL if self.address.deliver_all else DeliverPolicy.LAST_PER_SUBJECT
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-        return info.config.deliver_policy == wanted and not delivered
+        return (
+            info.config.deliver_policy == wanted
+            and info.config.filter_subject == messages.exports_subject(self.address.clusterset)
+            and not delivered
+        )
 
     async def fetch(self, batch: int = 256, wait: float = 1.0) -> list[Delivery]:
         """Up to ``batch`` deliveries, waiting at most ``wait`` for the first one."""

@@ -77,6 +77,8 @@ class _StateCollector(Collector):
             ("duplicate", c.duplicates),
             ("stale", c.stale),
             ("rejected", sum(c.rejected.values())),
+            ("superseded", c.superseded),
+            ("dropped", c.dropped),
         ):
             received.add_metric([outcome], value)
         yield received

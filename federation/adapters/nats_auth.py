@@ -9,11 +9,14 @@ What a cluster's agent needs, and nothing more (checked against the bus adapter 
   outbound stream up to its last sequence when a lost store recreated it empty), pull from that
   consumer and acknowledge its messages;
 - receive replies on ``_INBOX.>``;
-- hear members' heartbeats live (``fed.v1.<cs>.beat.*``, plain NATS): a peer heard there but
-  silent in the inbound stream has a stalled source (see ``NatsBus.restart_stalled_sources``).
+- hear members' live events on plain NATS (``fed.v1.<cs>.beat.*``, ``fed.v1.<cs>.digest.*``,
+  ``fed.v1.<cs>.load.>``): heartbeats and loads reach peers only that way;
+- read members' newest heartbeat and digest by direct get at start
+  (``$JS.API.DIRECT.GET.<any stream>.fed.v1.<cs>.{beat,digest}.*``: those subjects only, which
+  every member hears live anyway).
 
-Sourcing peers' outbound streams into a cluster's inbound stream is done by the servers, so no
-user needs read access to another cluster's stream. The ``admin`` user (tests, ``federation
+Sourcing peers' exports into a cluster's inbound stream is done by the servers, so no user needs
+any other read access to another cluster's stream. The ``admin`` user (tests, ``federation
 replay``) may do anything and is not given to agents.
 """
 
@@ -49,8 +52,12 @@ def cluster_permissions(clusterset: str, cluster: str) -> dict[str, Any]:
         f"{api}.CONSUMER.DURABLE.CREATE.{inbound}.{consumer}",
         f"{api}.CONSUMER.MSG.NEXT.{inbound}.{consumer}",
         f"$JS.ACK.{inbound}.{consumer}.>",
+        *(
+            f"{api}.DIRECT.GET.*.{messages.prefix(clusterset)}.{kind}.*"
+            for kind in ("beat", "digest")
+        ),
     ]
-    subscribe = ["_INBOX.>", messages.beats_subject(clusterset)]
+    subscribe = ["_INBOX.>", *messages.live_subjects(clusterset)]
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 
 

@@ -5,8 +5,10 @@ Sources: ``--nats URL`` reads the live streams of the cluster set; ``--data-dir 
 copy of every JetStream store under ``DIR`` (``DIR/<cluster>/jetstream``, as ``federation demo
 --data-dir`` leaves them, or ``DIR`` itself) with an embedded nats-server and reads those. Events
 are listed once each, from the outbound streams (``FED_OUT_*``: as published); ``--state-at`` uses
-the chosen cluster's inbound stream (``FED_IN_*``: as received). History is what the streams keep
-(``history_per_subject``, 8 events per subject by default).
+the chosen cluster's inbound stream (``FED_IN_*``: its exports as received) and every member's
+live events (heartbeats and loads, which peers hear on plain NATS) from the outbound streams, at
+the times their servers stored them. History is what the streams keep (``history_per_subject``,
+8 events per subject by default).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.adapters.stream_reader import StreamReader
+from federation.messages import is_live_subject
 from federation.model.pools import PoolKey
 from federation.model.replay import (
     ReplayFilter,
@@ -195,8 +198,11 @@ async def replay(r: ReplayRequest, serve_store_copy: StoreServer | None = None) 
         slow_start=r.slow_start or m.get("slow_start", defaults.slow_start),
         mode=mode,  # a demo run in a fixed mode replays in it
     )
+    cs = streams.clusterset
+    received = [s for s in streams.inbound[r.as_cluster] if not is_live_subject(cs, s.subject)]
+    received += [s for v in streams.outbound.values() for s in v if is_live_subject(cs, s.subject)]
     views = rebuild(
-        streams.inbound[r.as_cluster], cluster=r.as_cluster, members=members, at=at,
+        received, cluster=r.as_cluster, members=members, at=at,
         policy=policy, grace=r.grace or m.get("grace", defaults.grace),
     )  # fmt: skip
     return "state", {

@@ -1,14 +1,16 @@
 """An in-memory bus: a fake of the ``Bus`` port, checked by the same contract tests as NatsBus.
 
 A :class:`MemoryNetwork` stands for a NATS supercluster: each cluster's outbound stream is a
-list, and each cluster's inbound stream *sources* every member's outbound stream — copied as
-published while the two are connected, caught up from where it stopped when a partition heals,
-exactly what the real inbound streams do. What the agent relies on, and the contract tests check
-on both buses: per-subject order, de-duplication by message id within a window, a consumer that
-starts at the newest message per subject, redelivery after ``nak``, publishing only on the
-cluster's own subjects, the origin (peer, sequence) of every sourced message, and live
-heartbeats. A partition switch cuts a cluster off from all others; ``down`` takes its server
-away (publishes and fetches fail until ``up``).
+list, and each cluster's inbound stream *sources* the exports of every member's outbound stream —
+copied as published while the two are connected, caught up from where it stopped when a
+partition heals, exactly what the real inbound streams do. Live events (heartbeats, loads) reach
+the linked clusters watching them as published, and are lost to the others. What the agent
+relies on, and the contract tests check on both buses: per-subject order, de-duplication by
+message id within a window, a consumer that starts at the newest message per subject, redelivery
+after ``nak``, publishing only on the cluster's own subjects, the origin (peer, sequence) of
+every sourced message, live events newest per subject, and members' newest live events read at
+start. A partition switch cuts a cluster off from all others; ``down`` takes its server away
+(publishes and fetches fail until ``up``).
 
 It is a fake, named so: no persistence, no limits but the per-subject history, no stalls.
 """
@@ -24,6 +26,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from federation import messages
+from federation.adapters.bus import LiveDelivery
+from federation.adapters.live_mailbox import LiveMailbox
 
 DUPLICATE_WINDOW = 120.0
 
@@ -114,14 +118,14 @@ class MemoryNetwork:
         self.down_.discard(cluster)
         self._catch_up()
 
-    def store(self, cluster: str, subject: str, data: bytes, headers: Mapping[str, str]) -> int:
+    def store(self, cluster: str, subject: str, data: bytes, headers: Mapping[str, str]) -> Stored:
         c = self.clusters[cluster]
         c.out_seq += 1
         stored = Stored(c.out_seq, subject, data, dict(headers), None, self.wall())
         c.outbound.append(stored)
         self._trim(c.outbound)
         self._catch_up()
-        return stored.sequence
+        return stored
 
     def _trim(self, stream: list[Stored]) -> None:
         """Keep the newest ``history`` messages per subject, as max_msgs_per_subject does."""
@@ -134,7 +138,8 @@ class MemoryNetwork:
         stream[:] = reversed(keep)
 
     def _catch_up(self) -> None:
-        """Every inbound stream sources each linked member's outbound from where it stopped."""
+        """Every inbound stream sources each linked member's exports from where it stopped."""
+        exports = messages.prefix(self.clusterset) + ".export."
         for name, c in self.clusters.items():
             grew = False
             for peer, p in self.clusters.items():
@@ -142,7 +147,7 @@ class MemoryNetwork:
                     continue
                 done = c.sourced.get(peer, 0)
                 for s in p.outbound:
-                    if s.sequence <= done:
+                    if s.sequence <= done or not s.subject.startswith(exports):
                         continue
                     c.in_seq += 1
                     c.inbound.append(
@@ -157,12 +162,27 @@ class MemoryNetwork:
                 for bus in c.buses:
                     bus.wake()
 
-    def beat_heard(self, cluster: str) -> None:
+    def heard_live(self, cluster: str, stored: Stored) -> None:
+        """A live event reaches the linked clusters' buses that watch live events, as sent."""
         for name, c in self.clusters.items():
             if self.linked(name, cluster):
                 for bus in c.buses:
-                    if bus.on_beat is not None:
-                        bus.on_beat(cluster)
+                    if bus.watching_live:
+                        bus.live_mailbox.put(LiveDelivery(stored.subject, stored.data,
+                                                          dict(stored.headers)))  # fmt: skip
+
+    def newest_live(self, cluster: str) -> list[LiveDelivery]:
+        """The newest heartbeat and digest in each member's outbound linked to ``cluster``."""
+        cs = self.clusterset
+        found: list[LiveDelivery] = []
+        for peer, p in self.clusters.items():
+            if not self.linked(cluster, peer):
+                continue
+            for subject in (messages.beat_subject(cs, peer), messages.digest_subject(cs, peer)):
+                newest = [s for s in p.outbound if s.subject == subject]
+                if newest:
+                    found.append(LiveDelivery(subject, newest[-1].data, dict(newest[-1].headers)))
+        return found
 
 
 class MemoryBus:
@@ -171,7 +191,8 @@ class MemoryBus:
     def __init__(self, network: MemoryNetwork, cluster: str) -> None:
         self.network = network
         self.cluster = cluster
-        self.on_beat: Callable[[str], None] | None = None
+        self.watching_live = False
+        self.live_mailbox: LiveMailbox[LiveDelivery] = LiveMailbox()
         self._open = False
         self._queue: deque[Stored] = deque()
         self._cursor = 0  # inbound sequence delivered up to
@@ -212,9 +233,20 @@ class MemoryBus:
         self._cursor = inbound[-1].sequence if inbound else 0
         self._consuming = True
 
-    async def watch_beats(self, on_beat: Callable[[str], None]) -> None:
+    async def watch_live(self) -> None:
         self._check()
-        self.on_beat = on_beat
+        self.watching_live = True
+
+    async def live(self, wait: float = 1.0) -> list[LiveDelivery]:
+        self._check()
+        return await self.live_mailbox.take(wait)
+
+    def live_unapplied(self) -> tuple[int, int]:
+        return self.live_mailbox.superseded, self.live_mailbox.dropped
+
+    async def newest_live(self) -> list[LiveDelivery]:
+        self._check()
+        return self.network.newest_live(self.cluster)
 
     async def restart_stalled_sources(
         self,
@@ -285,11 +317,11 @@ class MemoryBus:
         if msg_id in ids:
             return False
         ids[msg_id] = now
-        self.network.store(
+        stored = self.network.store(
             self.cluster, subject, payload, {"Nats-Msg-Id": msg_id, **(headers or {})}
         )
-        if subject == messages.beat_subject(self.network.clusterset, self.cluster):
-            self.network.beat_heard(self.cluster)
+        if messages.is_live_subject(self.network.clusterset, subject):
+            self.network.heard_live(self.cluster, stored)
         return True
 
     async def close(self) -> None:

@@ -146,9 +146,11 @@ def state_at(
     grace: float,
     step: float = 0.5,
 ) -> dict[PoolKey, ImportView]:
-    """The import views ``cluster`` would have held at ``at``, from its inbound stream."""
+    """The import views ``cluster`` would have held at ``at``, from what it received: its
+    inbound stream's exports and members' live events (as their outbound streams hold them),
+    in the order they were stored."""
     events = sorted((s for s in inbound if s.event is not None and s.stored_at <= at),
-                    key=lambda s: s.sequence)  # fmt: skip
+                    key=lambda s: (s.stored_at, s.sequence))  # fmt: skip
     beliefs = Beliefs()
     memories: dict[PoolKey, WeightMemory] = {}
     views: dict[PoolKey, ImportView] = {}

@@ -7,11 +7,12 @@ publishing, so a restart never withdraws or re-times an export. Then these tasks
 - ``watch-pools``: local InferencePools → export events (and tombstones)
 - ``sample-load``: each local pool's EPP → one load digest of the exported ones
 - ``heartbeat``: liveness for peers' leases
-- ``consume``: inbound stream → beliefs
+- ``consume``: exports, from the inbound stream → beliefs
+- ``consume-live``: heartbeats and loads, heard on plain NATS (the newest per subject) → beliefs
 - ``reconcile``: beliefs + local pools + local load → import views (only those whose inputs
   or time moved: ``model.import_book``) → sinks
-- ``watch-sources``: re-attach peers' stream sources that stalled, helped by peers' heartbeats
-  heard live on plain NATS (see the bus adapter)
+- ``watch-sources``: re-attach peers' stream sources that stalled, helped by peers' live events
+  (see the bus adapter)
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class Agent:
         self._changed = asyncio.Event()
         self._pools_changed = asyncio.Event()
         self._members = frozenset(settings.members)
-        self._live_beats: dict[str, float] = {}  # peer -> monotonic time its beat was seen live
+        self._live_beats: dict[str, float] = {}  # peer -> monotonic time it was last heard live
         # What peers' beats last acknowledged to us (accepted, refused), and how often it moved:
         # the ``Exported`` conditions are recomputed only when this or their other inputs move.
         self._acks_of_peers: dict[str, tuple[int, tuple[str, ...]]] = {}
@@ -190,6 +191,7 @@ class Agent:
             "sample-load": self._sample_load(),
             "heartbeat": self._heartbeat(),
             "consume": self._consume(),
+            "consume-live": self._consume_live(),
             "reconcile": self._reconcile(),
             "watch-sources": self._watch_sources(),
         }
@@ -208,7 +210,7 @@ class Agent:
             ("connect to NATS", self.bus.connect),
             ("ensure streams", self.bus.ensure_streams),
             ("create consumer", self.bus.start_consuming),
-            ("watch live heartbeats", lambda: self.bus.watch_beats(self._heard_live)),
+            ("watch live events", self.bus.watch_live),  # before reading the newest ones
         ]
         for what, call in steps:
             await with_backoff(
@@ -220,7 +222,19 @@ class Agent:
         log.info("agent %s caught up: %d events applied", self.name, self.counts.applied)
 
     async def _catch_up(self) -> None:
-        """Apply the newest event of every subject before saying anything ourselves."""
+        """Apply the newest event of every subject before saying anything ourselves: exports
+        from the inbound stream, then members' newest heartbeats and digests."""
+        await self._catch_up_exports()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                newest = await self.bus.newest_live()
+        except Exception as exc:  # best effort: the live path brings them within a beat
+            log.warning("agent %s: reading members' newest live events failed: %s", self.name, exc)
+            newest = []
+        for delivery in newest:
+            await self.apply_delivery(delivery)
+
+    async def _catch_up_exports(self) -> None:
         failures = 0
         while True:
             raise_if_cancelling()
@@ -244,7 +258,7 @@ class Agent:
                 return
 
     async def apply_delivery(self, delivery: Delivery) -> None:
-        """Apply one event from the inbound stream (the benchmarks drive this directly)."""
+        """Apply one event, from either path (the benchmarks drive this directly)."""
         applied = await self.intake.apply(delivery, caught_up=self.ready.is_set())
         if applied is None:
             return
@@ -280,8 +294,21 @@ class Agent:
             for delivery in batch:
                 await self.apply_delivery(delivery)
 
-    def _heard_live(self, cluster: str) -> None:
-        if cluster in self._members and cluster != self.name:  # a hint: names only, no payload
+    async def _consume_live(self) -> None:
+        while True:
+            raise_if_cancelling()
+            batch = await self.bus.live(FETCH_WAIT)
+            self.counts.superseded, self.counts.dropped = self.bus.live_unapplied()
+            for delivery in batch:
+                self._heard_live(delivery.subject)
+                await self.apply_delivery(delivery)
+
+    def _heard_live(self, subject: str) -> None:
+        """A hint for the source check (the subject's cluster token; the payload is checked
+        when applied)."""
+        tokens = subject.split(".")
+        cluster = tokens[4] if len(tokens) > 4 else ""
+        if cluster in self._members and cluster != self.name:
             self._live_beats[cluster] = time.monotonic()
 
     async def _watch_sources(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from federation.model.conditions import Condition
@@ -103,7 +103,13 @@ class Bus(Protocol):
 
     async def start_consuming(self) -> None: ...
 
-    async def watch_beats(self, on_beat: Callable[[str], None]) -> None: ...
+    async def watch_live(self) -> None: ...
+
+    async def live(self, wait: float = ...) -> Sequence[Delivery]: ...
+
+    async def newest_live(self) -> Sequence[Delivery]: ...
+
+    def live_unapplied(self) -> tuple[int, int]: ...  # live events (superseded, dropped) so far
 
     async def restart_stalled_sources(
         self,
