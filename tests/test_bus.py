@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from nats.js.api import StreamSource
 
 from federation import messages
 from federation.adapters.bus import BusAddress, NatsBus, inbound_stream, outbound_stream
@@ -177,3 +178,41 @@ async def test_a_supercluster_that_never_gets_ready_is_stopped_and_says_why(tmp_
     with pytest.raises(TimeoutError, match=r"no JetStream meta leader: \[a\] .*\[c\]"):
         await sc.start(within=0.4)  # an election takes seconds: both attempts time out
     assert not any(sc.is_running(c) for c in sc.specs)
+
+
+async def test_agents_from_before_the_live_path_and_after_hear_each_other(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    """An agent of the previous version sources *every* subject of members' outbound streams
+    into its inbound stream and reads live events only from there; this version publishes
+    everything to its outbound stream still, and hears the old one's live events on plain NATS."""
+    new = await _started(supercluster, clusterset, "us-east")
+    await new.watch_live()
+    old = await _started(supercluster, clusterset, "eu-west")
+    try:
+        # eu-west's inbound stream as the previous version configures it: unfiltered sources.
+        name = inbound_stream(clusterset, "eu-west")
+        config = (await old.js.stream_info(name)).config
+        config.sources = [
+            StreamSource(name=outbound_stream(clusterset, c)) for c in supercluster.specs
+        ]
+        await old.js.update_stream(config)
+        new_beat = messages.beat_subject(clusterset, "us-east")
+        old_beat = messages.beat_subject(clusterset, "eu-west")
+        sent = iter(range(1000))
+
+        async def old_stored_new_beat() -> bool:
+            await new.publish(new_beat, b"{}", f"n{next(sent)}")
+            msg = await old.js.get_msg(name, subject=new_beat)  # what the old consumer reads
+            return msg.subject == new_beat
+
+        await wait_for(old_stored_new_beat, within=15, what="the new agent's beat sourced")
+
+        async def new_heard_old_beat() -> bool:
+            await old.publish(old_beat, b"{}", f"o{next(sent)}")
+            return any(d.subject == old_beat for d in await new.live(0.5))
+
+        await wait_for(new_heard_old_beat, within=15, what="the old agent's beat heard live")
+    finally:
+        await new.close()
+        await old.close()
