@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from nats.js.api import StreamSource
+from nats.js.errors import NotFoundError
 
 from federation import messages
 from federation.adapters.bus import BusAddress, NatsBus, inbound_stream, outbound_stream
@@ -203,8 +204,10 @@ async def test_agents_from_before_the_live_path_and_after_hear_each_other(
 
         async def old_stored_new_beat() -> bool:
             await new.publish(new_beat, b"{}", f"n{next(sent)}")
-            msg = await old.js.get_msg(name, subject=new_beat)  # what the old consumer reads
-            return msg.subject == new_beat
+            try:  # what the old consumer reads
+                return (await old.js.get_msg(name, subject=new_beat)).subject == new_beat
+            except NotFoundError:  # not sourced yet
+                return False
 
         await wait_for(old_stored_new_beat, within=15, what="the new agent's beat sourced")
 
