@@ -1,10 +1,13 @@
 """Raw nats-py paths for benchmarks: the baseline the federation's figures are compared with,
-and bulk publishing to pre-fill streams. No federation logic here, on purpose."""
+bulk publishing to pre-fill streams, and publishing on plain NATS. No federation logic here, on
+purpose."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import nats
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -116,6 +119,26 @@ async def publish_events(url: str, clusterset: str, events: list[messages.Event]
                     for e in chunk
                 )
             )
+    finally:
+        await nc.close()
+
+
+PlainPublish = Callable[[Sequence[messages.Event]], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def plain_publisher(url: str, clusterset: str) -> AsyncIterator[PlainPublish]:
+    """A function publishing events to their subjects on plain NATS (no JetStream ack), flushed
+    after each call: how live events travel."""
+    nc = await nats.connect(url)
+
+    async def publish(events: Sequence[messages.Event]) -> None:
+        for e in events:
+            await nc.publish(messages.subject_for(clusterset, e), messages.encode(e))
+        await nc.flush()
+
+    try:
+        yield publish
     finally:
         await nc.close()
 

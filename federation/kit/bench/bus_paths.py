@@ -5,9 +5,10 @@ pull consumer fetching in batches (the agent's pattern), on one server and acros
 clusters (a stream sourced over a gateway, the federation's path), and the consume rate
 (fetch + ack) of a pre-filled stream — all with load-report-sized messages.
 
-Ingest: the agent's consume path (fetch → decode and check → apply to beliefs → ack) with a
-reconcile (recompute every import's view and weights) every 0.5 s of wall time, as the agent's
-``consume`` and ``reconcile`` tasks do, over a pre-filled inbound stream.
+Ingest: the agent's two consume paths with a reconcile (recompute every changed import's view
+and weights) every 0.5 s of wall time, as its ``consume``, ``consume-live`` and ``reconcile``
+tasks do: exports from a pre-filled inbound stream (fetch → decode and check → apply → ack), then
+load reports heard live on plain NATS (→ newest per subject → decode and check → apply).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from federation.kit.bench.stats import percentiles
 from federation.kit.nats_baseline import (
     create_raw_streams,
     fill_then_consume,
+    plain_publisher,
     publish_deliver_latencies,
     publish_events,
     wait_stream_holds,
@@ -68,10 +70,17 @@ async def raw_baseline(base: Path, quick: bool) -> dict[str, Any]:
 
 
 async def ingest(base: Path, quick: bool) -> dict[str, Any]:
-    """Reports per second one agent applies, through its own consume and reconcile code."""
+    """Events per second one agent applies, through its own consume and reconcile code.
+
+    Exports come through the inbound stream (fetch, apply, ack); load reports come live on plain
+    NATS, as in production, in rounds of one report per pool, each round published once the
+    one before it was applied (so the agent is never idle and nothing is superseded unless it
+    falls behind). The publisher shares the agent's event loop: its cost is counted against the
+    agent, a small underestimate.
+    """
     peers = [f"p{i:02d}" for i in range(5)]
     pools = 40 if quick else 200
-    reports = 20_000 if quick else 100_000
+    rounds = 100
     cs = "ingest"
     members = ("agent", *peers)
     async with supercluster(["i0", "i1"], base / "ingest") as sc:
@@ -97,7 +106,7 @@ async def ingest(base: Path, quick: bool) -> dict[str, Any]:
         await agent_bus.connect()
         await agent_bus.ensure_streams()
         now = time.time()
-        events: list[messages.Event] = [
+        exports: list[messages.Event] = [
             ExportEvent(
                 cluster=p,
                 namespace="llm",
@@ -111,44 +120,70 @@ async def ingest(base: Path, quick: bool) -> dict[str, Any]:
             for p in peers
             for j in range(pools)
         ]
-        for i in range(reports):
-            p, j = peers[i % len(peers)], (i // len(peers)) % pools
-            events.append(
-                LoadReport(
-                    cluster=p,
-                    namespace="llm",
-                    name=f"pool-{j}",
-                    sequence=2 + i,
-                    observed_at=now,
-                    published_at=now,
-                    ready_pods=4 + i % 3,
-                    saturation=(i % 100) / 100,
-                )
-            )
-        await publish_events(url, cs, events)
-        await wait_stream_holds(url, f"FED_IN_{cs}_agent", len(events), within=120)
+        await publish_events(url, cs, exports)
+        await wait_stream_holds(url, f"FED_IN_{cs}_agent", len(exports), within=120)
 
         settings = Settings(clusterset=cs, cluster="agent", members=members, nats_url=url)
         agent = build_agent(
             settings, AgentParts(bus=agent_bus, pools=MemoryPools(), loads=MemoryLoads())
         ).agent
         await agent_bus.start_consuming()
+        await agent_bus.watch_live()
         began = time.perf_counter()
-        last_reconcile, reconciles = began, 0
-        while agent.counts.applied + agent.counts.duplicates + agent.counts.stale < len(events):
+        while agent.counts.applied + agent.counts.duplicates < len(exports):
             for delivery in await agent_bus.fetch(512, 1.0):
                 await agent.apply_delivery(delivery)
-            if time.perf_counter() - last_reconcile >= settings.reconcile_interval:
-                agent.step_views(agent.now())
-                last_reconcile, reconciles = time.perf_counter(), reconciles + 1
         agent.step_views(agent.now())
-        elapsed = time.perf_counter() - began
+        exports_s = time.perf_counter() - began
+
+        def report(round_: int, i: int) -> LoadReport:
+            p, j = peers[i % len(peers)], i // len(peers)
+            return LoadReport(
+                cluster=p,
+                namespace="llm",
+                name=f"pool-{j}",
+                sequence=2 + round_,
+                observed_at=now,
+                published_at=time.time(),
+                ready_pods=4 + (round_ + i) % 3,
+                saturation=((round_ + i) % 100) / 100,
+            )
+
+        per_round = len(peers) * pools
+        reports = rounds * per_round
+        handled0 = agent.counts.applied + agent.counts.duplicates + agent.counts.stale
+
+        def handled() -> int:
+            c = agent.counts
+            return c.applied + c.duplicates + c.stale + agent_bus.live_unapplied()[0] - handled0
+
+        async with plain_publisher(url, cs) as publish:
+            began = time.perf_counter()
+            last_reconcile, reconciles, published = began, 0, 0
+            while handled() < reports:
+                # One round ahead: the next is on its way while this one is applied.
+                if published < rounds and handled() >= (published - 1) * per_round:
+                    await publish([report(published, i) for i in range(per_round)])
+                    published += 1
+                for heard in await agent_bus.live(0.05):
+                    await agent.apply_delivery(heard)
+                if time.perf_counter() - last_reconcile >= settings.reconcile_interval:
+                    agent.step_views(agent.now())
+                    last_reconcile, reconciles = time.perf_counter(), reconciles + 1
+            agent.step_views(agent.now())
+            reports_s = time.perf_counter() - began
         await agent_bus.close()
+    superseded = agent_bus.live_unapplied()[0]
     return {
-        "events": len(events),
+        "events": len(exports) + reports,
+        "exports": len(exports),
+        "exports_applied_per_s": round(len(exports) / exports_s),
+        "reports": reports,
+        "reports_applied_per_s": round((reports - superseded) / reports_s),
+        "reports_superseded": superseded,
         "imports": len(agent.views),
         "backends_per_import": len(peers),
-        "reconciles": reconciles + 1,
-        "applied_per_s": round(len(events) / elapsed),
+        "reconciles": reconciles + 2,
+        "applied_per_s": round((len(exports) + reports - superseded) / (exports_s + reports_s)),
         "rejected": sum(agent.counts.rejected.values()),
     }
