@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -110,6 +111,23 @@ async def test_a_saturated_local_pool_spills_and_a_silent_cluster_weighs_zero(fl
     fleet.network.heal("us-east")
     await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0, within=LEASE * 4,
                    what="us-east weighed again after the heal")  # fmt: skip
+
+
+async def test_a_silent_cluster_weighs_zero_when_its_lease_ends_not_a_period_later(
+    fleet: Fleet,
+) -> None:
+    fleet.loads["ap-south"].set(LLAMA, saturation=1.0)
+    await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0,
+                   within=10, what="ap-south spilling to us-east")  # fmt: skip
+    # A periodic reconcile far longer than the lease, and no load sampled or published (each
+    # would wake a reconciler): only the lease's own end can wake ap-south's in time.
+    for agent in fleet.agents.values():
+        agent.settings = dataclasses.replace(agent.settings, reconcile_interval=60.0,
+                                             load_interval=60.0)  # fmt: skip
+    fleet.network.partition("us-east")
+    took = await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
+                          within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
+    assert took <= LEASE + 0.2  # last heard before the cut, so its lease ends within LEASE
 
 
 async def test_hostile_payloads_are_counted_and_change_nothing(fleet: Fleet) -> None:

@@ -62,3 +62,17 @@ def staleness(beliefs: Beliefs, cluster: str, *, now: float, lease: float) -> St
     heard = beliefs.last_heard(cluster)
     age = None if heard is None else max(0.0, now - heard)
     return Staleness(cluster, age, age is None or age > lease)
+
+
+def next_lease_end(
+    beliefs: Beliefs, clusters: Collection[str], *, now: float, lease: float
+) -> float | None:
+    """The earliest instant after ``now`` at which one of ``clusters``' leases runs out (None
+    when none still runs): when a dead cluster's weight must go to 0, whatever the reconcile's
+    period."""
+    ends = [
+        heard + lease
+        for c in clusters
+        if (heard := beliefs.last_heard(c)) is not None and heard + lease >= now
+    ]
+    return min(ends, default=None)

@@ -34,7 +34,7 @@ from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
 from federation.model.exported import exported_condition
-from federation.model.freshness import LinkState, staleness
+from federation.model.freshness import LinkState, next_lease_end, staleness
 from federation.model.gaps import SourceGaps
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
@@ -70,6 +70,8 @@ FETCH_WAIT = 1.0
 # reconciled at once; a burst (at 100 clusters, digests arrive tens per second) is folded into
 # one step per gap instead of one per event: each step also reads every member's lease.
 RECONCILE_GAP = 0.2
+# Past a lease's end: staleness is ``age > lease``, so a step at the very instant is too early.
+LEASE_END_MARGIN = 0.005
 
 
 class RootTaskReturned(RuntimeError):
@@ -473,12 +475,13 @@ class Agent:
         last = -math.inf
         while True:
             raise_if_cancelling()
+            woken = False
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.reconcile_interval):
-                    await self._changed.wait()
+                async with asyncio.timeout(self._reconcile_wait()):
+                    woken = await self._changed.wait()
             since = time.monotonic() - last
-            if since < RECONCILE_GAP:  # woken again right after a step: fold in what follows
-                await asyncio.sleep(RECONCILE_GAP - since)
+            if woken and since < RECONCILE_GAP:  # woken right after a step: fold in what follows
+                await asyncio.sleep(min(RECONCILE_GAP - since, self._reconcile_wait()))
             self._changed.clear()
             last = time.monotonic()
             now = self.now()
@@ -486,6 +489,18 @@ class Agent:
             await self.reconciler.feed()
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
             await self._report_exports(now)
+
+    def _reconcile_wait(self) -> float:
+        """How long the reconciler may sleep with nothing changing: the periodic interval, or
+        less when a peer's lease runs out sooner, so that a dead peer's weight goes to 0 at the
+        end of its lease, not up to an interval or a gap later."""
+        s = self.settings
+        now = self.now()
+        peers = [m for m in s.members if m != self.name]
+        end = next_lease_end(self.beliefs, peers, now=now, lease=s.lease)
+        if end is None:
+            return s.reconcile_interval
+        return min(s.reconcile_interval, end - now + LEASE_END_MARGIN)
 
     def live_members(self, now: float) -> list[str]:
         lease = self.settings.lease

@@ -2,7 +2,7 @@
 
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import FRESH, accepted, fresh
-from federation.model.freshness import LinkState, link_state, staleness
+from federation.model.freshness import LinkState, link_state, next_lease_end, staleness
 from federation.model.imports import desired_imports
 from federation.model.pools import PoolKey
 from federation.model.views import import_views
@@ -33,6 +33,16 @@ def test_one_silent_peer_is_stale_not_a_cut_link() -> None:
     assert not _link(b, now=120).suspect
     assert staleness(b, "a", now=120, lease=10).stale
     assert not staleness(b, "b", now=120, lease=10).stale
+
+
+def test_the_next_lease_end_is_the_earliest_still_running() -> None:
+    b = _beliefs({"a": 100.0, "b": 104.0})
+    assert next_lease_end(b, ["a", "b", "never"], now=105, lease=10) == 110
+    assert next_lease_end(b, ["a", "b"], now=111, lease=10) == 114  # a's ended: not again
+    assert next_lease_end(b, ["a", "b"], now=115, lease=10) is None
+    # Just past it, not yet stale by ``age > lease``: the step there is the one that sees it.
+    assert not staleness(b, "a", now=110, lease=10).stale
+    assert staleness(b, "a", now=110.005, lease=10).stale
 
 
 def test_every_peer_silent_at_once_means_my_link_is_suspect() -> None:

@@ -281,6 +281,7 @@ async def scale(
             )
         else:
             out["heal_convergence_s"] = None
+        out["heal_s"] = out["heal_convergence_s"]  # the name for it
 
         # A dead cluster: its agent killed (its server lives on, shared).
         dead = names[-1]
@@ -293,6 +294,11 @@ async def scale(
         out["dead_cluster_weight_zero_since_last_heard_s"] = (
             round(zero - max(heard), 2) if zero and heard else None
         )
+        # How late after the lease ran out each agent weighed it 0, on its own clock (the
+        # reaction: it cannot be below 0); the worst agent.
+        late = [s["agent_now"] - s["last_heard"] - LEASE for s in said_zero
+                if s.get("last_heard") is not None and s.get("agent_now") is not None]  # fmt: skip
+        out["dead_reaction_after_lease_s"] = round(max(late), 3) if zero and late else None
         return out
     finally:
         await asyncio.gather(*(a.stop() for a in agents.values()))

@@ -216,7 +216,8 @@ class Child:
                 del self.watches[wid]
                 heard = [h for c in clusters if (h := self.agent.beliefs.last_heard(c))]
                 last = max(heard, default=None)
-                self.say({"event": "watch", "id": wid, "at": time.time(), "last_heard": last})
+                self.say({"event": "watch", "id": wid, "at": time.time(), "last_heard": last,
+                          "agent_now": self.agent.now()})  # fmt: skip
 
     def _next_profile(self) -> None:
         if self.profile_to is None or self._profiles >= 2:
