@@ -134,6 +134,23 @@ async def test_per_pool_mode_sends_reports_only_and_its_beat_says_so() -> None:
     assert beat.load_digests is False
 
 
+async def test_a_beat_that_says_nothing_new_is_left_out_while_a_digest_renews_the_lease() -> None:
+    bus, ticks = RecordingBus(), Ticks()
+    pub = publisher(bus, ticks)
+    assert await pub.publish_beat(1, "v", covered=2.0)  # nothing said yet: it goes
+    await pub.publish_loads([(exported_pool("p"), sample())])
+    ticks.now += 1.0
+    assert not await pub.publish_beat(1, "v", covered=2.0)  # the digest 1 s ago renewed it
+    assert await pub.publish_beat(1, "v")  # not covered: it goes
+    assert await pub.publish_beat(2, "v", covered=2.0)  # says something new: it goes
+    ticks.now += 1.5
+    assert await pub.publish_beat(2, "v", covered=2.0)  # the digest is 2.5 s old
+    assert bus.kinds() == ["Heartbeat", "LoadDigest", "Heartbeat", "Heartbeat", "Heartbeat"]
+    assert pub.beats_covered == 1
+    pub.state_lost()  # the store lost our beats too: the next goes whatever
+    assert await pub.publish_beat(2, "v", covered=10.0)
+
+
 def test_a_digest_is_cut_by_count_and_bytes_and_the_rest_go_as_reports() -> None:
     long = [exported_pool(f"{i:04d}" + "x" * 249) for i in range(messages.MAX_DIGEST_POOLS)]
     full = sample(

@@ -443,7 +443,11 @@ class Agent:
         while True:
             raise_if_cancelling()
             exports = sum(1 for p in self.local_pools.values() if is_exported(p))
-            await self.publisher.publish_beat(exports, __version__, self.reconciler.acks)
+            # A digest renews our lease as a beat does, except at agents that read no digests.
+            covered = 0.0 if self._peers_read_no_digests() else self.settings.beat_interval
+            await self.publisher.publish_beat(
+                exports, __version__, self.reconciler.acks, covered=covered
+            )
             await asyncio.sleep(self.settings.beat_interval)
 
     def feed_health(self) -> dict[str, tuple[bool, int]]:
