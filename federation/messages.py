@@ -286,6 +286,21 @@ def is_live_subject(clusterset: str, subject: str) -> bool:
     return subject.startswith(prefix(clusterset) + ".") and kind in ("beat", "digest", "load")
 
 
+EXPORT_SEQ_HEADER: Final = "Fed-Export-Seq"  # "<epoch>.<n>": the publisher's n-th export
+
+
+def export_seq_header(epoch: int, count: int) -> str:
+    return f"{epoch}.{count}"
+
+
+def parse_export_seq(value: str | None) -> tuple[int, int] | None:
+    """(epoch, count) from a ``Fed-Export-Seq`` header; None when absent or not two numbers."""
+    epoch, dot, count = (value or "").partition(".")
+    if not dot or not epoch.isdigit() or not count.isdigit() or len(value or "") > 40:
+        return None
+    return int(epoch), int(count)
+
+
 def subject_for(clusterset: str, event: Event) -> str:
     if isinstance(event, ExportEvent):
         return export_subject(clusterset, event.cluster, event.namespace, event.name)

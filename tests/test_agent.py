@@ -188,8 +188,9 @@ async def test_fuzzed_poison_never_crashes_the_agent_or_changes_its_imports(
 
 async def test_events_lost_on_the_way_are_counted_as_sequence_gaps(demo: Demo) -> None:
     """A peer's source is detached while that peer's per-subject history rolls over; once the
-    source is back (the agent's own source check puts it back), the events that were dropped in
-    between are counted as missed, exactly."""
+    source is back (the agent's own source check puts it back), the exports that were dropped in
+    between are counted as missed, exactly (by the exports' own count: the filtered source skips
+    the live events' sequences between them, which are no gap)."""
     cs = demo.options.clusterset
     agent = demo.clusters["us-east"].agent
     assert agent is not None
@@ -207,10 +208,15 @@ async def test_events_lost_on_the_way_are_counted_as_sequence_gaps(demo: Demo) -
         await js.update_stream(config)  # as a half-failed re-attach leaves it
         history = agent.settings.history_per_subject
         subject = messages.export_subject(cs, "eu-west", "llm", "rolled-over")
+        # As eu-west's agent would number its next exports (it has none to send meanwhile).
+        publisher = demo.clusters["eu-west"].agent.publisher  # type: ignore[union-attr]
+        epoch, sent = publisher.export_epoch, publisher.exports_counted
         peer = await nats.connect(demo.supercluster.url("eu-west"))
         try:
             for i in range(history + 4):  # the peer's stream keeps only the last `history`
-                await peer.jetstream().publish(subject, b"{}", headers={"Nats-Msg-Id": f"roll-{i}"})
+                counted = messages.export_seq_header(epoch, sent + 1 + i)
+                headers = {"Nats-Msg-Id": f"roll-{i}", messages.EXPORT_SEQ_HEADER: counted}
+                await peer.jetstream().publish(subject, b"{}", headers=headers)
         finally:
             await peer.close()
     finally:

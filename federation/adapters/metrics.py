@@ -112,7 +112,7 @@ class _StateCollector(Collector):
         yield repaired
         gaps = CounterMetricFamily(
             "federation_sequence_gaps",
-            "Peers' events that never reached this cluster (gaps in their stream sequences)",
+            "Peers' exports that never reached this cluster (gaps in their export counts)",
             labels=["peer"],
         )
         for peer in sorted(set(a.gaps.last) | set(a.gaps.missed)):  # every peer heard from

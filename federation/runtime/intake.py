@@ -73,11 +73,12 @@ class Intake:
     async def apply(self, delivery: Delivery, *, caught_up: bool) -> Event | None:
         """Check and apply one delivery; the event if it changed beliefs, else None."""
         self.pending = delivery.pending
-        if delivery.origin is not None:
-            peer, sequence = delivery.origin
-            skipped = self.gaps.observe(peer, sequence, counting=caught_up)
+        counted = messages.parse_export_seq(delivery.headers.get(messages.EXPORT_SEQ_HEADER))
+        if delivery.origin is not None and counted is not None:
+            peer, (epoch, count) = delivery.origin[0], counted
+            skipped = self.gaps.observe(peer, count, counting=caught_up, epoch=epoch)
             if skipped:
-                log.warning("agent %s: %d events of %s never arrived", self.cluster, skipped, peer)
+                log.warning("agent %s: %d exports of %s never arrived", self.cluster, skipped, peer)
         received_at = self.received_at(delivery)
         if not caught_up:
             # A start-up's replay of old events arrives all at once and in order, so the stream's

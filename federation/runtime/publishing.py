@@ -67,6 +67,9 @@ class Publisher:
     _digested_at: float | None = None
     digests: bool = True  # load travels as one digest per cluster (else one report per pool)
     exports_sent: int = 0  # ever: what the ``Exported`` conditions' generations come from
+    # Every export says which of ours it is (peers count gaps in them), per start of this agent.
+    export_epoch: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+    exports_counted: int = 0
     # What our last beat said, and how many beats a digest made unneeded (see publish_beat).
     _beat_said: tuple[object, ...] | None = None
     beats_covered: int = 0
@@ -114,6 +117,11 @@ class Publisher:
             ):
                 headers: dict[str, str] = {}
                 propagate.inject(headers)  # W3C traceparent rides in the NATS headers
+                counted = self.exports_counted + 1
+                if isinstance(event, ExportEvent):  # peers count gaps in these (model.gaps)
+                    headers[messages.EXPORT_SEQ_HEADER] = messages.export_seq_header(
+                        self.export_epoch, counted
+                    )
                 if self.signer is not None:
                     headers.update(self.signer.sign(subject, payload))
                 await self.bus.publish(subject, payload, messages.msg_id(event), headers)
@@ -122,6 +130,8 @@ class Publisher:
             log.warning("publish %s failed: %s", subject, exc)
             return False
         self.counts.published[type(event).__name__] += 1
+        if isinstance(event, ExportEvent):
+            self.exports_counted = counted
         return True
 
     def _export_event(self, pool: LocalPool | None, key: PoolKey, now: float) -> ExportEvent:
