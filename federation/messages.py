@@ -293,12 +293,15 @@ def export_seq_header(epoch: int, count: int) -> str:
     return f"{epoch}.{count}"
 
 
+_EXPORT_SEQ = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})", re.ASCII)
+
+
 def parse_export_seq(value: str | None) -> tuple[int, int] | None:
-    """(epoch, count) from a ``Fed-Export-Seq`` header; None when absent or not two numbers."""
-    epoch, dot, count = (value or "").partition(".")
-    if not dot or not epoch.isdigit() or not count.isdigit() or len(value or "") > 40:
-        return None
-    return int(epoch), int(count)
+    """(epoch, count) from a ``Fed-Export-Seq`` header; None when absent or not two numbers.
+    Never raises: a header is not covered by the signature, so anyone on the path may send one
+    (ASCII digits only: ``str.isdigit`` accepts "²", which ``int`` refuses)."""
+    matched = _EXPORT_SEQ.fullmatch(value or "")
+    return None if matched is None else (int(matched[1]), int(matched[2]))
 
 
 def subject_for(clusterset: str, event: Event) -> str:

@@ -136,7 +136,9 @@ async def test_hostile_payloads_are_counted_and_change_nothing(fleet: Fleet) -> 
     await bus.connect()
     subject = messages.export_subject("fast", "us-east", "llm", "llama")
     for i, payload in enumerate([b"{", b"[]", b'{"type":"export"}', b"\xff" * 100]):
-        await bus.publish(subject, payload, f"bad-{i}")
+        # Headers are not signed: a hostile export count must not crash anyone either.
+        hostile = {messages.EXPORT_SEQ_HEADER: ["1.\u00b2", "x", "9" * 99, "-1.-1"][i]}
+        await bus.publish(subject, payload, f"bad-{i}", hostile)
     agent = fleet.agents["ap-south"]
     await wait_for(lambda: sum(agent.counts.rejected.values()) >= 4, within=10,
                    what="4 rejections")  # fmt: skip

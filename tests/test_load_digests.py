@@ -147,6 +147,15 @@ async def test_a_beat_that_says_nothing_new_is_left_out_while_a_digest_renews_th
     assert await pub.publish_beat(2, "v", covered=2.0)  # the digest is 2.5 s old
     assert bus.kinds() == ["Heartbeat", "LoadDigest", "Heartbeat", "Heartbeat", "Heartbeat"]
     assert pub.beats_covered == 1
+    await pub.publish_loads([(exported_pool("p"), sample(0.9))])
+    ticks.now += 1.0
+    assert not await pub.publish_beat(2, "v", covered=2.0, keepalive=3.0)  # said 1 s ago
+    ticks.now += 0.9
+    await pub.publish_loads([(exported_pool("p"), sample(0.3))])
+    ticks.now += 0.5
+    assert not await pub.publish_beat(2, "v", covered=2.0, keepalive=3.0)  # 2.4 s
+    ticks.now += 0.7
+    assert await pub.publish_beat(2, "v", covered=2.0, keepalive=3.0)  # 3.1 s: said again
     pub.state_lost()  # the store lost our beats too: the next goes whatever
     assert await pub.publish_beat(2, "v", covered=10.0)
 

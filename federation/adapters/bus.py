@@ -407,8 +407,8 @@ class NatsBus:
         """Every member's newest heartbeat and load digest, read by direct get from its outbound
         stream (wherever its NATS cluster is): what a (re)starting agent knew from the inbound
         stream before live events left it. Members cut off or without either are skipped; the
-        live path brings them within a heartbeat. Per-pool reports (agents from before digests)
-        are not read: they come again within a load interval."""
+        live path brings them within a third of the lease (a beat's keepalive). Per-pool reports
+        (agents from before digests) are not read: they come again within a load interval."""
         await self._reopen_if_closed()
         a = self.address
         gate = asyncio.Semaphore(DIRECT_GETS_AT_ONCE)

@@ -65,14 +65,18 @@ def staleness(beliefs: Beliefs, cluster: str, *, now: float, lease: float) -> St
 
 
 def next_lease_end(
-    beliefs: Beliefs, clusters: Collection[str], *, now: float, lease: float
+    beliefs: Beliefs, clusters: Collection[str], *, now: float, lease: float, fold: float = 0.0
 ) -> float | None:
     """The earliest instant after ``now`` at which one of ``clusters``' leases runs out (None
     when none still runs): when a dead cluster's weight must go to 0, whatever the reconcile's
-    period."""
+    period. With ``fold``, the last end within ``fold`` seconds of the earliest: clusters cut
+    off together end their leases over a heartbeat interval, and one step should see several."""
     ends = [
         heard + lease
         for c in clusters
         if (heard := beliefs.last_heard(c)) is not None and heard + lease >= now
     ]
-    return min(ends, default=None)
+    if not ends:
+        return None
+    first = min(ends)
+    return max(e for e in ends if e <= first + fold)

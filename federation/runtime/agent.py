@@ -235,7 +235,7 @@ class Agent:
         try:
             async with asyncio.timeout(self.settings.request_timeout):
                 newest = await self.bus.newest_live()
-        except Exception as exc:  # best effort: the live path brings them within a beat
+        except Exception as exc:  # best effort: the live path brings them within lease/3
             log.warning("agent %s: reading members' newest live events failed: %s", self.name, exc)
             newest = []
         for delivery in newest:
@@ -451,10 +451,12 @@ class Agent:
             raise_if_cancelling()
             exports = sum(1 for p in self.local_pools.values() if is_exported(p))
             # A digest renews our lease as a beat does, except at agents that read no digests.
-            covered = 0.0 if self._peers_read_no_digests() else self.settings.beat_interval
+            s = self.settings
+            covered = 0.0 if self._peers_read_no_digests() else s.beat_interval
             await self.publisher.publish_beat(
-                exports, __version__, self.reconciler.acks, covered=covered
-            )
+                exports, __version__, self.reconciler.acks, covered=covered,
+                keepalive=s.lease / 3,
+            )  # fmt: skip
             await asyncio.sleep(self.settings.beat_interval)
 
     def feed_health(self) -> dict[str, tuple[bool, int]]:
@@ -504,11 +506,12 @@ class Agent:
     def _reconcile_wait(self) -> float:
         """How long the reconciler may sleep with nothing changing: the periodic interval, or
         less when a peer's lease runs out sooner, so that a dead peer's weight goes to 0 at the
-        end of its lease, not up to an interval or a gap later."""
+        end of its lease (at most a gap later: leases ending within a gap are folded into one
+        step), not up to an interval later."""
         s = self.settings
         now = self.now()
         peers = [m for m in s.members if m != self.name]
-        end = next_lease_end(self.beliefs, peers, now=now, lease=s.lease)
+        end = next_lease_end(self.beliefs, peers, now=now, lease=s.lease, fold=RECONCILE_GAP)
         if end is None:
             return s.reconcile_interval
         return min(s.reconcile_interval, end - now + LEASE_END_MARGIN)

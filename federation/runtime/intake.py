@@ -73,7 +73,11 @@ class Intake:
     async def apply(self, delivery: Delivery, *, caught_up: bool) -> Event | None:
         """Check and apply one delivery; the event if it changed beliefs, else None."""
         self.pending = delivery.pending
-        counted = messages.parse_export_seq(delivery.headers.get(messages.EXPORT_SEQ_HEADER))
+        counted = (
+            None
+            if delivery.origin is None
+            else messages.parse_export_seq(delivery.headers.get(messages.EXPORT_SEQ_HEADER))
+        )
         if delivery.origin is not None and counted is not None:
             peer, (epoch, count) = delivery.origin[0], counted
             skipped = self.gaps.observe(peer, count, counting=caught_up, epoch=epoch)

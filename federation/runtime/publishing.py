@@ -8,6 +8,7 @@ an outage costs latency, never an export.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class Publisher:
     exports_counted: int = 0
     # What our last beat said, and how many beats a digest made unneeded (see publish_beat).
     _beat_said: tuple[object, ...] | None = None
+    _beat_at: float | None = None  # on ``clock``
     beats_covered: int = 0
 
     def state_lost(self) -> None:
@@ -124,13 +126,13 @@ class Publisher:
                     )
                 if self.signer is not None:
                     headers.update(self.signer.sign(subject, payload))
-                await self.bus.publish(subject, payload, messages.msg_id(event), headers)
+                stored = await self.bus.publish(subject, payload, messages.msg_id(event), headers)
         except Exception as exc:  # the next cycle publishes again; never fatal
             self.counts.publish_failures += 1
             log.warning("publish %s failed: %s", subject, exc)
             return False
         self.counts.published[type(event).__name__] += 1
-        if isinstance(event, ExportEvent):
+        if isinstance(event, ExportEvent) and stored is not False:  # a duplicate is not stored
             self.exports_counted = counted
         return True
 
@@ -266,19 +268,31 @@ class Publisher:
         return held.generation if held is not None and not held.withdrawn else None
 
     async def publish_beat(
-        self, exports: int, version: str, acks: Acks | None = None, *, covered: float = 0.0
+        self,
+        exports: int,
+        version: str,
+        acks: Acks | None = None,
+        *,
+        covered: float = 0.0,
+        keepalive: float = math.inf,
     ) -> bool:
         """Say we are alive (and what we acknowledge); True when a beat went.
 
         A load digest renews our lease at every peer as a beat does, so with ``covered`` > 0 a
         beat that would say nothing new is left out when a digest went within the last
-        ``covered`` seconds: at 100 clusters beats are most of every agent's inbound events.
+        ``covered`` seconds (at 100 clusters beats are most of every agent's inbound events) —
+        but never for longer than ``keepalive``: plain NATS delivers at most once, so a beat
+        lost on the way (a partition, a slow consumer) must be said again in time.
         """
         accepted, refused = (acks.accepted, acks.refused) if acks else ({}, {})
-        says = (exports, version, accepted, refused, self.digests)
-        at = self._digested_at
-        recent = at is not None and self.clock() - at < covered
-        if covered > 0 and recent and says == self._beat_said:
+        says = (
+            exports, version, tuple(sorted(accepted.items())),
+            tuple(sorted((k, tuple(v)) for k, v in refused.items())), self.digests,
+        )  # fmt: skip  (a snapshot: nothing the caller mutates later can hide a change)
+        now, at = self.clock(), self._digested_at
+        recent = at is not None and now - at < covered
+        fresh = self._beat_at is not None and now - self._beat_at < keepalive
+        if covered > 0 and recent and fresh and says == self._beat_said:
             self.beats_covered += 1
             return False
         subject = messages.beat_subject(self.clusterset, self.cluster)
@@ -295,7 +309,7 @@ class Publisher:
             )
         )
         if sent:
-            self._beat_said = says
+            self._beat_said, self._beat_at = says, now
         return sent
 
 

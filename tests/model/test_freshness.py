@@ -40,6 +40,9 @@ def test_the_next_lease_end_is_the_earliest_still_running() -> None:
     assert next_lease_end(b, ["a", "b", "never"], now=105, lease=10) == 110
     assert next_lease_end(b, ["a", "b"], now=111, lease=10) == 114  # a's ended: not again
     assert next_lease_end(b, ["a", "b"], now=115, lease=10) is None
+    # Leases ending close together are folded into one instant: the last of them.
+    assert next_lease_end(b, ["a", "b"], now=105, lease=10, fold=5) == 114
+    assert next_lease_end(b, ["a", "b"], now=105, lease=10, fold=3.9) == 110
     # Just past it, not yet stale by ``age > lease``: the step there is the one that sees it.
     assert not staleness(b, "a", now=110, lease=10).stale
     assert staleness(b, "a", now=110.005, lease=10).stale

@@ -28,5 +28,5 @@ def test_a_restarted_peer_counts_afresh_in_its_new_epoch() -> None:
 
 def test_the_export_count_header_is_parsed_strictly() -> None:
     assert parse_export_seq(export_seq_header(1764000000000, 7)) == (1764000000000, 7)
-    for bad in (None, "", "7", "a.b", "1.-2", "1.2.3", "9" * 50 + ".1"):
+    for bad in (None, "", "7", "a.b", "1.-2", "1.2.3", "9" * 50 + ".1", "1.\u00b2", " 1.2"):
         assert parse_export_seq(bad) is None, bad

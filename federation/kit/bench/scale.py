@@ -294,10 +294,12 @@ async def scale(
         out["dead_cluster_weight_zero_since_last_heard_s"] = (
             round(zero - max(heard), 2) if zero and heard else None
         )
-        # How late after the lease ran out each agent weighed it 0, on its own clock (the
-        # reaction: it cannot be below 0); the worst agent.
+        # How late after the lease ran out each agent weighed it 0, on its own clock; the worst
+        # agent. Only agents whose imports have it as a backend (in `shared`, others hold
+        # "zero" from the start); negative when a fading report reached 0 before the lease.
         late = [s["agent_now"] - s["last_heard"] - LEASE for s in said_zero
-                if s.get("last_heard") is not None and s.get("agent_now") is not None]  # fmt: skip
+                if s.get("last_heard") is not None and s.get("agent_now") is not None
+                and s.get("weighs", True)]  # fmt: skip
         out["dead_reaction_after_lease_s"] = round(max(late), 3) if zero and late else None
         return out
     finally:

@@ -216,8 +216,9 @@ class Child:
                 del self.watches[wid]
                 heard = [h for c in clusters if (h := self.agent.beliefs.last_heard(c))]
                 last = max(heard, default=None)
+                weighs = any(clusters & v.weights.keys() for v in self.sink.views.values())
                 self.say({"event": "watch", "id": wid, "at": time.time(), "last_heard": last,
-                          "agent_now": self.agent.now()})  # fmt: skip
+                          "agent_now": self.agent.now(), "weighs": weighs})  # fmt: skip
 
     def _next_profile(self) -> None:
         if self.profile_to is None or self._profiles >= 2:
