@@ -285,10 +285,14 @@ class Publisher:
         lost on the way (a partition, a slow consumer) must be said again in time.
         """
         accepted, refused = (acks.accepted, acks.refused) if acks else ({}, {})
+        # A snapshot: nothing the caller mutates later can hide a change.
         says = (
-            exports, version, tuple(sorted(accepted.items())),
-            tuple(sorted((k, tuple(v)) for k, v in refused.items())), self.digests,
-        )  # fmt: skip  (a snapshot: nothing the caller mutates later can hide a change)
+            exports,
+            version,
+            tuple(sorted(accepted.items())),
+            tuple(sorted((k, tuple(v)) for k, v in refused.items())),
+            self.digests,
+        )
         now, at = self.clock(), self._digested_at
         recent = at is not None and now - at < covered
         fresh = self._beat_at is not None and now - self._beat_at < keepalive
