@@ -31,6 +31,7 @@ The plan, per pool (a *water-filling* to a common level):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -72,11 +73,9 @@ def throughput_per_pod(backends: Mapping[str, PlanInput]) -> float | None:
     """Requests/s one busy pod completes, pooled over the backends; None if nothing is busy.
 
     For a backend whose report has no capacity estimate of its own (an older agent)."""
-    done = busy = 0.0
-    for b in backends.values():
-        if b.completions is not None and b.ready_pods > 0:
-            done += b.completions
-            busy += b.ready_pods * b.busy
+    counted = [b for b in backends.values() if b.completions is not None and b.ready_pods > 0]
+    done = math.fsum(b.completions or 0.0 for b in counted)  # (fsum: the same in any order)
+    busy = math.fsum(b.ready_pods * b.busy for b in counted)
     return done / busy if busy >= MIN_BUSY_PODS and done > 0 else None
 
 
@@ -93,10 +92,10 @@ def spill_plan(
             capacity[k] = per_pod * b.ready_pods
         else:
             return None
-    if (here is not None and backends[here].demand is None) or sum(capacity.values()) <= 0:
+    if (here is not None and backends[here].demand is None) or math.fsum(capacity.values()) <= 0:
         return None
     load = {k: _load(b, capacity[k], knobs) for k, b in backends.items()}
-    whole = sum(load.values()) / sum(capacity.values())
+    whole = math.fsum(load.values()) / math.fsum(capacity.values())
     level = max(knobs.target_utilization, min(whole, knobs.equalize_up_to))
     excess = {k: max(0.0, load[k] - level * capacity[k]) for k in backends}
     spare = {
@@ -105,29 +104,29 @@ def spill_plan(
     }
     if here is None:  # an importer with no pool of its own: by spare, else by capacity
         open_capacity = {k: 0.0 if backends[k].full else v for k, v in capacity.items()}
-        basis = spare if sum(spare.values()) > 0 else open_capacity
-        if sum(basis.values()) <= 0:
+        basis = spare if math.fsum(spare.values()) > 0 else open_capacity
+        if math.fsum(basis.values()) <= 0:
             basis = capacity  # everyone sheds: spread it
-        total = sum(basis.values())
+        total = math.fsum(basis.values())
         shares = {k: v / total for k, v in basis.items()}
         return SpillPlan(shares, level, capacity, excess, spare)
     mine = excess[here]
-    remote_spare = sum(v for k, v in spare.items() if k != here)
+    remote_spare = math.fsum(v for k, v in spare.items() if k != here)
     demand = backends[here].demand or 0.0
     if mine <= 0 or remote_spare <= 0 or demand <= 0:
         shares = {k: float(k == here) for k in backends}
         return SpillPlan(shares, level, capacity, excess, spare)
     # Every cluster in excess shares the spare in proportion to its excess; a spare smaller than
     # the excess (stale remotes count less) is shared out whole and the rest stays here.
-    divisor = max(sum(spare.values()), sum(excess.values()))
+    divisor = max(math.fsum(spare.values()), math.fsum(excess.values()))
     flows = {k: mine * spare[k] / divisor for k in backends if k != here}
-    sent = sum(flows.values())
+    sent = math.fsum(flows.values())
     scale = 1.0 / max(demand, sent)  # a backlog can ask for more than all of here's traffic
     # Here's demand estimated from its own arrivals (no gateway counter) is arrivals / kept: the
     # less it keeps, the noisier that is, so it keeps at least ``min_kept`` of its traffic.
     scale *= min(1.0, (1.0 - knobs.min_kept) / max(sent * scale, 1e-12))
     shares = {k: flow * scale for k, flow in flows.items()}
-    shares[here] = max(0.0, 1.0 - sum(shares.values()))
+    shares[here] = max(0.0, 1.0 - math.fsum(shares.values()))
     return SpillPlan(shares, level, capacity, excess, spare)
 
 

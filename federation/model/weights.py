@@ -205,7 +205,7 @@ def score(load: BackendLoad | None, policy: WeightPolicy) -> tuple[float, str]:
 
 def apportion(scores: Mapping[str, float], total: int = WEIGHT_SCALE) -> dict[str, int]:
     """Integers proportional to ``scores`` that sum to ``total`` (largest remainder, by name)."""
-    positive = sum(s for s in scores.values() if s > 0)
+    positive = math.fsum(s for s in scores.values() if s > 0)  # in any order, the same
     if positive <= 0:
         return dict.fromkeys(scores, 0)
     exact = {k: (s * total / positive if s > 0 else 0.0) for k, s in scores.items()}
@@ -217,7 +217,7 @@ def apportion(scores: Mapping[str, float], total: int = WEIGHT_SCALE) -> dict[st
 
 
 def _proportional(scores: Mapping[str, float]) -> dict[str, float]:
-    total = sum(scores.values())
+    total = math.fsum(scores.values())
     return {k: (s / total if total > 0 else 0.0) for k, s in scores.items()}
 
 
@@ -233,7 +233,7 @@ def _target_shares(
     here_load = loads[here]
     assert here_load is not None  # a positive score implies a report
     remotes = {k: s for k, s in scores.items() if k != here}
-    remote_total = sum(remotes.values())
+    remote_total = math.fsum(remotes.values())
     threshold = policy.spill_threshold
     spill = clamp01((here_load.saturation - threshold) / (1 - threshold)) if threshold < 1 else 0.0
     if spill <= 0 or remote_total <= 0:
@@ -357,7 +357,7 @@ def _cap(shares: dict[str, float], here: str | None, cap: float) -> dict[str, fl
         over = {k for k, v in capped.items() if k != here and v > cap}
         if not over:
             break
-        excess = sum(capped[k] - cap for k in over)
+        excess = math.fsum(capped[k] - cap for k in over)
         takers = {
             k: v for k, v in capped.items() if v > 0 and k not in over and (k == here or v < cap)
         }
@@ -365,7 +365,7 @@ def _cap(shares: dict[str, float], here: str | None, cap: float) -> dict[str, fl
             break  # nobody can take the excess: the cap cannot hold
         for k in over:
             capped[k] = cap
-        total = sum(takers.values())
+        total = math.fsum(takers.values())
         for k, v in takers.items():
             capped[k] = v + excess * v / total
     return capped

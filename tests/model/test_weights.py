@@ -1,6 +1,6 @@
 import math
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from federation.model.weights import (
@@ -71,6 +71,15 @@ def test_stale_backends_weigh_zero(bs: dict) -> None:
             assert "stale" in weights[name].reason or b.status != "ok" or b.ready_pods == 0
 
 
+# Found in a fresh clone: a three-way tie in the largest remainder whose float sums differed by
+# the dict's order (every float sum is now math.fsum).
+@example(
+    {
+        "local": BackendLoad(ready_pods=28, saturation=0.0, status="ok", age=0.0),
+        "a": BackendLoad(ready_pods=7, saturation=0.0, status="ok", age=0.0),
+        "b": BackendLoad(ready_pods=7, saturation=0.0, status="ok", age=0.0),
+    }
+)
 @given(backends)
 def test_weights_are_deterministic_and_every_weight_has_a_reason(bs: dict) -> None:
     first, second = compute_weights(bs, POLICY), compute_weights(dict(reversed(bs.items())), POLICY)
