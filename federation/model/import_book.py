@@ -116,6 +116,7 @@ class ImportBook:
         ``dirty`` names the pools whose inputs changed; None means anything may have (a first
         step, or local pools changed).
         """
+        stale = self._stale_exporters(beliefs, now)  # (recomputing moves no belief)
         if dirty is None or link != self._link:
             keys = set(self.views) | {PoolKey(e.namespace, e.name) for e in beliefs.live_exports()}
         else:
@@ -124,10 +125,10 @@ class ImportBook:
             )
             # Leases that ran out or were renewed: a renewed one may also revive exports that
             # had left after the grace period, so every pool the cluster exported is looked at.
-            for cluster in self._stale_exporters(beliefs, now) ^ self.stale:
+            for cluster in stale ^ self.stale:
                 keys |= {PoolKey(*k) for k in beliefs.pools_exported_by(cluster)}
         changed = self._recompute(keys, beliefs, local_pools, local_loads, link, now, grace)
-        self.stale = self._stale_exporters(beliefs, now)
+        self.stale = stale
         self._link = link
         if not link.suspect:
             self._last_live_step = now
