@@ -457,7 +457,7 @@ class Agent:
                 exports, __version__, self.reconciler.acks, covered=covered,
                 keepalive=s.lease / 3,
             )  # fmt: skip
-            await asyncio.sleep(self.settings.beat_interval)
+            await asyncio.sleep(s.beat_interval)
 
     def feed_health(self) -> dict[str, tuple[bool, int]]:
         return {name: (st.healthy, st.failures) for name, st in self.feeds.states.items()}

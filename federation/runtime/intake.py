@@ -62,6 +62,18 @@ class Intake:
         self._newest_stored = newest
         return now - (newest - stored)
 
+    def _count_gaps(self, delivery: Delivery, caught_up: bool) -> None:
+        """Sourced exports carry their publisher's count of exports (model.gaps)."""
+        if delivery.origin is None:  # a live event: a newer one replaces a lost one
+            return
+        counted = messages.parse_export_seq(delivery.headers.get(messages.EXPORT_SEQ_HEADER))
+        if counted is None:  # an agent from before the count
+            return
+        peer, (epoch, count) = delivery.origin[0], counted
+        skipped = self.gaps.observe(peer, count, counting=caught_up, epoch=epoch)
+        if skipped:
+            log.warning("agent %s: %d exports of %s never arrived", self.cluster, skipped, peer)
+
     @staticmethod
     def _published_at(delivery: Delivery, default: float) -> float:
         try:
@@ -73,16 +85,7 @@ class Intake:
     async def apply(self, delivery: Delivery, *, caught_up: bool) -> Event | None:
         """Check and apply one delivery; the event if it changed beliefs, else None."""
         self.pending = delivery.pending
-        counted = (
-            None
-            if delivery.origin is None
-            else messages.parse_export_seq(delivery.headers.get(messages.EXPORT_SEQ_HEADER))
-        )
-        if delivery.origin is not None and counted is not None:
-            peer, (epoch, count) = delivery.origin[0], counted
-            skipped = self.gaps.observe(peer, count, counting=caught_up, epoch=epoch)
-            if skipped:
-                log.warning("agent %s: %d exports of %s never arrived", self.cluster, skipped, peer)
+        self._count_gaps(delivery, caught_up)
         received_at = self.received_at(delivery)
         if not caught_up:
             # A start-up's replay of old events arrives all at once and in order, so the stream's

@@ -119,8 +119,9 @@ class Publisher:
             ):
                 headers: dict[str, str] = {}
                 propagate.inject(headers)  # W3C traceparent rides in the NATS headers
-                counted = self.exports_counted + 1
-                if isinstance(event, ExportEvent):  # peers count gaps in these (model.gaps)
+                # Peers count gaps in our exports' own count (model.gaps).
+                counted = self.exports_counted + 1 if isinstance(event, ExportEvent) else None
+                if counted is not None:
                     headers[messages.EXPORT_SEQ_HEADER] = messages.export_seq_header(
                         self.export_epoch, counted
                     )
@@ -132,7 +133,7 @@ class Publisher:
             log.warning("publish %s failed: %s", subject, exc)
             return False
         self.counts.published[type(event).__name__] += 1
-        if isinstance(event, ExportEvent) and stored is not False:  # a duplicate is not stored
+        if counted is not None and stored is not False:  # a duplicate is not stored
             self.exports_counted = counted
         return True
 
