@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,9 @@ class Settings:
     spill_threshold: float = 0.8  # local saturation at which traffic starts to spill
     # How weights are made: "capacity" (the rate plan), or fixed "static" / "local-only".
     weights_mode: str = "capacity"
+    # Beyond the whole set's capacity, the smallest cluster takes what the others cannot hold
+    # when the rest have this many times its capacity; 0: never (README "Weights").
+    overflow_ratio: float = 2.0
     slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
     feed_resync: float = 5.0  # seconds after which every feed is given the views again
     max_clock_offset: float = 30.0  # a peer's clock further off than this raises an alert
@@ -140,6 +144,8 @@ class Settings:
             raise SettingsError(
                 f"weights mode {self.weights_mode!r}: one of {', '.join(WEIGHTS_MODES)}"
             )
+        if not (math.isfinite(self.overflow_ratio) and self.overflow_ratio >= 0):
+            raise SettingsError(f"overflow ratio {self.overflow_ratio}: a number >= 0 (0: off)")
         if "/" not in self.controller_name:
             raise SettingsError(f"controller name {self.controller_name!r} must be DOMAIN/PATH")
 

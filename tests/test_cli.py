@@ -226,6 +226,39 @@ def test_an_unknown_weights_mode_is_refused() -> None:
         Settings(clusterset="c", cluster="a", members=("a",), nats_url="", weights_mode="magic")
 
 
+def test_a_negative_overflow_ratio_is_refused() -> None:
+    from federation.settings import Settings, SettingsError
+
+    result = CliRunner().invoke(main, [*AGENT, "--overflow-ratio", "-1"], env={})
+    assert result.exit_code == 2
+    assert "--overflow-ratio" in result.output
+    with pytest.raises(SettingsError, match="overflow ratio"):
+        Settings(clusterset="c", cluster="a", members=("a",), nats_url="", overflow_ratio=-1.0)
+
+
+def test_the_overflow_from_a_loads_file_and_off_by_its_ratio(tmp_path: Path) -> None:
+    """Beyond the set's capacity the smallest takes what the others cannot hold, unless
+    ``policy.overflow_ratio`` is 0 (the agent's ``--overflow-ratio 0``)."""
+
+    def backend(pods: int, demand: float, capacity: float) -> dict[str, float]:
+        busy = min(1.0, demand / capacity)
+        return {"ready_pods": pods, "kv_cache_utilization": busy, "arrival_rate": demand,
+                "completion_rate": min(demand, capacity), "capacity_rate": capacity}  # fmt: skip
+
+    doc = {"backends": {"local": backend(12, 116.0, 95.0), "mid": backend(10, 91.0, 78.0),
+                        "small": backend(6, 43.0, 47.0)}}  # fmt: skip
+    weights = {}
+    for ratio in (2.0, 0.0):
+        f = tmp_path / f"overload-{ratio}.json"
+        f.write_bytes(orjson.dumps({**doc, "policy": {"overflow_ratio": ratio}}))
+        result = CliRunner().invoke(main, ["weights", "--loads", str(f), "--json"])
+        assert result.exit_code == 0, result.output
+        weights[ratio] = orjson.loads(result.output)["weights"]
+    assert weights[2.0]["small"]["weight"] > 0
+    assert "overflow" in weights[2.0]["small"]["reason"]
+    assert weights[0.0]["small"]["weight"] == 0
+
+
 def test_the_fixed_modes_from_a_loads_file(tmp_path: Path) -> None:
     """``policy.mode`` in the file: the example under static splits evenly over those that can
     serve (ap-south sheds, but can serve), under local-only keeps everything local."""

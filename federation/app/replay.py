@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,10 +194,14 @@ async def replay(r: ReplayRequest, serve_store_copy: StoreServer | None = None) 
     mode = str(m.get("weights_mode", defaults.weights_mode))
     if mode not in WEIGHTS_MODES:
         raise ReplayError(f"the manifest's weights_mode {mode!r} is not one of {WEIGHTS_MODES}")
+    overflow = m.get("overflow_ratio", defaults.overflow_ratio)
+    if not isinstance(overflow, int | float) or not 0 <= overflow < math.inf:
+        raise ReplayError(f"the manifest's overflow_ratio {overflow!r} is not a number >= 0")
     policy = WeightPolicy(
         lease=r.lease or m.get("lease", defaults.lease),
         slow_start=r.slow_start or m.get("slow_start", defaults.slow_start),
         mode=mode,  # a demo run in a fixed mode replays in it
+        overflow_ratio=float(overflow),
     )
     cs = streams.clusterset
     received = [s for s in streams.inbound[r.as_cluster] if not is_live_subject(cs, s.subject)]

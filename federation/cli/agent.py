@@ -164,6 +164,15 @@ from federation.settings import (
     'that can serve) or local-only (here while it can serve). README "Weights".',
 )
 @click.option(
+    "--overflow-ratio",
+    default=Settings.overflow_ratio,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    envvar=env("OVERFLOW_RATIO"),
+    help="Beyond the whole set's capacity, the smallest cluster takes what the others cannot "
+    'hold when the rest have this many times its capacity; 0: never. README "Weights".',
+)
+@click.option(
     "--gateway-api/--no-gateway-api",
     default=FeedSettings.gateway_api,
     show_default=True,
@@ -253,6 +262,7 @@ def agent(
     envoy_eds_dir: Path | None,
     envoy_mode: str,
     weights_mode: str,
+    overflow_ratio: float,
     gateway_api: bool,
     xds_port: int | None,
     xds_host: str,
@@ -280,6 +290,7 @@ def agent(
             max_clock_offset=max_clock_offset,
             load_messages=load_messages,
             weights_mode=weights_mode,
+            overflow_ratio=overflow_ratio,
             controller_name=controller_name or DEFAULT_CONTROLLER_NAME,
             feeds=FeedSettings(
                 haproxy_socket=haproxy_socket,

@@ -36,6 +36,10 @@ from federation.cli.output import print_json, print_view, run_until_signalled, s
     "the agent does today, or a gateway that counts what it is offered.",
 )  # fmt: skip
 @click.option(
+    "--overflow-ratio", type=click.FloatRange(min=0), default=None,
+    help="Routing: the agents' --overflow-ratio (default: the agent's default; 0: no overflow).",
+)  # fmt: skip
+@click.option(
     "--clusters",
     type=click.IntRange(2, 500),
     default=None,
@@ -60,6 +64,7 @@ def bench(
     family_seed: int,
     family_size: int,
     demand_source: str,
+    overflow_ratio: float | None,
     clusters: int | None,
     pools: int | None,
     shape: str,
@@ -80,7 +85,7 @@ def bench(
     doc = run_until_signalled(
         run_bench(
             list(scenarios), quick=quick, routing=family, demand_source=demand_source,
-            clusters=clusters, pools=pools, shape=shape,
+            overflow_ratio=overflow_ratio, clusters=clusters, pools=pools, shape=shape,
         )
     )  # fmt: skip
     if as_json:

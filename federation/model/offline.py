@@ -44,6 +44,7 @@ class PolicyOverrides(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     target_utilization: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     equalize_up_to: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     remote_cap: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    overflow_ratio: Annotated[float, msgspec.Meta(ge=0)] | None = None
     mode: Literal["capacity", "static", "local-only"] | None = None
 
 

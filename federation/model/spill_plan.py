@@ -26,7 +26,18 @@ The plan, per pool (a *water-filling* to a common level):
 - ``excess_j = max(0, load_j - L x capacity_j)`` and ``spare_j = max(0, L x capacity_j - load_j)``
   (a remote's spare is discounted by the trust of its report and is 0 while it sheds);
 - here sends ``excess_here x spare_j / max(total spare, total excess)`` requests/s to remote ``j``,
-  i.e. that share of its demand; it keeps the rest.
+  i.e. that share of its demand; it keeps the rest;
+- **overflow**: when the whole set is beyond ``equalize_up_to`` and its smallest backend is small
+  against the rest (the others have ``overflow_ratio`` times its capacity or more), that backend
+  takes what the others' spare cannot hold, instead of every cluster keeping its own excess.
+
+Why an overflow: beyond the set's capacity, a request served late is a miss that still took a
+slot. Where every cluster keeps its excess, every cluster over its capacity misses almost all of
+its traffic; where the excess goes to one small backend, every other cluster stays at the level
+and serves within the SLO, and only the smallest share of the set's capacity is given up. Why
+only a small one: with clusters of similar size nothing is gained, and an estimate's noise would
+pick a different victim from report to report. The choice depends only on capacities (the same
+in every agent's plan), so all clusters overflow to the same one.
 """
 
 from __future__ import annotations
@@ -36,6 +47,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 MIN_BUSY_PODS = 0.5  # pod-equivalents of work below which a throughput estimate is noise
+MIN_DEMAND = 1e-6  # requests/s below which a demand is none (its reciprocal would overflow)
+SIMILAR_CAPACITY = 1.1  # backends within this factor of the smallest count as equally small
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +71,7 @@ class PlanKnobs:
     equalize_up_to: float  # in an overload of the whole set, fill every cluster up to this
     drain: float
     min_kept: float = 0.0  # the least share of its traffic here keeps
+    overflow_ratio: float = 0.0  # the rest's capacity / the smallest's for an overflow; 0: none
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,7 @@ class SpillPlan:
     capacity: dict[str, float]  # per backend, requests/s
     excess: dict[str, float]
     spare: dict[str, float]  # after the trust of its report
+    overflow: str | None = None  # the backend that takes what the spare cannot hold
 
 
 def throughput_per_pod(backends: Mapping[str, PlanInput]) -> float | None:
@@ -110,16 +125,23 @@ def spill_plan(
         total = math.fsum(basis.values())
         shares = {k: v / total for k, v in basis.items()}
         return SpillPlan(shares, level, capacity, excess, spare)
+    overflow = _overflow(backends, capacity, whole, knobs)
+    if overflow is not None:
+        spare[overflow] = 0.0  # what it takes is not a spare: it is given up to the others
     mine = excess[here]
     remote_spare = math.fsum(v for k, v in spare.items() if k != here)
     demand = backends[here].demand or 0.0
-    if mine <= 0 or remote_spare <= 0 or demand <= 0:
+    takers = remote_spare > 0 or overflow not in (None, here)
+    if mine <= 0 or not takers or demand < MIN_DEMAND:
         shares = {k: float(k == here) for k in backends}
-        return SpillPlan(shares, level, capacity, excess, spare)
+        return SpillPlan(shares, level, capacity, excess, spare, overflow)
     # Every cluster in excess shares the spare in proportion to its excess; a spare smaller than
-    # the excess (stale remotes count less) is shared out whole and the rest stays here.
+    # the excess (stale remotes count less) is shared out whole and the rest stays here, or goes
+    # to the overflow.
     divisor = max(math.fsum(spare.values()), math.fsum(excess.values()))
     flows = {k: mine * spare[k] / divisor for k in backends if k != here}
+    if overflow is not None and overflow != here:
+        flows[overflow] = max(0.0, mine - math.fsum(flows.values()))
     sent = math.fsum(flows.values())
     scale = 1.0 / max(demand, sent)  # a backlog can ask for more than all of here's traffic
     # Here's demand estimated from its own arrivals (no gateway counter) is arrivals / kept: the
@@ -127,7 +149,25 @@ def spill_plan(
     scale *= min(1.0, (1.0 - knobs.min_kept) / max(sent * scale, 1e-12))
     shares = {k: flow * scale for k, flow in flows.items()}
     shares[here] = max(0.0, 1.0 - math.fsum(shares.values()))
-    return SpillPlan(shares, level, capacity, excess, spare)
+    return SpillPlan(shares, level, capacity, excess, spare, overflow)
+
+
+def _overflow(
+    backends: Mapping[str, PlanInput], capacity: Mapping[str, float], whole: float, knobs: PlanKnobs
+) -> str | None:
+    """The backend that takes what the others cannot hold, in an overload of the whole set."""
+    if knobs.overflow_ratio <= 0 or whole <= knobs.equalize_up_to or len(backends) < 2:
+        return None
+    smallest = min(capacity.values())
+    # Among the equally small, the first by name: the same choice in every agent, and one that
+    # does not flip between two similar clusters as their estimates move.
+    name = min(k for k, v in capacity.items() if v <= smallest * SIMILAR_CAPACITY)
+    rest = math.fsum(v for k, v in capacity.items() if k != name)
+    if rest < knobs.overflow_ratio * capacity[name]:
+        return None  # a large one is not worth giving up
+    # (A shedding overflow still takes it: it answers 429 at once, which is the point. What the
+    # set cannot serve is refused quickly instead of queuing in front of every cluster's own.)
+    return name
 
 
 def _load(b: PlanInput, capacity: float, knobs: PlanKnobs) -> float:

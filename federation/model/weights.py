@@ -9,7 +9,8 @@ A backend is an exporting cluster (by name) or ``local``. The policy, step by st
 2. **The rate plan** (``model.spill_plan``) when the reports carry rates: every cluster is filled
    to ``target_utilization`` of its capacity (to an equal level up to ``equalize_up_to`` when
    the whole set is busier); here's excess goes to the remotes' spare (discounted by trust and
-   ramp) in proportion, shared with every other cluster in excess.
+   ramp) in proportion, shared with every other cluster in excess. Beyond ``equalize_up_to``,
+   a backend small against the rest (``overflow_ratio``) takes what that spare cannot hold.
 3. **Without rates** (older agents; no traffic yet), the saturation policy: score each backend
    by its headroom ``ready_pods * (1 - saturation)``; here takes all traffic below
    ``spill_threshold`` saturation and spills ``(saturation - threshold) / (1 - threshold)`` above
@@ -59,6 +60,10 @@ class WeightPolicy:
     target_utilization: float = 0.7  # the plan fills every cluster to this before spilling more
     equalize_up_to: float = 0.9  # beyond the target, clusters fill equally up to this level
     drain: float = 10.0  # seconds within which the plan means to clear a queue already built
+    # Beyond ``equalize_up_to`` of the whole set, the smallest backend takes what the others'
+    # spare cannot hold when the rest have this many times its capacity (0: never; see
+    # ``model.spill_plan``).
+    overflow_ratio: float = 2.0
     # "capacity": the rate plan below. "static": equal weights over the backends that can serve;
     # "local-only": everything here while here can serve (else equal over the others). A fallback
     # for a platform team that wants fixed routing, and the baselines the benchmarks compare.
@@ -317,6 +322,7 @@ def _planned_shares(
         equalize_up_to=policy.equalize_up_to,
         drain=policy.drain,
         min_kept=MIN_KEPT if estimated else 0.0,
+        overflow_ratio=policy.overflow_ratio,
     )
     plan = spill_plan(inputs, here if here in inputs else None, knobs)
     if plan is None:
@@ -333,6 +339,8 @@ def _plan_reason(name: str, b: PlanInput, plan: SpillPlan, is_here: bool) -> str
     text = f"load {load} of capacity {plan.capacity[name]:.1f}"
     if b.full:
         return f"{text}; shedding: no spare"
+    if name == plan.overflow:
+        return f"{text}; overflow: takes what the others cannot hold at level {plan.level:.2f}"
     if is_here:
         return text
     if plan.spare[name] <= 0:
@@ -346,7 +354,10 @@ def _plan_note(plan: SpillPlan, here: str) -> str:
     if over <= 0:
         return f"here serves its own load (level {plan.level:.2f})"
     kept = plan.shares[here]
-    return f"here is {over:.1f} req/s over level {plan.level:.2f}: spills {1.0 - kept:.0%}"
+    text = f"here is {over:.1f} req/s over level {plan.level:.2f}: spills {1.0 - kept:.0%}"
+    if plan.overflow is not None and plan.overflow != here and plan.shares[plan.overflow] > 0:
+        text += f": {plan.shares[plan.overflow]:.0%} to the overflow {plan.overflow}"
+    return text
 
 
 def _cap(shares: dict[str, float], here: str | None, cap: float) -> dict[str, float]:

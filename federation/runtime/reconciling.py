@@ -40,6 +40,7 @@ class Reconciler:
             spill_threshold=settings.spill_threshold,
             slow_start=settings.slow_start,
             mode=settings.weights_mode,
+            overflow_ratio=settings.overflow_ratio,
         )
         self.book = ImportBook(self.policy, settings.cluster)
         self.link = LinkState(False)

@@ -100,3 +100,72 @@ def test_an_older_remote_without_rates_still_takes_spill() -> None:
     weights = compute_weights(loads, WeightPolicy(), here="local")
     assert 0 < weights["old"].weight < 1_000_000
     assert "capacity 12.0" in weights["old"].reason  # pooled per-pod throughput x its pods
+
+
+OVERFLOW = PlanKnobs(target_utilization=0.7, equalize_up_to=0.9, drain=10.0, overflow_ratio=2.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from("abcdef"), inputs, min_size=2))
+def test_with_an_overflow_only_it_takes_more_than_its_spare_and_all_agree(backends: dict) -> None:  # type: ignore[type-arg]
+    plans = {here: spill_plan(backends, here, OVERFLOW) for here in backends}
+    overflows = {p.overflow for p in plans.values() if p is not None}
+    assert len(overflows) == 1  # every agent gives up the same backend, or none
+    for here, plan in plans.items():
+        assert plan is not None
+        assert sum(plan.shares.values()) == pytest.approx(1.0)
+        assert all(v >= 0 for v in plan.shares.values())
+        for name, share in plan.shares.items():
+            if name != here and share > 0 and name != plan.overflow:
+                assert plan.spare[name] > 0
+                assert not backends[name].full
+        if plan.overflow is not None:
+            rest = sum(v for k, v in plan.capacity.items() if k != plan.overflow)
+            assert rest >= 2.0 * plan.capacity[plan.overflow]
+            assert plan.capacity[plan.overflow] <= 1.1 * min(plan.capacity.values())
+            assert plan.level == pytest.approx(0.9)  # only beyond equalize_up_to
+
+
+def test_beyond_the_sets_capacity_the_smallest_takes_what_the_others_cannot_hold() -> None:
+    # 250 req/s on 220 of capacity: without an overflow, big and mid keep their excess and
+    # miss nearly all of it; with one, they stay at 0.9 and small (47 of 220) takes the rest.
+    backends = {"big": backend(116.0, 95.0), "mid": backend(91.0, 78.0),
+                "small": backend(43.0, 47.0)}  # fmt: skip
+    plan = spill_plan(backends, "big", OVERFLOW)
+    assert plan is not None
+    assert plan.overflow == "small"
+    assert plan.shares["big"] * 116.0 == pytest.approx(0.9 * 95.0)
+    assert plan.shares["mid"] == 0.0  # it has no spare: it is over the level itself
+    kept_by_small = spill_plan(backends, "small", OVERFLOW)
+    assert kept_by_small is not None
+    assert kept_by_small.shares["small"] == 1.0
+    off = spill_plan(backends, "big", KNOBS)
+    assert off is not None
+    assert off.shares["small"] == 0.0  # without an overflow: no spare, no spill
+
+
+def test_no_overflow_among_clusters_of_similar_size_or_below_the_level() -> None:
+    # Two of a size: giving one up would save no more capacity than it loses.
+    similar = spill_plan({"a": backend(60.0, 20.0), "b": backend(19.0, 24.0)}, "a", OVERFLOW)
+    assert similar is not None
+    assert similar.overflow is None
+    busy = {"a": backend(80.0, 95.0), "b": backend(60.0, 78.0), "c": backend(40.0, 47.0)}
+    below = spill_plan(busy, "a", OVERFLOW)  # 180 / 220 < 0.9: no overload of the whole set
+    assert below is not None
+    assert below.overflow is None
+
+
+def test_the_weights_say_which_backend_is_the_overflow() -> None:
+    def load(pods: int, demand: float, capacity: float) -> BackendLoad:
+        busy = min(1.0, demand / capacity)
+        return BackendLoad(ready_pods=pods, saturation=busy, kv_cache=busy, demand_rate=demand,
+                           arrival_rate=demand, completion_rate=min(demand, capacity),
+                           capacity_rate=capacity)  # fmt: skip
+
+    loads = {"big": load(12, 116.0, 95.0), "mid": load(10, 91.0, 78.0),
+             "small": load(6, 43.0, 47.0)}  # fmt: skip
+    weights = compute_weights(loads, WeightPolicy(), here="big")
+    assert "overflow: takes what the others cannot hold at level 0.90" in weights["small"].reason
+    assert "to the overflow small" in weights["big"].reason
+    assert weights["small"].weight > 0
+    assert compute_weights(loads, WeightPolicy(overflow_ratio=0), here="big")["small"].weight == 0

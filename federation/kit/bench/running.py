@@ -16,6 +16,7 @@ from federation.kit.bench.propagation import propagation
 from federation.kit.bench.routing import run_family
 from federation.kit.bench.routing_scenarios import Scenario, scenario_family
 from federation.kit.bench.scale import scale
+from federation.model.weights import WeightPolicy
 
 SCENARIOS = ("raw", "ingest", "propagation", "scale", "routing")
 
@@ -41,6 +42,7 @@ async def run_bench(
     quick: bool,
     routing: list[Scenario] | None = None,
     demand_source: str = "epp",
+    overflow_ratio: float | None = None,
     clusters: int | None = None,
     pools: int | None = None,
     shape: str = "own",
@@ -85,7 +87,11 @@ async def run_bench(
             }
         if "routing" in chosen:
             family = routing if routing is not None else scenario_family(size=4 if quick else 16)
-            results["routing"] = run_family(family, demand_source=demand_source)
+            policy = None if overflow_ratio is None else WeightPolicy(overflow_ratio=overflow_ratio)
+            results["routing"] = r = run_family(
+                family, demand_source=demand_source, weight_policy=policy
+            )
+            r["overflow_ratio"] = (policy or WeightPolicy()).overflow_ratio
     finally:
         shutil.rmtree(base, ignore_errors=True)
     doc["took_s"] = round(time.monotonic() - started, 1)

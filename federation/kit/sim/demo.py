@@ -262,6 +262,7 @@ class Demo:
             "grace": o.grace,
             "slow_start": o.slow_start,
             "weights_mode": o.weights_mode,
+            "overflow_ratio": Settings.overflow_ratio,  # the demo's agents run the default
         }
 
     def settings_for(self, cluster: str) -> Settings:
