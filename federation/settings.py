@@ -114,8 +114,8 @@ class Settings:
     spill_threshold: float = 0.8  # local saturation at which traffic starts to spill
     # How weights are made: "capacity" (the rate plan), or fixed "static" / "local-only".
     weights_mode: str = "capacity"
-    # Beyond the whole set's capacity, the smallest cluster takes what the others cannot hold
-    # when the rest have this many times its capacity; 0: never (README "Weights").
+    # Beyond the whole set's capacity, the cluster with the fewest ready pods takes what the
+    # others cannot hold when the rest have this many times its pods; 0: never (README "Weights").
     overflow_ratio: float = 2.0
     slow_start: float = 30.0  # seconds over which a newly healthy remote ramps up
     feed_resync: float = 5.0  # seconds after which every feed is given the views again

@@ -169,8 +169,9 @@ from federation.settings import (
     show_default=True,
     type=click.FloatRange(min=0),
     envvar=env("OVERFLOW_RATIO"),
-    help="Beyond the whole set's capacity, the smallest cluster takes what the others cannot "
-    'hold when the rest have this many times its capacity; 0: never. README "Weights".',
+    help="Beyond the whole set's capacity, the cluster with the fewest ready pods takes what "
+    "the others cannot hold when the rest have this many times its pods; 0: never. README "
+    '"Weights".',
 )
 @click.option(
     "--gateway-api/--no-gateway-api",

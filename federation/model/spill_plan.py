@@ -27,17 +27,17 @@ The plan, per pool (a *water-filling* to a common level):
   (a remote's spare is discounted by the trust of its report and is 0 while it sheds);
 - here sends ``excess_here x spare_j / max(total spare, total excess)`` requests/s to remote ``j``,
   i.e. that share of its demand; it keeps the rest;
-- **overflow**: when the whole set is beyond ``equalize_up_to`` and its smallest backend is small
-  against the rest (the others have ``overflow_ratio`` times its capacity or more), that backend
+- **overflow**: when the whole set is beyond ``equalize_up_to`` and the backend with the fewest
+  ready pods is small against the rest (they have ``overflow_ratio`` times its pods), it
   takes what the others' spare cannot hold, instead of every cluster keeping its own excess.
 
 Why an overflow: beyond the set's capacity, a request served late is a miss that still took a
 slot. Where every cluster keeps its excess, every cluster over its capacity misses almost all of
 its traffic; where the excess goes to one small backend, every other cluster stays at the level
-and serves within the SLO, and only the smallest share of the set's capacity is given up. Why
+and serves within the SLO, and only the smallest part of the set is given up. Why
 only a small one: with clusters of similar size nothing is gained, and an estimate's noise would
-pick a different victim from report to report. The choice depends only on capacities (the same
-in every agent's plan), so all clusters overflow to the same one.
+pick a different victim from report to report. The choice depends only on ready pods (counted
+exactly, the same in every agent's plan), so all clusters overflow to the same one.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from dataclasses import dataclass
 
 MIN_BUSY_PODS = 0.5  # pod-equivalents of work below which a throughput estimate is noise
 MIN_DEMAND = 1e-6  # requests/s below which a demand is none (its reciprocal would overflow)
-SIMILAR_CAPACITY = 1.1  # backends within this factor of the smallest count as equally small
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +70,7 @@ class PlanKnobs:
     equalize_up_to: float  # in an overload of the whole set, fill every cluster up to this
     drain: float
     min_kept: float = 0.0  # the least share of its traffic here keeps
-    overflow_ratio: float = 0.0  # the rest's capacity / the smallest's for an overflow; 0: none
+    overflow_ratio: float = 0.0  # the rest's ready pods / the fewest's for an overflow; 0: none
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ def spill_plan(
         total = math.fsum(basis.values())
         shares = {k: v / total for k, v in basis.items()}
         return SpillPlan(shares, level, capacity, excess, spare)
-    overflow = _overflow(backends, capacity, whole, knobs)
+    overflow = _overflow(backends, whole, knobs)
     if overflow is not None:
         spare[overflow] = 0.0  # what it takes is not a spare: it is given up to the others
     mine = excess[here]
@@ -152,18 +151,15 @@ def spill_plan(
     return SpillPlan(shares, level, capacity, excess, spare, overflow)
 
 
-def _overflow(
-    backends: Mapping[str, PlanInput], capacity: Mapping[str, float], whole: float, knobs: PlanKnobs
-) -> str | None:
+def _overflow(backends: Mapping[str, PlanInput], whole: float, knobs: PlanKnobs) -> str | None:
     """The backend that takes what the others cannot hold, in an overload of the whole set."""
     if knobs.overflow_ratio <= 0 or whole <= knobs.equalize_up_to or len(backends) < 2:
         return None
-    smallest = min(capacity.values())
-    # Among the equally small, the first by name: the same choice in every agent, and one that
-    # does not flip between two similar clusters as their estimates move.
-    name = min(k for k, v in capacity.items() if v <= smallest * SIMILAR_CAPACITY)
-    rest = math.fsum(v for k, v in capacity.items() if k != name)
-    if rest < knobs.overflow_ratio * capacity[name]:
+    # By ready pods, not by the capacity estimates: pods are counted exactly, so every agent
+    # picks the same one and no estimate's noise flips it (ties: the first by name).
+    name = min(backends, key=lambda k: (backends[k].ready_pods, k))
+    rest = sum(b.ready_pods for k, b in backends.items() if k != name)
+    if rest < knobs.overflow_ratio * backends[name].ready_pods:
         return None  # a large one is not worth giving up
     # (A shedding overflow still takes it: it answers 429 at once, which is the point. What the
     # set cannot serve is refused quickly instead of queuing in front of every cluster's own.)

@@ -10,7 +10,8 @@ A backend is an exporting cluster (by name) or ``local``. The policy, step by st
    to ``target_utilization`` of its capacity (to an equal level up to ``equalize_up_to`` when
    the whole set is busier); here's excess goes to the remotes' spare (discounted by trust and
    ramp) in proportion, shared with every other cluster in excess. Beyond ``equalize_up_to``,
-   a backend small against the rest (``overflow_ratio``) takes what that spare cannot hold.
+   the backend with the fewest pods, if small against the rest (``overflow_ratio``), takes what
+   that spare cannot hold.
 3. **Without rates** (older agents; no traffic yet), the saturation policy: score each backend
    by its headroom ``ready_pods * (1 - saturation)``; here takes all traffic below
    ``spill_threshold`` saturation and spills ``(saturation - threshold) / (1 - threshold)`` above
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from federation.messages import LoadReport
@@ -42,6 +43,7 @@ from federation.model.spill_plan import PlanInput, PlanKnobs, SpillPlan, spill_p
 WEIGHT_SCALE = 1_000_000
 UNHEALTHY_STATUSES = frozenset({"unreachable", "no-endpoints", "shedding", "invalid"})
 MIN_KEPT = 0.25  # what here keeps at least when its demand is estimated as arrivals / kept
+KEPT_WINDOW = 3.0  # seconds: the agent's rate window (``model.rates.RATE_WINDOW``)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,9 +62,9 @@ class WeightPolicy:
     target_utilization: float = 0.7  # the plan fills every cluster to this before spilling more
     equalize_up_to: float = 0.9  # beyond the target, clusters fill equally up to this level
     drain: float = 10.0  # seconds within which the plan means to clear a queue already built
-    # Beyond ``equalize_up_to`` of the whole set, the smallest backend takes what the others'
-    # spare cannot hold when the rest have this many times its capacity (0: never; see
-    # ``model.spill_plan``).
+    # Beyond ``equalize_up_to`` of the whole set, the backend with the fewest ready pods takes
+    # what the others' spare cannot hold when the rest have this many times its pods (0: never;
+    # see ``model.spill_plan``).
     overflow_ratio: float = 2.0
     # "capacity": the rate plan below. "static": equal weights over the backends that can serve;
     # "local-only": everything here while here can serve (else equal over the others). A fallback
@@ -105,6 +107,9 @@ class WeightMemory:
     target_since: float | None = None  # since when the target has held still
     healthy_since: Mapping[str, float] = field(default_factory=dict)
     at: float | None = None  # when this step was taken
+    # Here's share at each change, (from when, share), oldest first: arrivals over a rate window
+    # are divided by the share kept over that same window, not by the latest one.
+    kept: tuple[tuple[float, float], ...] = ()
 
 
 def clamp01(value: float) -> float:
@@ -299,11 +304,17 @@ def _planned_shares(
     here: str | None,
     policy: WeightPolicy,
     previous: Mapping[str, int],
+    kept_history: tuple[tuple[float, float], ...] = (),
+    now: float = 0.0,
 ) -> tuple[dict[str, float], str | None, dict[str, str]] | None:
     """The rate plan's shares with each usable backend's reason; None without rates."""
     here_load = loads.get(here) if here is not None else None
-    # What here kept at the last step (None when it had no weight yet: nothing was sent away).
+    # What here kept at the last step (None when it had no weight yet: nothing was sent away),
+    # over the window its report's arrivals were counted in where the history has it.
     kept = previous[here] / WEIGHT_SCALE if here is not None and here in previous else None
+    if kept is not None and here_load is not None and kept_history:
+        end = now - here_load.age
+        kept = mean_kept(kept_history, end - KEPT_WINDOW, end)
     here_demand = demand_of(here_load, kept) if here_load is not None else None
     inputs = {}
     for name, load in loads.items():
@@ -443,7 +454,7 @@ def step_weights(
         reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
     if policy.mode != "capacity":
         return _fixed_weights(loads, unable, here, policy.mode, memory, policy, now)
-    planned = _planned_shares(loads, ramps, here, policy, memory.weights)
+    planned = _planned_shares(loads, ramps, here, policy, memory.weights, memory.kept, now)
     if planned is None:
         shares, note = _target_shares(scores, loads, here, policy)
     else:
@@ -462,7 +473,48 @@ def step_weights(
         reasons[here] = f"{reasons[here]}; {note}"
     result = {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
     target_since = now if since is None else since
-    return result, _remember(weights, goal, target, target_since, loads, memory, policy, now)
+    remembered = _remember(weights, goal, target, target_since, loads, memory, policy, now)
+    if here is not None and here in weights:
+        remembered = replace(remembered, kept=_kept_since(memory.kept, weights[here], now, policy))
+    return result, remembered
+
+
+def mean_kept(history: tuple[tuple[float, float], ...], start: float, end: float) -> float:
+    """The time-average of here's share over [start, end], from its change points."""
+    if end <= start:
+        return _share_at(history, end)
+    total = 0.0
+    for i, (since, share) in enumerate(history):
+        until = history[i + 1][0] if i + 1 < len(history) else math.inf
+        lo, hi = max(since, start), min(until, end)
+        if hi > lo:
+            total += share * (hi - lo)
+    first = history[0][0]
+    if start < first:  # before the history began: the oldest share known
+        total += history[0][1] * (min(first, end) - start)
+    return total / (end - start)
+
+
+def _share_at(history: tuple[tuple[float, float], ...], at: float) -> float:
+    share = history[0][1]
+    for since, value in history:
+        if since <= at:
+            share = value
+    return share
+
+
+def _kept_since(
+    history: tuple[tuple[float, float], ...], weight: int, now: float, policy: WeightPolicy
+) -> tuple[tuple[float, float], ...]:
+    share = weight / WEIGHT_SCALE
+    if history and history[-1][1] == share:
+        return history
+    kept = (*history, (now, share))
+    # A report is at most a lease old and spans a window before it: older changes are of no use.
+    horizon = now - policy.lease - KEPT_WINDOW
+    while len(kept) > 1 and kept[1][0] <= horizon:
+        kept = kept[1:]
+    return kept
 
 
 FIXED_MODES: Final = ("static", "local-only")

@@ -13,8 +13,8 @@ KNOBS = PlanKnobs(target_utilization=0.7, equalize_up_to=0.9, drain=10.0)
 
 
 def backend(demand: float, capacity: float, *, backlog: float = 0.0, trust: float = 1.0,
-            full: bool = False) -> PlanInput:  # fmt: skip
-    return PlanInput(ready_pods=4, busy=min(1.0, demand / capacity), demand=demand,
+            full: bool = False, pods: int = 4) -> PlanInput:  # fmt: skip
+    return PlanInput(ready_pods=pods, busy=min(1.0, demand / capacity), demand=demand,
                      completions=min(demand, capacity), capacity=capacity, backlog=backlog,
                      trust=trust, full=full)  # fmt: skip
 
@@ -26,6 +26,7 @@ inputs = st.builds(
     backlog=st.floats(0.0, 100.0),
     trust=st.floats(0.0, 1.0),
     full=st.booleans(),
+    pods=st.integers(1, 12),
 )
 
 
@@ -120,17 +121,17 @@ def test_with_an_overflow_only_it_takes_more_than_its_spare_and_all_agree(backen
                 assert plan.spare[name] > 0
                 assert not backends[name].full
         if plan.overflow is not None:
-            rest = sum(v for k, v in plan.capacity.items() if k != plan.overflow)
-            assert rest >= 2.0 * plan.capacity[plan.overflow]
-            assert plan.capacity[plan.overflow] <= 1.1 * min(plan.capacity.values())
+            pods = {k: b.ready_pods for k, b in backends.items()}
+            assert sum(pods.values()) - pods[plan.overflow] >= 2 * pods[plan.overflow]
+            assert pods[plan.overflow] == min(pods.values())
             assert plan.level == pytest.approx(0.9)  # only beyond equalize_up_to
 
 
 def test_beyond_the_sets_capacity_the_smallest_takes_what_the_others_cannot_hold() -> None:
     # 250 req/s on 220 of capacity: without an overflow, big and mid keep their excess and
     # miss nearly all of it; with one, they stay at 0.9 and small (47 of 220) takes the rest.
-    backends = {"big": backend(116.0, 95.0), "mid": backend(91.0, 78.0),
-                "small": backend(43.0, 47.0)}  # fmt: skip
+    backends = {"big": backend(116.0, 95.0, pods=12), "mid": backend(91.0, 78.0, pods=10),
+                "small": backend(43.0, 47.0, pods=6)}  # fmt: skip
     plan = spill_plan(backends, "big", OVERFLOW)
     assert plan is not None
     assert plan.overflow == "small"
@@ -145,11 +146,14 @@ def test_beyond_the_sets_capacity_the_smallest_takes_what_the_others_cannot_hold
 
 
 def test_no_overflow_among_clusters_of_similar_size_or_below_the_level() -> None:
-    # Two of a size: giving one up would save no more capacity than it loses.
-    similar = spill_plan({"a": backend(60.0, 20.0), "b": backend(19.0, 24.0)}, "a", OVERFLOW)
+    # Two of a size: giving one up would save no more than it loses (by pods: 5 is not 2 x 4,
+    # whatever the capacity estimates say).
+    two = {"a": backend(60.0, 20.0, pods=4), "b": backend(19.0, 8.0, pods=5)}
+    similar = spill_plan(two, "a", OVERFLOW)
     assert similar is not None
     assert similar.overflow is None
-    busy = {"a": backend(80.0, 95.0), "b": backend(60.0, 78.0), "c": backend(40.0, 47.0)}
+    busy = {"a": backend(80.0, 95.0, pods=12), "b": backend(60.0, 78.0, pods=10),
+            "c": backend(40.0, 47.0, pods=6)}  # fmt: skip
     below = spill_plan(busy, "a", OVERFLOW)  # 180 / 220 < 0.9: no overload of the whole set
     assert below is not None
     assert below.overflow is None

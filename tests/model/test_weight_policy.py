@@ -1,5 +1,6 @@
 """The full weight policy: local preference, spill, slow start, smoothing, hysteresis, cap."""
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -9,6 +10,7 @@ from federation.model.weights import (
     WeightMemory,
     WeightPolicy,
     compute_weights,
+    mean_kept,
     step_weights,
 )
 from tests.model.factories import backend_loads
@@ -162,3 +164,28 @@ def test_noise_is_held_even_when_recomputed_many_times_between_samples() -> None
             t += 0.1
             got, memory = step_weights(noisy, P, memory=memory, now=t)
             assert w(got) == {"a": 500_000, "b": 500_000}, t
+
+
+def test_the_share_kept_is_averaged_over_the_window_its_arrivals_were_counted_in() -> None:
+    # Here kept everything until t=9 and half since: arrivals rated over [7, 10] came two thirds
+    # of the time at 1.0 and one third at 0.5, so they are divided by 0.83, not by 0.5.
+    history = ((0.0, 1.0), (9.0, 0.5))
+    assert mean_kept(history, 7.0, 10.0) == pytest.approx((2 * 1.0 + 0.5) / 3)
+    assert mean_kept(history, -3.0, 0.0) == 1.0  # before the history: the oldest share known
+    assert mean_kept(history, 9.5, 9.5) == 0.5
+
+
+def test_the_kept_history_follows_here_and_stays_bounded() -> None:
+    rates = {"completion_rate": 10.0, "capacity_rate": 12.0}
+    memory = WeightMemory()
+    for t in range(200):  # here's demand swings over and under its capacity
+        demand = 20.0 if t % 20 < 10 else 4.0
+        loads = {
+            "local": BackendLoad(ready_pods=4, saturation=0.5, kv_cache=0.5, arrival_rate=demand,
+                                 **rates),
+            "b": BackendLoad(ready_pods=4, saturation=0.1, kv_cache=0.1, arrival_rate=2.0, **rates),
+        }  # fmt: skip
+        weights, memory = step_weights(loads, P, here="local", memory=memory, now=float(t))
+        assert memory.kept[-1] == (memory.kept[-1][0], weights["local"].weight / 1_000_000)
+        assert memory.kept[0][0] >= t - P.lease - 3.0 - 20.0  # older changes are dropped
+    assert len({share for _, share in memory.kept}) > 1  # the share moved, and was recorded
