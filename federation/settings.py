@@ -145,7 +145,9 @@ class Settings:
                 f"weights mode {self.weights_mode!r}: one of {', '.join(WEIGHTS_MODES)}"
             )
         if not (math.isfinite(self.overflow_ratio) and self.overflow_ratio >= 0):
-            raise SettingsError(f"overflow ratio {self.overflow_ratio}: a number >= 0 (0: off)")
+            raise SettingsError(
+                f"overflow ratio {self.overflow_ratio}: a finite number >= 0 (0: off)"
+            )
         if "/" not in self.controller_name:
             raise SettingsError(f"controller name {self.controller_name!r} must be DOMAIN/PATH")
 

@@ -195,7 +195,9 @@ async def replay(r: ReplayRequest, serve_store_copy: StoreServer | None = None) 
     if mode not in WEIGHTS_MODES:
         raise ReplayError(f"the manifest's weights_mode {mode!r} is not one of {WEIGHTS_MODES}")
     overflow = m.get("overflow_ratio", defaults.overflow_ratio)
-    if not isinstance(overflow, int | float) or not 0 <= overflow < math.inf:
+    if isinstance(overflow, bool) or not isinstance(overflow, int | float):
+        raise ReplayError(f"the manifest's overflow_ratio {overflow!r} is not a number >= 0")
+    if not 0 <= overflow < math.inf:
         raise ReplayError(f"the manifest's overflow_ratio {overflow!r} is not a number >= 0")
     policy = WeightPolicy(
         lease=r.lease or m.get("lease", defaults.lease),

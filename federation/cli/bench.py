@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 from federation.cli import main
 from federation.cli.output import print_json, print_view, run_until_signalled, setup_logging
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value}: a finite number >= 0 (0: off)")
+    return value
 
 
 @main.command()
@@ -36,7 +43,7 @@ from federation.cli.output import print_json, print_view, run_until_signalled, s
     "the agent does today, or a gateway that counts what it is offered.",
 )  # fmt: skip
 @click.option(
-    "--overflow-ratio", type=click.FloatRange(min=0), default=None,
+    "--overflow-ratio", type=click.FloatRange(min=0), default=None, callback=_finite,
     help="Routing: the agents' --overflow-ratio (default: the agent's default; 0: no overflow).",
 )  # fmt: skip
 @click.option(

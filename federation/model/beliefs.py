@@ -57,6 +57,9 @@ class Beliefs:
     beats: dict[str, Heartbeat] = field(default_factory=dict)
     seen_at: dict[tuple[str, ...], float] = field(default_factory=dict)
     heard_at: dict[str, float] = field(default_factory=dict)  # newest beat or report per cluster
+    # Per load held, when what it says was first received (a digest that repeats it keeps this):
+    # the end of the window its rates were counted in, on this cluster's clock.
+    rated_at: dict[ExportId, float] = field(default_factory=dict)
     _sequences: dict[tuple[str, ...], int] = field(default_factory=dict)
     # The same exports indexed by pool, so one import can be recomputed without a full scan.
     _by_pool: dict[tuple[str, str], dict[str, ExportEvent]] = field(default_factory=dict)
@@ -93,6 +96,7 @@ class Beliefs:
             self.watermarks[event.cluster] = max(self.watermarks.get(event.cluster, 0), seq)
         elif isinstance(event, LoadReport):
             self.loads[(event.cluster, event.namespace, event.name)] = event
+            self.rated_at[(event.cluster, event.namespace, event.name)] = seen
             self._from_digest.get(event.cluster, set()).discard((event.namespace, event.name))
         elif isinstance(event, LoadDigest):
             self.moved = self._apply_digest(event, seen)
@@ -126,11 +130,13 @@ class Beliefs:
                 renewed.append((pool, previous_seen))  # the report held says the same
                 continue
             self.loads[key] = report_of(digest, entry)
+            self.rated_at[key] = seen
             moved.append(pool)
         for pool in given - listed:
             given.discard(pool)
             key = (cluster, *pool)
             self.loads.pop(key, None)
+            self.rated_at.pop(key, None)
             self.seen_at.pop(("load", *key), None)
             moved.append(pool)
         self.renewed = tuple(renewed)

@@ -66,7 +66,7 @@ class LoadSample:
             kv_cache=self.kv_cache_utilization, status=self.epp_status, age=now - self.observed_at,
             queue_size=self.queue_size, demand_rate=self.demand_rate,
             arrival_rate=self.arrival_rate, completion_rate=self.completion_rate,
-            capacity_rate=self.capacity_rate,
+            capacity_rate=self.capacity_rate, sampled_at=self.observed_at,
         )  # fmt: skip
 
 

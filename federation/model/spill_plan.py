@@ -29,15 +29,21 @@ The plan, per pool (a *water-filling* to a common level):
   i.e. that share of its demand; it keeps the rest;
 - **overflow**: when the whole set is beyond ``equalize_up_to`` and the backend with the fewest
   ready pods is small against the rest (they have ``overflow_ratio`` times its pods), it
-  takes what the others' spare cannot hold, instead of every cluster keeping its own excess.
+  takes what the others' spare cannot hold (times the trust of its report, like a spare),
+  instead of every cluster keeping its own excess. An importer with no pool of its own (``here``
+  None) spreads its traffic by the spare alone and sends nothing to an overflow.
 
 Why an overflow: beyond the set's capacity, a request served late is a miss that still took a
 slot. Where every cluster keeps its excess, every cluster over its capacity misses almost all of
 its traffic; where the excess goes to one small backend, every other cluster stays at the level
-and serves within the SLO, and only the smallest part of the set is given up. Why
-only a small one: with clusters of similar size nothing is gained, and an estimate's noise would
-pick a different victim from report to report. The choice depends only on ready pods (counted
-exactly, the same in every agent's plan), so all clusters overflow to the same one.
+and serves within the SLO, and only the smallest part of the set is given up. Why only a small
+one against the rest: giving up half of the set gains nothing, and an estimate's noise would pick
+a different victim from report to report. The choice depends only on ready pods (counted exactly),
+so the agents that see the same backends overflow to the same one. Two limits: with three or more
+clusters of equal size, the rest always have twice the pods of one, so the first by name is
+given up; and a ``local`` backend (a pool this cluster does not export) is in its own agent's plan
+only, so that agent may pick a different overflow than its peers (at worst itself: it keeps its
+excess, as without an overflow).
 """
 
 from __future__ import annotations
@@ -140,7 +146,9 @@ def spill_plan(
     divisor = max(math.fsum(spare.values()), math.fsum(excess.values()))
     flows = {k: mine * spare[k] / divisor for k in backends if k != here}
     if overflow is not None and overflow != here:
-        flows[overflow] = max(0.0, mine - math.fsum(flows.values()))
+        # As much as its report's trust and its slow start allow, like any spare; the rest stays.
+        left = max(0.0, mine - math.fsum(flows.values()))
+        flows[overflow] = left * backends[overflow].trust
     sent = math.fsum(flows.values())
     scale = 1.0 / max(demand, sent)  # a backlog can ask for more than all of here's traffic
     # Here's demand estimated from its own arrivals (no gateway counter) is arrivals / kept: the

@@ -116,7 +116,9 @@ def backend_loads(
         loads[cluster] = (
             None
             if report is None or seen is None
-            else load_from_report(report, now=now, seen_at=seen)
+            else load_from_report(
+                report, now=now, seen_at=seen, rated_at=beliefs.rated_at.get((cluster, ns, name))
+            )
         )
     if desired.has_local:
         loads[LOCAL_BACKEND] = local_loads.get(desired.key)

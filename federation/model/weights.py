@@ -43,7 +43,6 @@ from federation.model.spill_plan import PlanInput, PlanKnobs, SpillPlan, spill_p
 WEIGHT_SCALE = 1_000_000
 UNHEALTHY_STATUSES = frozenset({"unreachable", "no-endpoints", "shedding", "invalid"})
 MIN_KEPT = 0.25  # what here keeps at least when its demand is estimated as arrivals / kept
-KEPT_WINDOW = 3.0  # seconds: the agent's rate window (``model.rates.RATE_WINDOW``)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +65,9 @@ class WeightPolicy:
     # what the others' spare cannot hold when the rest have this many times its pods (0: never;
     # see ``model.spill_plan``).
     overflow_ratio: float = 2.0
+    # seconds the rates of a report span (the agent's rate window, ``model.rates.RATE_WINDOW``, or
+    # its sampling interval where that is longer): here's kept share is averaged over as long
+    rate_window: float = 3.0
     # "capacity": the rate plan below. "static": equal weights over the backends that can serve;
     # "local-only": everything here while here can serve (else equal over the others). A fallback
     # for a platform team that wants fixed routing, and the baselines the benchmarks compare.
@@ -84,6 +86,9 @@ class BackendLoad:
     arrival_rate: float | None = None  # requests/s that reached the pool
     completion_rate: float | None = None  # requests/s the pool completed
     capacity_rate: float | None = None  # requests/s the pool completes when full (estimated)
+    # When what the report says was first known here, on this agent's clock: the end of its
+    # rates' window (a renewal that repeats a report moves its age, never this). None: now - age.
+    sampled_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,10 @@ class WeightMemory:
     target_since: float | None = None  # since when the target has held still
     healthy_since: Mapping[str, float] = field(default_factory=dict)
     at: float | None = None  # when this step was taken
-    # Here's share at each change, (from when, share), oldest first: arrivals over a rate window
-    # are divided by the share kept over that same window, not by the latest one.
-    kept: tuple[tuple[float, float], ...] = ()
+    # Each backend's share at each change, (from when, share), oldest first: a report's arrivals
+    # were counted over its rate window, so what here kept and what it sent a remote are taken
+    # over that same window, not from the latest weights (which that report has not seen yet).
+    shares: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
 
 
 def clamp01(value: float) -> float:
@@ -134,6 +140,7 @@ def backend_load(
     arrival_rate: float | None = None,
     completion_rate: float | None = None,
     capacity_rate: float | None = None,
+    sampled_at: float | None = None,
 ) -> BackendLoad:
     """The one conversion from what an EPP reports to what the policy weighs."""
     return BackendLoad(
@@ -147,16 +154,19 @@ def backend_load(
         arrival_rate=_rate(arrival_rate),
         completion_rate=_rate(completion_rate),
         capacity_rate=_rate(capacity_rate),
+        sampled_at=sampled_at if sampled_at is not None and math.isfinite(sampled_at) else None,
     )
 
 
-def load_from_report(report: LoadReport, *, now: float, seen_at: float) -> BackendLoad:
+def load_from_report(
+    report: LoadReport, *, now: float, seen_at: float, rated_at: float | None = None
+) -> BackendLoad:
     return backend_load(
         ready_pods=report.ready_pods, saturation=report.saturation,
         kv_cache=report.kv_cache_utilization, status=report.epp_status, age=now - seen_at,
         queue_size=report.queue_size, demand_rate=report.demand_rate,
         arrival_rate=report.arrival_rate, completion_rate=report.completion_rate,
-        capacity_rate=report.capacity_rate,
+        capacity_rate=report.capacity_rate, sampled_at=rated_at,
     )  # fmt: skip
 
 
@@ -303,23 +313,28 @@ def _planned_shares(
     ramps: Mapping[str, float],
     here: str | None,
     policy: WeightPolicy,
-    previous: Mapping[str, int],
-    kept_history: tuple[tuple[float, float], ...] = (),
+    history: Mapping[str, tuple[tuple[float, float], ...]],
     now: float = 0.0,
 ) -> tuple[dict[str, float], str | None, dict[str, str]] | None:
     """The rate plan's shares with each usable backend's reason; None without rates."""
+
+    def over_its_window(name: str, load: BackendLoad, before: float) -> float:
+        end = now - load.age if load.sampled_at is None else min(load.sampled_at, now)
+        return mean_share(history.get(name, ()), end - policy.rate_window, end, before)
+
     here_load = loads.get(here) if here is not None else None
-    # What here kept at the last step (None when it had no weight yet: nothing was sent away),
-    # over the window its report's arrivals were counted in where the history has it.
-    kept = previous[here] / WEIGHT_SCALE if here is not None and here in previous else None
-    if kept is not None and here_load is not None and kept_history:
-        end = now - here_load.age
-        kept = mean_kept(kept_history, end - KEPT_WINDOW, end)
+    # What here kept while its report's arrivals were counted (before it had a weight, nothing
+    # was sent away).
+    kept = None
+    if here is not None and here_load is not None:
+        kept = over_its_window(here, here_load, 1.0)
     here_demand = demand_of(here_load, kept) if here_load is not None else None
     inputs = {}
     for name, load in loads.items():
-        # What we send a remote ourselves: our previous share of it times our demand.
-        sent = (here_demand or 0.0) * previous.get(name, 0) / WEIGHT_SCALE
+        # What we sent a remote ourselves while its arrivals were counted: our share of it then
+        # times our demand.
+        share = 0.0 if load is None or name == here else over_its_window(name, load, 0.0)
+        sent = (here_demand or 0.0) * share
         usable = plan_input(
             load, ramps.get(name, 1.0), policy, kept if name == here else None, sent
         )
@@ -348,10 +363,14 @@ def _plan_reason(name: str, b: PlanInput, plan: SpillPlan, is_here: bool) -> str
     demand = "?" if b.demand is None else f"{b.demand:.1f}"
     load = f"{demand} req/s" + (f" + queue {b.backlog:.0f}" if b.backlog >= 0.5 else "")
     text = f"load {load} of capacity {plan.capacity[name]:.1f}"
+    if name == plan.overflow:
+        shedding = " (shedding: refuses it at once)" if b.full else ""
+        return (
+            f"{text}; overflow: takes what the others cannot hold at level {plan.level:.2f}"
+            f"{shedding}"
+        )
     if b.full:
         return f"{text}; shedding: no spare"
-    if name == plan.overflow:
-        return f"{text}; overflow: takes what the others cannot hold at level {plan.level:.2f}"
     if is_here:
         return text
     if plan.spare[name] <= 0:
@@ -454,7 +473,7 @@ def step_weights(
         reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
     if policy.mode != "capacity":
         return _fixed_weights(loads, unable, here, policy.mode, memory, policy, now)
-    planned = _planned_shares(loads, ramps, here, policy, memory.weights, memory.kept, now)
+    planned = _planned_shares(loads, ramps, here, policy, memory.shares, now)
     if planned is None:
         shares, note = _target_shares(scores, loads, here, policy)
     else:
@@ -474,15 +493,22 @@ def step_weights(
     result = {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
     target_since = now if since is None else since
     remembered = _remember(weights, goal, target, target_since, loads, memory, policy, now)
-    if here is not None and here in weights:
-        remembered = replace(remembered, kept=_kept_since(memory.kept, weights[here], now, policy))
+    if policy.mode == "capacity":  # (the fixed modes read no rates)
+        shares_then = {n: _share_history(memory.shares.get(n, ()), w, now, policy)
+                       for n, w in weights.items()}  # fmt: skip
+        remembered = replace(remembered, shares=shares_then)
     return result, remembered
 
 
-def mean_kept(history: tuple[tuple[float, float], ...], start: float, end: float) -> float:
-    """The time-average of here's share over [start, end], from its change points."""
+def mean_share(
+    history: tuple[tuple[float, float], ...], start: float, end: float, before: float
+) -> float:
+    """The time-average of a backend's share over [start, end], from its change points;
+    ``before`` is its share before its history began (it had no weight)."""
+    if not history:
+        return before
     if end <= start:
-        return _share_at(history, end)
+        return _share_at(history, end, before)
     total = 0.0
     for i, (since, share) in enumerate(history):
         until = history[i + 1][0] if i + 1 < len(history) else math.inf
@@ -490,28 +516,30 @@ def mean_kept(history: tuple[tuple[float, float], ...], start: float, end: float
         if hi > lo:
             total += share * (hi - lo)
     first = history[0][0]
-    if start < first:  # before the history began: the oldest share known
-        total += history[0][1] * (min(first, end) - start)
+    if start < first:
+        total += before * (min(first, end) - start)
     return total / (end - start)
 
 
-def _share_at(history: tuple[tuple[float, float], ...], at: float) -> float:
-    share = history[0][1]
+def _share_at(history: tuple[tuple[float, float], ...], at: float, before: float) -> float:
+    share = before
     for since, value in history:
         if since <= at:
             share = value
     return share
 
 
-def _kept_since(
+def _share_history(
     history: tuple[tuple[float, float], ...], weight: int, now: float, policy: WeightPolicy
 ) -> tuple[tuple[float, float], ...]:
     share = weight / WEIGHT_SCALE
+    if history and now < history[-1][0]:
+        return ((now, share),)  # a clock that went back: what came before is not before
     if history and history[-1][1] == share:
         return history
     kept = (*history, (now, share))
     # A report is at most a lease old and spans a window before it: older changes are of no use.
-    horizon = now - policy.lease - KEPT_WINDOW
+    horizon = now - policy.lease - policy.rate_window
     while len(kept) > 1 and kept[1][0] <= horizon:
         kept = kept[1:]
     return kept

@@ -19,6 +19,7 @@ from federation.model.freshness import LinkState, link_state
 from federation.model.import_book import ImportBook
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
+from federation.model.rates import RATE_WINDOW
 from federation.model.views import ImportView
 from federation.model.weights import WeightPolicy
 from federation.runtime.feeding import Feeds
@@ -41,6 +42,8 @@ class Reconciler:
             slow_start=settings.slow_start,
             mode=settings.weights_mode,
             overflow_ratio=settings.overflow_ratio,
+            # The rates span the rate window, or one sampling interval where that is longer.
+            rate_window=max(RATE_WINDOW, settings.load_interval),
         )
         self.book = ImportBook(self.policy, settings.cluster)
         self.link = LinkState(False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ MEMBERS = ("a", "b", "c")
 NAMES = ("p", "q")
 POLICY = WeightPolicy(lease=10.0, slow_start=6.0, settle=3.0)
 GRACE = 25.0
+RATES = (None, (6.0, 5.0, 8.0), (14.0, 8.0, 8.0))  # arrival, completion, capacity (req/s)
 
 
 @dataclass
@@ -54,9 +56,11 @@ events = st.one_of(
               st.integers(0, 6), st.floats(0, 1)),
     st.tuples(st.just("beat"), st.sampled_from(MEMBERS)),
     # A digest of some pools; few distinct loads, so many entries only renew what is held.
+    # With rates (arrivals, completions, capacity) the rate plan runs, and here's kept share
+    # over the rates' window with it.
     st.tuples(st.just("digest"), st.sampled_from(MEMBERS),
               st.lists(st.sampled_from(NAMES), unique=True), st.integers(1, 2),
-              st.sampled_from([0.2, 0.9])),
+              st.sampled_from([0.2, 0.9]), st.sampled_from(RATES)),
     st.tuples(st.just("local"), st.sampled_from(NAMES), st.integers(0, 4), st.floats(0, 1)),
     st.tuples(st.just("wait"), st.floats(0.05, 12.0)),
     st.tuples(st.just("connected"), st.booleans()),
@@ -93,8 +97,11 @@ def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # ty
         elif kind == "beat":
             beliefs.apply(beat(step[1], sequence=seq, published_at=now), now)
         elif kind == "digest":
-            _, cluster, names, pods, saturation = step
-            entries = tuple(entry(n, observed_at=now, ready_pods=pods, saturation=saturation)
+            _, cluster, names, pods, saturation, rates = step
+            arrival, completion, capacity = rates or (None, None, None)
+            entries = tuple(entry(n, observed_at=now, ready_pods=pods, saturation=saturation,
+                                  kv_cache_utilization=saturation, arrival_rate=arrival,
+                                  completion_rate=completion, capacity_rate=capacity)
                             for n in names)  # fmt: skip
             beliefs.apply(digest(cluster, entries, sequence=seq, published_at=now), now)
             moved = {PoolKey(*k) for k in beliefs.digest_dirty(POLICY.lease * POLICY.full_trust)}
@@ -167,3 +174,35 @@ def test_a_dirty_key_is_recomputed_and_a_withdrawn_one_removed() -> None:
     assert book.step(beliefs, {}, {}, link, now=1001.0, grace=GRACE, dirty={PoolKey("llm", "p")})
     assert book.views == {}
     assert book.memories == {}
+
+
+def test_a_renewal_of_heres_own_report_does_not_move_its_kept_window() -> None:
+    """Here's demand is its arrivals / the share it kept while they were rated: that window ends
+    when its report was sampled. Ended at the renewal instead, a digest repeating the report
+    moved the window, so a full recomputation differed from the book (found by review)."""
+    beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
+    key = PoolKey("llm", "p")
+    rates = {"arrival_rate": 14.0, "completion_rate": 8.0, "capacity_rate": 8.0}
+    busy = entry("p", observed_at=1000.0, ready_pods=2, saturation=0.9,
+                 kv_cache_utilization=0.9, **rates)  # fmt: skip
+    idle = entry("p", observed_at=1000.0, ready_pods=2, saturation=0.2, kv_cache_utilization=0.2,
+                 arrival_rate=2.0, completion_rate=2.0, capacity_rate=8.0)  # fmt: skip
+    for seq, cluster in enumerate(("a", "b"), start=1):
+        beliefs.apply(export(cluster, "p", published_at=1000.0, generation=seq), 1000.0)
+    beliefs.apply(digest("a", (busy,), sequence=3, published_at=1000.0), 1000.0)
+    beliefs.apply(digest("b", (idle,), sequence=4, published_at=1000.0), 1000.0)
+    dirty: set[PoolKey] | None = None
+    for i in range(12):  # the weights move towards the spill; here's kept share changes
+        now = 1000.0 + 0.5 * i
+        if i == 9:  # a's digest renews its report (same content, sampled later)
+            renewed = msgspec.structs.replace(busy, observed_at=now)
+            beliefs.apply(digest("a", (renewed,), sequence=5, published_at=now), now)
+            moved = {PoolKey(*k) for k in beliefs.digest_dirty(POLICY.lease * POLICY.full_trust)}
+            assert key not in moved  # (only renewed: the book is not told)
+            dirty = set() if dirty is None else dirty | moved
+        link = link_state(beliefs, own_cluster=OWN, members=MEMBERS, connected=True, now=now,
+                          lease=POLICY.lease)  # fmt: skip
+        book.step(beliefs, {}, {}, link, now=now, grace=GRACE, dirty=dirty)
+        full.step(beliefs, {}, {}, link, now)
+        assert book.views[key] == full.views[key], now
+        dirty = set()

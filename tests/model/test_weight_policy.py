@@ -1,5 +1,7 @@
 """The full weight policy: local preference, spill, slow start, smoothing, hysteresis, cap."""
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +12,7 @@ from federation.model.weights import (
     WeightMemory,
     WeightPolicy,
     compute_weights,
-    mean_kept,
+    mean_share,
     step_weights,
 )
 from tests.model.factories import backend_loads
@@ -170,12 +172,35 @@ def test_the_share_kept_is_averaged_over_the_window_its_arrivals_were_counted_in
     # Here kept everything until t=9 and half since: arrivals rated over [7, 10] came two thirds
     # of the time at 1.0 and one third at 0.5, so they are divided by 0.83, not by 0.5.
     history = ((0.0, 1.0), (9.0, 0.5))
-    assert mean_kept(history, 7.0, 10.0) == pytest.approx((2 * 1.0 + 0.5) / 3)
-    assert mean_kept(history, -3.0, 0.0) == 1.0  # before the history: the oldest share known
-    assert mean_kept(history, 9.5, 9.5) == 0.5
+    assert mean_share(history, 7.0, 10.0, 1.0) == pytest.approx((2 * 1.0 + 0.5) / 3)
+    assert mean_share(history, 9.5, 9.5, 1.0) == 0.5
+    # Before its history began a backend had no weight: here kept all, a remote was sent none.
+    assert mean_share(((9.0, 0.5),), 7.0, 10.0, 1.0) == pytest.approx((2 * 1.0 + 0.5) / 3)
+    assert mean_share(((9.0, 0.5),), 7.0, 10.0, 0.0) == pytest.approx(0.5 / 3)
+    assert mean_share((), 7.0, 10.0, 0.0) == 0.0
+    assert mean_share(((9.0, 0.5),), 7.0, 8.0, 1.0) == 1.0
 
 
-def test_the_kept_history_follows_here_and_stays_bounded() -> None:
+def test_a_report_is_weighed_against_the_shares_it_saw_not_the_newest() -> None:
+    """A report's arrivals were counted before this agent's latest weights: weighing them
+    against those weights fed the plan its own output (here's demand grew and a remote's fell
+    at every step with no new report, found by review)."""
+    rates = {"completion_rate": 8.0, "capacity_rate": 8.0}
+    loads = {
+        "local": BackendLoad(ready_pods=2, saturation=0.9, kv_cache=0.9, arrival_rate=14.0,
+                             sampled_at=100.0, **rates),
+        "b": BackendLoad(ready_pods=2, saturation=0.2, kv_cache=0.2, arrival_rate=2.0,
+                         sampled_at=100.0, **rates),
+    }  # fmt: skip
+    first, memory = step_weights(loads, P, here="local", memory=WeightMemory(), now=100.0)
+    for t in (100.5, 101.0, 103.0, 104.9):  # the same reports (fully trusted), nothing new
+        aged = {n: replace(b, age=t - 100.0) for n, b in loads.items()}
+        got, memory = step_weights(aged, P, here="local", memory=memory, now=t)
+        assert w(got) == w(first), t
+        assert got["local"].reason == first["local"].reason
+
+
+def test_the_share_history_follows_every_backend_and_stays_bounded() -> None:
     rates = {"completion_rate": 10.0, "capacity_rate": 12.0}
     memory = WeightMemory()
     for t in range(200):  # here's demand swings over and under its capacity
@@ -186,6 +211,20 @@ def test_the_kept_history_follows_here_and_stays_bounded() -> None:
             "b": BackendLoad(ready_pods=4, saturation=0.1, kv_cache=0.1, arrival_rate=2.0, **rates),
         }  # fmt: skip
         weights, memory = step_weights(loads, P, here="local", memory=memory, now=float(t))
-        assert memory.kept[-1] == (memory.kept[-1][0], weights["local"].weight / 1_000_000)
-        assert memory.kept[0][0] >= t - P.lease - 3.0 - 20.0  # older changes are dropped
-    assert len({share for _, share in memory.kept}) > 1  # the share moved, and was recorded
+        for name in loads:
+            history = memory.shares[name]
+            assert history[-1] == (history[-1][0], weights[name].weight / 1_000_000)
+            assert history[0][0] >= t - P.lease - 3.0 - 20.0  # older changes are dropped
+    assert len({share for _, share in memory.shares["local"]}) > 1  # it moved, and was recorded
+
+
+def test_a_clock_that_goes_back_restarts_the_history() -> None:
+    rates = {"completion_rate": 8.0, "capacity_rate": 8.0}
+    loads = {
+        "local": BackendLoad(ready_pods=2, saturation=0.9, kv_cache=0.9, arrival_rate=14.0,
+                             **rates),
+        "b": BackendLoad(ready_pods=2, saturation=0.2, kv_cache=0.2, arrival_rate=2.0, **rates),
+    }  # fmt: skip
+    _, memory = step_weights(loads, P, here="local", memory=WeightMemory(), now=100.0)
+    _, memory = step_weights(loads, P, here="local", memory=memory, now=50.0)
+    assert all(h[0][0] == 50.0 and len(h) == 1 for h in memory.shares.values())
