@@ -247,6 +247,7 @@ class AgentMetrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+        self._lag_of: dict[str, Histogram] = {}  # per peer (members only: bounded)
 
     def count_feeds(self, counts: Mapping[str, Counter[str]]) -> None:
         """Expose these feeds' counters as ``federation_feed_operations_total``."""
@@ -257,7 +258,11 @@ class AgentMetrics:
         self.registry.register(_StateCollector(agent, self.wall, self.max_clock_offset))
 
     def observe_lag(self, peer: str, seconds: float) -> None:
-        self.lag.labels(peer).observe(max(0.0, seconds))
+        # (Once per event received: the labelled child is looked up once per peer, not each time.)
+        child = self._lag_of.get(peer)
+        if child is None:
+            child = self._lag_of[peer] = self.lag.labels(peer)
+        child.observe(max(0.0, seconds))
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -68,18 +68,27 @@ class JsonLinesExporter(SpanExporter):
 def setup_tracing(
     service: str, trace_file: Path | None = None, *, install: bool = True
 ) -> TracerProvider:
-    """A TracerProvider (installed as this process's, unless ``install`` is False: tests and the
-    demo hand its tracer to the agents instead); call ``shutdown()`` on it to flush."""
+    """A TracerProvider (installed as this process's when it exports anything, unless
+    ``install`` is False: tests and the demo hand its tracer to the agents instead); call
+    ``shutdown()`` on it to flush.
+
+    Not installed when nothing would export the spans: an SDK span that no processor takes
+    still costs its ids, its attributes and a context, several times on every event received;
+    the API's own spans cost next to nothing and still carry the publisher's trace context.
+    """
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    exporting = False
     if trace_file is not None:
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(trace_file)))
+        exporting = True
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    if install:
+        exporting = True
+    if install and exporting:
         trace.set_tracer_provider(provider)
     return provider
 

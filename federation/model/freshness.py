@@ -14,7 +14,7 @@ treated as stale, which is the safe choice for traffic.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from federation.model.beliefs import Beliefs
@@ -62,6 +62,13 @@ def staleness(beliefs: Beliefs, cluster: str, *, now: float, lease: float) -> St
     heard = beliefs.last_heard(cluster)
     age = None if heard is None else max(0.0, now - heard)
     return Staleness(cluster, age, age is None or age > lease)
+
+
+def stale_among(beliefs: Beliefs, clusters: Iterable[str], *, now: float, lease: float) -> set[str]:
+    """Those of ``clusters`` whose lease ran out (or that were never heard): ``staleness`` for
+    many at once, without a record per cluster (every reconcile asks it of every member)."""
+    heard = beliefs.heard_at
+    return {c for c in clusters if (at := heard.get(c)) is None or now - at > lease}
 
 
 def next_lease_end(

@@ -27,7 +27,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from federation.model.beliefs import Beliefs
-from federation.model.freshness import LinkState, Staleness, staleness
+from federation.model.freshness import LinkState, Staleness, stale_among, staleness
 from federation.model.imports import DesiredImport, desired_import
 from federation.model.pools import LocalPool, PoolKey
 from federation.model.views import ImportView, import_view
@@ -135,9 +135,8 @@ class ImportBook:
         return changed
 
     def _stale_exporters(self, beliefs: Beliefs, now: float) -> frozenset[str]:
-        lease = self.policy.lease
         return frozenset(
-            c for c in beliefs.exporters() if staleness(beliefs, c, now=now, lease=lease).stale
+            stale_among(beliefs, beliefs.exporters(), now=now, lease=self.policy.lease)
         )
 
     def _pop_due(self, now: float) -> set[PoolKey]:

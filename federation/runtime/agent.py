@@ -34,7 +34,7 @@ from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
 from federation.model.exported import exported_condition
-from federation.model.freshness import LinkState, next_lease_end, staleness
+from federation.model.freshness import LinkState, next_lease_end, stale_among, staleness
 from federation.model.gaps import SourceGaps
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
@@ -517,12 +517,9 @@ class Agent:
         return min(s.reconcile_interval, end - now + LEASE_END_MARGIN)
 
     def live_members(self, now: float) -> list[str]:
-        lease = self.settings.lease
-        return [
-            m
-            for m in self.settings.members
-            if not staleness(self.beliefs, m, now=now, lease=lease).stale
-        ]
+        members = self.settings.members
+        stale = stale_among(self.beliefs, members, now=now, lease=self.settings.lease)
+        return [m for m in members if m not in stale]
 
     async def _report_exports(self, now: float) -> None:
         """The pools' ``Exported`` conditions, recomputed only when one of their inputs moved
