@@ -113,6 +113,26 @@ async def test_a_saturated_local_pool_spills_and_a_silent_cluster_weighs_zero(fl
                    what="us-east weighed again after the heal")  # fmt: skip
 
 
+async def test_after_a_heal_a_peer_is_heard_again_before_it_says_anything_new(
+    fleet: Fleet,
+) -> None:
+    """Beats are left out while digests flow, so a healed peer's next live event can be a
+    digest keepalive away: its peers read what it said last (during the cut) at once."""
+    fleet.loads["ap-south"].set(LLAMA, saturation=1.0)
+    await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0,
+                   within=10, what="ap-south spilling to us-east")  # fmt: skip
+    fleet.network.partition("us-east")
+    await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
+                   within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
+    # us-east goes quiet (no beat, no sample, so no digest) and the cut heals.
+    east = fleet.agents["us-east"]
+    east.settings = dataclasses.replace(east.settings, beat_interval=60.0, load_interval=60.0)
+    fleet.network.heal("us-east")
+    took = await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0,
+                          within=LEASE, what="us-east weighed from its last words")  # fmt: skip
+    assert took < LEASE
+
+
 async def test_a_silent_cluster_weighs_zero_when_its_lease_ends_not_a_period_later(
     fleet: Fleet,
 ) -> None:

@@ -254,6 +254,10 @@ async def test_a_starting_agent_reads_every_members_newest_live_events(world: Wo
         } | {(messages.digest_subject(cs, c), b"digest") for c in ("us-east", "ap-south")}
 
     await wait_for(all_read, within=10, what="members' newest beats and digests")
+    # Asked for some members (peers whose lease ran out), only theirs.
+    east_only = {(d.subject, d.data) for d in await west.newest_live(["us-east"])}
+    assert east_only == {(messages.beat_subject(cs, "us-east"), b"new"),
+                         (messages.digest_subject(cs, "us-east"), b"digest")}  # fmt: skip
 
 
 async def test_live_events_sent_during_a_partition_are_lost_and_the_next_arrives(

@@ -403,12 +403,14 @@ class NatsBus:
         """Live events never handed out: (superseded while waiting, dropped by the cap)."""
         return self.live_mailbox.superseded, self.live_mailbox.dropped
 
-    async def newest_live(self) -> list[LiveDelivery]:
-        """Every member's newest heartbeat and load digest, read by direct get from its outbound
-        stream (wherever its NATS cluster is): what a (re)starting agent knew from the inbound
-        stream before live events left it. Members cut off or without either are skipped; the
-        live path brings them within a third of the lease (a beat's keepalive). Per-pool reports
-        (agents from before digests) are not read: they come again within a load interval."""
+    async def newest_live(self, members: Collection[str] | None = None) -> list[LiveDelivery]:
+        """Every member's (or each of ``members``') newest heartbeat and load digest, read by
+        direct get from its outbound stream (wherever its NATS cluster is): what a (re)starting
+        agent knew from the inbound stream before live events left it, and what a peer whose
+        lease ran out said last (after a partition heals). Members cut off or without either are
+        skipped; the live path brings them within a third of the lease (a digest's keepalive).
+        Per-pool reports (agents from before digests) are not read: they come again within a
+        load interval."""
         await self._reopen_if_closed()
         a = self.address
         gate = asyncio.Semaphore(DIRECT_GETS_AT_ONCE)
@@ -426,7 +428,7 @@ class NatsBus:
 
         asked = [
             newest(m, subject(a.clusterset, m))
-            for m in a.members
+            for m in (a.members if members is None else members)
             for subject in (messages.beat_subject, messages.digest_subject)
         ]
         return [d for d in await asyncio.gather(*asked) if d is not None]

@@ -171,12 +171,15 @@ class MemoryNetwork:
                         bus.live_mailbox.put(LiveDelivery(stored.subject, stored.data,
                                                           dict(stored.headers)))  # fmt: skip
 
-    def newest_live(self, cluster: str) -> list[LiveDelivery]:
-        """The newest heartbeat and digest in each member's outbound linked to ``cluster``."""
+    def newest_live(
+        self, cluster: str, members: Collection[str] | None = None
+    ) -> list[LiveDelivery]:
+        """The newest heartbeat and digest in each member's (or each of ``members``') outbound
+        linked to ``cluster``."""
         cs = self.clusterset
         found: list[LiveDelivery] = []
         for peer, p in self.clusters.items():
-            if not self.linked(cluster, peer):
+            if not self.linked(cluster, peer) or (members is not None and peer not in members):
                 continue
             for subject in (messages.beat_subject(cs, peer), messages.digest_subject(cs, peer)):
                 newest = [s for s in p.outbound if s.subject == subject]
@@ -244,9 +247,9 @@ class MemoryBus:
     def live_unapplied(self) -> tuple[int, int]:
         return self.live_mailbox.superseded, self.live_mailbox.dropped
 
-    async def newest_live(self) -> list[LiveDelivery]:
+    async def newest_live(self, members: Collection[str] | None = None) -> list[LiveDelivery]:
         self._check()
-        return self.network.newest_live(self.cluster)
+        return self.network.newest_live(self.cluster, members)
 
     async def restart_stalled_sources(
         self,

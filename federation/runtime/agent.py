@@ -13,6 +13,7 @@ publishing, so a restart never withdraws or re-times an export. Then these tasks
   or time moved: ``model.import_book``) → sinks
 - ``watch-sources``: re-attach peers' stream sources that stalled, helped by peers' live events
   (see the bus adapter)
+- ``recall-stale``: read what peers whose lease ran out said last (a healed partition)
 """
 
 from __future__ import annotations
@@ -201,6 +202,7 @@ class Agent:
             "consume-live": self._consume_live(),
             "reconcile": self._reconcile(),
             "watch-sources": self._watch_sources(),
+            "recall-stale": self._recall_stale(),
         }
 
     async def _root(self, task: str, coro: Coroutine[Any, Any, None]) -> None:
@@ -264,9 +266,10 @@ class Agent:
             if not batch or batch[-1].pending == 0:
                 return
 
-    async def apply_delivery(self, delivery: Delivery) -> None:
-        """Apply one event, from either path (the benchmarks drive this directly)."""
-        applied = await self.intake.apply(delivery, caught_up=self.ready.is_set())
+    async def apply_delivery(self, delivery: Delivery, *, recalled: bool = False) -> None:
+        """Apply one event, from either path (the benchmarks drive this directly); ``recalled``:
+        read back by direct get, so its age is bounded by its publisher's clock, as at start."""
+        applied = await self.intake.apply(delivery, caught_up=self.ready.is_set() and not recalled)
         if applied is None:
             return
         if isinstance(applied, LoadDigest):
@@ -359,6 +362,33 @@ class Agent:
                 self.counts.sources_restarted += len(restarted)
                 log.warning("agent %s: restarted stalled sources %s", self.name, restarted)
 
+    async def _recall_stale(self) -> None:
+        """Every heartbeat interval, read what each peer whose lease ran out said last, by
+        direct get from its outbound stream. After a partition heals, a peer's next live event
+        may be a digest's keepalive (lease/3) away, since beats are left out while digests
+        flow; this hears it back within a beat interval. A dead peer's last words renew
+        nothing: held already (counted as a duplicate), or aged by their publisher's clock, as
+        at start-up. (Its own task: a recall waiting on an unreachable cluster delays nothing.)"""
+        while True:
+            raise_if_cancelling()
+            await asyncio.sleep(self.settings.beat_interval)
+            await self._recall_stale_peers()
+
+    async def _recall_stale_peers(self) -> None:
+        s = self.settings
+        peers = [m for m in s.members if m != self.name]
+        stale = stale_among(self.beliefs, peers, now=self.now(), lease=s.lease)
+        if not stale:
+            return
+        try:
+            async with asyncio.timeout(s.request_timeout):
+                newest = await self.bus.newest_live(sorted(stale))
+        except Exception as exc:  # their clusters out of reach: the next interval
+            log.debug("agent %s: recalling %s failed: %r", self.name, sorted(stale), exc)
+            return
+        for delivery in newest:
+            await self.apply_delivery(delivery, recalled=True)
+
     def _stores_repaired(self, repaired: list[str]) -> None:
         """A lost store was recreated: if it held what we said, say everything again now."""
         if not repaired:
@@ -450,12 +480,19 @@ class Agent:
         while True:
             raise_if_cancelling()
             exports = sum(1 for p in self.local_pools.values() if is_exported(p))
-            # A digest renews our lease as a beat does, except at agents that read no digests.
+            # A digest renews our lease as a beat does (except at agents that read no digests),
+            # and one goes at least every lease/3 (its keepalive, checked at each sample of the
+            # loads): a beat that says nothing new is left out when a digest went within half a
+            # lease (never more, whatever the sampling: two chances per lease at least), and
+            # said again once a lease, so a peer that lost one (plain NATS delivers at most
+            # once) hears its acknowledgements at most a lease late. (Left out only within a
+            # beat interval of a digest, and said every lease/3, beats were half of every
+            # agent's inbound events.) A peer whose lease ran out reads our last words itself.
             s = self.settings
-            covered = 0.0 if self._peers_read_no_digests() else s.beat_interval
+            digesting = max(s.beat_interval, s.lease / 2)
+            covered = 0.0 if self._peers_read_no_digests() else digesting
             await self.publisher.publish_beat(
-                exports, __version__, self.reconciler.acks, covered=covered,
-                keepalive=s.lease / 3,
+                exports, __version__, self.reconciler.acks, covered=covered, keepalive=s.lease,
             )  # fmt: skip
             await asyncio.sleep(s.beat_interval)
 
