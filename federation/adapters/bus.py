@@ -403,14 +403,17 @@ class NatsBus:
         """Live events never handed out: (superseded while waiting, dropped by the cap)."""
         return self.live_mailbox.superseded, self.live_mailbox.dropped
 
-    async def newest_live(self, members: Collection[str] | None = None) -> list[LiveDelivery]:
+    async def newest_live(
+        self, members: Collection[str] | None = None, *, each_within: float | None = None
+    ) -> list[LiveDelivery]:
         """Every member's (or each of ``members``') newest heartbeat and load digest, read by
         direct get from its outbound stream (wherever its NATS cluster is): what a (re)starting
         agent knew from the inbound stream before live events left it, and what a peer whose
         lease ran out said last (after a partition heals). Members cut off or without either are
         skipped; the live path brings them within a third of the lease (a digest's keepalive).
         Per-pool reports (agents from before digests) are not read: they come again within a
-        load interval."""
+        load interval. ``each_within`` bounds each get on its own: one that hangs (a black-holed
+        link) loses only its own answer."""
         await self._reopen_if_closed()
         a = self.address
         gate = asyncio.Semaphore(DIRECT_GETS_AT_ONCE)
@@ -418,9 +421,10 @@ class NatsBus:
         async def newest(member: str, subject: str) -> LiveDelivery | None:
             async with gate:
                 try:
-                    m = await self.js.get_msg(
-                        outbound_stream(a.clusterset, member), subject=subject, direct=True
-                    )
+                    async with asyncio.timeout(each_within):
+                        m = await self.js.get_msg(
+                            outbound_stream(a.clusterset, member), subject=subject, direct=True
+                        )
                 except Exception as exc:  # none yet, or its cluster out of reach: skipped
                     log.debug("nats %s: no newest %s: %r", a.cluster, subject, exc)
                     return None

@@ -247,8 +247,10 @@ class MemoryBus:
     def live_unapplied(self) -> tuple[int, int]:
         return self.live_mailbox.superseded, self.live_mailbox.dropped
 
-    async def newest_live(self, members: Collection[str] | None = None) -> list[LiveDelivery]:
-        self._check()
+    async def newest_live(
+        self, members: Collection[str] | None = None, *, each_within: float | None = None
+    ) -> list[LiveDelivery]:
+        self._check()  # (in memory nothing waits: ``each_within`` has nothing to bound)
         return self.network.newest_live(self.cluster, members)
 
     async def restart_stalled_sources(

@@ -3,8 +3,10 @@
 Every event carries its publisher's ``published_at``; we know when it reached us on our own
 clock. ``published_at - received_at`` is the peer's offset minus the event's delay, and a delay
 is never negative, so the largest value of a recent window is the best estimate of the offset
-(the least-delayed event). Nothing is ever computed from it: ages and leases use our own receipt
-times only; the estimate is for people (status, a metric, an alert).
+(the least-delayed event). Ages and leases use our own receipt times only; the estimate is for
+people (status, a metric, an alert), and dates one thing only: a peer's last words read back by
+direct get after its lease ran out, which have no receipt time of their own (``Intake``): they
+are dated as if they had arrived with the least delay seen from that peer.
 """
 
 from __future__ import annotations

@@ -538,10 +538,14 @@ def _share_history(
     if history and history[-1][1] == share:
         return history
     kept = (*history, (now, share))
-    # A report is at most a lease old and spans a window before it: older changes are of no use.
+    # A report is renewed within a lease and spans a window before it: older changes are of
+    # little use. The oldest kept share then stands for all time before (a report renewed for
+    # minutes has its window there: the share then is closer than "no weight yet").
     horizon = now - policy.lease - policy.rate_window
-    while len(kept) > 1 and kept[1][0] <= horizon:
-        kept = kept[1:]
+    if len(kept) > 1 and kept[1][0] <= horizon:
+        while len(kept) > 1 and kept[1][0] <= horizon:
+            kept = kept[1:]
+        kept = ((-math.inf, kept[0][1]), *kept[1:])
     return kept
 
 

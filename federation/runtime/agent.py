@@ -75,6 +75,12 @@ RECONCILE_GAP = 0.2
 LEASE_END_MARGIN = 0.005
 
 
+def _subject_cluster(subject: str) -> str:
+    """The cluster token of a live subject (``fed.v1.<cs>.<kind>.<cluster>...``), or ""."""
+    tokens = subject.split(".")
+    return tokens[4] if len(tokens) > 4 else ""
+
+
 class RootTaskReturned(RuntimeError):
     """A long-lived task ended by itself: always a bug, so the agent stops loudly."""
 
@@ -143,6 +149,8 @@ class Agent:
         self._pools_changed = asyncio.Event()
         self._members = frozenset(settings.members)
         self._live_beats: dict[str, float] = {}  # peer -> monotonic time it was last heard live
+        self._recalled: dict[str, bytes] = {}  # live subject -> the words last read back on it
+        self._recall_after: dict[str, tuple[float, float]] = {}  # stale peer -> (when, backoff)
         # What peers' beats last acknowledged to us (accepted, refused), and how often it moved:
         # the ``Exported`` conditions are recomputed only when this or their other inputs move.
         self._acks_of_peers: dict[str, tuple[int, tuple[str, ...]]] = {}
@@ -268,8 +276,10 @@ class Agent:
 
     async def apply_delivery(self, delivery: Delivery, *, recalled: bool = False) -> None:
         """Apply one event, from either path (the benchmarks drive this directly); ``recalled``:
-        read back by direct get, so its age is bounded by its publisher's clock, as at start."""
-        applied = await self.intake.apply(delivery, caught_up=self.ready.is_set() and not recalled)
+        read back by direct get, dated by the publisher's clock offset (``Intake.recalled_at``)."""
+        applied = await self.intake.apply(
+            delivery, caught_up=self.ready.is_set(), recalled=recalled
+        )
         if applied is None:
             return
         if isinstance(applied, LoadDigest):
@@ -316,8 +326,7 @@ class Agent:
     def _heard_live(self, subject: str) -> None:
         """A hint for the source check (the subject's cluster token; the payload is checked
         when applied)."""
-        tokens = subject.split(".")
-        cluster = tokens[4] if len(tokens) > 4 else ""
+        cluster = _subject_cluster(subject)
         if cluster in self._members and cluster != self.name:
             self._live_beats[cluster] = time.monotonic()
 
@@ -367,27 +376,48 @@ class Agent:
         direct get from its outbound stream. After a partition heals, a peer's next live event
         may be a digest's keepalive (lease/3) away, since beats are left out while digests
         flow; this hears it back within a beat interval. A dead peer's last words renew
-        nothing: held already (counted as a duplicate), or aged by their publisher's clock, as
-        at start-up. (Its own task: a recall waiting on an unreachable cluster delays nothing.)"""
+        nothing: they are dated when they were published (by the peer's clock offset, as
+        estimated from its live events) and the same words are not applied twice. A peer whose
+        servers answer with the same words (its agent is down) is asked again after twice as
+        long each time, up to a lease; one whose servers do not answer (cut off) is asked at
+        every interval, so it is heard as soon as the cut heals. Its own task: a recall waiting
+        on an unreachable cluster delays nothing."""
         while True:
             raise_if_cancelling()
             await asyncio.sleep(self.settings.beat_interval)
-            await self._recall_stale_peers()
+            await self._recall_stale_peers(time.monotonic())
 
-    async def _recall_stale_peers(self) -> None:
+    async def _recall_stale_peers(self, at: float) -> None:
         s = self.settings
         peers = [m for m in s.members if m != self.name]
         stale = stale_among(self.beliefs, peers, now=self.now(), lease=s.lease)
-        if not stale:
+        for peer in set(self._recall_after) - stale:  # heard again: asked at once next time
+            del self._recall_after[peer]
+        due = sorted(p for p in stale if self._recall_after.get(p, (0.0, 0.0))[0] <= at)
+        if not due:
             return
-        try:
-            async with asyncio.timeout(s.request_timeout):
-                newest = await self.bus.newest_live(sorted(stale))
+        try:  # each get bounded on its own: one that hangs loses only its answer
+            newest = await self.bus.newest_live(due, each_within=s.request_timeout)
         except Exception as exc:  # their clusters out of reach: the next interval
-            log.debug("agent %s: recalling %s failed: %r", self.name, sorted(stale), exc)
+            log.debug("agent %s: recalling %s failed: %r", self.name, due, exc)
             return
+        answered, new = set(), set()
         for delivery in newest:
+            peer = _subject_cluster(delivery.subject)
+            answered.add(peer)
+            if self._recalled.get(delivery.subject) == delivery.data:
+                continue  # what we were told before
+            self._recalled[delivery.subject] = delivery.data
+            new.add(peer)
             await self.apply_delivery(delivery, recalled=True)
+        for peer in due:
+            if peer in new or peer not in answered:  # (unanswered: cut off, ask at every beat)
+                self._recall_after.pop(peer, None)
+                continue
+            # Its servers answer with the same words: its agent is down; ask less and less.
+            wait = self._recall_after.get(peer, (0.0, s.beat_interval / 2))[1] * 2
+            wait = min(wait, s.lease)
+            self._recall_after[peer] = (at + wait, wait)
 
     def _stores_repaired(self, repaired: list[str]) -> None:
         """A lost store was recreated: if it held what we said, say everything again now."""

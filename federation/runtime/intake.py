@@ -75,16 +75,44 @@ class Intake:
             log.warning("agent %s: %d exports of %s never arrived", self.cluster, skipped, peer)
 
     @staticmethod
-    def _published_at(delivery: Delivery, default: float) -> float:
+    def _published(delivery: Delivery) -> tuple[str, float] | None:
+        """(publisher, its publish time) of a delivery, None if it does not decode."""
         try:
             event = messages.decode(delivery.data)
         except messages.InvalidEvent:
-            return default  # consume_one rejects it and says why
-        return event.published_at
+            return None  # consume_one rejects it and says why
+        return event.cluster, event.published_at
 
-    async def apply(self, delivery: Delivery, *, caught_up: bool) -> Event | None:
-        """Check and apply one delivery; the event if it changed beliefs, else None."""
+    def _published_at(self, delivery: Delivery, default: float) -> float:
+        published = self._published(delivery)
+        return default if published is None else published[1]
+
+    def recalled_at(self, delivery: Delivery) -> float | None:
+        """When a peer's event read back by direct get was published, on our clock: its publish
+        time less the peer's clock offset as estimated from its live events (so a peer whose
+        clock runs ahead cannot look alive for longer than it was); None when no estimate
+        exists (a peer never heard live since we started: its last words are not dated)."""
+        published = self._published(delivery)
+        if published is None:
+            return self.wall()  # consume_one rejects it and says why
+        offset = self.offsets.offset(published[0])
+        if offset is None:
+            return None
+        return min(self.wall(), published[1] - offset)
+
+    async def apply(
+        self, delivery: Delivery, *, caught_up: bool, recalled: bool = False
+    ) -> Event | None:
+        """Check and apply one delivery; the event if it changed beliefs, else None.
+
+        ``recalled``: a peer's newest event read back by direct get (its lease had run out),
+        dated by ``recalled_at``; not applied when it cannot be dated."""
         self.pending = delivery.pending
+        if recalled:
+            at = self.recalled_at(delivery)
+            if at is None:
+                return None
+            return await self._apply_at(delivery, at, caught_up=False)
         self._count_gaps(delivery, caught_up)
         received_at = self.received_at(delivery)
         if not caught_up:
@@ -93,6 +121,11 @@ class Intake:
             # peer that died before our restart from looking alive for a lease (a skewed peer is
             # at worst stale until its next heartbeat, seconds later, on our clock).
             received_at = min(received_at, self._published_at(delivery, received_at))
+        return await self._apply_at(delivery, received_at, caught_up=caught_up)
+
+    async def _apply_at(
+        self, delivery: Delivery, received_at: float, *, caught_up: bool
+    ) -> Event | None:
         applied = await consume_one(
             delivery,
             beliefs=self.beliefs,
@@ -105,9 +138,10 @@ class Intake:
             verifier=self.verifier,
             received_at=received_at,
         )
-        if applied is not None:
-            if caught_up:  # a catch-up's old events say nothing about a clock
-                self.offsets.observe(applied.cluster, applied.published_at, received_at)
+        if applied is not None and caught_up:
+            # A catch-up's or a recall's old events say nothing about a clock, nor about how
+            # long events take to arrive.
+            self.offsets.observe(applied.cluster, applied.published_at, received_at)
             lag = self.wall() - applied.published_at
             for observe in self.lag_observers:
                 observe(applied.cluster, lag)

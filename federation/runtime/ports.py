@@ -107,7 +107,9 @@ class Bus(Protocol):
 
     async def live(self, wait: float = ...) -> Sequence[Delivery]: ...
 
-    async def newest_live(self, members: Collection[str] | None = None) -> Sequence[Delivery]: ...
+    async def newest_live(
+        self, members: Collection[str] | None = None, *, each_within: float | None = None
+    ) -> Sequence[Delivery]: ...
 
     def live_unapplied(self) -> tuple[int, int]: ...  # live events (superseded, dropped) so far
 

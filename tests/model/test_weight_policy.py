@@ -1,5 +1,6 @@
 """The full weight policy: local preference, spill, slow start, smoothing, hysteresis, cap."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -214,8 +215,13 @@ def test_the_share_history_follows_every_backend_and_stays_bounded() -> None:
         for name in loads:
             history = memory.shares[name]
             assert history[-1] == (history[-1][0], weights[name].weight / 1_000_000)
-            assert history[0][0] >= t - P.lease - 3.0 - 20.0  # older changes are dropped
-    assert len({share for _, share in memory.shares["local"]}) > 1  # it moved, and was recorded
+            assert all(at >= t - P.lease - 3.0 - 20.0 for at, _ in history[1:])  # bounded
+    history = memory.shares["local"]
+    assert len({share for _, share in history}) > 1  # it moved, and was recorded
+    # What came before the oldest change kept stands for all time before (a report renewed for
+    # minutes has its window there), not "no weight yet".
+    assert history[0][0] == -math.inf
+    assert mean_share(history, 10.0, 13.0, 1.0) == history[0][1]
 
 
 def test_a_clock_that_goes_back_restarts_the_history() -> None:

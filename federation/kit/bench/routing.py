@@ -97,6 +97,14 @@ class _Cluster:
         return sample
 
 
+def _says(s: LoadSample) -> tuple[Any, ...]:
+    """What a report carries of a sample (not its time nor the raw counters)."""
+    return (
+        s.ready_pods, s.kv_cache_utilization, s.queue_size, s.running_requests, s.saturation,
+        s.epp_status, s.arrival_rate, s.completion_rate, s.demand_rate, s.capacity_rate,
+    )  # fmt: skip
+
+
 @dataclass
 class Outcome:
     policy: str
@@ -148,6 +156,7 @@ def simulate(
         push(rng.expovariate(spec.rate), "arrive", spec.name)
     # What each gateway knows of each cluster (capacity policy), and its weight memory.
     known: dict[str, dict[str, LoadSample]] = {g: {} for g in names}
+    rated: dict[str, dict[str, float]] = {g: {} for g in names}  # when each was first received
     memory: dict[str, WeightMemory] = {g: WeightMemory() for g in names}
     weights: dict[str, dict[str, int]] = {g: {n: 1 for n in names} for g in names}
     wpolicy = weight_policy or WeightPolicy()  # the agent's defaults
@@ -186,7 +195,12 @@ def simulate(
         # Ages as the agent sees them: from the sample, so propagation counts.
         samples = known[gateway]
         loads: Mapping[str, BackendLoad | None] = {
-            n: samples[n].as_backend_load(now) if n in samples else None for n in names
+            n: dataclasses.replace(
+                samples[n].as_backend_load(now), sampled_at=rated[gateway].get(n)
+            )
+            if n in samples
+            else None
+            for n in names
         }
         result, memory[gateway] = step_weights(
             loads, wpolicy, here=gateway, memory=memory[gateway], now=now
@@ -254,6 +268,9 @@ def simulate(
 
     def on_deliver(now: float, data: tuple[str, str, LoadSample]) -> None:
         gateway, name, load = data
+        held = known[gateway].get(name)
+        if held is None or _says(held) != _says(load):  # (a keepalive that repeats: renewed)
+            rated[gateway][name] = now  # as the agent dates a report's rates: first received
         known[gateway][name] = load
         reweigh(gateway, now)
 
