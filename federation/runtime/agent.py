@@ -346,7 +346,10 @@ class Agent:
             await asyncio.sleep(delay)
             delay = s.beat_interval
             now = time.monotonic()
-            live = [c for c, t in self._live_beats.items() if now - t <= 2 * s.beat_interval]
+            # Heard live within the longest gap between a peer's live events (a beat is left
+            # out while digests flow, up to half a lease) and one check interval.
+            heard_within = max(2 * s.beat_interval, s.lease / 2 + s.beat_interval)
+            live = [c for c, t in self._live_beats.items() if now - t <= heard_within]
             # Stores are checked every half lease, not every beat: three JetStream requests per
             # agent each time (200 a second at 100 clusters every 2 s), for a rare disaster.
             if now - stores_checked >= s.lease / 2:
