@@ -281,6 +281,13 @@ def live_subjects(clusterset: str) -> list[str]:
     return [f"{base}.beat.*", f"{base}.digest.*", f"{base}.load.>"]
 
 
+def subject_cluster(subject: str) -> str:
+    """The cluster token of a subject (``fed.v1.<cs>.<kind>.<cluster>...``), or "" (cluster
+    names are Kubernetes labels: never tokenized)."""
+    tokens = subject.split(".")
+    return tokens[4] if len(tokens) > 4 else ""
+
+
 def is_live_subject(clusterset: str, subject: str) -> bool:
     kind = subject[len(prefix(clusterset)) + 1 :].split(".", 1)[0]
     return subject.startswith(prefix(clusterset) + ".") and kind in ("beat", "digest", "load")

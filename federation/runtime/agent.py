@@ -30,7 +30,7 @@ from typing import Any
 from opentelemetry import trace
 
 from federation import __version__
-from federation.messages import Heartbeat, LoadDigest
+from federation.messages import Heartbeat, LoadDigest, subject_cluster
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
@@ -40,6 +40,7 @@ from federation.model.gaps import SourceGaps
 from federation.model.loads import LoadSample
 from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.rates import RATE_WINDOW, SampleRates
+from federation.model.recalls import RecallSchedule
 from federation.model.status import status_document
 from federation.model.views import ImportView
 from federation.runtime.clocks import steady_clock
@@ -73,12 +74,6 @@ FETCH_WAIT = 1.0
 RECONCILE_GAP = 0.2
 # Past a lease's end: staleness is ``age > lease``, so a step at the very instant is too early.
 LEASE_END_MARGIN = 0.005
-
-
-def _subject_cluster(subject: str) -> str:
-    """The cluster token of a live subject (``fed.v1.<cs>.<kind>.<cluster>...``), or ""."""
-    tokens = subject.split(".")
-    return tokens[4] if len(tokens) > 4 else ""
 
 
 class RootTaskReturned(RuntimeError):
@@ -150,7 +145,7 @@ class Agent:
         self._members = frozenset(settings.members)
         self._live_beats: dict[str, float] = {}  # peer -> monotonic time it was last heard live
         self._recalled: dict[str, bytes] = {}  # live subject -> the words last read back on it
-        self._recall_after: dict[str, tuple[float, float]] = {}  # stale peer -> (when, backoff)
+        self._recalls = RecallSchedule(interval=settings.beat_interval, cap=settings.lease)
         # What peers' beats last acknowledged to us (accepted, refused), and how often it moved:
         # the ``Exported`` conditions are recomputed only when this or their other inputs move.
         self._acks_of_peers: dict[str, tuple[int, tuple[str, ...]]] = {}
@@ -326,7 +321,7 @@ class Agent:
     def _heard_live(self, subject: str) -> None:
         """A hint for the source check (the subject's cluster token; the payload is checked
         when applied)."""
-        cluster = _subject_cluster(subject)
+        cluster = subject_cluster(subject)
         if cluster in self._members and cluster != self.name:
             self._live_beats[cluster] = time.monotonic()
 
@@ -394,9 +389,7 @@ class Agent:
         s = self.settings
         peers = [m for m in s.members if m != self.name]
         stale = stale_among(self.beliefs, peers, now=self.now(), lease=s.lease)
-        for peer in set(self._recall_after) - stale:  # heard again: asked at once next time
-            del self._recall_after[peer]
-        due = sorted(p for p in stale if self._recall_after.get(p, (0.0, 0.0))[0] <= at)
+        due = self._recalls.due(stale, at)
         if not due:
             return
         try:  # each get bounded on its own: one that hangs loses only its answer
@@ -406,21 +399,14 @@ class Agent:
             return
         answered, new = set(), set()
         for delivery in newest:
-            peer = _subject_cluster(delivery.subject)
+            peer = subject_cluster(delivery.subject)
             answered.add(peer)
             if self._recalled.get(delivery.subject) == delivery.data:
                 continue  # what we were told before
             self._recalled[delivery.subject] = delivery.data
             new.add(peer)
             await self.apply_delivery(delivery, recalled=True)
-        for peer in due:
-            if peer in new or peer not in answered:  # (unanswered: cut off, ask at every beat)
-                self._recall_after.pop(peer, None)
-                continue
-            # Its servers answer with the same words: its agent is down; ask less and less.
-            wait = self._recall_after.get(peer, (0.0, s.beat_interval / 2))[1] * 2
-            wait = min(wait, s.lease)
-            self._recall_after[peer] = (at + wait, wait)
+        self._recalls.asked(due, answered=answered, new=new, at=at)
 
     def _stores_repaired(self, repaired: list[str]) -> None:
         """A lost store was recreated: if it held what we said, say everything again now."""

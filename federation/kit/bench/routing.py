@@ -97,12 +97,9 @@ class _Cluster:
         return sample
 
 
-def _says(s: LoadSample) -> tuple[Any, ...]:
-    """What a report carries of a sample (not its time nor the raw counters)."""
-    return (
-        s.ready_pods, s.kv_cache_utilization, s.queue_size, s.running_requests, s.saturation,
-        s.epp_status, s.arrival_rate, s.completion_rate, s.demand_rate, s.capacity_rate,
-    )  # fmt: skip
+def _says(s: LoadSample) -> LoadSample:
+    """What a report carries of a sample: all but its time and the raw counters."""
+    return dataclasses.replace(s, observed_at=0.0, requests_total=None, completions_total=None)
 
 
 @dataclass
