@@ -603,16 +603,23 @@ class NatsBus:
         return fields[0][len(prefix) :].split(":", 1)[0], int(fields[1])
 
     async def publish(
-        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = None
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str | None,
+        headers: Mapping[str, str] | None = None,
     ) -> bool:
-        """Publish to JetStream; True when stored, False when the server saw it already."""
+        """Publish to JetStream; True when stored, False when the server saw ``msg_id`` already.
+        Without an id or headers the message goes bare (``MSG``, not ``HMSG``): every live
+        subscriber parses it without nats-py's per-line header parse."""
         await self._reopen_if_closed()
-        hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
+        hdrs = {} if msg_id is None else {"Nats-Msg-Id": msg_id}
+        hdrs.update(headers or {})
         self._publishing += 1
         self._reorder = max(self._reorder, self._publishing)
         try:
             ack = await self.js.publish(
-                subject, payload, headers=hdrs, timeout=self.address.request_timeout
+                subject, payload, headers=hdrs or None, timeout=self.address.request_timeout
             )
         finally:
             self._publishing -= 1

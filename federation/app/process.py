@@ -89,7 +89,7 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
             services=services,
             signer=FileSigner(options.signing_key) if options.signing_key else None,
             verifier=TrustBundle(options.trust_bundle) if options.trust_bundle else None,
-            tracer=tracing.get_tracer("federation"),
+            tracer=tracing.get_tracer("federation") if tracing is not None else None,
             http=HttpPort(host=options.http_host, port=options.http_port),
             insecure=options.insecure,
         ),
@@ -130,5 +130,6 @@ async def run_agent(settings: Settings, options: ProcessOptions) -> int:
         with contextlib.suppress(Exception):
             await scraper.close()
         await built.close()
-        tracing.shutdown()
+        if tracing is not None:
+            tracing.shutdown()
     return code

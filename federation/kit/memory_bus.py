@@ -309,7 +309,11 @@ class MemoryBus:
         return out
 
     async def publish(
-        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = None
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str | None,
+        headers: Mapping[str, str] | None = None,
     ) -> bool:
         self._check()
         if not any(fnmatch.fnmatchcase(subject, p.replace(">", "*")) for p in self._own):
@@ -319,12 +323,12 @@ class MemoryBus:
         for old, at in list(ids.items()):
             if now - at > DUPLICATE_WINDOW:
                 del ids[old]
-        if msg_id in ids:
-            return False
-        ids[msg_id] = now
-        stored = self.network.store(
-            self.cluster, subject, payload, {"Nats-Msg-Id": msg_id, **(headers or {})}
-        )
+        if msg_id is not None:
+            if msg_id in ids:
+                return False
+            ids[msg_id] = now
+        id_header = {} if msg_id is None else {"Nats-Msg-Id": msg_id}
+        stored = self.network.store(self.cluster, subject, payload, id_header | dict(headers or {}))
         if messages.is_live_subject(self.network.clusterset, subject):
             self.network.heard_live(self.cluster, stored)
         return True

@@ -101,7 +101,7 @@ class Agent:
     ) -> None:
         self.settings = settings
         self.demand = demand  # the local gateway's per-pool request counters, where one counts
-        self.tracer = tracer or trace.get_tracer("federation")
+        self.tracer = tracer  # None: nothing exports spans, and none are made (consuming)
         self.bus = bus
         self.pools = pools
         self.loads = loads
@@ -280,6 +280,11 @@ class Agent:
         if isinstance(applied, LoadDigest):
             policy = self.reconciler.policy
             dirty = self.beliefs.digest_dirty(policy.lease * policy.full_trust)
+            # A keepalive that moved no pool is like a beat: it wakes the reconciler only by
+            # renewing a lease that had run out (two thirds of all digests when loads move
+            # every ten seconds; each woken step reads every member's lease).
+            if not dirty and not self.reconciler.is_stale(applied.cluster):
+                return
             self.reconciler.mark_dirty(PoolKey(*k) for k in dirty)
         elif isinstance(applied, Heartbeat):
             acks = (
@@ -545,12 +550,16 @@ class Agent:
         while True:
             raise_if_cancelling()
             woken = False
+            wait = self._reconcile_wait()
+            began = time.monotonic()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._reconcile_wait()):
+                async with asyncio.timeout(wait):
                     woken = await self._changed.wait()
-            since = time.monotonic() - last
+            now_mono = time.monotonic()
+            since = now_mono - last
             if woken and since < RECONCILE_GAP:  # woken right after a step: fold in what follows
-                await asyncio.sleep(min(RECONCILE_GAP - since, self._reconcile_wait()))
+                # What is left of the wait computed above: no second pass over the leases.
+                await asyncio.sleep(min(RECONCILE_GAP - since, wait - (now_mono - began)))
             self._changed.clear()
             last = time.monotonic()
             now = self.now()

@@ -32,7 +32,7 @@ class Intake:
         clusterset: str,
         members: Sequence[str],
         wall: Callable[[], float],
-        tracer: trace.Tracer,
+        tracer: trace.Tracer | None,
         verifier: Verifier | None = None,
         lag_observers: Sequence[Callable[[str, float], None]] = (),
     ) -> None:

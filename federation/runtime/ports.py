@@ -126,7 +126,14 @@ class Bus(Protocol):
     async def fetch(self, batch: int = ..., wait: float = ...) -> Sequence[Delivery]: ...
 
     async def publish(
-        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = ...
-    ) -> bool: ...
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str | None,
+        headers: Mapping[str, str] | None = ...,
+    ) -> bool:
+        """Store an event in our outbound stream (live ones also reach peers' subscriptions);
+        False when ``msg_id`` (de-duplication, None for none) was seen within the window."""
+        ...
 
     async def close(self) -> None: ...

@@ -7,6 +7,7 @@ an outage costs latency, never an export.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -55,7 +56,7 @@ class Publisher:
     wall: Callable[[], float]
     counts: EventCounts
     keepalive: float
-    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("federation"))
+    tracer: trace.Tracer | None = None  # None: nothing exports our spans, so none are made
     signer: Signer | None = None
     exported: dict[PoolKey, ExportEvent] = field(default_factory=dict)  # what we last said
     _sequences: dict[str, int] = field(default_factory=dict)
@@ -108,17 +109,25 @@ class Publisher:
         self._sequences[subject] = seq
         return seq
 
+    def _span(
+        self, event: Event, subject: str, payload: bytes
+    ) -> contextlib.AbstractContextManager[object]:
+        if self.tracer is None:
+            return contextlib.nullcontext()
+        return self.tracer.start_as_current_span(
+            f"publish {type(event).__name__}",
+            kind=trace.SpanKind.PRODUCER,
+            attributes=messaging_attributes(subject, payload, self.cluster),
+        )
+
     async def _send(self, event: Event) -> bool:
         subject = messages.subject_for(self.clusterset, event)
         payload = messages.encode(event)
         try:
-            with self.tracer.start_as_current_span(
-                f"publish {type(event).__name__}",
-                kind=trace.SpanKind.PRODUCER,
-                attributes=messaging_attributes(subject, payload, self.cluster),
-            ):
+            with self._span(event, subject, payload):
                 headers: dict[str, str] = {}
-                propagate.inject(headers)  # W3C traceparent rides in the NATS headers
+                if self.tracer is not None:
+                    propagate.inject(headers)  # W3C traceparent rides in the NATS headers
                 # Peers count gaps in our exports' own count (model.gaps).
                 counted = self.exports_counted + 1 if isinstance(event, ExportEvent) else None
                 if counted is not None:
@@ -127,7 +136,11 @@ class Publisher:
                     )
                 if self.signer is not None:
                     headers.update(self.signer.sign(subject, payload))
-                stored = await self.bus.publish(subject, payload, messages.msg_id(event), headers)
+                # Only exports are de-duplicated by the server (a retried publish); a live
+                # event is superseded by the next anyway, and a message without headers is
+                # cheaper for every peer to parse.
+                msg_id = messages.msg_id(event) if isinstance(event, ExportEvent) else None
+                stored = await self.bus.publish(subject, payload, msg_id, headers)
         except Exception as exc:  # the next cycle publishes again; never fatal
             self.counts.publish_failures += 1
             log.warning("publish %s failed: %s", subject, exc)
