@@ -209,3 +209,14 @@ async def test_a_clock_that_jumps_while_running_changes_nothing() -> None:
             while time.monotonic() < deadline:
                 assert healthy_everywhere(f), (jump, {c: f.weights(c) for c in MEMBERS})
                 await asyncio.sleep(0.1)
+
+
+def test_the_reconcile_gap_grows_with_the_members_up_to_the_interval() -> None:
+    """A step reads every member's lease: at 100 clusters, events fold into fewer steps."""
+    from federation.runtime.agent import reconcile_gap
+
+    assert reconcile_gap(3, 0.5) == 0.2
+    assert reconcile_gap(50, 0.5) == 0.5
+    assert reconcile_gap(35, 0.5) == pytest.approx(0.35)
+    assert reconcile_gap(100, 0.5) == 0.5  # never longer than the periodic step
+    assert reconcile_gap(3, 0.1) == 0.1

@@ -70,8 +70,19 @@ FETCH_BATCH = 512
 FETCH_WAIT = 1.0
 # The least time between two reconciles woken by events. An event after a quiet spell is
 # reconciled at once; a burst (at 100 clusters, digests arrive tens per second) is folded into
-# one step per gap instead of one per event: each step also reads every member's lease.
+# one step per gap instead of one per event. Each step also reads every member's lease, so its
+# fixed cost grows with the members: the gap grows with them too (0.2 s up to 20 members, 10 ms
+# a member beyond, at most the periodic interval), which keeps the reconcile's share of an
+# agent's CPU flat as the ClusterSet grows, at up to that much latency for a weight under
+# continuous change.
 RECONCILE_GAP = 0.2
+RECONCILE_GAP_PER_MEMBER = 0.01
+
+
+def reconcile_gap(members: int, reconcile_interval: float) -> float:
+    return min(max(RECONCILE_GAP, RECONCILE_GAP_PER_MEMBER * members), reconcile_interval)
+
+
 # Past a lease's end: staleness is ``age > lease``, so a step at the very instant is too early.
 LEASE_END_MARGIN = 0.005
 
@@ -141,6 +152,7 @@ class Agent:
             digests=settings.load_messages == "digest",
         )
         self._changed = asyncio.Event()
+        self._reconcile_gap = reconcile_gap(len(settings.members), settings.reconcile_interval)
         self._pools_changed = asyncio.Event()
         self._members = frozenset(settings.members)
         self._live_beats: dict[str, float] = {}  # peer -> monotonic time it was last heard live
@@ -337,15 +349,24 @@ class Agent:
         live on plain NATS but not through the source for three intervals (right after a
         gateway heal, for example), or, failing that hint, when it has been silent for a lease.
         Lost stores are looked for on the same task, every half lease.
+
+        While every peer has been live for a lease (nothing was cut off, nothing healed), the
+        sources are checked every half lease instead: each check reads the inbound stream's
+        state of every member's source (100 of them at 100 clusters, every agent, every 2 s),
+        and a source stalls mostly when a link heals.
         """
         s = self.settings
         delay = s.beat_interval
-        stores_checked = -math.inf
+        stores_checked = sources_checked = unsettled_at = -math.inf
+        peers = [m for m in s.members if m != self.name]
         while True:
             raise_if_cancelling()
             await asyncio.sleep(delay)
             delay = s.beat_interval
             now = time.monotonic()
+            if stale_among(self.beliefs, peers, now=self.now(), lease=s.lease):
+                unsettled_at = now
+            settled = now - unsettled_at > s.lease
             # Heard live within the longest gap between a peer's live events (a beat is left
             # out while digests flow, up to half a lease) and one check interval.
             heard_within = max(2 * s.beat_interval, s.lease / 2 + s.beat_interval)
@@ -360,6 +381,9 @@ class Agent:
                 except Exception as exc:  # servers down or JetStream not ready: next interval
                     log.info("agent %s: store check failed: %s", self.name, exc)
                     stores_checked = -math.inf
+            if settled and now - sources_checked < s.lease / 2:
+                continue
+            sources_checked = now
             try:
                 async with asyncio.timeout(s.request_timeout):
                     restarted = await self.bus.restart_stalled_sources(
@@ -367,6 +391,7 @@ class Agent:
                     )
             except Exception as exc:  # no meta leader (partition, heal) or a reconnect
                 log.info("agent %s: source check failed: %s", self.name, exc)
+                sources_checked = -math.inf
                 # After a heal JetStream answers 503 for seconds: retry soon, not a beat later.
                 delay = min(1.0, s.beat_interval)
                 continue
@@ -466,8 +491,10 @@ class Agent:
             await self.publisher.publish_loads(exported, per_pool=self._peers_read_no_digests())
             # Our own samples weigh only `local` backends (unexported pools); exported ones
             # reach our imports as load digests through the bus, like everyone else's.
-            self.reconciler.mark_dirty(p.key for p in pools if not is_exported(p))
-            self._changed.set()
+            local = [p.key for p in pools if not is_exported(p)]
+            if local:  # nothing else reads our own samples: no step for the others
+                self.reconciler.mark_dirty(local)
+                self._changed.set()
             await asyncio.sleep(self.settings.load_interval)
 
     def _peers_read_no_digests(self) -> bool:
@@ -557,9 +584,10 @@ class Agent:
                     woken = await self._changed.wait()
             now_mono = time.monotonic()
             since = now_mono - last
-            if woken and since < RECONCILE_GAP:  # woken right after a step: fold in what follows
+            gap = self._reconcile_gap
+            if woken and since < gap:  # woken right after a step: fold in what follows
                 # What is left of the wait computed above: no second pass over the leases.
-                await asyncio.sleep(min(RECONCILE_GAP - since, wait - (now_mono - began)))
+                await asyncio.sleep(min(gap - since, wait - (now_mono - began)))
             self._changed.clear()
             last = time.monotonic()
             now = self.now()
@@ -576,7 +604,7 @@ class Agent:
         s = self.settings
         now = self.now()
         peers = [m for m in s.members if m != self.name]
-        end = next_lease_end(self.beliefs, peers, now=now, lease=s.lease, fold=RECONCILE_GAP)
+        end = next_lease_end(self.beliefs, peers, now=now, lease=s.lease, fold=self._reconcile_gap)
         if end is None:
             return s.reconcile_interval
         return min(s.reconcile_interval, end - now + LEASE_END_MARGIN)
