@@ -144,7 +144,10 @@ def asyncapi() -> dict[str, Any]:
             "version": v,
             "description": "Events exchanged by federation agents over NATS JetStream. Every "
             "event is full state; the newest per subject is the truth. Payloads are JSON; "
-            "headers carry Nats-Msg-Id (de-duplication) and W3C traceparent.",
+            "exports carry Nats-Msg-Id (de-duplication) and their publisher's export count "
+            "in headers; any event carries W3C traceparent when its publisher traces, and a "
+            "signature when it signs. A live event (heartbeat, digest, report) without either "
+            "has no headers.",
         },
         "defaultContentType": "application/json",
         "channels": {

@@ -37,7 +37,7 @@ class RecordingBus:
         self.sent: list[messages.Event] = []
 
     async def publish(
-        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str]
+        self, subject: str, payload: bytes, msg_id: str | None, headers: Mapping[str, str]
     ) -> None:
         event = messages.decode(payload)  # what a peer would decode
         assert subject == messages.subject_for("cs", event)
@@ -278,7 +278,7 @@ class DigestDenyingBus(RecordingBus):
     """Servers whose permissions predate digests: the digest subject is refused."""
 
     async def publish(
-        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str]
+        self, subject: str, payload: bytes, msg_id: str | None, headers: Mapping[str, str]
     ) -> None:
         if ".digest." in subject:
             raise PermissionError("nats: permissions violation for publish")

@@ -73,7 +73,7 @@ def test_the_sdk_is_installed_only_when_something_exports_its_spans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An SDK span nobody exports costs ~5x an API one on every event received: without a
-    trace file or an OTLP endpoint the process keeps the API's spans."""
+    trace file or an OTLP endpoint there is no provider, and the agent makes no spans."""
     from opentelemetry import trace
 
     from federation.adapters import tracing
