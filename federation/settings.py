@@ -123,6 +123,8 @@ class Settings:
     # How load travels: one digest per cluster ("digest"), or one report per pool ("per-pool",
     # what agents before digests send: for a rollback, or pinning a fleet mid-upgrade).
     load_messages: str = "digest"
+    # One inbound stream per NATS cluster, shared by every agent placed there (see bus.py).
+    shared_inbound: bool = False
     feeds: FeedSettings = field(default_factory=FeedSettings)
 
     def __post_init__(self) -> None:

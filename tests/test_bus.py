@@ -219,3 +219,49 @@ async def test_agents_from_before_the_live_path_and_after_hear_each_other(
     finally:
         await new.close()
         await old.close()
+
+
+async def test_agents_of_one_nats_cluster_share_its_inbound_stream(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    """--shared-inbound: one inbound stream per NATS cluster (N x C sources, not C x C), each
+    agent with its own consumer on it; every export still reaches every agent once."""
+    from federation.adapters.bus import shared_inbound_stream
+
+    nats_a, nats_b = list(supercluster.specs)[:2]
+    placed = {"a1": nats_a, "a2": nats_a, "b1": nats_b}
+    buses = {
+        c: NatsBus(
+            BusAddress(supercluster.url(n), clusterset, c, n, tuple(placed), shared_inbound=True)
+        )
+        for c, n in placed.items()
+    }
+    try:
+        for bus in buses.values():
+            await bus.connect()
+            await bus.ensure_streams()
+            await bus.start_consuming()
+        js = buses["a1"].js
+        shared = await js.stream_info(shared_inbound_stream(clusterset, nats_a))
+        assert shared.config.placement is not None
+        assert shared.config.placement.cluster == nats_a
+        assert len(shared.config.sources or []) == len(placed)  # one per member, not per agent
+        with pytest.raises(NotFoundError):
+            await js.stream_info(inbound_stream(clusterset, "a1"))
+        event = export(cluster="b1")
+        subject = messages.subject_for(clusterset, event)
+        assert await buses["b1"].publish(subject, messages.encode(event), "id-shared")
+        for cluster, bus in buses.items():
+            got: list = []
+
+            async def fetched(bus: NatsBus = bus, got: list = got) -> bool:
+                got.extend(await bus.fetch(10, 0.2))
+                return bool(got)
+
+            await wait_for(fetched, within=15, what=f"delivery at {cluster}")
+            assert [d.subject for d in got] == [subject]  # once each, by its own consumer
+            await got[0].ack()
+        assert await buses["a2"].restart_stalled_sources(60.0) == []
+    finally:
+        for bus in buses.values():
+            await bus.close()

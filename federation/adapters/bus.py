@@ -67,6 +67,20 @@ def inbound_stream(clusterset: str, cluster: str) -> str:
     return f"FED_IN_{clusterset}_{cluster}"
 
 
+def shared_inbound_stream(clusterset: str, nats_cluster: str) -> str:
+    """One inbound stream for every agent whose streams live in ``nats_cluster`` (cluster names
+    are DNS labels, without ``_``: this never names a cluster's own)."""
+    return f"FED_IN_{clusterset}_at_{nats_cluster}"
+
+
+def inbound_stream_of(clusterset: str, cluster: str, nats_cluster: str, shared: bool) -> str:
+    return (
+        shared_inbound_stream(clusterset, nats_cluster)
+        if shared
+        else inbound_stream(clusterset, cluster)
+    )
+
+
 def consumer_name(cluster: str) -> str:
     return f"agent-{cluster}"
 
@@ -130,6 +144,15 @@ class BusAddress:
     # Deliver every stored event at start, not only the newest per subject (benchmarks only:
     # it lets one agent ingest a pre-filled stream through its normal consume path).
     deliver_all: bool = False
+    # One inbound stream per NATS cluster, shared by the agents placed there (each with its own
+    # consumer), instead of one per cluster: C x C stream sources become N x C.
+    shared_inbound: bool = False
+
+    @property
+    def inbound(self) -> str:
+        return inbound_stream_of(
+            self.clusterset, self.cluster, self.placement_cluster, self.shared_inbound
+        )
 
 
 class NatsBus:
@@ -261,7 +284,7 @@ class NatsBus:
                 a = self.address
                 self._sub = await self.js.pull_subscribe_bind(
                     durable=consumer_name(a.cluster),
-                    stream=inbound_stream(a.clusterset, a.cluster),
+                    stream=a.inbound,
                 )
         except Exception:
             with contextlib.suppress(Exception):
@@ -286,7 +309,7 @@ class NatsBus:
     def _inbound_config(self) -> StreamConfig:
         a = self.address
         return StreamConfig(
-            name=inbound_stream(a.clusterset, a.cluster),
+            name=a.inbound,
             storage=StorageType.FILE,
             max_msgs_per_subject=a.history_per_subject,
             placement=Placement(cluster=a.placement_cluster),
@@ -317,7 +340,7 @@ class NatsBus:
         repaired: list[str] = []
         out, inbound = (
             outbound_stream(a.clusterset, a.cluster),
-            inbound_stream(a.clusterset, a.cluster),
+            a.inbound,
         )
         # Read before asking: an ack may overtake a stream-info answer taken before its message.
         outbound_last, inbound_last = self._outbound_last, self._inbound_last
@@ -462,7 +485,7 @@ class NatsBus:
         """
         await self._reopen_if_closed()
         a = self.address
-        name = inbound_stream(a.clusterset, a.cluster)
+        name = a.inbound
         info = await self.js.stream_info(name)
         own = outbound_stream(a.clusterset, a.cluster)
         live = {outbound_stream(a.clusterset, c) for c in heard_live}
@@ -515,7 +538,7 @@ class NatsBus:
         made the consumer, binds to it while it has delivered nothing.
         """
         a = self.address
-        stream = inbound_stream(a.clusterset, a.cluster)
+        stream = a.inbound
         durable = consumer_name(a.cluster)
         if self._sub is not None:  # a consumer recreated after a lost store: drop the old one
             with contextlib.suppress(Exception):

@@ -27,13 +27,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from federation import messages
-from federation.adapters.bus import consumer_name, inbound_stream, outbound_stream
+from federation.adapters.bus import consumer_name, inbound_stream_of, outbound_stream
 
 ADMIN = "admin"
 
 
-def cluster_permissions(clusterset: str, cluster: str) -> dict[str, Any]:
-    out, inbound = outbound_stream(clusterset, cluster), inbound_stream(clusterset, cluster)
+def cluster_permissions(
+    clusterset: str, cluster: str, *, nats_cluster: str = "", shared_inbound: bool = False
+) -> dict[str, Any]:
+    """What ``cluster``'s agent may do on the bus. With ``shared_inbound`` its inbound stream is
+    its NATS cluster's (``nats_cluster``, default: the cluster), which every agent placed there
+    may create and update: they share its sources, so they trust each other with them."""
+    out = outbound_stream(clusterset, cluster)
+    inbound = inbound_stream_of(clusterset, cluster, nats_cluster or cluster, shared_inbound)
     consumer = consumer_name(cluster)
     api = "$JS.API"
     publish = [

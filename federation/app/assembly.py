@@ -50,6 +50,7 @@ def nats_bus(settings: Settings, connect_options: Mapping[str, object] | None = 
             members=settings.members,
             history_per_subject=settings.history_per_subject,
             request_timeout=settings.request_timeout,
+            shared_inbound=settings.shared_inbound,
         ),
         connect_options=connect_options,
     )

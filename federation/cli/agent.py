@@ -103,6 +103,16 @@ from federation.settings import (
     envvar=env("LOAD_MESSAGES"),
     help="Load as one digest per cluster, or one report per pool (as agents before digests did).",
 )
+@click.option(
+    "--shared-inbound/--own-inbound",
+    default=Settings.shared_inbound,
+    show_default=True,
+    envvar=env("SHARED_INBOUND"),
+    help="Read exports from one inbound stream per NATS cluster, shared by every agent whose "
+    "streams are placed there (each with its own consumer), instead of one per cluster: "
+    "N x C stream sources instead of C x C when clusters share NATS clusters. Every agent of "
+    "that NATS cluster must say the same.",
+)
 @file_option("--signing-key", "This cluster's Ed25519 key: sign every event.")
 @file_option("--trust-bundle", "Peers' public keys: reject unsigned/forged events.")
 @click.option("--nats-user", default=None, envvar=env("NATS_USER"))
@@ -248,6 +258,7 @@ def agent(
     max_clock_offset: float,
     trace_file: Path | None,
     load_messages: str,
+    shared_inbound: bool,
     signing_key: Path | None,
     trust_bundle: Path | None,
     nats_user: str | None,
@@ -290,6 +301,7 @@ def agent(
             grace=grace,
             max_clock_offset=max_clock_offset,
             load_messages=load_messages,
+            shared_inbound=shared_inbound,
             weights_mode=weights_mode,
             overflow_ratio=overflow_ratio,
             controller_name=controller_name or DEFAULT_CONTROLLER_NAME,

@@ -63,6 +63,12 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     help="Scale: each cluster exports P pools of its own (own), or P pools are each exported "
     "by a random third of the clusters (shared).",
 )  # fmt: skip
+@click.option(
+    "--inbound", type=click.Choice(["shared", "own"]), default="shared", show_default=True,
+    help="Scale: the agents read exports from one inbound stream per NATS cluster (shared, "
+    "as `federation agent --shared-inbound`: clusters here share 4 NATS clusters) or from one "
+    "per cluster (own: C x C stream sources).",
+)  # fmt: skip
 def bench(
     scenarios: tuple[str, ...],
     quick: bool,
@@ -75,6 +81,7 @@ def bench(
     clusters: int | None,
     pools: int | None,
     shape: str,
+    inbound: str,
 ) -> None:
     """Measure ingest, propagation, scale and routing quality against the raw NATS baseline."""
     from federation.kit.bench.routing_scenarios import Scenario, scenario_family
@@ -93,6 +100,7 @@ def bench(
         run_bench(
             list(scenarios), quick=quick, routing=family, demand_source=demand_source,
             overflow_ratio=overflow_ratio, clusters=clusters, pools=pools, shape=shape,
+            shared_inbound=inbound == "shared",
         )
     )  # fmt: skip
     if as_json:

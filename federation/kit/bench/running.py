@@ -46,6 +46,7 @@ async def run_bench(
     clusters: int | None = None,
     pools: int | None = None,
     shape: str = "own",
+    shared_inbound: bool = True,
 ) -> dict[str, Any]:
     chosen = scenarios or list(SCENARIOS)
     doc: dict[str, Any] = {"quick": quick, "machine": machine(), "scenarios": {}}
@@ -71,7 +72,8 @@ async def run_bench(
         if "scale" in chosen:
             c, p = (clusters or (20 if quick else 100)), (pools or (50 if quick else 100))
             results["scale"] = r = await scale(
-                base, c, p, shape=shape, within=120 if quick else 300,
+                base, c, p, shape=shape, shared_inbound=shared_inbound,
+                within=120 if quick else 300,
                 heal_within=60 if quick else 120,
             )  # fmt: skip
             lease = r["lease_s"]

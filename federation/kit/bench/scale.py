@@ -163,6 +163,7 @@ async def scale(
     heal_within: float,
     shape: str = "own",
     seed: int = 2026,
+    shared_inbound: bool = True,
 ) -> dict[str, Any]:
     nats_names = [f"n{i}" for i in range(min(NATS_CLUSTERS, clusters))]
     sc = Supercluster(nats_names, base / f"scale-{shape}-{clusters}x{pools}", gateway_proxies=True)
@@ -184,6 +185,8 @@ async def scale(
         "nats_clusters": len(nats_names),
         "agent_processes": clusters,
         "lease_s": LEASE,
+        "inbound": "shared" if shared_inbound else "own",  # streams the agents read exports from
+        "inbound_stream_sources": clusters * (len(nats_names) if shared_inbound else clusters),
     }
     agents: dict[str, AgentProcess] = {}
     try:
@@ -192,7 +195,7 @@ async def scale(
             agents[c] = await _spawn({
                 "cluster": c, "clusters": names, "pools": pools, "shape": shape, "seed": seed,
                 "clusterset": "scale", "nats_url": sc.url(placement[c]),
-                "nats_cluster": placement[c],
+                "nats_cluster": placement[c], "shared_inbound": shared_inbound,
             })  # fmt: skip
         loaded = await asyncio.gather(*(a.said("loaded", 300) for a in agents.values()))
         if any(x is None for x in loaded):

@@ -160,6 +160,7 @@ class Child:
         settings = Settings(
             clusterset=spec["clusterset"], cluster=self.cluster, members=self.layout.clusters,
             nats_url=spec["nats_url"], nats_cluster=spec["nats_cluster"],
+            shared_inbound=spec.get("shared_inbound", False),
         )  # fmt: skip
         own = {
             PoolKey("llm", name): LocalPool(
