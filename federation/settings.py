@@ -136,6 +136,11 @@ class Settings:
                 raise SettingsError(f"member {member!r} must be a DNS label")
         if self.cluster not in self.members:
             raise SettingsError(f"cluster {self.cluster!r} is not among members {self.members}")
+        if self.shared_inbound and not is_label(self.placement_cluster):
+            # It names the shared stream, FED_IN_<cs>_at_<nats-cluster>.
+            raise SettingsError(
+                f"NATS cluster {self.placement_cluster!r} must be a DNS label with --shared-inbound"
+            )
         if not 0 < self.lease < self.grace:
             raise SettingsError(f"need 0 < lease ({self.lease}) < grace ({self.grace})")
         if not self.backoff:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
@@ -179,6 +180,9 @@ class NatsBus:
         # The last sequences seen in our streams: a stream below them lost its store.
         self._outbound_last = 0
         self._inbound_last = 0
+        # Inbound sources seen without contact, and since when (monotonic): see
+        # restart_stalled_sources.
+        self._uncontacted: dict[str, float] = {}
         self._outbound_lost = False  # a publish was stored at a sequence we had passed
         self._outbound_behind = False  # the last check found the stream below our last sequence
         self._publishing = 0  # publishes awaiting their ack
@@ -490,11 +494,18 @@ class NatsBus:
         own = outbound_stream(a.clusterset, a.cluster)
         live = {outbound_stream(a.clusterset, c) for c in heard_live}
 
+        now = time.monotonic()
+
         def is_stalled(source: StreamSourceInfo) -> bool:
             active = source.active
             if active is None or active < 0:  # no contact since it was (re-)added
                 # A peer not deployed yet, or a source just re-added: only the hint says more.
-                return source.name in live
+                # On a shared stream another agent may have re-added it a moment ago: give it
+                # ``quiet_after`` from when we first saw it so, or agents restart each other's.
+                first = self._uncontacted.setdefault(source.name, now)
+                grace = quiet_after if a.shared_inbound else 0.0
+                return source.name in live and now - first >= grace
+            self._uncontacted.pop(source.name, None)
             # The peer is up (heard live): its source must be in contact too.
             limit = quiet_after if source.name in live else stalled_after
             return active / 1e9 > limit
@@ -510,6 +521,7 @@ class NatsBus:
             config.sources = wanted
             await self.js.update_stream(config)
             log.warning("nats %s: inbound sources %s were missing; re-added", a.cluster, missing)
+            self._uncontacted.update(dict.fromkeys(missing, now))  # re-added: a fresh start
             return missing
         if not stalled:
             return []
@@ -517,6 +529,7 @@ class NatsBus:
         await self.js.update_stream(config)
         config.sources = wanted
         await self.js.update_stream(config)
+        self._uncontacted.update(dict.fromkeys(stalled, now))  # re-added: a fresh start
         return stalled
 
     def _inbound_sources(self) -> list[StreamSource]:

@@ -53,9 +53,16 @@ class Streams:
     manifest: dict[str, Any]  # the demo's settings when read from a demo's data dir
 
 
+SHARED = "@"  # marks a shared inbound stream's key: "@<nats-cluster>" (never a cluster name)
+
+
 def split_name(stream: str) -> tuple[str, str, str] | None:
-    """``FED_OUT_<cs>_<cluster>`` → ("OUT", cs, cluster); names are DNS labels (no ``_``)."""
+    """``FED_OUT_<cs>_<cluster>`` → ("OUT", cs, cluster); names are DNS labels (no ``_``).
+    A NATS cluster's shared inbound stream, ``FED_IN_<cs>_at_<nats-cluster>``, → ("IN", cs,
+    "@<nats-cluster>")."""
     parts = stream.split("_")
+    if len(parts) == 5 and parts[:2] == ["FED", "IN"] and parts[3] == "at":
+        return "IN", parts[2], SHARED + parts[4]
     if len(parts) != 4 or parts[0] != "FED" or parts[1] not in ("OUT", "IN"):
         return None
     return parts[1], parts[2], parts[3]
@@ -186,10 +193,17 @@ async def replay(r: ReplayRequest, serve_store_copy: StoreServer | None = None) 
         picked = select((s for v in streams.outbound.values() for s in v), window)
         return "events", [row(s) for s in picked]
     assert r.as_cluster is not None
-    if r.as_cluster not in streams.inbound:
-        raise ReplayError(f"no inbound stream of {r.as_cluster!r}")
+    inbound = streams.inbound.get(r.as_cluster)
+    if inbound is None:
+        # Agents sharing an inbound stream (--shared-inbound) read one that sources every
+        # member's exports, as each cluster's own would: any of them holds what C received.
+        shared = sorted(k for k in streams.inbound if k.startswith(SHARED))
+        if not shared:
+            raise ReplayError(f"no inbound stream of {r.as_cluster!r}")
+        inbound = streams.inbound[shared[0]]
     m = streams.manifest
-    members = m.get("members") or sorted(set(streams.inbound) | set(streams.outbound))
+    clusters = {k for k in streams.inbound if not k.startswith(SHARED)} | set(streams.outbound)
+    members = m.get("members") or sorted(clusters)
     defaults = Settings(clusterset="replay", cluster="replay", members=("replay",), nats_url="")
     mode = str(m.get("weights_mode", defaults.weights_mode))
     if mode not in WEIGHTS_MODES:
@@ -206,7 +220,7 @@ async def replay(r: ReplayRequest, serve_store_copy: StoreServer | None = None) 
         overflow_ratio=float(overflow),
     )
     cs = streams.clusterset
-    received = [s for s in streams.inbound[r.as_cluster] if not is_live_subject(cs, s.subject)]
+    received = [s for s in inbound if not is_live_subject(cs, s.subject)]
     received += [s for v in streams.outbound.values() for s in v if is_live_subject(cs, s.subject)]
     views = rebuild(
         received, cluster=r.as_cluster, members=members, at=at,

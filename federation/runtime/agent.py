@@ -350,10 +350,11 @@ class Agent:
         gateway heal, for example), or, failing that hint, when it has been silent for a lease.
         Lost stores are looked for on the same task, every half lease.
 
-        While every peer has been live for a lease (nothing was cut off, nothing healed), the
-        sources are checked every half lease instead: each check reads the inbound stream's
+        While no peer has been stale for a lease and no source needed a restart within one,
+        the sources are checked every half lease instead: each check reads the inbound stream's
         state of every member's source (100 of them at 100 clusters, every agent, every 2 s),
-        and a source stalls mostly when a link heals.
+        and a source stalls mostly when a link heals. A stall with no peer gone stale (a cut
+        or a server restart shorter than a lease) is then found up to half a lease later.
         """
         s = self.settings
         delay = s.beat_interval
@@ -396,6 +397,7 @@ class Agent:
                 delay = min(1.0, s.beat_interval)
                 continue
             if restarted:
+                unsettled_at = now  # check again at the next beat: the restart may not hold
                 self.counts.sources_restarted += len(restarted)
                 log.warning("agent %s: restarted stalled sources %s", self.name, restarted)
 
