@@ -22,6 +22,18 @@ def _bus(sc: Supercluster, clusterset: str, cluster: str) -> NatsBus:
     return NatsBus(BusAddress(sc.url(cluster), clusterset, cluster, cluster, members))
 
 
+async def _delivered(bus: NatsBus, cluster: str) -> list:
+    """The first fetch that delivers anything (waited for with a deadline)."""
+    got: list = []
+
+    async def fetched() -> bool:
+        got.extend(await bus.fetch(10, 0.2))
+        return bool(got)
+
+    await wait_for(fetched, within=15, what=f"delivery at {cluster}")
+    return got
+
+
 async def _started(sc: Supercluster, clusterset: str, cluster: str) -> NatsBus:
     bus = _bus(sc, clusterset, cluster)
     await bus.connect()
@@ -75,13 +87,7 @@ async def test_an_event_reaches_every_members_inbound_stream(
         subject = messages.subject_for(clusterset, event)
         assert await buses["us-east"].publish(subject, messages.encode(event), "id-1")
         for cluster, bus in buses.items():
-            got: list = []
-
-            async def fetched(bus: NatsBus = bus, got: list = got) -> bool:
-                got.extend(await bus.fetch(10, 0.2))
-                return bool(got)
-
-            await wait_for(fetched, within=15, what=f"delivery at {cluster}")
+            got = await _delivered(bus, cluster)
             assert [d.subject for d in got] == [subject]
             assert messages.decode(got[0].data) == event
             await got[0].ack()
@@ -252,13 +258,7 @@ async def test_agents_of_one_nats_cluster_share_its_inbound_stream(
         subject = messages.subject_for(clusterset, event)
         assert await buses["b1"].publish(subject, messages.encode(event), "id-shared")
         for cluster, bus in buses.items():
-            got: list = []
-
-            async def fetched(bus: NatsBus = bus, got: list = got) -> bool:
-                got.extend(await bus.fetch(10, 0.2))
-                return bool(got)
-
-            await wait_for(fetched, within=15, what=f"delivery at {cluster}")
+            got = await _delivered(bus, cluster)
             assert [d.subject for d in got] == [subject]  # once each, by its own consumer
             await got[0].ack()
         assert await buses["a2"].restart_stalled_sources(60.0) == []

@@ -8,6 +8,7 @@ the agent or disturbs what was applied before it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Collection
 
@@ -87,25 +88,22 @@ async def consume_one(
     one. Without one (nothing exports this process's spans), no span at all: even the API's
     no-op spans cost a third of an event's handling, on every event from every peer.
     """
-    if tracer is None:
-        done = await _check_and_apply(
-            delivery, beliefs, clusterset, members, counts, wall, verifier, received_at
-        )
-    else:
-        parent = propagate.extract(dict(delivery.headers))
-        with tracer.start_as_current_span(
-            "process event",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes=messaging_attributes(delivery.subject, delivery.data, cluster),
-        ) as span:
-            done = await _check_and_apply(
-                delivery, beliefs, clusterset, members, counts, wall, verifier, received_at,
-                tracer=tracer, span=span,
-            )  # fmt: skip
-    if done is None:
-        return None
-    event, outcome = done
+    with _consumer_span(tracer, delivery, cluster) as span:
+        try:
+            event = check(delivery, clusterset, members, wall(), verifier)
+        except InvalidEvent as exc:
+            counts.rejected[exc.reason] += 1
+            if span is not None:
+                span.set_attribute("federation.rejected", exc.reason)
+            log.warning("rejected event on %s: %s", delivery.subject, exc)
+            await delivery.term()
+            return None
+        at = wall() if received_at is None else received_at
+        with _span(tracer, f"apply {type(event).__name__}") as applying:
+            outcome = beliefs.apply(event, at)
+            if applying is not None:
+                applying.set_attribute("federation.outcome", outcome.value)
+        await delivery.ack()
     if outcome is Outcome.APPLIED:
         counts.applied += 1
         return event
@@ -116,36 +114,20 @@ async def consume_one(
     return None
 
 
-async def _check_and_apply(
-    delivery: Delivery,
-    beliefs: Beliefs,
-    clusterset: str,
-    members: Collection[str],
-    counts: EventCounts,
-    wall: Callable[[], float],
-    verifier: Verifier | None,
-    received_at: float | None,
-    *,
-    tracer: trace.Tracer | None = None,
-    span: trace.Span | None = None,
-) -> tuple[Event, Outcome] | None:
-    """The checked event and what applying it did (acknowledged), or None (rejected and
-    terminated, counted and logged)."""
-    try:
-        event = check(delivery, clusterset, members, wall(), verifier)
-    except InvalidEvent as exc:
-        counts.rejected[exc.reason] += 1
-        if span is not None:
-            span.set_attribute("federation.rejected", exc.reason)
-        log.warning("rejected event on %s: %s", delivery.subject, exc)
-        await delivery.term()
-        return None
-    at = wall() if received_at is None else received_at
+def _consumer_span(
+    tracer: trace.Tracer | None, delivery: Delivery, cluster: str
+) -> contextlib.AbstractContextManager[trace.Span | None]:
     if tracer is None:
-        outcome = beliefs.apply(event, at)
-    else:
-        with tracer.start_as_current_span(f"apply {type(event).__name__}") as applying:
-            outcome = beliefs.apply(event, at)
-            applying.set_attribute("federation.outcome", outcome.value)
-    await delivery.ack()
-    return event, outcome
+        return contextlib.nullcontext()
+    return tracer.start_as_current_span(
+        "process event",
+        context=propagate.extract(dict(delivery.headers)),
+        kind=trace.SpanKind.CONSUMER,
+        attributes=messaging_attributes(delivery.subject, delivery.data, cluster),
+    )
+
+
+def _span(
+    tracer: trace.Tracer | None, name: str
+) -> contextlib.AbstractContextManager[trace.Span | None]:
+    return contextlib.nullcontext() if tracer is None else tracer.start_as_current_span(name)
