@@ -78,6 +78,27 @@ async def test_ensure_streams_is_idempotent(supercluster: Supercluster, clusters
         await bus.close()
 
 
+async def test_the_kit_counts_the_subjects_a_stream_holds(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    """What the scale benchmark reads when a run does not converge (where did exports go?)."""
+    bus = await _started(supercluster, clusterset, "us-east")
+    try:
+        out = outbound_stream(clusterset, "us-east")
+        for name in ("p1", "p2", "p1"):  # two subjects, one of them twice
+            event = export(cluster="us-east", name=name)
+            await bus.publish(messages.subject_for(clusterset, event), b"{}", None)
+        exports = messages.exports_subject(clusterset, "us-east")
+        for via in supercluster.specs:  # asked through any server of the supercluster
+            assert await supercluster.subjects_held(via, out, exports) == 2
+        assert (
+            await supercluster.subjects_held("us-east", out, exports.replace("export", "beat")) == 0
+        )
+        assert await supercluster.subjects_held("us-east", "NO_SUCH_STREAM", exports) is None
+    finally:
+        await bus.close()
+
+
 async def test_an_event_reaches_every_members_inbound_stream(
     supercluster: Supercluster, clusterset: str
 ) -> None:

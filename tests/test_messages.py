@@ -155,6 +155,24 @@ def test_a_digest_with_hostile_entries_is_refused(
     assert info.value.reason == "schema"
 
 
+def test_digest_names_checked_once_are_remembered_boundedly_and_never_admit_a_bad_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pool names that passed are not checked again (a peer lists the same pools in every
+    digest); what is remembered is bounded, and a bad name is refused however often it comes."""
+    monkeypatch.setattr(messages, "_VALID_POOLS", set())
+    monkeypatch.setattr(messages, "_VALID_POOLS_MAX", 3)
+    for i in range(5):
+        messages.decode(messages.encode(digest(pools=(entry(f"p{i}"), entry("q")))))
+        assert len(messages._VALID_POOLS) <= 3
+    for _ in range(2):
+        with pytest.raises(InvalidEvent, match="not a DNS subdomain"):
+            messages.decode(messages.encode(digest(pools=(entry("q"), entry("Bad_Name")))))
+    assert ("llm", "Bad_Name") not in messages._VALID_POOLS
+    with pytest.raises(InvalidEvent, match="listed twice"):
+        messages.decode(messages.encode(digest(pools=(entry("q"), entry("q")))))
+
+
 def test_a_heartbeat_of_the_previous_version_says_it_reads_no_digests() -> None:
     old = orjson.dumps({"type": "beat", "cluster": "a", "sequence": 1, "published_at": 1.0})
     beat_ = messages.decode(old)

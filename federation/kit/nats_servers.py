@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import nats
 
 from federation.kit.children import die_with_parent
 from federation.kit.link_proxies import GatewayProxy
@@ -285,6 +286,21 @@ class Supercluster:
         async with http.get(f"{base}/jsz") as jsz:
             meta = (await jsz.json()).get("meta_cluster") or {}
         return bool(meta.get("leader")) and meta.get("cluster_size", 0) >= len(self.specs)
+
+    async def subjects_held(self, via: str, stream: str, subjects: str) -> int | None:
+        """How many distinct subjects matching ``subjects`` ``stream`` holds, asked through the
+        server of ``via`` (None when the stream or the server does not answer)."""
+        try:
+            nc = await nats.connect(self.url(via), allow_reconnect=False)
+        except Exception:
+            return None
+        try:
+            info = await nc.jetstream().stream_info(stream, subjects_filter=subjects)
+            return len(info.state.subjects or {})
+        except Exception:
+            return None
+        finally:
+            await nc.close()
 
     def reload_config(self, cluster: str, extra_config: str) -> None:
         """Rewrite a running server's config with ``extra_config`` and signal it to reload."""

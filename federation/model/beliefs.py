@@ -75,6 +75,9 @@ class Beliefs:
     # The pools it only renewed, with when their previous report had been received.
     renewed: tuple[tuple[tuple[str, str], float | None], ...] = ()
     _digest_seen: float = 0.0
+    # What each load held says (``_content``), so that a digest entry is compared with it
+    # without taking the held report apart again: most entries only renew.
+    _contents: dict[ExportId, tuple[object, ...]] = field(default_factory=dict)
 
     def apply(self, event: Event, received_at: float) -> Outcome:
         sid = _subject_id(event)
@@ -96,6 +99,7 @@ class Beliefs:
             self.watermarks[event.cluster] = max(self.watermarks.get(event.cluster, 0), seq)
         elif isinstance(event, LoadReport):
             self.loads[(event.cluster, event.namespace, event.name)] = event
+            self._contents[(event.cluster, event.namespace, event.name)] = _content(event)
             self.rated_at[(event.cluster, event.namespace, event.name)] = seen
             self._from_digest.get(event.cluster, set()).discard((event.namespace, event.name))
         elif isinstance(event, LoadDigest):
@@ -125,17 +129,22 @@ class Beliefs:
             previous_seen = self.seen_at.get(sid)
             self.seen_at[sid] = seen
             given.add(pool)
-            before = self.loads.get(key)
-            if before is not None and _content(before) == entry_content(entry):
+            content = entry_content(entry)
+            held_content = self._contents.get(key)
+            if held_content is None and key in self.loads:  # (loads set from outside)
+                held_content = _content(self.loads[key])
+            if held_content == content:
                 renewed.append((pool, previous_seen))  # the report held says the same
                 continue
             self.loads[key] = report_of(digest, entry)
+            self._contents[key] = content
             self.rated_at[key] = seen
             moved.append(pool)
         for pool in given - listed:
             given.discard(pool)
             key = (cluster, *pool)
             self.loads.pop(key, None)
+            self._contents.pop(key, None)
             self.rated_at.pop(key, None)
             self.seen_at.pop(("load", *key), None)
             moved.append(pool)

@@ -194,6 +194,12 @@ class Agent:
         return self.reconciler.views
 
     @property
+    def live_heard(self) -> Mapping[str, float]:
+        """When each peer was last heard on the live path (monotonic; before its payload was
+        checked): what the source check reads, and what a benchmark asks of an agent behind."""
+        return self._live_beats
+
+    @property
     def link(self) -> LinkState:
         return self.reconciler.link
 

@@ -13,7 +13,10 @@ own start-up is reported apart), steady state over a 10 s window (CPU of all age
 RSS per agent, events received and published per agent per second, Kubernetes writes of the
 weights annotation per agent per second, and the nats-servers' CPU), a NATS cluster cut off
 (until the others weigh its clusters 0, and see their leases run out), the heal (from the heal
-to every import everywhere Fresh with the cut-off clusters weighed above 0), and a dead cluster
+to every import everywhere Fresh with the cut-off clusters weighed above 0, or, where the policy
+rightly gives one 0 — in ``shared``, an importer that exports the pool itself serves its own
+demand below the target level — with that pool's load heard from it again within the lease),
+and a dead cluster
 (its agent killed: until every other agent weighs it 0, since it was last heard).
 """
 
@@ -27,14 +30,17 @@ import signal
 import statistics
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from federation.adapters.bus import outbound_stream, shared_inbound_stream
 from federation.kit.bench.scale_agent import Layout
 from federation.kit.children import die_with_parent
 from federation.kit.nats_servers import Supercluster
+from federation.messages import exports_subject
 from federation.settings import Settings
 
 NATS_CLUSTERS = 4
@@ -147,6 +153,81 @@ async def _stats(agents: list[AgentProcess]) -> dict[str, dict[str, Any]]:
     return {a.cluster: s for a, s in zip(agents, said, strict=True) if s}
 
 
+async def _exports_stored(
+    sc: Supercluster, names: list[str], nats_names: list[str], shared: bool
+) -> dict[str, Any]:
+    """For a run that did not converge: how many export subjects each outbound stream and
+    each shared inbound stream holds (does an export go missing at its source or on the way?)."""
+
+    async def subjects(stream: str, cluster: str = "*") -> int | None:
+        return await sc.subjects_held(nats_names[0], stream, exports_subject("scale", cluster))
+
+    outbound = {c: await subjects(outbound_stream("scale", c), c) for c in names}
+    inbound = (
+        {n: await subjects(shared_inbound_stream("scale", n)) for n in nats_names}
+        if shared else {}
+    )  # fmt: skip
+    return {"outbound_by_cluster": _spread([v for v in outbound.values() if v is not None])
+            | {"min": min((v for v in outbound.values() if v is not None), default=0)},
+            "shared_inbound": inbound}  # fmt: skip
+
+
+async def _heal_short(
+    late: list[AgentProcess], placement: dict[str, str], cut: str, names: list[str]
+) -> list[dict[str, Any]]:
+    """What keeps agents from the heal's "restored" (a few of them): imports missing, views
+    not Fresh (with one such condition's message), cut-off backends at 0 without news."""
+    wid = f"why-{next(_watch_ids)}"
+    for a in late:
+        inside = placement[a.cluster] == cut
+        clusters = [o for o in names if (placement[o] != cut) == inside]
+        await a.send({"cmd": "why", "id": wid, "clusters": clusters})
+    said = await asyncio.gather(*(a.said(wid, 30) for a in late))
+    return [s | {"agent": a.cluster} for a, s in zip(late, said, strict=True) if s]
+
+
+async def _publishing(agents: list[AgentProcess], over: float = 3.0) -> dict[str, Any]:
+    """What each of ``agents`` published over ``over`` seconds, by type (is a peer that others
+    find stale saying anything at all?)."""
+    before = await _stats(agents)
+    await asyncio.sleep(over)
+    after = await _stats(agents)
+    return {
+        c: {k: n - before[c]["published_by"].get(k, 0) for k, n in s["published_by"].items()}
+        | {
+            "failures": s["publish_failures"] - before[c]["publish_failures"],
+        }
+        for c, s in after.items()
+        if c in before
+    }
+
+
+def _slow_consumers(sc: Supercluster) -> dict[str, int | None]:
+    """Each nats-server's count of slow consumers (``/varz``): clients it dropped messages for."""
+    out: dict[str, int | None] = {}
+    for name, spec in sc.specs.items():
+        try:
+            with urllib.request.urlopen(f"{spec.monitor_url}/varz", timeout=5) as r:
+                out[name] = int(orjson.loads(r.read()).get("slow_consumers", 0))
+        except Exception:
+            out[name] = None
+    return out
+
+
+async def _short_by_exporter(agents: list[AgentProcess]) -> dict[str, dict[str, float]]:
+    """Where a run that did not converge falls short: per exporting cluster, the imports it
+    should back that the agents hold no weight of (the ten worst; the spread over agents)."""
+    wid = f"short-{next(_watch_ids)}"
+    for a in agents:
+        if not a.exited:
+            await a.send({"cmd": "short", "id": wid})
+    said = [s["by"] for s in await asyncio.gather(*(a.said(wid, 30) for a in agents)) if s]
+    exporters = {c for by in said for c in by}
+    spread = {c: _spread([by.get(c, 0) for by in said]) for c in exporters}
+    worst = sorted(spread, key=lambda c: -spread[c]["median"])[:10]
+    return {c: spread[c] for c in sorted(worst)}
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     return {
         "median": round(statistics.median(values), 2),
@@ -219,6 +300,9 @@ async def scale(
             out["converged_imports"] = min(held, default=0)  # the key before processes
             out["imports_held_at_deadline"] = _spread(held) | {"min": min(held, default=0)}
             out["events_applied_per_agent_at_deadline"] = _spread([s["applied"] for s in stats])
+            out["exports_known_at_deadline"] = _spread([s["exports_known"] for s in stats])
+            out["imports_short_by_exporter"] = await _short_by_exporter(list(agents.values()))
+            out["exports_stored"] = await _exports_stored(sc, names, nats_names, shared_inbound)
             out["nats_servers_cpu_s"] = round(sum(_cpu_seconds(p) for p in sc.pids().values()), 1)
             out["agents_cpu_s"] = round(sum(s["cpu_s"] for s in stats), 1)
             return out
@@ -282,6 +366,15 @@ async def scale(
             out["heal_convergence_s"] = (
                 round(max(ok) - healed_at, 2) if len(ok) == len(names) else None
             )
+            out["heal_restored_agents"] = len(ok)
+            if len(ok) < len(names):  # where the others fall short, for whoever reads the run
+                behind = [a for a, (r, _) in zip(agents.values(), restored, strict=True) if not r]
+                out["heal_short"] = await _heal_short(behind[:5], placement, cut, names)
+                unheard = sorted({m for w in out["heal_short"] for m in w["stale_members"]})
+                out["heal_stale_members_publishing"] = await _publishing(
+                    [agents[m] for m in unheard[:5] if m in agents]
+                )
+            out["nats_slow_consumers"] = await asyncio.to_thread(_slow_consumers, sc)
         else:
             out["heal_convergence_s"] = None
         out["heal_s"] = out["heal_convergence_s"]  # the issue's name for it

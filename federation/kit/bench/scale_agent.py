@@ -28,6 +28,7 @@ import random
 import sys
 import time
 import zlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,12 +205,66 @@ class Child:
                 not _fresh(v) for v in views if clusters & v.weights.keys()
             )
         if kind == "restored":
-            return (
-                len(self.sink.views) >= self.expected
-                and all(_fresh(v) for v in views)
-                and all(v.weights[c].weight > 0 for v in views for c in clusters & v.weights.keys())
+            if len(self.sink.views) < self.expected or not all(_fresh(v) for v in views):
+                return False
+            now = self.agent.now()
+            live = set(self.agent.live_members(now)) & clusters
+            return all(
+                v.weights[c].weight > 0 or (c in live and self._heard_again(c, v.key, now))
+                for v in views
+                for c in clusters & v.weights.keys()
             )
         raise ValueError(f"unknown watch {kind!r}")
+
+    def why_not_restored(self, clusters: frozenset[str]) -> dict[str, Any]:
+        """The parts of "restored" that do not hold (for a heal that did not converge)."""
+        views = list(self.sink.views.values())
+        unfresh = [v for v in views if not _fresh(v)]
+        now = self.agent.now()
+        live = set(self.agent.live_members(now)) & clusters
+        unheard = [
+            (v.key.name, c)
+            for v in views
+            for c in clusters & v.weights.keys()
+            if v.weights[c].weight == 0 and not (c in live and self._heard_again(c, v.key, now))
+        ]
+        fresh_msgs = [c.message for v in unfresh[:1] for c in v.conditions if c.type == FRESH]
+        counts = self.agent.counts
+        stale = sorted(set(self.layout.clusters) - set(self.agent.live_members(now)))
+        mono = time.monotonic()
+        beliefs = self.agent.beliefs
+        return {
+            "stale_members": stale,
+            # For a few of them: seconds since anything of theirs was heard on the live path
+            # (the payload unchecked), since one was applied, and the beat sequence held (an
+            # agent hears its own live events too: its own entry says whether it is late).
+            "stale_detail": {
+                m: {
+                    "live_heard_ago": round(mono - t, 1)
+                    if (t := self.agent.live_heard.get(m)) is not None
+                    else None,
+                    "applied_ago": round(now - h, 1)
+                    if (h := beliefs.last_heard(m)) is not None
+                    else None,
+                    "beat_sequence": beliefs.beats[m].sequence if m in beliefs.beats else None,
+                }
+                for m in stale[:5]
+            },
+            "counts": counts.as_dict() | {"rejected_by": dict(counts.rejected)},
+            "missing_imports": max(0, self.expected - len(views)),
+            "not_fresh": len(unfresh),
+            "not_fresh_example": fresh_msgs[0] if fresh_msgs else None,
+            "zero_without_news": len(unheard),
+            "zero_without_news_example": unheard[:3],
+            "cut_off_live": len(live),
+        }
+
+    def _heard_again(self, cluster: str, key: PoolKey, now: float) -> bool:
+        """``cluster``'s load of ``key`` was received within the lease: weighed 0 by the policy's
+        choice (here has room), not for want of news. (Watched only after the cut-off clusters'
+        leases ran out, so "within the lease" means "since the heal".)"""
+        seen = self.agent.beliefs.report_seen_at(cluster, key.namespace, key.name)
+        return seen is not None and now - seen < self.agent.settings.lease
 
     def _check_watches(self) -> None:
         for wid, (kind, clusters) in list(self.watches.items()):
@@ -244,9 +299,18 @@ class Child:
             "event": "stats", "id": wid, "at": time.time(), "cpu_s": time.process_time(),
             "rss_mib": _rss_mib(), "received": received, "applied": counts.applied,
             "published": sum(counts.published.values()), "writes": self.sink.writes,
+            "published_by": dict(counts.published), "publish_failures": counts.publish_failures,
             "uncoalesced_writes": self.sink.uncoalesced_writes,
             "recomputed": self.agent.reconciler.book.recomputed, "imports": len(self.sink.views),
+            "exports_known": len(self.agent.beliefs.live_exports()),
         }  # fmt: skip
+
+    def short_by_exporter(self) -> dict[str, int]:
+        """For a run that did not converge: per exporting cluster, how many of the imports it
+        should back this agent holds no weight of (cheap enough once, at the deadline)."""
+        held = Counter(c for v in self.sink.views.values() for c in v.weights)
+        wanted = Counter(c for c in self.layout.clusters for _ in self.layout.exported_by(c))
+        return {c: n - held[c] for c, n in wanted.items() if n > held[c]}
 
     async def _say_when_ready(self) -> None:
         """When the agent's start-up (streams, consumer, catch-up) is over."""
@@ -272,6 +336,11 @@ class Child:
                     self._check_watches()
                 elif cmd["cmd"] == "stats":
                     self.say(self.stats(cmd["id"]))
+                elif cmd["cmd"] == "why":
+                    why = self.why_not_restored(frozenset(cmd["clusters"]))
+                    self.say({"event": "why", "id": cmd["id"], **why})
+                elif cmd["cmd"] == "short":
+                    self.say({"event": "short", "id": cmd["id"], "by": self.short_by_exporter()})
                 if task is not None and task.done():
                     task.result()  # an agent that stopped by itself is a failed run
         finally:  # stdin closed: the driver is done with us
