@@ -211,11 +211,11 @@ def _check_names(event: Event) -> None:
 
 
 # Pools whose names passed the checks below. A peer's digest lists the same pools at every
-# report interval: their regex checks were a fifth of what taking a digest in cost (profile of
-# the 20 x 100 scale run, BENCHMARKS.md). Bounded (cleared when full): hostile names cannot
-# grow it.
+# report interval, and their regex checks were about a third of decoding it (BENCHMARKS.md,
+# session 13). Bounded (cleared when full: 20,000 names of at most 63 + 253 characters, a few
+# MiB), so hostile names cannot grow it; 100 clusters x 100 pools fit.
 _VALID_POOLS: set[tuple[str, str]] = set()
-_VALID_POOLS_MAX: Final = 100_000
+_VALID_POOLS_MAX: Final = 20_000
 
 
 def _check_digest(digest: LoadDigest) -> None:

@@ -162,6 +162,14 @@ def test_digest_names_checked_once_are_remembered_boundedly_and_never_admit_a_ba
     digest); what is remembered is bounded, and a bad name is refused however often it comes."""
     monkeypatch.setattr(messages, "_VALID_POOLS", set())
     monkeypatch.setattr(messages, "_VALID_POOLS_MAX", 3)
+    checked: list[str] = []
+    check = messages._check_pool_names
+    monkeypatch.setattr(
+        messages, "_check_pool_names", lambda ns, name: (checked.append(name), check(ns, name))
+    )
+    for _ in range(3):
+        messages.decode(messages.encode(digest(pools=(entry("q"),))))
+    assert checked == ["q"]  # checked once, then remembered
     for i in range(5):
         messages.decode(messages.encode(digest(pools=(entry(f"p{i}"), entry("q")))))
         assert len(messages._VALID_POOLS) <= 3

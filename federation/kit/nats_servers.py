@@ -287,20 +287,44 @@ class Supercluster:
             meta = (await jsz.json()).get("meta_cluster") or {}
         return bool(meta.get("leader")) and meta.get("cluster_size", 0) >= len(self.specs)
 
-    async def subjects_held(self, via: str, stream: str, subjects: str) -> int | None:
-        """How many distinct subjects matching ``subjects`` ``stream`` holds, asked through the
-        server of ``via`` (None when the stream or the server does not answer)."""
+    async def subjects_held(
+        self, via: str, asked: list[tuple[str, str]], within: float = 10.0
+    ) -> list[int | None]:
+        """For each (stream, subject filter): how many distinct subjects matching the filter the
+        stream holds, asked through the server of ``via`` on one connection (None where the
+        stream, or the server, did not answer within ``within``)."""
         try:
-            nc = await nats.connect(self.url(via), allow_reconnect=False)
+            async with asyncio.timeout(within):
+                nc = await nats.connect(self.url(via), allow_reconnect=False)
         except Exception:
-            return None
+            return [None] * len(asked)
         try:
-            info = await nc.jetstream().stream_info(stream, subjects_filter=subjects)
-            return len(info.state.subjects or {})
-        except Exception:
-            return None
+            js = nc.jetstream()
+            held: list[int | None] = []
+            for stream, subjects in asked:
+                try:
+                    async with asyncio.timeout(within):
+                        info = await js.stream_info(stream, subjects_filter=subjects)
+                    held.append(len(info.state.subjects or {}))
+                except Exception:
+                    held.append(None)
+            return held
         finally:
             await nc.close()
+
+    async def slow_consumers(self) -> dict[str, int | None]:
+        """Each running server's count of slow consumers (``/varz``): clients it dropped
+        messages for (None where it did not answer)."""
+        out: dict[str, int | None] = {}
+        async with aiohttp.ClientSession() as http:
+            for cluster in self.specs:
+                try:
+                    async with asyncio.timeout(5):
+                        async with http.get(f"{self.specs[cluster].monitor_url}/varz") as r:
+                            out[cluster] = int((await r.json()).get("slow_consumers", 0))
+                except Exception:
+                    out[cluster] = None
+        return out
 
     def reload_config(self, cluster: str, extra_config: str) -> None:
         """Rewrite a running server's config with ``extra_config`` and signal it to reload."""

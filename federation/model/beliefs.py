@@ -130,9 +130,10 @@ class Beliefs:
             self.seen_at[sid] = seen
             given.add(pool)
             content = entry_content(entry)
-            held_content = self._contents.get(key)
-            if held_content is None and key in self.loads:  # (loads set from outside)
-                held_content = _content(self.loads[key])
+            before = self.loads.get(key)
+            held_content = (
+                None if before is None else self._contents.get(key) or _content(before)
+            )  # (the kept content is missing only for loads set from outside)
             if held_content == content:
                 renewed.append((pool, previous_seen))  # the report held says the same
                 continue

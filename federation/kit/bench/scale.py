@@ -30,7 +30,6 @@ import signal
 import statistics
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -159,16 +158,14 @@ async def _exports_stored(
     """For a run that did not converge: how many export subjects each outbound stream and
     each shared inbound stream holds (does an export go missing at its source or on the way?)."""
 
-    async def subjects(stream: str, cluster: str = "*") -> int | None:
-        return await sc.subjects_held(nats_names[0], stream, exports_subject("scale", cluster))
-
-    outbound = {c: await subjects(outbound_stream("scale", c), c) for c in names}
-    inbound = (
-        {n: await subjects(shared_inbound_stream("scale", n)) for n in nats_names}
-        if shared else {}
-    )  # fmt: skip
-    return {"outbound_by_cluster": _spread([v for v in outbound.values() if v is not None])
-            | {"min": min((v for v in outbound.values() if v is not None), default=0)},
+    asked = [(outbound_stream("scale", c), exports_subject("scale", c)) for c in names]
+    if shared:
+        asked += [(shared_inbound_stream("scale", n), exports_subject("scale")) for n in nats_names]
+    counts = await sc.subjects_held(nats_names[0], asked)
+    outbound = dict(zip(names, counts[: len(names)], strict=True))
+    inbound = dict(zip(nats_names, counts[len(names) :], strict=False))
+    held: list[float] = [v for v in outbound.values() if v is not None]
+    return {"outbound_by_cluster": _spread(held) | {"min": min(held)} if held else None,
             "shared_inbound": inbound}  # fmt: skip
 
 
@@ -178,6 +175,7 @@ async def _heal_short(
     """What keeps agents from the heal's "restored" (a few of them): imports missing, views
     not Fresh (with one such condition's message), cut-off backends at 0 without news."""
     wid = f"why-{next(_watch_ids)}"
+    late = [a for a in late if not a.exited]
     for a in late:
         inside = placement[a.cluster] == cut
         clusters = [o for o in names if (placement[o] != cut) == inside]
@@ -200,18 +198,6 @@ async def _publishing(agents: list[AgentProcess], over: float = 3.0) -> dict[str
         for c, s in after.items()
         if c in before
     }
-
-
-def _slow_consumers(sc: Supercluster) -> dict[str, int | None]:
-    """Each nats-server's count of slow consumers (``/varz``): clients it dropped messages for."""
-    out: dict[str, int | None] = {}
-    for name, spec in sc.specs.items():
-        try:
-            with urllib.request.urlopen(f"{spec.monitor_url}/varz", timeout=5) as r:
-                out[name] = int(orjson.loads(r.read()).get("slow_consumers", 0))
-        except Exception:
-            out[name] = None
-    return out
 
 
 async def _short_by_exporter(agents: list[AgentProcess]) -> dict[str, dict[str, float]]:
@@ -368,13 +354,15 @@ async def scale(
             )
             out["heal_restored_agents"] = len(ok)
             if len(ok) < len(names):  # where the others fall short, for whoever reads the run
-                behind = [a for a, (r, _) in zip(agents.values(), restored, strict=True) if not r]
+                behind = [
+                    a for a, (r, _) in zip(agents.values(), restored, strict=True) if r is None
+                ]
                 out["heal_short"] = await _heal_short(behind[:5], placement, cut, names)
                 unheard = sorted({m for w in out["heal_short"] for m in w["stale_members"]})
                 out["heal_stale_members_publishing"] = await _publishing(
                     [agents[m] for m in unheard[:5] if m in agents]
                 )
-            out["nats_slow_consumers"] = await asyncio.to_thread(_slow_consumers, sc)
+            out["nats_slow_consumers"] = await sc.slow_consumers()
         else:
             out["heal_convergence_s"] = None
         out["heal_s"] = out["heal_convergence_s"]  # the issue's name for it

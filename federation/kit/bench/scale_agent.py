@@ -210,7 +210,7 @@ class Child:
             now = self.agent.now()
             live = set(self.agent.live_members(now)) & clusters
             return all(
-                v.weights[c].weight > 0 or (c in live and self._heard_again(c, v.key, now))
+                v.weights[c].weight > 0 or self._rightly_zero(v, c, live, now)
                 for v in views
                 for c in clusters & v.weights.keys()
             )
@@ -226,7 +226,7 @@ class Child:
             (v.key.name, c)
             for v in views
             for c in clusters & v.weights.keys()
-            if v.weights[c].weight == 0 and not (c in live and self._heard_again(c, v.key, now))
+            if v.weights[c].weight == 0 and not self._rightly_zero(v, c, live, now)
         ]
         fresh_msgs = [c.message for v in unfresh[:1] for c in v.conditions if c.type == FRESH]
         counts = self.agent.counts
@@ -236,8 +236,9 @@ class Child:
         return {
             "stale_members": stale,
             # For a few of them: seconds since anything of theirs was heard on the live path
-            # (the payload unchecked), since one was applied, and the beat sequence held (an
-            # agent hears its own live events too: its own entry says whether it is late).
+            # (the payload unchecked; not kept for the agent itself), since one was applied
+            # (an agent applies its own beats too: its own entry says whether it is late), and
+            # the beat sequence held.
             "stale_detail": {
                 m: {
                     "live_heard_ago": round(mono - t, 1)
@@ -259,11 +260,16 @@ class Child:
             "cut_off_live": len(live),
         }
 
-    def _heard_again(self, cluster: str, key: PoolKey, now: float) -> bool:
-        """``cluster``'s load of ``key`` was received within the lease: weighed 0 by the policy's
-        choice (here has room), not for want of news. (Watched only after the cut-off clusters'
-        leases ran out, so "within the lease" means "since the heal".)"""
-        seen = self.agent.beliefs.report_seen_at(cluster, key.namespace, key.name)
+    def _rightly_zero(self, view: ImportView, cluster: str, live: set[str], now: float) -> bool:
+        """A cut-off backend at 0 by the policy's choice, not for want of news: this importer
+        exports the pool itself and serves it (its own backend above 0), and ``cluster`` is
+        live with its load of the pool received within the lease (the cut lasted longer than a
+        lease — until the others saw every cut-off lease run out — so that is news from after
+        the heal)."""
+        own = view.weights.get(self.cluster)
+        if own is None or own.weight == 0 or cluster not in live:
+            return False
+        seen = self.agent.beliefs.report_seen_at(cluster, view.key.namespace, view.key.name)
         return seen is not None and now - seen < self.agent.settings.lease
 
     def _check_watches(self) -> None:
