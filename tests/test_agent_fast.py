@@ -220,18 +220,3 @@ def test_the_reconcile_gap_grows_with_the_members_up_to_the_interval() -> None:
     assert reconcile_gap(35, 0.5) == pytest.approx(0.35)
     assert reconcile_gap(100, 0.5) == 0.5  # never longer than the periodic step
     assert reconcile_gap(3, 0.1) == 0.1
-
-
-def test_the_periodic_step_stretches_beyond_50_members_up_to_a_load_interval() -> None:
-    """At 100 clusters sharing pools every import moves at every step: one step per report."""
-    from federation.runtime.agent import reconcile_gap, reconcile_period
-
-    assert reconcile_period(3, 0.5, 1.0) == 0.5  # the setting, up to 50 members
-    assert reconcile_period(50, 0.5, 1.0) == 0.5
-    assert reconcile_period(75, 0.5, 1.0) == pytest.approx(0.75)
-    assert reconcile_period(100, 0.5, 1.0) == 1.0
-    assert reconcile_period(500, 0.5, 1.0) == 1.0  # never beyond one load interval
-    assert reconcile_period(500, 0.5, 0.6) == 0.6
-    assert reconcile_period(500, 2.0, 1.0) == 2.0  # a longer setting is kept
-    assert reconcile_gap(100, reconcile_period(100, 0.5, 1.0)) == 1.0
-    assert reconcile_gap(3, reconcile_period(3, 0.1, 1.0)) == 0.1

@@ -72,25 +72,15 @@ FETCH_WAIT = 1.0
 # reconciled at once; a burst (at 100 clusters, digests arrive tens per second) is folded into
 # one step per gap instead of one per event. Each step also reads every member's lease, so its
 # fixed cost grows with the members: the gap grows with them too (0.2 s up to 20 members, 10 ms
-# a member beyond, at most the periodic step's interval), which keeps the reconcile's share of
-# an agent's CPU flat as the ClusterSet grows, at up to that much latency for a weight under
+# a member beyond, at most the periodic interval), which keeps the reconcile's share of an
+# agent's CPU flat as the ClusterSet grows, at up to that much latency for a weight under
 # continuous change.
 RECONCILE_GAP = 0.2
 RECONCILE_GAP_PER_MEMBER = 0.01
 
 
-def reconcile_period(members: int, reconcile_interval: float, load_interval: float) -> float:
-    """The periodic step's interval: the setting, or 10 ms a member where that is longer, up to
-    one load interval. A peer's report comes no faster, and at 100 clusters sharing pools every
-    import has some backend that moved at every step: steps are what an agent's CPU goes on
-    (70 % in the 100 x 50 shared scale run's profile), and two per report recompute twice."""
-    by_members = min(RECONCILE_GAP_PER_MEMBER * members, load_interval)
-    return max(reconcile_interval, by_members)
-
-
-def reconcile_gap(members: int, period: float) -> float:
-    """The least time between two event-woken steps, at most the periodic ``period``."""
-    return min(max(RECONCILE_GAP, RECONCILE_GAP_PER_MEMBER * members), period)
+def reconcile_gap(members: int, reconcile_interval: float) -> float:
+    return min(max(RECONCILE_GAP, RECONCILE_GAP_PER_MEMBER * members), reconcile_interval)
 
 
 # Past a lease's end: staleness is ``age > lease``, so a step at the very instant is too early.
@@ -162,11 +152,7 @@ class Agent:
             digests=settings.load_messages == "digest",
         )
         self._changed = asyncio.Event()
-        members = len(settings.members)
-        self._reconcile_period = reconcile_period(
-            members, settings.reconcile_interval, settings.load_interval
-        )
-        self._reconcile_gap = reconcile_gap(members, self._reconcile_period)
+        self._reconcile_gap = reconcile_gap(len(settings.members), settings.reconcile_interval)
         self._pools_changed = asyncio.Event()
         self._members = frozenset(settings.members)
         self._live_beats: dict[str, float] = {}  # peer -> monotonic time it was last heard live
@@ -627,8 +613,8 @@ class Agent:
         peers = [m for m in s.members if m != self.name]
         end = next_lease_end(self.beliefs, peers, now=now, lease=s.lease, fold=self._reconcile_gap)
         if end is None:
-            return self._reconcile_period
-        return min(self._reconcile_period, end - now + LEASE_END_MARGIN)
+            return s.reconcile_interval
+        return min(s.reconcile_interval, end - now + LEASE_END_MARGIN)
 
     def live_members(self, now: float) -> list[str]:
         members = self.settings.members
