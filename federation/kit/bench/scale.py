@@ -157,7 +157,6 @@ async def _exports_stored(
 ) -> dict[str, Any]:
     """For a run that did not converge: how many export subjects each outbound stream and
     each shared inbound stream holds (does an export go missing at its source or on the way?)."""
-
     asked = [(outbound_stream("scale", c), exports_subject("scale", c)) for c in names]
     if shared:
         asked += [(shared_inbound_stream("scale", n), exports_subject("scale")) for n in nats_names]
@@ -192,9 +191,7 @@ async def _publishing(agents: list[AgentProcess], over: float = 3.0) -> dict[str
     after = await _stats(agents)
     return {
         c: {k: n - before[c]["published_by"].get(k, 0) for k, n in s["published_by"].items()}
-        | {
-            "failures": s["publish_failures"] - before[c]["publish_failures"],
-        }
+        | {"failures": s["publish_failures"] - before[c]["publish_failures"]}
         for c, s in after.items()
         if c in before
     }

@@ -221,7 +221,8 @@ class Child:
         views = list(self.sink.views.values())
         unfresh = [v for v in views if not _fresh(v)]
         now = self.agent.now()
-        live = set(self.agent.live_members(now)) & clusters
+        members_live = set(self.agent.live_members(now))
+        live = members_live & clusters
         unheard = [
             (v.key.name, c)
             for v in views
@@ -230,7 +231,7 @@ class Child:
         ]
         fresh_msgs = [c.message for v in unfresh[:1] for c in v.conditions if c.type == FRESH]
         counts = self.agent.counts
-        stale = sorted(set(self.layout.clusters) - set(self.agent.live_members(now)))
+        stale = sorted(set(self.layout.clusters) - members_live)
         mono = time.monotonic()
         beliefs = self.agent.beliefs
         return {
