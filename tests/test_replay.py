@@ -21,7 +21,7 @@ from tests.model.factories import export
 
 pytestmark = pytest.mark.e2e
 
-WEIGHT_TOLERANCE = 100_000  # 10 points: see docs/REPLAY.md for where replayed weights differ
+WEIGHT_TOLERANCE = 100_000  # 10 points: README "Replay" says why replayed weights differ
 
 
 def federation(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
