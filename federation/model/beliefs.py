@@ -130,11 +130,7 @@ class Beliefs:
             self.seen_at[sid] = seen
             given.add(pool)
             content = entry_content(entry)
-            before = self.loads.get(key)
-            held_content = (
-                None if before is None else self._contents.get(key) or _content(before)
-            )  # (the kept content is missing only for loads set from outside)
-            if held_content == content:
+            if self._contents.get(key) == content:  # (kept for exactly the loads held)
                 renewed.append((pool, previous_seen))  # the report held says the same
                 continue
             self.loads[key] = report_of(digest, entry)

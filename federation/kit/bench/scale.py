@@ -30,6 +30,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +143,28 @@ async def _all_hold(
     return max(s["at"] for s in said if s), [s for s in said if s]
 
 
+def _no_fields(_: AgentProcess) -> dict[str, Any]:
+    return {}
+
+
+async def _ask(
+    agents: list[AgentProcess],
+    cmd: str,
+    fields: Callable[[AgentProcess], dict[str, Any]] = _no_fields,
+) -> dict[str, dict[str, Any]]:
+    """Send ``cmd`` (with each agent's ``fields``) to every agent still running; what each
+    answered within 30 s, by cluster (one that did not answer is left out)."""
+    wid = f"{cmd}-{next(_watch_ids)}"
+    running = [a for a in agents if not a.exited]
+    for a in running:
+        await a.send({"cmd": cmd, "id": wid, **fields(a)})
+    said = await asyncio.gather(*(a.said(wid, 30) for a in running))
+    return {a.cluster: s for a, s in zip(running, said, strict=True) if s}
+
+
 async def _stats(agents: list[AgentProcess]) -> dict[str, dict[str, Any]]:
     """Each agent's stats, by cluster (an agent that did not answer is left out)."""
-    wid = f"stats-{next(_watch_ids)}"
-    for a in agents:
-        if not a.exited:
-            await a.send({"cmd": "stats", "id": wid})
-    said = await asyncio.gather(*(a.said(wid, 30) for a in agents))
-    return {a.cluster: s for a, s in zip(agents, said, strict=True) if s}
+    return await _ask(agents, "stats")
 
 
 async def _exports_stored(
@@ -173,14 +188,13 @@ async def _heal_short(
 ) -> list[dict[str, Any]]:
     """What keeps agents from the heal's "restored" (a few of them): imports missing, views
     not Fresh (with one such condition's message), cut-off backends at 0 without news."""
-    wid = f"why-{next(_watch_ids)}"
-    late = [a for a in late if not a.exited]
-    for a in late:
+
+    def other_side(a: AgentProcess) -> dict[str, Any]:
         inside = placement[a.cluster] == cut
-        clusters = [o for o in names if (placement[o] != cut) == inside]
-        await a.send({"cmd": "why", "id": wid, "clusters": clusters})
-    said = await asyncio.gather(*(a.said(wid, 30) for a in late))
-    return [s | {"agent": a.cluster} for a, s in zip(late, said, strict=True) if s]
+        return {"clusters": [o for o in names if (placement[o] != cut) == inside]}
+
+    said = await _ask(late, "why", other_side)
+    return [s | {"agent": c} for c, s in said.items()]
 
 
 async def _publishing(agents: list[AgentProcess], over: float = 3.0) -> dict[str, Any]:
@@ -200,11 +214,7 @@ async def _publishing(agents: list[AgentProcess], over: float = 3.0) -> dict[str
 async def _short_by_exporter(agents: list[AgentProcess]) -> dict[str, dict[str, float]]:
     """Where a run that did not converge falls short: per exporting cluster, the imports it
     should back that the agents hold no weight of (the ten worst; the spread over agents)."""
-    wid = f"short-{next(_watch_ids)}"
-    for a in agents:
-        if not a.exited:
-            await a.send({"cmd": "short", "id": wid})
-    said = [s["by"] for s in await asyncio.gather(*(a.said(wid, 30) for a in agents)) if s]
+    said = [s["by"] for s in (await _ask(agents, "short")).values()]
     exporters = {c for by in said for c in by}
     spread = {c: _spread([by.get(c, 0) for by in said]) for c in exporters}
     worst = sorted(spread, key=lambda c: -spread[c]["median"])[:10]

@@ -29,7 +29,7 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,12 +209,17 @@ class Child:
                 return False
             now = self.agent.now()
             live = set(self.agent.live_members(now)) & clusters
-            return all(
-                v.weights[c].weight > 0 or self._rightly_zero(v, c, live, now)
-                for v in views
-                for c in clusters & v.weights.keys()
-            )
+            return next(self._zero_without_news(clusters, live, now), None) is None
         raise ValueError(f"unknown watch {kind!r}")
+
+    def _zero_without_news(
+        self, clusters: frozenset[str], live: set[str], now: float
+    ) -> Iterator[tuple[str, str]]:
+        """(pool, cut-off cluster) of each import weighing that cluster 0 for want of news."""
+        for v in self.sink.views.values():
+            for c in clusters & v.weights.keys():
+                if v.weights[c].weight == 0 and not self._rightly_zero(v, c, live, now):
+                    yield v.key.name, c
 
     def why_not_restored(self, clusters: frozenset[str]) -> dict[str, Any]:
         """The parts of "restored" that do not hold (for a heal that did not converge)."""
@@ -223,12 +228,7 @@ class Child:
         now = self.agent.now()
         members_live = set(self.agent.live_members(now))
         live = members_live & clusters
-        unheard = [
-            (v.key.name, c)
-            for v in views
-            for c in clusters & v.weights.keys()
-            if v.weights[c].weight == 0 and not self._rightly_zero(v, c, live, now)
-        ]
+        unheard = list(self._zero_without_news(clusters, live, now))
         fresh_msgs = [c.message for v in unfresh[:1] for c in v.conditions if c.type == FRESH]
         counts = self.agent.counts
         stale = sorted(set(self.layout.clusters) - members_live)
