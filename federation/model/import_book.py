@@ -51,36 +51,40 @@ def next_due(
     now = sampled if as_of is None else as_of
     if memory is None or memory.weights != memory.goal:
         return now  # smoothing under way (or nothing remembered): step at every reconcile
-    times = [math.inf]
+    # (Asked per import at every recomputation, over every exporter: one running minimum.)
+    soonest = math.inf
     for since in memory.healthy_since.values():
         step = next_ramp_step(now - since, policy)  # a slow start rises in steps
-        if step is not None:
-            times.append(since + step)
+        if step is not None and since + step < soonest:
+            soonest = since + step
     if memory.target != memory.goal:  # a target waiting to settle
         held = memory.target_since
-        times.append(now if held is None else held + policy.settle)
-    seen: list[float] = []
-    for cluster in d.exporting_clusters:
-        at = beliefs.report_seen_at(cluster, *d.key)
-        if at is not None:
-            seen.append(at)
+        soonest = min(soonest, now if held is None else held + policy.settle)
+    ns, name = d.key
+    report_seen_at = beliefs.report_seen_at
+    full, lease = policy.lease * policy.full_trust, policy.lease
     local = local_loads.get(d.key) if d.has_local else None
+    seen = [report_seen_at(cluster, ns, name) for cluster in d.exporting_clusters]
     if local is not None:
         seen.append(sampled - local.age)
-    full = policy.lease * policy.full_trust
     for at in seen:
+        if at is None:
+            continue
         if now < at + full:
-            times.append(at + full)
-        elif now < at + policy.lease:
+            if at + full < soonest:
+                soonest = at + full
+        elif now < at + lease:
             return now  # trust falls continuously between full trust and the lease
     if math.isfinite(grace):
-        for export in beliefs.live_exports_of(*d.key):
-            heard = [beliefs.last_heard(export.cluster)]
-            heard.append(beliefs.seen_at.get(("export", export.cluster, *d.key)))
-            latest = max((t for t in heard if t is not None), default=None)
-            if latest is not None:
-                times.append(latest + grace)
-    return min(times)
+        last_heard, seen_at = beliefs.last_heard, beliefs.seen_at
+        for export in beliefs.live_exports_of(ns, name):
+            latest = last_heard(export.cluster)
+            exported = seen_at.get(("export", export.cluster, ns, name))
+            if exported is not None and (latest is None or exported > latest):
+                latest = exported
+            if latest is not None and latest + grace < soonest:
+                soonest = latest + grace
+    return soonest
 
 
 @dataclass

@@ -48,6 +48,8 @@ class DesiredImport:
 
 
 def incompatible_fields(a: ExportEvent, b: ExportEvent) -> tuple[str, ...]:
+    if (a.target_ports, a.app_protocol, a.model) == (b.target_ports, b.app_protocol, b.model):
+        return ()  # the common case, asked per export at every recomputation: no getattr walk
     return tuple(f for f in COMPATIBILITY_FIELDS if getattr(a, f) != getattr(b, f))
 
 
@@ -68,9 +70,10 @@ def resolve_conflicts(exports: list[ExportEvent]) -> tuple[list[ExportEvent], li
 def is_alive(beliefs: Beliefs, export: ExportEvent, *, now: float, grace: float) -> bool:
     """False once the exporter has been silent longer than the grace period."""
     heard = beliefs.last_heard(export.cluster)
+    if heard is not None and now - heard <= grace:
+        return True
     exported = beliefs.seen_at.get(("export", export.cluster, export.namespace, export.name))
-    latest = max((t for t in (heard, exported) if t is not None), default=None)
-    return latest is not None and now - latest <= grace
+    return exported is not None and now - exported <= grace
 
 
 def desired_import(

@@ -32,6 +32,7 @@ backend can take traffic, so ``weight / 10_000`` is the percent. Each carries a 
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -119,13 +120,15 @@ class WeightMemory:
 
 
 def clamp01(value: float) -> float:
-    if math.isnan(value):
-        return 1.0  # an unreadable saturation is treated as full, never as free capacity
-    return min(1.0, max(0.0, value))
+    """Into [0, 1]; NaN (an unreadable saturation) is 1, full, never free capacity. (Taken per
+    backend at every step: comparisons, not min/max calls.)"""
+    if 0.0 <= value <= 1.0:
+        return value
+    return 0.0 if value < 0.0 else 1.0  # (NaN fails every comparison: it lands on 1.0)
 
 
 def _rate(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) or value < 0 else value
+    return None if value is None or not 0.0 <= value < math.inf else value
 
 
 def backend_load(
@@ -143,13 +146,14 @@ def backend_load(
     sampled_at: float | None = None,
 ) -> BackendLoad:
     """The one conversion from what an EPP reports to what the policy weighs."""
+    kv = clamp01(kv_cache)
     return BackendLoad(
-        ready_pods=max(0, ready_pods),
-        saturation=clamp01(max(saturation, kv_cache)),
+        ready_pods=ready_pods if ready_pods > 0 else 0,
+        saturation=kv if kv_cache > saturation else clamp01(saturation),  # max(), as compared
         status=status,
-        age=max(0.0, age),
-        kv_cache=clamp01(kv_cache),
-        queue_size=queue_size if math.isfinite(queue_size) and queue_size > 0 else 0.0,
+        age=age if age > 0.0 else 0.0,
+        kv_cache=kv,
+        queue_size=queue_size if 0.0 < queue_size < math.inf else 0.0,
         demand_rate=_rate(demand_rate),
         arrival_rate=_rate(arrival_rate),
         completion_rate=_rate(completion_rate),
@@ -200,6 +204,15 @@ def next_ramp_step(healthy_for: float, policy: WeightPolicy) -> float | None:
     steps = max(1, policy.slow_start_steps)
     done = math.floor(max(0.0, healthy_for) / policy.slow_start * steps)
     return policy.slow_start * (done + 1) / steps
+
+
+def score_value(load: BackendLoad | None, policy: WeightPolicy) -> float:
+    """``score``'s number alone. The rate plan gives a reason of its own to every backend it
+    weighs, so at every step most score reasons would be formatted only to be dropped."""
+    if load is None or load.status in UNHEALTHY_STATUSES or load.age >= policy.lease:
+        return 0.0
+    headroom = load.ready_pods * (1.0 - load.saturation)
+    return headroom * trust(load.age, policy) if headroom > 0 else 0.0
 
 
 def score(load: BackendLoad | None, policy: WeightPolicy) -> tuple[float, str]:
@@ -284,6 +297,15 @@ def demand_of(load: BackendLoad, kept: float | None, sent: float = 0.0) -> float
     return max(0.0, load.arrival_rate - sent)
 
 
+def can_serve(load: BackendLoad | None, policy: WeightPolicy) -> bool:
+    """Whether a backend can take any traffic (momentarily full, shedding, still counts): the
+    plan weighs it, and it is ramped, or said to be. (Asked per backend at every step: a
+    predicate, not ``plan_input(...) is not None``, which builds what it then drops.)"""
+    if load is None or load.ready_pods == 0 or load.age >= policy.lease:
+        return False
+    return load.status not in UNHEALTHY_STATUSES or load.status == "shedding"
+
+
 def plan_input(
     load: BackendLoad | None,
     ramp_factor: float,
@@ -292,9 +314,7 @@ def plan_input(
     sent: float = 0.0,
 ) -> PlanInput | None:
     """A backend as the rate plan sees it; None when it can take no traffic at all."""
-    if load is None or load.ready_pods == 0 or load.age >= policy.lease:
-        return None
-    if load.status in UNHEALTHY_STATUSES and load.status != "shedding":
+    if load is None or not can_serve(load, policy):
         return None
     return PlanInput(
         ready_pods=load.ready_pods,
@@ -457,28 +477,34 @@ def step_weights(
 ) -> tuple[dict[str, BackendWeight], WeightMemory]:
     """One step of one import's weights, and the memory to pass to the next step."""
     memory = memory or WeightMemory()
-    scores, reasons, ramps = {}, {}, {}
+    scores, ramps = {}, {}
     unable: set[str] = set()  # no report, an unhealthy or shedding EPP, stale, no pods
+    serving: list[str] = []  # can take traffic (momentarily full, shedding, still counts)
     for name, load in loads.items():
-        value, reason = score(load, policy)
+        value = score_value(load, policy)
         # Not healthy at the previous step but healthy now: it joins at this instant.
         since = memory.healthy_since.get(name, now if memory.weights else None)
         # (Only a backend that can serve is ramped, or said to be; momentarily full counts.)
-        serves = plan_input(load, 1.0, policy) is not None
+        serves = can_serve(load, policy)
+        if serves:
+            serving.append(name)
         if not serves or (load is not None and load.status in UNHEALTHY_STATUSES):
             unable.add(name)  # (a shedding EPP answers 429: it takes nothing more at once)
         factor = 1.0 if name == here or since is None or not serves else ramp(now - since, policy)
         scores[name] = value * factor
         ramps[name] = factor
-        reasons[name] = reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
     if policy.mode != "capacity":
         return _fixed_weights(loads, unable, here, policy.mode, memory, policy, now)
     planned = _planned_shares(loads, ramps, here, policy, memory.shares, now)
+    plan_reasons: dict[str, str] = {}
     if planned is None:
         shares, note = _target_shares(scores, loads, here, policy)
     else:
         shares, note, plan_reasons = planned
-        reasons.update(plan_reasons)
+    reasons = {
+        name: plan_reasons[name] if name in plan_reasons else _scored(load, ramps[name], policy)
+        for name, load in loads.items()
+    }
     target = apportion(_cap(shares, here, policy.remote_cap))
     # Hold the goal against small moves of the target, unless the target has held still for
     # ``settle`` seconds: a steady input must end at its own target, not at whatever the goal
@@ -492,12 +518,18 @@ def step_weights(
         reasons[here] = f"{reasons[here]}; {note}"
     result = {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
     target_since = now if since is None else since
-    remembered = _remember(weights, goal, target, target_since, loads, memory, policy, now)
+    remembered = _remember(weights, goal, target, target_since, serving, memory, policy, now)
     if policy.mode == "capacity":  # (the fixed modes read no rates)
         shares_then = {n: _share_history(memory.shares.get(n, ()), w, now, policy)
                        for n, w in weights.items()}  # fmt: skip
         remembered = replace(remembered, shares=shares_then)
     return result, remembered
+
+
+def _scored(load: BackendLoad | None, factor: float, policy: WeightPolicy) -> str:
+    """The reason of a backend the rate plan did not weigh: its score's, and its slow start."""
+    reason = score(load, policy)[1]
+    return reason + (f", slow start x{factor:.2f}" if factor < 1.0 else "")
 
 
 def mean_share(
@@ -509,12 +541,24 @@ def mean_share(
         return before
     if end <= start:
         return _share_at(history, end, before)
-    total = 0.0
-    for i, (since, share) in enumerate(history):
-        until = history[i + 1][0] if i + 1 < len(history) else math.inf
-        lo, hi = max(since, start), min(until, end)
+    # Only the changes within the window (a history spans a lease or so, the window a few
+    # seconds, ending when its report was first received), found by bisection and walked back
+    # to the window's start, then summed oldest first as ever (the same float result).
+    last = bisect.bisect_left(history, (end, -math.inf))  # the first change at or after the end
+    parts = []
+    until = history[last][0] if last < len(history) else math.inf
+    for i in range(last - 1, -1, -1):
+        if until <= start:
+            break
+        since, share = history[i]
+        lo = since if since > start else start
+        hi = until if until < end else end
         if hi > lo:
-            total += share * (hi - lo)
+            parts.append(share * (hi - lo))
+        until = since
+    total = 0.0
+    for part in reversed(parts):
+        total += part
     first = history[0][0]
     if start < first:
         total += before * (min(first, end) - start)
@@ -569,11 +613,7 @@ def _fixed_weights(
         load = loads[name]
         if name not in unable:
             return True
-        return (
-            load is not None
-            and load.status == "shedding"
-            and (plan_input(load, 1.0, policy) is not None)
-        )
+        return load is not None and load.status == "shedding" and can_serve(load, policy)
 
     serving = sorted(n for n in loads if serves(n))
     if mode == "local-only" and here in serving:
@@ -589,7 +629,8 @@ def _fixed_weights(
                          ("; cannot serve" if n in unable else ""))
         for n in sorted(loads)
     }  # fmt: skip
-    return result, _remember(weights, weights, weights, now, loads, memory, policy, now)
+    serving = [n for n, load in loads.items() if can_serve(load, policy)]
+    return result, _remember(weights, weights, weights, now, serving, memory, policy, now)
 
 
 def compute_weights(
@@ -604,7 +645,7 @@ def _remember(
     goal: Mapping[str, int],
     target: Mapping[str, int],
     target_since: float,
-    loads: Mapping[str, BackendLoad | None],
+    serving: Collection[str],
     previous: WeightMemory,
     policy: WeightPolicy,
     now: float,
@@ -612,9 +653,5 @@ def _remember(
     # On the first step every healthy backend counts as established: a restart or a new import
     # has nobody to protect from a burst, and ramping all of them alike would change nothing.
     joined = now if previous.weights else now - policy.slow_start
-    since = {
-        name: previous.healthy_since.get(name, joined)
-        for name, load in loads.items()
-        if plan_input(load, 1.0, policy) is not None  # can serve: momentarily full still counts
-    }
+    since = {name: previous.healthy_since.get(name, joined) for name in serving}
     return WeightMemory(dict(weights), dict(goal), dict(target), target_since, since, now)

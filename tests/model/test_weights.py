@@ -8,8 +8,14 @@ from federation.model.weights import (
     BackendLoad,
     WeightPolicy,
     apportion,
+    backend_load,
+    can_serve,
     compute_weights,
     load_from_report,
+    mean_share,
+    plan_input,
+    score,
+    score_value,
     step_weights,
     trust,
 )
@@ -158,3 +164,64 @@ def test_fixed_modes_split_evenly_or_stay_here_and_skip_who_cannot_serve() -> No
     failover, _ = step_weights(down, WeightPolicy(mode="local-only"), here="a")
     assert {n: w.weight for n, w in failover.items()} == {"a": 0, "b": 1_000_000, "c": 0, "d": 0}
     assert "cannot serve" in failover["b"].reason
+
+
+# The per-step fast paths (session 15) against the plain definitions they replaced.
+
+
+@given(backend_loads(max_pods=64, max_age=20))
+def test_score_value_is_the_number_score_gives(b: BackendLoad | None) -> None:
+    assert score_value(b, POLICY) == score(b, POLICY)[0]
+
+
+@given(backend_loads(max_pods=64, max_age=20))
+def test_can_serve_is_whether_the_plan_takes_the_backend(b: BackendLoad | None) -> None:
+    assert can_serve(b, POLICY) == (plan_input(b, 1.0, POLICY) is not None)
+
+
+def _mean_share_by_definition(history, start, end, before) -> float:  # type: ignore[no-untyped-def]
+    if not history:
+        return before
+    if end <= start:
+        return [s for t, s in ((-math.inf, before), *history) if t <= end][-1]
+    total = 0.0
+    for i, (since, share) in enumerate(history):
+        until = history[i + 1][0] if i + 1 < len(history) else math.inf
+        lo, hi = max(since, start), min(until, end)
+        if hi > lo:
+            total += share * (hi - lo)
+    first = history[0][0]
+    if start < first:
+        total += before * (min(first, end) - start)
+    return total / (end - start)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.sampled_from([0.0, 0.25, 0.5, 1.0])), max_size=12),
+    st.integers(-5, 45),
+    st.integers(0, 6),
+    st.sampled_from([0.0, 1.0]),
+    st.booleans(),
+)
+def test_mean_share_walks_only_the_window_to_the_same_float(
+    changes: list, start: int, span: int, before: float, since_ever: bool
+) -> None:
+    points = sorted({t / 2: s for t, s in changes}.items())  # strictly increasing change times
+    if since_ever and points:
+        points[0] = (-math.inf, points[0][1])
+    history = tuple(points)
+    args = (history, start / 2, start / 2 + span / 2, before)
+    assert mean_share(*args) == _mean_share_by_definition(*args)
+
+
+@given(
+    st.sampled_from([0.0, 0.3, 1.0, 1.5, -0.2, math.nan, math.inf, -math.inf]),
+    st.sampled_from([0.0, 0.3, 1.0, 1.5, -0.2, math.nan, math.inf]),
+)
+def test_backend_load_clamps_as_min_max_did(saturation: float, kv: float) -> None:
+    def clamp(v: float) -> float:
+        return 1.0 if math.isnan(v) else min(1.0, max(0.0, v))
+
+    b = backend_load(ready_pods=4, saturation=saturation, kv_cache=kv, status="ok", age=0.0)
+    assert b.saturation == clamp(max(saturation, kv))
+    assert b.kv_cache == clamp(kv)
