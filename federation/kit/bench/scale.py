@@ -203,9 +203,12 @@ async def _publishing(agents: list[AgentProcess], over: float = 3.0) -> dict[str
     before = await _stats(agents)
     await asyncio.sleep(over)
     after = await _stats(agents)
+    waiting = await _ask(agents, "tasks")
     return {
         c: {k: n - before[c]["published_by"].get(k, 0) for k, n in s["published_by"].items()}
         | {"failures": s["publish_failures"] - before[c]["publish_failures"]}
+        | {"loop_lag_max_s": s["loop_lag_max_s"]}
+        | {"waiting_in": waiting.get(c, {}).get("waiting_in")}
         for c, s in after.items()
         if c in before
     }
@@ -327,6 +330,9 @@ async def scale(
                 [p["uncoalesced_writes"] for p in per]
             ),
             "imports_recomputed_per_s_per_agent": _spread([p["recomputed"] for p in per]),
+            # Each agent's worst event-loop lateness over the window (a timer's overshoot):
+            # seconds a ready callback waited for its process to get a core.
+            "agent_loop_lag_max_s": _spread([s["loop_lag_max_s"] for s in last_stats.values()]),
             "nats_servers_cpu_cores_total": round(
                 sum(servers1[c] - servers0[c] for c in servers0) / window, 2
             ),
@@ -360,6 +366,10 @@ async def scale(
                 round(max(ok) - healed_at, 2) if len(ok) == len(names) else None
             )
             out["heal_restored_agents"] = len(ok)
+            # Each agent's worst event-loop lateness from the steady window's end to here (the
+            # cut, the heal and its aftermath).
+            lags = [s["loop_lag_max_s"] for s in (await _stats(list(agents.values()))).values()]
+            out["heal_agent_loop_lag_max_s"] = _spread(lags) if lags else None
             if len(ok) < len(names):  # where the others fall short, for whoever reads the run
                 behind = [
                     a for a, (r, _) in zip(agents.values(), restored, strict=True) if r is None

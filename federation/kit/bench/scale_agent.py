@@ -46,6 +46,7 @@ from federation.model.views import ImportView
 from federation.runtime.agent import Agent
 from federation.settings import FeedSettings, Settings
 
+LAG_TICK = 0.05  # seconds: the loop-lag probe's sleep
 PROFILE_ENV = "FEDERATION_BENCH_PROFILE"  # a directory: the first agent's profiles go there
 
 
@@ -185,6 +186,9 @@ class Child:
         self.profile_to: Path | None = None
         self._profile: cProfile.Profile | None = None
         self._profiles = 0
+        # The event loop's worst lateness since the last stats request: a process starved of
+        # CPU (or blocked in a callback) runs its timers late, an await that hangs does not.
+        self.loop_lag_max = 0.0
 
     def say(self, doc: dict[str, Any]) -> None:
         sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
@@ -298,8 +302,16 @@ class Child:
             self._profile = cProfile.Profile(time.process_time)
             self._profile.enable()
 
+    async def _watch_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            began = loop.time()
+            await asyncio.sleep(LAG_TICK)
+            self.loop_lag_max = max(self.loop_lag_max, loop.time() - began - LAG_TICK)
+
     def stats(self, wid: str) -> dict[str, Any]:
         self._next_profile()
+        lag, self.loop_lag_max = self.loop_lag_max, 0.0
         counts = self.agent.counts
         received = counts.applied + counts.duplicates + counts.stale + sum(counts.rejected.values())
         return {
@@ -310,6 +322,7 @@ class Child:
             "uncoalesced_writes": self.sink.uncoalesced_writes,
             "recomputed": self.agent.reconciler.book.recomputed, "imports": len(self.sink.views),
             "exports_known": len(self.agent.beliefs.live_exports()),
+            "loop_lag_max_s": round(lag, 3),
         }  # fmt: skip
 
     def short_by_exporter(self) -> dict[str, int]:
@@ -331,6 +344,7 @@ class Child:
         self.say({"event": "loaded"})
         task: asyncio.Task[None] | None = None
         ready: asyncio.Task[None] | None = None
+        lag = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         try:
             while line := await reader.readline():
                 cmd = orjson.loads(line)
@@ -346,17 +360,37 @@ class Child:
                 elif cmd["cmd"] == "why":
                     why = self.why_not_restored(frozenset(cmd["clusters"]))
                     self.say({"event": "why", "id": cmd["id"], **why})
+                elif cmd["cmd"] == "tasks":
+                    self.say({"event": "tasks", "id": cmd["id"], "waiting_in": _waiting_in()})
                 elif cmd["cmd"] == "short":
                     self.say({"event": "short", "id": cmd["id"], "by": self.short_by_exporter()})
                 if task is not None and task.done():
                     task.result()  # an agent that stopped by itself is a failed run
         finally:  # stdin closed: the driver is done with us
+            lag.cancel()
             if ready is not None:
                 ready.cancel()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+def _waiting_in() -> dict[str, str]:
+    """Where each of this process's tasks waits: the innermost frame of its await chain (is a
+    member that publishes nothing stuck in one await, or merely late?)."""
+    where = {}
+    for task in asyncio.all_tasks():
+        coro: Any = task.get_coro()
+        frame = None
+        while coro is not None and getattr(coro, "cr_frame", None) is not None:
+            frame = coro.cr_frame
+            coro = coro.cr_await
+        if frame is not None:
+            code = frame.f_code
+            name = Path(code.co_filename).name
+            where[task.get_name()] = f"{name}:{frame.f_lineno} {code.co_name}"
+    return dict(sorted(where.items()))
 
 
 def main() -> None:
