@@ -337,6 +337,11 @@ def _planned_shares(
     now: float = 0.0,
 ) -> tuple[dict[str, float], str | None, dict[str, str]] | None:
     """The rate plan's shares with each usable backend's reason; None without rates."""
+    if not any(
+        load is not None and (load.capacity_rate is not None or load.completion_rate is not None)
+        for load in loads.values()
+    ):
+        return None  # no capacity to plan with (``spill_plan`` would say so after all the work)
 
     def over_its_window(name: str, load: BackendLoad, before: float) -> float:
         end = now - load.age if load.sampled_at is None else min(load.sampled_at, now)

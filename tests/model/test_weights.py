@@ -3,6 +3,7 @@ import math
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from federation.model.spill_plan import PlanKnobs, spill_plan
 from federation.model.weights import (
     WEIGHT_SCALE,
     BackendLoad,
@@ -225,3 +226,16 @@ def test_backend_load_clamps_as_min_max_did(saturation: float, kv: float) -> Non
     b = backend_load(ready_pods=4, saturation=saturation, kv_cache=kv, status="ok", age=0.0)
     assert b.saturation == clamp(max(saturation, kv))
     assert b.kv_cache == clamp(kv)
+
+
+@given(backends, st.sampled_from([None, "a", "local"]))
+def test_without_capacity_or_completions_the_plan_has_nothing_to_plan(
+    bs: dict, here: str | None
+) -> None:
+    """What lets a step skip building the plan's inputs when no report carries those rates."""
+    inputs = {n: p for n, b in bs.items() if (p := plan_input(b, 1.0, POLICY)) is not None}
+    knobs = PlanKnobs(
+        target_utilization=POLICY.target_utilization, equalize_up_to=POLICY.equalize_up_to,
+        drain=POLICY.drain, min_kept=0.0, overflow_ratio=POLICY.overflow_ratio,
+    )  # fmt: skip
+    assert spill_plan(inputs, here if here in inputs else None, knobs) is None

@@ -2,8 +2,9 @@
 
 100 clusters, 50 pools each exported by a third of them (33 backends per import), every import
 recomputed at each step (a step 0.5 s after the last; each backend's load moves every 10 s on
-its own phase, as the scale benchmark's synthetic loads do), with the rates a production EPP
-sample carries (arrivals, completions, capacity), so the rate plan runs as it does in an agent.
+its own phase, as the scale benchmark's synthetic loads do): with the rates a production EPP
+sample carries (arrivals, completions, capacity), so the rate plan runs as it does in an agent,
+and without them, as for the scale benchmark's synthetic loads.
 No servers: this isolates the per-import Python cost that each of the scale benchmark's agents
 pays at every reconcile (BENCHMARKS.md, session 15).
 
@@ -34,8 +35,9 @@ GRACE = 30.0
 class _Fleet:
     """The peers' exports and digests as one importer, ``c000``, takes them in."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, rates: bool) -> None:
         rng = random.Random(seed)
+        self.rates = rates
         self.clusters = [f"c{i:03d}" for i in range(CLUSTERS)]
         k = CLUSTERS // 3
         self.pools = {f"shared-p{j}": rng.sample(self.clusters, k) for j in range(POOLS)}
@@ -62,10 +64,13 @@ class _Fleet:
                     continue
                 h = zlib.crc32(f"{cluster}/{name}".encode())
                 level = 0.3 + 0.1 * ((h + (step + h % MOVES_EVERY) // MOVES_EVERY) % 3)
+                rates = (
+                    {"arrival_rate": 10 * level, "completion_rate": 10 * level,
+                     "capacity_rate": 12.0} if self.rates else {}
+                )  # fmt: skip
                 entry = PoolLoad(
                     namespace="bench", name=name, observed_at=now, ready_pods=4,
-                    kv_cache_utilization=level, saturation=level, arrival_rate=10 * level,
-                    completion_rate=10 * level, capacity_rate=12.0,
+                    kv_cache_utilization=level, saturation=level, **rates,
                 )  # fmt: skip
                 entries.append(entry)
             digest = LoadDigest(
@@ -74,9 +79,11 @@ class _Fleet:
             self.beliefs.apply(digest, now)
 
 
-def measure(seed: int = 1) -> dict[str, float]:
-    """Microseconds per import recomputed: the best round's mean, and the median round's."""
-    fleet = _Fleet(seed)
+def measure(seed: int = 1, *, rates: bool = True) -> dict[str, float]:
+    """Microseconds per import recomputed: the best round's mean, and the median round's.
+    Without ``rates`` the plan has nothing to plan with and the headroom rule weighs (reports
+    of older agents; the scale benchmark's synthetic loads)."""
+    fleet = _Fleet(seed, rates)
     book = ImportBook(WeightPolicy(), fleet.own)
     link = LinkState(False)
     now, step = 0.0, 0
@@ -102,11 +109,13 @@ def measure(seed: int = 1) -> dict[str, float]:
 
 
 def main() -> None:
-    f = measure()
-    print(
-        f"per import of {f['backends_per_import']} backends, {ROUNDS} rounds of {STEPS} steps: "
-        f"best {f['best_us_per_import']} us, median {f['median_us_per_import']} us"
-    )
+    for rates in (True, False):
+        f = measure(rates=rates)
+        print(
+            f"per import of {f['backends_per_import']} backends, {'with' if rates else 'without'}"
+            f" rates, {ROUNDS} rounds of {STEPS} steps: best {f['best_us_per_import']} us,"
+            f" median {f['median_us_per_import']} us"
+        )
 
 
 if __name__ == "__main__":
