@@ -64,13 +64,11 @@ class _Fleet:
                     continue
                 h = zlib.crc32(f"{cluster}/{name}".encode())
                 level = 0.3 + 0.1 * ((h + (step + h % MOVES_EVERY) // MOVES_EVERY) % 3)
-                rates = (
-                    {"arrival_rate": 10 * level, "completion_rate": 10 * level,
-                     "capacity_rate": 12.0} if self.rates else {}
-                )  # fmt: skip
+                rate = 10 * level if self.rates else None
                 entry = PoolLoad(
                     namespace="bench", name=name, observed_at=now, ready_pods=4,
-                    kv_cache_utilization=level, saturation=level, **rates,
+                    kv_cache_utilization=level, saturation=level, arrival_rate=rate,
+                    completion_rate=rate, capacity_rate=12.0 if self.rates else None,
                 )  # fmt: skip
                 entries.append(entry)
             digest = LoadDigest(
