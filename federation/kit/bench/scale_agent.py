@@ -377,19 +377,22 @@ class Child:
 
 
 def _waiting_in() -> dict[str, str]:
-    """Where each of this process's tasks waits: the innermost frame of its await chain (is a
-    member that publishes nothing stuck in one await, or merely late?)."""
+    """Where each of this process's tasks waits: the innermost frame of its await chain, after
+    the innermost of our own (is a member that publishes nothing stuck in one await, or merely
+    late? ``wait_for`` alone would not say whose)."""
     where = {}
     for task in asyncio.all_tasks():
         coro: Any = task.get_coro()
-        frame = None
+        frames = []
         while coro is not None and getattr(coro, "cr_frame", None) is not None:
-            frame = coro.cr_frame
+            frames.append(coro.cr_frame)
             coro = coro.cr_await
-        if frame is not None:
-            code = frame.f_code
-            name = Path(code.co_filename).name
-            where[task.get_name()] = f"{name}:{frame.f_lineno} {code.co_name}"
+        ours = [f for f in frames if f"{os.sep}federation{os.sep}" in f.f_code.co_filename]
+        shown = [f for f in (ours[-1:] + frames[-1:]) if f is not None]
+        if shown:
+            text = [f"{Path(f.f_code.co_filename).name}:{f.f_lineno} {f.f_code.co_name}"
+                    for f in dict.fromkeys(shown)]  # fmt: skip
+            where[task.get_name()] = " > ".join(text)
     return dict(sorted(where.items()))
 
 
