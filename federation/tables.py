@@ -8,6 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from federation.model.pacing import LATENESS_FLOOR
 from federation.model.weights import BackendWeight
 
 
@@ -46,6 +47,7 @@ def status_view(doc: dict[str, Any]) -> Group:
         f"[bold]{doc['cluster']}[/] · lease {doc['lease_s']:g}s · link "
         + ("[red]SUSPECT[/] " + link["reason"] if link["suspect"] else "[green]ok[/]")
         + (" · [red]INSECURE[/] (unsigned events accepted)" if doc.get("insecure") else "")
+        + _pacing(doc.get("pacing"))
     )
     peers = Table(title="peers", title_justify="left")
     for column in ("peer", "lease age", "state", "exports", "last beat", "missed", "clock"):
@@ -71,6 +73,16 @@ def status_view(doc: dict[str, Any]) -> Group:
                 key if i == 0 else "", backend, str(b["weight"]), f"{b['percent']:.1f}", b["reason"]
             )
     return Group(header, peers, imports, feeds_table(doc.get("feeds") or {}))
+
+
+def _pacing(pacing: dict[str, float] | None) -> str:
+    """Said only while the loop runs late enough to stretch the reconcile gap."""
+    if not pacing or pacing.get("loop_lateness_s", 0.0) < LATENESS_FLOOR:
+        return ""
+    return (
+        f" · [yellow]loop {pacing['loop_lateness_s']:.2f}s late[/]: weights step every"
+        f" {pacing['reconcile_gap_s']:.2f}s"
+    )
 
 
 def feeds_table(feeds: dict[str, Any]) -> Table:

@@ -220,3 +220,42 @@ def test_the_reconcile_gap_grows_with_the_members_up_to_the_interval() -> None:
     assert reconcile_gap(35, 0.5) == pytest.approx(0.35)
     assert reconcile_gap(100, 0.5) == 0.5  # never longer than the periodic step
     assert reconcile_gap(3, 0.1) == 0.1
+
+
+async def test_a_late_loop_stretches_the_reconcile_gap_and_says_so(fleet: Fleet) -> None:
+    """A starved process steps its weights less often (``model.pacing``), bounded within the
+    lease; status, its table and the metrics show it; the fleet goes on moving weights."""
+    from rich.console import Console
+
+    from federation.adapters.metrics import AgentMetrics
+    from federation.runtime.agent import PACED_GAP_OF_LEASE
+    from federation.tables import status_view
+
+    agent = fleet.agents["ap-south"]
+    fleet.loads["ap-south"].set(LLAMA, saturation=1.0)  # it spills to both exporters
+    await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0, within=10,
+                   what="ap-south weighs us-east")  # fmt: skip
+    now = time.monotonic()
+    base = agent.reconcile_gap(now)
+    agent.lateness.observe(5.0, now)
+    assert agent.reconcile_gap(now) == pytest.approx(LEASE * PACED_GAP_OF_LEASE)
+    assert agent.reconcile_gap(now) > base
+    pacing = agent.status()["pacing"]
+    assert pacing["loop_lateness_s"] == pytest.approx(5.0, abs=0.05)
+    console = Console(width=200, record=True)
+    console.print(status_view(agent.status()))
+    assert "late" in console.export_text()
+    metrics = AgentMetrics()
+    metrics.watch(agent)
+    text = metrics.render().decode()
+    gauges = dict(
+        line.split(" ") for line in text.splitlines()
+        if line.startswith(("federation_event_loop_lateness", "federation_reconcile_gap"))
+    )  # fmt: skip
+    assert float(gauges["federation_event_loop_lateness_seconds"]) == pytest.approx(5.0, abs=0.5)
+    assert float(gauges["federation_reconcile_gap_seconds"]) == LEASE * PACED_GAP_OF_LEASE
+    # Weights still step, at the stretched gap: the exporters' load moves, ap-south follows.
+    before = fleet.weights("ap-south")
+    fleet.loads["us-east"].set(LLAMA, saturation=0.95)
+    await wait_for(lambda: fleet.weights("ap-south") != before, within=10,
+                   what="ap-south's weights follow us-east's saturation")  # fmt: skip

@@ -58,6 +58,10 @@ class AgentState(Protocol):
         """Per gateway feed: (healthy, failures so far)."""
         ...
 
+    def pacing(self) -> tuple[float, float]:
+        """The event loop's recent lateness and the reconcile gap it makes, in seconds."""
+        ...
+
 
 class _StateCollector(Collector):
     def __init__(
@@ -118,6 +122,17 @@ class _StateCollector(Collector):
         for peer in sorted(set(a.gaps.last) | set(a.gaps.missed)):  # every peer heard from
             gaps.add_metric([peer], a.gaps.missed[peer])
         yield gaps
+        lateness, gap = a.pacing()
+        yield GaugeMetricFamily(
+            "federation_event_loop_lateness_seconds",
+            "How late the agent's timers fire (recent worst, halving every 5 s): a starved process",
+            value=lateness,
+        )
+        yield GaugeMetricFamily(
+            "federation_reconcile_gap_seconds",
+            "The least time between two event-woken weight steps (stretched by a late loop)",
+            value=gap,
+        )
         yield GaugeMetricFamily(
             "federation_consumer_pending",
             "Messages waiting behind the last one delivered",

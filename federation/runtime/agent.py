@@ -38,6 +38,7 @@ from federation.model.exported import exported_condition
 from federation.model.freshness import LinkState, next_lease_end, stale_among, staleness
 from federation.model.gaps import SourceGaps
 from federation.model.loads import LoadSample
+from federation.model.pacing import Lateness, paced_gap
 from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.model.rates import RATE_WINDOW, SampleRates
 from federation.model.recalls import RecallSchedule
@@ -81,6 +82,11 @@ RECONCILE_GAP_PER_MEMBER = 0.01
 
 def reconcile_gap(members: int, reconcile_interval: float) -> float:
     return min(max(RECONCILE_GAP, RECONCILE_GAP_PER_MEMBER * members), reconcile_interval)
+
+
+# A late event loop stretches that gap to its lateness (``model.pacing``), up to this share of a
+# lease: a weight then moves at most that long after its report, well within the lease.
+PACED_GAP_OF_LEASE = 0.25
 
 
 # Past a lease's end: staleness is ``age > lease``, so a step at the very instant is too early.
@@ -153,6 +159,7 @@ class Agent:
         )
         self._changed = asyncio.Event()
         self._reconcile_gap = reconcile_gap(len(settings.members), settings.reconcile_interval)
+        self.lateness = Lateness()  # of the reconciler's own timers: the loop's, as it runs
         self._pools_changed = asyncio.Event()
         self._members = frozenset(settings.members)
         self._live_beats: dict[str, float] = {}  # peer -> monotonic time it was last heard live
@@ -554,6 +561,10 @@ class Agent:
             )  # fmt: skip
             await asyncio.sleep(s.beat_interval)
 
+    def pacing(self) -> tuple[float, float]:
+        mono = time.monotonic()
+        return self.lateness.value(mono), self.reconcile_gap(mono)
+
     def feed_health(self) -> dict[str, tuple[bool, int]]:
         return {name: (st.healthy, st.failures) for name, st in self.feeds.states.items()}
 
@@ -570,7 +581,9 @@ class Agent:
             missed=self.gaps.missed,
             offsets=self.intake.offsets.offsets(),
         )
-        return doc | {"feeds": self.feeds.status(), "insecure": self.insecure}
+        lateness, gap = self.pacing()
+        pacing = {"loop_lateness_s": round(lateness, 3), "reconcile_gap_s": round(gap, 3)}
+        return doc | {"feeds": self.feeds.status(), "insecure": self.insecure, "pacing": pacing}
 
     def step_views(self, now: float) -> bool:
         """One weight step of the imports whose inputs or time moved; True if a view changed."""
@@ -590,11 +603,17 @@ class Agent:
                 async with asyncio.timeout(wait):
                     woken = await self._changed.wait()
             now_mono = time.monotonic()
+            if not woken:  # the timer's: how late it fired
+                self.lateness.observe(now_mono - began - wait, now_mono)
             since = now_mono - last
-            gap = self._reconcile_gap
+            gap = self.reconcile_gap(now_mono)
             if woken and since < gap:  # woken right after a step: fold in what follows
                 # What is left of the wait computed above: no second pass over the leases.
-                await asyncio.sleep(min(gap - since, wait - (now_mono - began)))
+                pause = min(gap - since, wait - (now_mono - began))
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                    slept = time.monotonic()
+                    self.lateness.observe(slept - now_mono - pause, slept)
             self._changed.clear()
             last = time.monotonic()
             now = self.now()
@@ -602,6 +621,12 @@ class Agent:
             await self.reconciler.feed()
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
             await self._report_exports(now)
+
+    def reconcile_gap(self, at: float) -> float:
+        """The least time between two event-woken steps at ``at`` (monotonic): the members'
+        gap, stretched by a late loop (``model.pacing``)."""
+        most = self.settings.lease * PACED_GAP_OF_LEASE
+        return paced_gap(self._reconcile_gap, self.lateness.value(at), most)
 
     def _reconcile_wait(self) -> float:
         """How long the reconciler may sleep with nothing changing: the periodic interval, or
