@@ -259,3 +259,10 @@ async def test_a_late_loop_stretches_the_reconcile_gap_and_says_so(fleet: Fleet)
     fleet.loads["us-east"].set(LLAMA, saturation=0.95)
     await wait_for(lambda: fleet.weights("ap-south") != before, within=10,
                    what="ap-south's weights follow us-east's saturation")  # fmt: skip
+    # A lease's end is stepped at its time, not a stretched gap later.
+    agent.lateness.observe(5.0, time.monotonic())
+    fleet.network.partition("us-east")
+    took = await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
+                          within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
+    assert took <= LEASE * 3
+    assert agent.reconcile_gap(time.monotonic()) > base  # (still paced meanwhile)

@@ -632,14 +632,16 @@ class Agent:
         """How long the reconciler may sleep with nothing changing: the periodic interval, or
         less when a peer's lease runs out sooner, so that a dead peer's weight goes to 0 at the
         end of its lease (at most a gap later: leases ending within a gap are folded into one
-        step), not up to an interval later."""
+        step), not up to an interval later. While the loop runs late the interval stretches
+        with the gap (``model.pacing``); a lease's end does not."""
         s = self.settings
         now = self.now()
+        interval = max(s.reconcile_interval, self.reconcile_gap(time.monotonic()))
         peers = [m for m in s.members if m != self.name]
         end = next_lease_end(self.beliefs, peers, now=now, lease=s.lease, fold=self._reconcile_gap)
         if end is None:
-            return s.reconcile_interval
-        return min(s.reconcile_interval, end - now + LEASE_END_MARGIN)
+            return interval
+        return min(interval, end - now + LEASE_END_MARGIN)
 
     def live_members(self, now: float) -> list[str]:
         members = self.settings.members
