@@ -333,6 +333,9 @@ async def scale(
             # Each agent's worst event-loop lateness over the window (a timer's overshoot):
             # seconds a ready callback waited for its process to get a core.
             "agent_loop_lag_max_s": _spread([s["loop_lag_max_s"] for s in last_stats.values()]),
+            # What the agents' reconcilers make of it at the window's end (``model.pacing``).
+            "agent_paced_lateness_s": _spread([s["paced_lateness_s"] for s in last_stats.values()]),
+            "agent_reconcile_gap_s": _spread([s["paced_gap_s"] for s in last_stats.values()]),
             "nats_servers_cpu_cores_total": round(
                 sum(servers1[c] - servers0[c] for c in servers0) / window, 2
             ),

@@ -323,6 +323,8 @@ class Child:
             "recomputed": self.agent.reconciler.book.recomputed, "imports": len(self.sink.views),
             "exports_known": len(self.agent.beliefs.live_exports()),
             "loop_lag_max_s": round(lag, 3),
+            "paced_lateness_s": round(self.agent.pacing()[0], 3),
+            "paced_gap_s": round(self.agent.pacing()[1], 3),
         }  # fmt: skip
 
     def short_by_exporter(self) -> dict[str, int]:
