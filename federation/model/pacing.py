@@ -9,9 +9,11 @@ takes the CPU the beats needed. So the least time between two steps woken by eve
 to the loop's recent lateness, up to a bound well within a lease; a lease's end is still stepped
 at its time (the reconciler's own wait, which no gap holds back).
 
-The lateness is the worst overshoot of the reconciler's own timers, forgotten by half every
-``half_life`` seconds: one late timer stretches the next few gaps, a loop back on time returns
-to the base gap within seconds.
+The lateness is the worst seen of two measures, forgotten by half every ``half_life`` seconds:
+the overshoot of the reconciler's own timers, and the time a step spent ready but not running
+(its wall time less its CPU time: a starved process loses most of its waiting inside its own
+long steps, where no timer is waiting to see it). One late step stretches the next few gaps; a
+loop back on time returns to the base gap within seconds.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class Lateness:
     _at: float = 0.0
 
     def observe(self, overshoot: float, at: float) -> None:
-        """A timer meant to fire at ``at - overshoot`` fired at ``at``."""
+        """``overshoot`` seconds late at ``at``: a timer fired that much after its time, or a
+        step waited that long for a core."""
         if not math.isfinite(overshoot) or overshoot <= self.value(at):
             return
         self._worst, self._at = overshoot, at

@@ -617,7 +617,13 @@ class Agent:
             self._changed.clear()
             last = time.monotonic()
             now = self.now()
+            cpu = time.process_time()
             self.step_views(now)
+            # The step awaits nothing: wall time beyond its CPU time is time the process was
+            # ready but not running. A starved process loses most of it inside its own long
+            # steps, where no timer of the reconciler's is waiting to see it.
+            stepped = time.monotonic()
+            self.lateness.observe((stepped - last) - (time.process_time() - cpu), stepped)
             await self.reconciler.feed()
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
             await self._report_exports(now)
