@@ -8,7 +8,6 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from federation.model.pacing import LATENESS_FLOOR
 from federation.model.weights import BackendWeight
 
 
@@ -76,11 +75,11 @@ def status_view(doc: dict[str, Any]) -> Group:
 
 
 def _pacing(pacing: dict[str, float] | None) -> str:
-    """Said only while the loop runs late enough to stretch the reconcile gap."""
-    if not pacing or pacing.get("loop_lateness_s", 0.0) < LATENESS_FLOOR:
+    """Said only while a late loop stretches the reconcile gap beyond its base."""
+    if not pacing or pacing.get("reconcile_gap_s", 0.0) <= pacing.get("reconcile_gap_base_s", 0.0):
         return ""
     return (
-        f" · [yellow]loop {pacing['loop_lateness_s']:.2f}s late[/]: weights step every"
+        f" · [yellow]loop {pacing['loop_lateness_s']:.2f}s late[/]: weights step at most every"
         f" {pacing['reconcile_gap_s']:.2f}s"
     )
 

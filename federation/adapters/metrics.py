@@ -125,7 +125,7 @@ class _StateCollector(Collector):
         lateness, gap = a.pacing()
         yield GaugeMetricFamily(
             "federation_event_loop_lateness_seconds",
-            "How late the agent's timers fire (recent worst, halving every 5 s): a starved process",
+            "How late a 0.25 s timer of the agent fires (recent worst, halving every 5 s)",
             value=lateness,
         )
         yield GaugeMetricFamily(

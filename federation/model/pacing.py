@@ -5,26 +5,26 @@ moving, so each step recomputes them all. When the agent's process cannot get th
 (a machine shared by many agents, a container's CPU limit), its event loop runs late: timers
 fire seconds after their time, beats and digests go out late, and peers' leases lapse. Stepping
 as often as before then buys nothing (each step's weights are late by the lateness anyway) and
-takes the CPU the beats needed. So the least time between two steps woken by events stretches
-to the loop's recent lateness, up to a bound well within a lease; a lease's end is still stepped
-at its time (the reconciler's own wait, which no gap holds back).
+takes the CPU the beats needed. So the least time between two steps woken by events (and the
+periodic step with it) stretches to the loop's recent lateness, up to a bound well within a
+lease; a member's lease end is still stepped at its time (the reconciler's own wait, which no
+gap holds back).
 
-The lateness is the worst seen of two measures, forgotten by half every ``half_life`` seconds:
-the overshoot of the reconciler's own timers, and the time a step spent ready but not running
-(its wall time less its CPU time: a starved process loses most of its waiting inside its own
-long steps, where no timer is waiting to see it). One late step stretches the next few gaps; a
-loop back on time returns to the base gap within seconds.
+The lateness is the worst overshoot of a probe's timer (the agent's ``watch-lateness`` task,
+every 0.25 s), forgotten by half every ``half_life`` seconds: one late stretch lengthens the next
+gaps; from 2.5 s late, a loop back on time is back at a 0.5 s base gap in about 12 s. Below
+``LATENESS_FLOOR`` it is a loaded machine's ordinary jitter, and the gap stays at its base.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LATENESS_HALF_LIFE = 5.0  # seconds
-# A lateness below this is the loop's ordinary jitter (a batch of events being applied), not a
-# starved process: the gap stays at its base.
-LATENESS_FLOOR = 0.05
+# A lateness below this is the loop's ordinary jitter (a batch of events applied, a busy test
+# machine), not a starved process: the gap stays at its base.
+LATENESS_FLOOR = 0.25
 
 
 @dataclass
@@ -32,12 +32,11 @@ class Lateness:
     """The event loop's recent lateness, in seconds (see the module's docstring)."""
 
     half_life: float = LATENESS_HALF_LIFE
-    _worst: float = 0.0
-    _at: float = 0.0
+    _worst: float = field(default=0.0, init=False)
+    _at: float = field(default=0.0, init=False)
 
     def observe(self, overshoot: float, at: float) -> None:
-        """``overshoot`` seconds late at ``at``: a timer fired that much after its time, or a
-        step waited that long for a core."""
+        """A timer due at ``at - overshoot`` fired at ``at``."""
         if not math.isfinite(overshoot) or overshoot <= self.value(at):
             return
         self._worst, self._at = overshoot, at

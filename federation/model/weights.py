@@ -122,9 +122,9 @@ class WeightMemory:
 def clamp01(value: float) -> float:
     """Into [0, 1]; NaN (an unreadable saturation) is 1, full, never free capacity. (Taken per
     backend at every step: comparisons, not min/max calls.)"""
-    if 0.0 <= value <= 1.0:
+    if 0.0 < value <= 1.0:
         return value
-    return 0.0 if value < 0.0 else 1.0  # (NaN fails every comparison: it lands on 1.0)
+    return 0.0 if value <= 0.0 else 1.0  # (-0.0 lands on 0.0; NaN fails every test: on 1.0)
 
 
 def _rate(value: float | None) -> float | None:

@@ -85,8 +85,9 @@ def reconcile_gap(members: int, reconcile_interval: float) -> float:
 
 
 # A late event loop stretches that gap to its lateness (``model.pacing``), up to this share of a
-# lease: a weight then moves at most that long after its report, well within the lease.
+# lease: steps at least that often, well within the lease.
 PACED_GAP_OF_LEASE = 0.25
+LATENESS_TICK = 0.25  # seconds between the lateness probe's wake-ups (4 a second: cheap)
 
 
 # Past a lease's end: staleness is ``age > lease``, so a step at the very instant is too early.
@@ -159,7 +160,7 @@ class Agent:
         )
         self._changed = asyncio.Event()
         self._reconcile_gap = reconcile_gap(len(settings.members), settings.reconcile_interval)
-        self.lateness = Lateness()  # of the reconciler's own timers: the loop's, as it runs
+        self.lateness = Lateness()  # the loop's, as the watch-lateness task sees it
         self._pools_changed = asyncio.Event()
         self._members = frozenset(settings.members)
         self._live_beats: dict[str, float] = {}  # peer -> monotonic time it was last heard live
@@ -229,6 +230,7 @@ class Agent:
             "consume": self._consume(),
             "consume-live": self._consume_live(),
             "reconcile": self._reconcile(),
+            "watch-lateness": self._watch_lateness(),
             "watch-sources": self._watch_sources(),
             "recall-stale": self._recall_stale(),
         }
@@ -563,7 +565,7 @@ class Agent:
 
     def pacing(self) -> tuple[float, float]:
         mono = time.monotonic()
-        return self.lateness.value(mono), self.reconcile_gap(mono)
+        return self.lateness.value(mono), self.paced_gap(mono)
 
     def feed_health(self) -> dict[str, tuple[bool, int]]:
         return {name: (st.healthy, st.failures) for name, st in self.feeds.states.items()}
@@ -582,7 +584,11 @@ class Agent:
             offsets=self.intake.offsets.offsets(),
         )
         lateness, gap = self.pacing()
-        pacing = {"loop_lateness_s": round(lateness, 3), "reconcile_gap_s": round(gap, 3)}
+        pacing = {
+            "loop_lateness_s": round(lateness, 3),
+            "reconcile_gap_s": round(gap, 3),
+            "reconcile_gap_base_s": round(self._reconcile_gap, 3),
+        }
         return doc | {"feeds": self.feeds.status(), "insecure": self.insecure, "pacing": pacing}
 
     def step_views(self, now: float) -> bool:
@@ -593,7 +599,7 @@ class Agent:
         )  # fmt: skip
 
     async def _reconcile(self) -> None:
-        last = -math.inf
+        last = done = -math.inf  # the previous step's start and end (monotonic)
         while True:
             raise_if_cancelling()
             woken = False
@@ -603,34 +609,37 @@ class Agent:
                 async with asyncio.timeout(wait):
                     woken = await self._changed.wait()
             now_mono = time.monotonic()
-            if not woken:  # the timer's: how late it fired
-                self.lateness.observe(now_mono - began - wait, now_mono)
-            since = now_mono - last
-            gap = self.reconcile_gap(now_mono)
-            if woken and since < gap:  # woken right after a step: fold in what follows
+            if woken:  # woken right after a step: fold in what follows
+                # The members' gap runs from the previous step's start. A paced gap runs from
+                # its end: a starved step takes long, and must not use up the gap itself.
+                gap = self.paced_gap(now_mono)
+                until = last + gap if gap <= self._reconcile_gap else done + gap
                 # What is left of the wait computed above: no second pass over the leases.
-                pause = min(gap - since, wait - (now_mono - began))
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                    slept = time.monotonic()
-                    self.lateness.observe(slept - now_mono - pause, slept)
+                pause = min(until - now_mono, wait - (now_mono - began))
+                await asyncio.sleep(pause)
             self._changed.clear()
             last = time.monotonic()
             now = self.now()
-            cpu = time.process_time()
             self.step_views(now)
-            # The step awaits nothing: wall time beyond its CPU time is time the process was
-            # ready but not running. A starved process loses most of it inside its own long
-            # steps, where no timer of the reconciler's is waiting to see it.
-            stepped = time.monotonic()
-            self.lateness.observe((stepped - last) - (time.process_time() - cpu), stepped)
+            done = time.monotonic()
             await self.reconciler.feed()
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
             await self._report_exports(now)
 
-    def reconcile_gap(self, at: float) -> float:
+    async def _watch_lateness(self) -> None:
+        """A timer every ``LATENESS_TICK``: how late it fires is how late the loop runs,
+        whatever the other tasks are doing (``model.pacing``). A starved process loses most of
+        its time inside its own long steps, where the reconciler has no timer to see it."""
+        while True:
+            raise_if_cancelling()
+            began = time.monotonic()
+            await asyncio.sleep(LATENESS_TICK)
+            woke = time.monotonic()
+            self.lateness.observe(woke - began - LATENESS_TICK, woke)
+
+    def paced_gap(self, at: float) -> float:
         """The least time between two event-woken steps at ``at`` (monotonic): the members'
-        gap, stretched by a late loop (``model.pacing``)."""
+        gap, or the loop's lateness where that is longer (``model.pacing``)."""
         most = self.settings.lease * PACED_GAP_OF_LEASE
         return paced_gap(self._reconcile_gap, self.lateness.value(at), most)
 
@@ -639,10 +648,11 @@ class Agent:
         less when a peer's lease runs out sooner, so that a dead peer's weight goes to 0 at the
         end of its lease (at most a gap later: leases ending within a gap are folded into one
         step), not up to an interval later. While the loop runs late the interval stretches
-        with the gap (``model.pacing``); a lease's end does not."""
+        to the paced gap: so do the time-driven steps (smoothing, slow start, a report's trust
+        fading, a failed feed's retry), but not a member's lease end."""
         s = self.settings
         now = self.now()
-        interval = max(s.reconcile_interval, self.reconcile_gap(time.monotonic()))
+        interval = max(s.reconcile_interval, self.paced_gap(time.monotonic()))
         peers = [m for m in s.members if m != self.name]
         end = next_lease_end(self.beliefs, peers, now=now, lease=s.lease, fold=self._reconcile_gap)
         if end is None:

@@ -207,7 +207,7 @@ def _mean_share_by_definition(history, start, end, before) -> float:  # type: ig
 def test_mean_share_walks_only_the_window_to_the_same_float(
     changes: list, start: int, span: int, before: float, since_ever: bool
 ) -> None:
-    points = sorted({t / 2: s for t, s in changes}.items())  # strictly increasing change times
+    points = sorted((t / 2, s) for t, s in changes)  # (equal change times allowed)
     if since_ever and points:
         points[0] = (-math.inf, points[0][1])
     history = tuple(points)
@@ -216,8 +216,8 @@ def test_mean_share_walks_only_the_window_to_the_same_float(
 
 
 @given(
-    st.sampled_from([0.0, 0.3, 1.0, 1.5, -0.2, math.nan, math.inf, -math.inf]),
-    st.sampled_from([0.0, 0.3, 1.0, 1.5, -0.2, math.nan, math.inf]),
+    st.sampled_from([0.0, -0.0, 0.3, 1.0, 1.5, -0.2, math.nan, math.inf, -math.inf]),
+    st.sampled_from([0.0, -0.0, 0.3, 1.0, 1.5, -0.2, math.nan, math.inf]),
 )
 def test_backend_load_clamps_as_min_max_did(saturation: float, kv: float) -> None:
     def clamp(v: float) -> float:
@@ -226,16 +226,49 @@ def test_backend_load_clamps_as_min_max_did(saturation: float, kv: float) -> Non
     b = backend_load(ready_pods=4, saturation=saturation, kv_cache=kv, status="ok", age=0.0)
     assert b.saturation == clamp(max(saturation, kv))
     assert b.kv_cache == clamp(kv)
+    # The sign too: min/max turned -0.0 into 0.0, and a reason must not say "1 - -0.00".
+    assert math.copysign(1.0, b.saturation) == math.copysign(1.0, clamp(max(saturation, kv)))
+    assert math.copysign(1.0, b.kv_cache) == math.copysign(1.0, clamp(kv))
 
 
-@given(backends, st.sampled_from([None, "a", "local"]))
+rated_loads = st.builds(
+    BackendLoad,
+    ready_pods=st.integers(0, 64),
+    saturation=st.floats(0, 1),
+    status=st.sampled_from(["ok", "ok", "unreachable", "shedding"]),
+    age=st.floats(0, 20),
+    kv_cache=st.floats(0, 1),
+    queue_size=st.floats(0, 10),
+    demand_rate=st.none() | st.floats(0, 100),
+    arrival_rate=st.none() | st.floats(0, 100),
+    completion_rate=st.none() | st.floats(0, 100),
+    capacity_rate=st.none() | st.floats(0, 100),
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["local", "a", "b", "c"]), st.none() | rated_loads,
+                    max_size=4),
+    st.sampled_from([None, "a", "local"]),
+)  # fmt: skip
 def test_without_capacity_or_completions_the_plan_has_nothing_to_plan(
     bs: dict, here: str | None
 ) -> None:
-    """What lets a step skip building the plan's inputs when no report carries those rates."""
+    """What lets a step skip building the plan's inputs when no report carries capacity or
+    completions (whatever other rates they carry); with either, the skip must not be taken."""
     inputs = {n: p for n, b in bs.items() if (p := plan_input(b, 1.0, POLICY)) is not None}
     knobs = PlanKnobs(
         target_utilization=POLICY.target_utilization, equalize_up_to=POLICY.equalize_up_to,
         drain=POLICY.drain, min_kept=0.0, overflow_ratio=POLICY.overflow_ratio,
     )  # fmt: skip
-    assert spill_plan(inputs, here if here in inputs else None, knobs) is None
+    plan = spill_plan(inputs, here if here in inputs else None, knobs)
+    rated = any(
+        b is not None and (b.capacity_rate is not None or b.completion_rate is not None)
+        for b in bs.values()
+    )
+    if not rated:
+        assert plan is None
+    # And the step plans (its reasons say "of capacity") exactly when spill_plan gives a plan.
+    weights = step_weights(bs, POLICY, here=here if here in bs else None)[0]
+    planned = any("of capacity" in w.reason for w in weights.values())
+    assert planned == (plan is not None)

@@ -370,6 +370,8 @@ class Child:
                     task.result()  # an agent that stopped by itself is a failed run
         finally:  # stdin closed: the driver is done with us
             lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
             if ready is not None:
                 ready.cancel()
             if task is not None:
@@ -390,7 +392,7 @@ def _waiting_in() -> dict[str, str]:
             frames.append(coro.cr_frame)
             coro = coro.cr_await
         ours = [f for f in frames if f"{os.sep}federation{os.sep}" in f.f_code.co_filename]
-        shown = [f for f in (ours[-1:] + frames[-1:]) if f is not None]
+        shown = ours[-1:] + frames[-1:]
         if shown:
             text = [f"{Path(f.f_code.co_filename).name}:{f.f_lineno} {f.f_code.co_name}"
                     for f in dict.fromkeys(shown)]  # fmt: skip
