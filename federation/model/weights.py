@@ -499,7 +499,7 @@ def step_weights(
         scores[name] = value * factor
         ramps[name] = factor
     if policy.mode != "capacity":
-        return _fixed_weights(loads, unable, here, policy.mode, memory, policy, now)
+        return _fixed_weights(loads, unable, serving, here, policy.mode, memory, policy, now)
     planned = _planned_shares(loads, ramps, here, policy, memory.shares, now)
     plan_reasons: dict[str, str] = {}
     if planned is None:
@@ -604,6 +604,7 @@ FIXED_MODES: Final = ("static", "local-only")
 def _fixed_weights(
     loads: Mapping[str, BackendLoad | None],
     unable: set[str],
+    serving: list[str],
     here: str | None,
     mode: str,
     memory: WeightMemory,
@@ -612,21 +613,15 @@ def _fixed_weights(
 ) -> tuple[dict[str, BackendWeight], WeightMemory]:
     """The fixed modes: no plan, no smoothing (nothing moves but who can serve). A shedding
     backend (429) still serves here, as in the plan's "can serve": a fixed rule must not flip
-    a whole cluster's traffic on every report that says it is momentarily full."""
-
-    def serves(name: str) -> bool:
-        load = loads[name]
-        if name not in unable:
-            return True
-        return load is not None and load.status == "shedding" and can_serve(load, policy)
-
-    serving = sorted(n for n in loads if serves(n))
-    if mode == "local-only" and here in serving:
+    a whole cluster's traffic on every report that says it is momentarily full (``serving``:
+    those ``can_serve`` admits, shedding ones included, in ``loads``' order)."""
+    candidates = sorted(serving)
+    if mode == "local-only" and here in candidates:
         chosen, why = [here], "local-only: here serves everything"
     elif mode == "local-only":
-        chosen, why = serving, "local-only, but here cannot serve: equal over the others"
+        chosen, why = candidates, "local-only, but here cannot serve: equal over the others"
     else:
-        chosen, why = serving, f"static: an equal share of {len(serving)} serving backend(s)"
+        chosen, why = candidates, f"static: an equal share of {len(candidates)} serving backend(s)"
     weights = apportion({n: 1.0 for n in chosen}) if chosen else {}
     weights = {n: weights.get(n, 0) for n in loads}
     result = {
@@ -634,7 +629,6 @@ def _fixed_weights(
                          ("; cannot serve" if n in unable else ""))
         for n in sorted(loads)
     }  # fmt: skip
-    serving = [n for n, load in loads.items() if can_serve(load, policy)]
     return result, _remember(weights, weights, weights, now, serving, memory, policy, now)
 
 

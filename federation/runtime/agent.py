@@ -609,14 +609,15 @@ class Agent:
                 async with asyncio.timeout(wait):
                     woken = await self._changed.wait()
             now_mono = time.monotonic()
-            if woken:  # woken right after a step: fold in what follows
+            if woken:  # woken within a gap of the previous step: fold in what follows
                 # The members' gap runs from the previous step's start. A paced gap runs from
                 # its end: a starved step takes long, and must not use up the gap itself.
                 gap = self.paced_gap(now_mono)
                 until = last + gap if gap <= self._reconcile_gap else done + gap
                 # What is left of the wait computed above: no second pass over the leases.
                 pause = min(until - now_mono, wait - (now_mono - began))
-                await asyncio.sleep(pause)
+                if pause > 0:
+                    await asyncio.sleep(pause)
             self._changed.clear()
             last = time.monotonic()
             now = self.now()

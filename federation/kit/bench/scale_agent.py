@@ -312,6 +312,7 @@ class Child:
     def stats(self, wid: str) -> dict[str, Any]:
         self._next_profile()
         lag, self.loop_lag_max = self.loop_lag_max, 0.0
+        paced_lateness, paced_gap = self.agent.pacing()
         counts = self.agent.counts
         received = counts.applied + counts.duplicates + counts.stale + sum(counts.rejected.values())
         return {
@@ -323,8 +324,7 @@ class Child:
             "recomputed": self.agent.reconciler.book.recomputed, "imports": len(self.sink.views),
             "exports_known": len(self.agent.beliefs.live_exports()),
             "loop_lag_max_s": round(lag, 3),
-            "paced_lateness_s": round(self.agent.pacing()[0], 3),
-            "paced_gap_s": round(self.agent.pacing()[1], 3),
+            "paced_lateness_s": round(paced_lateness, 3), "paced_gap_s": round(paced_gap, 3),
         }  # fmt: skip
 
     def short_by_exporter(self) -> dict[str, int]:
