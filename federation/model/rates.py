@@ -40,19 +40,23 @@ class RateMeter:
 
 class CapacityMeter:
     """What a pool completes per second when full: its completions over the busy share of its
-    pods (KV-cache utilization), averaged over the rate window and smoothed across windows.
+    pods (KV-cache utilization), as a ratio of sums over the last ``span`` seconds.
 
-    Capacity changes slowly (pods come and go, hardware does not change under load), so the
-    estimate is smoothed hard; a change of ready pods rescales it at once. While the pool is
-    nearly idle the ratio is noise, and the previous estimate stands.
+    Why a long span and a ratio of sums: the EPP recomputes its pool-average gauges only every
+    few seconds (upstream's default is 5 s) while its completion counter counts as it goes, so
+    over a short window the busy share is seconds older than the completions: rising load reads
+    as more capacity, falling load as less, by a third or more at the onset of a burst. Capacity
+    changes slowly (pods come and go, hardware does not change under load), so summing both over
+    ``span`` seconds leaves that lag a small part of the window. A change of ready pods rescales
+    the estimate at once and starts the sums again. While the pool is nearly idle the ratio is
+    noise, and the previous estimate stands.
     """
 
     MIN_BUSY = 0.25  # below this share of the pods in use, completions say little of capacity
 
-    def __init__(self, window: float, smoothing: float = 0.3) -> None:
-        self.window = window
-        self.smoothing = smoothing
-        self._busy: deque[tuple[float, float]] = deque()
+    def __init__(self, span: float = 30.0) -> None:
+        self.span = span
+        self._seen: deque[tuple[float, float, float | None]] = deque()  # (at, busy, completions)
         self._pods = 0
         self.estimate: float | None = None
 
@@ -65,16 +69,14 @@ class CapacityMeter:
             elif ready_pods == 0:
                 self.estimate = None
             self._pods = ready_pods
-        self._busy.append((at, busy))
-        while self._busy and self._busy[0][0] < at - self.window:
-            self._busy.popleft()
-        mean_busy = sum(b for _, b in self._busy) / len(self._busy)
-        if completion_rate is not None and mean_busy >= self.MIN_BUSY:
-            sample = completion_rate / mean_busy
-            if self.estimate is None:
-                self.estimate = sample
-            else:
-                self.estimate += self.smoothing * (sample - self.estimate)
+            self._seen.clear()  # what other pods completed says nothing of these
+        self._seen.append((at, busy, completion_rate))
+        while self._seen and self._seen[0][0] <= at - self.span:
+            self._seen.popleft()
+        rated = [(b, c) for _, b, c in self._seen if c is not None]
+        busy_sum = math.fsum(b for b, _ in rated)
+        if rated and busy_sum >= self.MIN_BUSY * len(rated):
+            self.estimate = math.fsum(c for _, c in rated) / busy_sum
         return self.estimate
 
 
@@ -85,7 +87,7 @@ class SampleRates:
         self.requests = RateMeter(window)
         self.completions = RateMeter(window)
         self.offered = RateMeter(window)
-        self.capacity = CapacityMeter(window)
+        self.capacity = CapacityMeter()
 
     def rate(self, sample: LoadSample, at: float, offered: float | None = None) -> LoadSample:
         """``sample`` with its rates (``at``: our steady clock, so a clock step is no rate);

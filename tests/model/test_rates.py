@@ -19,17 +19,45 @@ def test_a_rate_spans_the_window_and_a_reset_starts_again() -> None:
     assert meter.observe(7.0, float("nan")) is None
 
 
-def test_capacity_is_completions_per_busy_share_and_follows_the_pods() -> None:
-    meter = CapacityMeter(window=3.0, smoothing=1.0)
+def test_capacity_is_completions_per_busy_share_over_the_span_and_follows_the_pods() -> None:
+    meter = CapacityMeter(span=30.0)
     assert meter.observe(0.0, busy=0.1, ready_pods=4, completion_rate=2.0) is None  # idle: noise
     assert meter.observe(1.0, busy=0.5, ready_pods=4, completion_rate=6.0) == pytest.approx(
-        6.0 / 0.3  # the busy share is averaged over the window: (0.1 + 0.5) / 2
+        (2.0 + 6.0) / (0.1 + 0.5)  # a ratio of sums over the span, not a mean of ratios
+    )
+    assert meter.observe(40.0, busy=0.5, ready_pods=4, completion_rate=5.0) == pytest.approx(
+        10.0  # what is older than the span is gone
+    )
+    assert meter.observe(41.0, busy=0.05, ready_pods=4, completion_rate=0.1) == pytest.approx(
+        5.1 / 0.55  # still busy enough over the span
     )
     estimate = meter.estimate
     assert estimate is not None
-    assert meter.observe(2.0, busy=0.0, ready_pods=8, completion_rate=None) == pytest.approx(
+    assert meter.observe(42.0, busy=0.0, ready_pods=8, completion_rate=None) == pytest.approx(
         estimate * 2  # twice the pods: twice the capacity, at once
     )
+    # The sums began again with the new pods: one idle reading is noise, the estimate stands.
+    assert meter.observe(43.0, busy=0.1, ready_pods=8, completion_rate=1.0) == pytest.approx(
+        estimate * 2
+    )
+
+
+def test_a_stale_busy_share_misleads_the_capacity_little() -> None:
+    """The EPP refreshes its gauges every 5 s while its completions count as they go: at the
+    onset of a burst, completions over a busy share seconds old read as more capacity. Over a
+    30 s span the error stays small (the 3 s window smoothed across windows that came before
+    was off by 95 %)."""
+    capacity, meter = 20.0, CapacityMeter(span=30.0)
+    gauge = 0.0
+    worst = 0.0
+    for t in range(120):
+        load = 8.0 if t < 61 else 18.0  # req/s served; the burst begins between refreshes
+        if t % 5 == 0:
+            gauge = load / capacity  # the EPP's refresh
+        estimate = meter.observe(float(t), busy=gauge, ready_pods=5, completion_rate=load)
+        assert estimate is not None
+        worst = max(worst, abs(estimate - capacity) / capacity)
+    assert worst < 0.25
 
 
 def test_sample_rates_fill_a_sample_from_its_counters() -> None:
