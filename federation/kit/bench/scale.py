@@ -405,6 +405,11 @@ async def scale(
                 if s.get("last_heard") is not None and s.get("agent_now") is not None
                 and s.get("weighs", True)]  # fmt: skip
         out["dead_reaction_after_lease_s"] = round(max(late), 3) if zero and late else None
+        if zero and late:  # the latest agent's steps from its lease end on (why it was late)
+            worst = max((s for s in said_zero if s.get("last_heard") is not None
+                         and s.get("agent_now") is not None and s.get("weighs", True)),
+                        key=lambda s: s["agent_now"] - s["last_heard"])  # fmt: skip
+            out["dead_latest_agent_steps_since_lease"] = worst.get("steps_since_lease")
         return out
     finally:
         await asyncio.gather(*(a.stop() for a in agents.values()))

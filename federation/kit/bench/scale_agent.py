@@ -28,7 +28,7 @@ import random
 import sys
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ from federation.runtime.agent import Agent
 from federation.settings import FeedSettings, Settings
 
 LAG_TICK = 0.05  # seconds: the loop-lag probe's sleep
+STEPS_KEPT = 400  # reconcile steps remembered for the dead cluster's diagnostics
 PROFILE_ENV = "FEDERATION_BENCH_PROFILE"  # a directory: the first agent's profiles go there
 
 
@@ -181,6 +182,19 @@ class Child:
         ).agent  # fmt: skip
         self.watches: dict[str, tuple[str, frozenset[str]]] = {}
         self.converged = False
+        # The reconciler's recent steps (agent clock at the start, seconds taken, a view
+        # changed): when a dead cluster's weight went to 0 late, whether no step ran at its
+        # lease end, or steps ran and did not zero it, or they ran long.
+        self.steps: deque[tuple[float, float, bool]] = deque(maxlen=STEPS_KEPT)
+        step_views = self.agent.step_views
+
+        def logged_step(now: float) -> bool:
+            began = time.monotonic()
+            changed = step_views(now)
+            self.steps.append((now, time.monotonic() - began, changed))
+            return changed
+
+        self.agent.step_views = logged_step  # type: ignore[method-assign]
         # With FEDERATION_BENCH_PROFILE, the first agent runs under cProfile from its first
         # stats request to its second (the cold start, then the steady window: one file each).
         self.profile_to: Path | None = None
@@ -285,7 +299,17 @@ class Child:
                 last = max(heard, default=None)
                 weighs = any(clusters & v.weights.keys() for v in self.sink.views.values())
                 self.say({"event": "watch", "id": wid, "at": time.time(), "last_heard": last,
-                          "agent_now": self.agent.now(), "weighs": weighs})  # fmt: skip
+                          "agent_now": self.agent.now(), "weighs": weighs,
+                          "steps_since_lease": self._steps_since(last)})  # fmt: skip
+
+    def _steps_since(self, heard: float | None) -> list[list[float]] | None:
+        """The steps from a second before ``heard``'s lease ran out: [start after the lease
+        end, seconds taken, 1 if a view changed], the first 30."""
+        if heard is None:
+            return None
+        end = heard + self.agent.settings.lease
+        return [[round(t - end, 3), round(took, 3), float(changed)]
+                for t, took, changed in self.steps if t >= end - 1.0][:30]  # fmt: skip
 
     def _next_profile(self) -> None:
         if self.profile_to is None or self._profiles >= 2:
