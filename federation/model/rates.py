@@ -9,6 +9,7 @@ from collections import deque
 from federation.model.loads import LoadSample
 
 RATE_WINDOW = 3.0  # seconds of counter history a rate spans (longer when samples are further apart)
+CAPACITY_SPAN = 30.0  # seconds of samples a capacity estimate sums (``CapacityMeter``)
 
 
 class RateMeter:
@@ -39,44 +40,51 @@ class RateMeter:
 
 
 class CapacityMeter:
-    """What a pool completes per second when full: its completions over the busy share of its
-    pods (KV-cache utilization), as a ratio of sums over the last ``span`` seconds.
+    """What a pool completes per second when full: its completion rates over its busy shares
+    (KV-cache utilization), each summed over the samples of the last ``span`` seconds.
 
     Why a long span and a ratio of sums: the EPP recomputes its pool-average gauges only every
     few seconds (upstream's default is 5 s) while its completion counter counts as it goes, so
     over a short window the busy share is seconds older than the completions: rising load reads
     as more capacity, falling load as less, by a third or more at the onset of a burst. Capacity
     changes slowly (pods come and go, hardware does not change under load), so summing both over
-    ``span`` seconds leaves that lag a small part of the window. A change of ready pods rescales
-    the estimate at once and starts the sums again. While the pool is nearly idle the ratio is
-    noise, and the previous estimate stands.
+    ``span`` seconds leaves that lag a small part of the window. A sample of a nearly idle pool
+    (busy below ``MIN_BUSY``) is left out of both sums: its ratio is noise (and at an onset, the
+    stale gauge of the calm before); while none is held, the last estimate stands. A change of
+    ready pods rescales the estimate at once: the busy shares held are restated for the new
+    pods, so the history is kept.
     """
 
     MIN_BUSY = 0.25  # below this share of the pods in use, completions say little of capacity
 
-    def __init__(self, span: float = 30.0) -> None:
+    def __init__(self, span: float = CAPACITY_SPAN) -> None:
         self.span = span
-        self._seen: deque[tuple[float, float, float | None]] = deque()  # (at, busy, completions)
+        self._seen: deque[tuple[float, float, float]] = deque()  # (at, busy, completions)
         self._pods = 0
-        self.estimate: float | None = None
+        self.estimate: float | None = None  # the last one stands while nothing busy is held
 
     def observe(
         self, at: float, *, busy: float, ready_pods: int, completion_rate: float | None
     ) -> float | None:
         if ready_pods != self._pods:
-            if self.estimate is not None and self._pods > 0 and ready_pods > 0:
-                self.estimate *= ready_pods / self._pods
-            elif ready_pods == 0:
+            if self._pods > 0 and ready_pods > 0:
+                # The same completions from more pods are a smaller busy share of them: the
+                # ratio of every sample held scales by new / old, as the capacity does.
+                scale = self._pods / ready_pods
+                self._seen = deque((t, b * scale, c) for t, b, c in self._seen)
+                if self.estimate is not None:
+                    self.estimate /= scale
+            else:  # no pods: no capacity, and nothing to scale from
+                self._seen.clear()
                 self.estimate = None
             self._pods = ready_pods
-            self._seen.clear()  # what other pods completed says nothing of these
-        self._seen.append((at, busy, completion_rate))
+        if completion_rate is not None and busy >= self.MIN_BUSY and ready_pods > 0:
+            self._seen.append((at, busy, completion_rate))
         while self._seen and self._seen[0][0] <= at - self.span:
             self._seen.popleft()
-        rated = [(b, c) for _, b, c in self._seen if c is not None]
-        busy_sum = math.fsum(b for b, _ in rated)
-        if rated and busy_sum >= self.MIN_BUSY * len(rated):
-            self.estimate = math.fsum(c for _, c in rated) / busy_sum
+        if self._seen:
+            busy_sum = math.fsum(b for _, b, _ in self._seen)
+            self.estimate = math.fsum(c for _, _, c in self._seen) / busy_sum
         return self.estimate
 
 
@@ -98,11 +106,17 @@ class SampleRates:
             arrival = self.requests.observe(at, sample.requests_total)
         if sample.completions_total is not None:
             completion = self.completions.observe(at, sample.completions_total)
-        capacity = self.capacity.observe(
-            at,
-            busy=sample.kv_cache_utilization,
-            ready_pods=sample.ready_pods,
-            completion_rate=completion,
+        # A failed scrape says nothing of the pods (its ready pods are 0 for want of a number):
+        # the estimate stands, and its history with it.
+        capacity = (
+            self.capacity.observe(
+                at,
+                busy=sample.kv_cache_utilization,
+                ready_pods=sample.ready_pods,
+                completion_rate=completion,
+            )
+            if sample.epp_status == "ok"
+            else self.capacity.estimate
         )
         return dataclasses.replace(
             sample,

@@ -655,9 +655,10 @@ class Agent:
         to the paced gap: so do the time-driven steps (smoothing, slow start, a report's trust
         fading, a failed feed's retry), but not a member's lease end.
 
-        A lease that ran out after the last step computed its weights (a step that began just
-        before the end and ran long on a starved machine) is due at once: counted from that
-        step's clock, not from now, it would otherwise wait for a periodic or paced step."""
+        Lease ends are counted from the clock the last step computed its weights at, not from
+        now: one that ran out since (a step that began just before it and ran long on a starved
+        machine) is due at once, or with the ends folded after it within a gap, instead of
+        waiting for a periodic or paced step."""
         s = self.settings
         now = self.now()
         interval = max(s.reconcile_interval, self.paced_gap(time.monotonic()))

@@ -22,24 +22,40 @@ def test_a_rate_spans_the_window_and_a_reset_starts_again() -> None:
 def test_capacity_is_completions_per_busy_share_over_the_span_and_follows_the_pods() -> None:
     meter = CapacityMeter(span=30.0)
     assert meter.observe(0.0, busy=0.1, ready_pods=4, completion_rate=2.0) is None  # idle: noise
-    assert meter.observe(1.0, busy=0.5, ready_pods=4, completion_rate=6.0) == pytest.approx(
-        (2.0 + 6.0) / (0.1 + 0.5)  # a ratio of sums over the span, not a mean of ratios
+    assert meter.observe(1.0, busy=0.5, ready_pods=4, completion_rate=6.0) == pytest.approx(12.0)
+    assert meter.observe(2.0, busy=0.3, ready_pods=4, completion_rate=4.8) == pytest.approx(
+        (6.0 + 4.8) / (0.5 + 0.3)  # a ratio of sums over the span, not a mean of ratios
+    )
+    assert meter.observe(3.0, busy=0.05, ready_pods=4, completion_rate=0.1) == pytest.approx(
+        10.8 / 0.8  # a nearly idle sample is left out of both sums
     )
     assert meter.observe(40.0, busy=0.5, ready_pods=4, completion_rate=5.0) == pytest.approx(
         10.0  # what is older than the span is gone
     )
-    assert meter.observe(41.0, busy=0.05, ready_pods=4, completion_rate=0.1) == pytest.approx(
-        5.1 / 0.55  # still busy enough over the span
+    assert meter.observe(80.0, busy=0.0, ready_pods=4, completion_rate=0.0) == pytest.approx(
+        10.0  # nothing busy held: the last estimate stands
     )
-    estimate = meter.estimate
-    assert estimate is not None
-    assert meter.observe(42.0, busy=0.0, ready_pods=8, completion_rate=None) == pytest.approx(
-        estimate * 2  # twice the pods: twice the capacity, at once
+    # Twice the pods: the samples held are restated for them (without it: 15.0/1.0), so the
+    # estimate doubles at once and keeps its history.
+    meter.observe(81.0, busy=0.5, ready_pods=4, completion_rate=5.0)
+    assert meter.observe(82.0, busy=0.5, ready_pods=8, completion_rate=10.0) == pytest.approx(
+        (5.0 + 10.0) / (0.25 + 0.5)
     )
-    # The sums began again with the new pods: one idle reading is noise, the estimate stands.
-    assert meter.observe(43.0, busy=0.1, ready_pods=8, completion_rate=1.0) == pytest.approx(
-        estimate * 2
-    )
+    assert meter.observe(83.0, busy=0.5, ready_pods=0, completion_rate=None) is None  # no pods
+
+
+def test_a_failed_scrape_keeps_the_capacity_and_its_history() -> None:
+    rates = SampleRates(window=3.0)
+    for t in range(5):
+        sample = LoadSample(observed_at=float(t), ready_pods=2, kv_cache_utilization=0.5,
+                            requests_total=10.0 * t, completions_total=8.0 * t)  # fmt: skip
+        held = rates.rate(sample, float(t)).capacity_rate
+    assert held == pytest.approx(16.0)
+    failed = LoadSample(observed_at=5.0, epp_status="unreachable")  # (ready pods 0: not known)
+    assert rates.rate(failed, 5.0).capacity_rate == pytest.approx(16.0)
+    again = LoadSample(observed_at=6.0, ready_pods=2, kv_cache_utilization=0.5,
+                       requests_total=60.0, completions_total=48.0)  # fmt: skip
+    assert rates.rate(again, 6.0).capacity_rate == pytest.approx(16.0)
 
 
 def test_a_stale_busy_share_misleads_the_capacity_little() -> None:
