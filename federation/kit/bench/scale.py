@@ -401,15 +401,17 @@ async def scale(
         # How late after the lease ran out each agent weighed it 0, on its own clock; the worst
         # agent. Only agents whose imports have it as a backend (in `shared`, others hold
         # "zero" from the start); negative when a fading report reached 0 before the lease.
-        late = [s["agent_now"] - s["last_heard"] - LEASE for s in said_zero
-                if s.get("last_heard") is not None and s.get("agent_now") is not None
-                and s.get("weighs", True)]  # fmt: skip
-        out["dead_reaction_after_lease_s"] = round(max(late), 3) if zero and late else None
-        if zero and late:  # the latest agent's steps from its lease end on (why it was late)
-            worst = max((s for s in said_zero if s.get("last_heard") is not None
-                         and s.get("agent_now") is not None and s.get("weighs", True)),
-                        key=lambda s: s["agent_now"] - s["last_heard"])  # fmt: skip
-            out["dead_latest_agent_steps_since_lease"] = worst.get("steps_since_lease")
+        weighing = [s for s in said_zero
+                    if s.get("last_heard") is not None and s.get("agent_now") is not None
+                    and s.get("weighs", True)]  # fmt: skip
+        if zero and weighing:
+            latest = max(weighing, key=lambda s: s["agent_now"] - s["last_heard"])
+            late = latest["agent_now"] - latest["last_heard"] - LEASE
+            out["dead_reaction_after_lease_s"] = round(late, 3)
+            # Its steps from its lease end on: why it was late.
+            out["dead_latest_agent_steps_since_lease"] = latest.get("steps_since_lease")
+        else:
+            out["dead_reaction_after_lease_s"] = None
         return out
     finally:
         await asyncio.gather(*(a.stop() for a in agents.values()))
