@@ -113,6 +113,46 @@ async def test_a_saturated_local_pool_spills_and_a_silent_cluster_weighs_zero(fl
                    what="us-east weighed again after the heal")  # fmt: skip
 
 
+async def test_a_step_applies_the_beats_already_received_before_it_runs_out_a_lease(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A starved agent's consume-live task gets to the live mailbox seconds late: the
+    reconciler takes in what waits there before each step, so no live peer's lease runs out
+    (weighed 0 and back) for want of reading beats it already holds."""
+    fleet.loads["ap-south"].set(LLAMA, saturation=1.0)
+    await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0
+                   and fleet.weights("ap-south").get("eu-west", 0) > 0,
+                   within=10, what="ap-south spilling to both exporters")  # fmt: skip
+    south = fleet.agents["ap-south"]
+    live = south.bus.live
+    held_off = asyncio.Event()
+
+    async def late_live(wait: float) -> object:
+        if wait > 0:  # the consume-live task's wait: held off for two leases, once
+            monkeypatch.setattr(south.bus, "live", live)
+            await asyncio.sleep(LEASE * 2)
+            held_off.set()
+        return await live(wait)
+
+    monkeypatch.setattr(south.bus, "live", late_live)
+    lapses, applied = south.lease_lapses, south.counts.applied
+    await wait_for(held_off.is_set, within=LEASE * 2 + 5, what="consume-live held off")
+    assert south.lease_lapses == lapses  # no peer's lease ran out...
+    assert south.counts.applied > applied + 10  # ...for its beats were applied meanwhile
+    assert fleet.weights("ap-south").get("us-east", 0) > 0
+    assert fleet.weights("ap-south").get("eu-west", 0) > 0
+    # A silent peer's lease does run out, and is counted.
+    from federation.adapters.metrics import AgentMetrics
+
+    fleet.network.partition("us-east")
+    await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
+                   within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
+    assert south.lease_lapses == lapses + 1
+    metrics = AgentMetrics()
+    metrics.watch(south)
+    assert f"federation_peer_lease_lapses_total {lapses + 1}.0" in metrics.render().decode()
+
+
 async def test_after_a_heal_a_peer_is_heard_again_before_it_says_anything_new(
     fleet: Fleet,
 ) -> None:

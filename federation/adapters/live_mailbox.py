@@ -41,8 +41,11 @@ class LiveMailbox(Generic[D]):
         self._new.set()
 
     async def take(self, wait: float) -> list[D]:
-        """Everything waiting (oldest subject first), waiting at most ``wait`` for the first."""
+        """Everything waiting (oldest subject first), waiting at most ``wait`` for the first;
+        with ``wait`` 0, only what is waiting now, without giving the loop a turn."""
         if not self._waiting:
+            if wait <= 0:
+                return []
             self._new.clear()
             try:
                 async with asyncio.timeout(wait):

@@ -62,6 +62,11 @@ class AgentState(Protocol):
         """The event loop's recent lateness and the reconcile gap it makes, in seconds."""
         ...
 
+    @property
+    def lease_lapses(self) -> int:
+        """Exporting peers' leases found run out at a weight step, so far."""
+        ...
+
 
 class _StateCollector(Collector):
     def __init__(
@@ -132,6 +137,11 @@ class _StateCollector(Collector):
             "federation_reconcile_gap_seconds",
             "The least time between two event-woken weight steps (stretched by a late loop)",
             value=gap,
+        )
+        yield CounterMetricFamily(
+            "federation_peer_lease_lapses",
+            "Exporting peers whose lease a weight step found run out (each weighs 0 until heard)",
+            value=a.lease_lapses,
         )
         yield GaugeMetricFamily(
             "federation_consumer_pending",

@@ -87,6 +87,10 @@ def reconcile_gap(members: int, reconcile_interval: float) -> float:
 # A late event loop stretches that gap to its lateness (``model.pacing``), up to this share of a
 # lease: steps at least that often, well within the lease.
 PACED_GAP_OF_LEASE = 0.25
+# Loop turns the reconciler yields before a step, so that events already read off the socket
+# reach the live mailbox (the read loop, then the subscription's task: a turn each) and are
+# applied first (``Agent._apply_received``).
+TURNS_BEFORE_STEP = 3
 LATENESS_TICK = 0.25  # seconds between the lateness probe's wake-ups (4 a second: cheap)
 
 
@@ -563,6 +567,10 @@ class Agent:
             )  # fmt: skip
             await asyncio.sleep(s.beat_interval)
 
+    @property
+    def lease_lapses(self) -> int:
+        return self.reconciler.lease_lapses
+
     def pacing(self) -> tuple[float, float]:
         mono = time.monotonic()
         return self.lateness.value(mono), self.paced_gap(mono)
@@ -618,6 +626,7 @@ class Agent:
                 pause = min(until - now_mono, wait - (now_mono - began))
                 if pause > 0:
                     await asyncio.sleep(pause)
+            await self._apply_received()
             self._changed.clear()
             last = time.monotonic()
             now = self.now()
@@ -626,6 +635,20 @@ class Agent:
             await self.reconciler.feed()
             # After the feed: pools' status (Kubernetes writes) must not delay the gateways.
             await self._report_exports(now)
+
+    async def _apply_received(self) -> None:
+        """Apply the live events already received before stepping the weights.
+
+        A starved process runs the reconciler's timer in the same loop turn as the socket's
+        data; the beats in that data reach the live mailbox turns later and the consume-live
+        task after that, seconds later when every turn is long. Stepping first would run out
+        the leases of peers that did speak, weigh them 0 and back, and step every import of
+        theirs twice (``federation_peer_lease_lapses_total`` counts the lapses)."""
+        for _ in range(TURNS_BEFORE_STEP):
+            await asyncio.sleep(0)
+        for delivery in await self.bus.live(0.0):
+            self._heard_live(delivery.subject)
+            await self.apply_delivery(delivery)
 
     async def _watch_lateness(self) -> None:
         """A timer every ``LATENESS_TICK``: how late it fires is how late the loop runs,

@@ -53,6 +53,7 @@ class Reconciler:
         self._dirty: set[PoolKey] | None = None  # pools whose inputs changed; None: any
         self._acked = False  # the acknowledgements reflect the views every feed holds
         self._watermarks: dict[str, int] = {}  # of the beliefs the current views come from
+        self.lease_lapses = 0  # peers' leases found run out at a step, over the agent's life
 
     @property
     def views(self) -> dict[PoolKey, ImportView]:
@@ -94,9 +95,11 @@ class Reconciler:
             if k in local_pools and not is_exported(local_pools[k])
         }
         dirty, self._dirty = self._dirty, set()
+        stale_before = self.book.stale
         changed = self.book.step(
             beliefs, local_pools, local_loads, self.link, now=now, grace=grace, dirty=dirty
         )
+        self.lease_lapses += len(self.book.stale - stale_before)
         if changed:
             self.feeds.changed()
             self._acked = False

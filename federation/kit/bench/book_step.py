@@ -21,6 +21,7 @@ from federation.messages import EndpointAddress, ExportEvent, LoadDigest, PoolLo
 from federation.model.beliefs import Beliefs
 from federation.model.freshness import LinkState
 from federation.model.import_book import ImportBook
+from federation.model.views import ImportView
 from federation.model.weights import WeightPolicy
 
 CLUSTERS = 100
@@ -88,22 +89,33 @@ def measure(seed: int = 1, *, rates: bool = True) -> dict[str, float]:
     fleet.digests(now, step)
     book.step(fleet.beliefs, {}, {}, link, now=now, grace=GRACE, dirty=None)
     rounds = []
+    recomputed = weights_moved = 0
     for _ in range(ROUNDS):
         spent, before = 0.0, book.recomputed
         for _ in range(STEPS):
             now += STEP
             step += 1
             fleet.digests(now, step)
+            held = {k: _weights(v) for k, v in book.views.items()}
             began = time.perf_counter()
             book.step(fleet.beliefs, {}, {}, link, now=now, grace=GRACE, dirty=list(book.views))
             spent += time.perf_counter() - began
+            # (Outside the timing) how many recomputations moved any weight at all.
+            weights_moved += sum(_weights(v) != held.get(k) for k, v in book.views.items())
+        recomputed += book.recomputed - before
         rounds.append(spent / (book.recomputed - before) * 1e6)
     rounds.sort()
     return {
         "backends_per_import": CLUSTERS // 3,
         "best_us_per_import": round(rounds[0], 1),
         "median_us_per_import": round(rounds[len(rounds) // 2], 1),
+        "recomputed": recomputed,
+        "weights_moved": weights_moved,
     }
+
+
+def _weights(view: ImportView) -> dict[str, int]:
+    return {backend: w.weight for backend, w in view.weights.items()}
 
 
 def main() -> None:
@@ -112,7 +124,8 @@ def main() -> None:
         print(
             f"per import of {f['backends_per_import']} backends, {'with' if rates else 'without'}"
             f" rates, {ROUNDS} rounds of {STEPS} steps: best {f['best_us_per_import']} us,"
-            f" median {f['median_us_per_import']} us"
+            f" median {f['median_us_per_import']} us; weights moved in {f['weights_moved']}"
+            f" of {f['recomputed']} recomputations"
         )
 
 

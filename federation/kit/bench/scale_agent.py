@@ -346,6 +346,7 @@ class Child:
             "published_by": dict(counts.published), "publish_failures": counts.publish_failures,
             "uncoalesced_writes": self.sink.uncoalesced_writes,
             "recomputed": self.agent.reconciler.book.recomputed, "imports": len(self.sink.views),
+            "lease_lapses": self.agent.lease_lapses,
             "exports_known": len(self.agent.beliefs.live_exports()),
             "loop_lag_max_s": round(lag, 3),
             "paced_lateness_s": round(paced_lateness, 3), "paced_gap_s": round(paced_gap, 3),
