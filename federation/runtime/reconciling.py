@@ -53,7 +53,7 @@ class Reconciler:
         self._dirty: set[PoolKey] | None = None  # pools whose inputs changed; None: any
         self._acked = False  # the acknowledgements reflect the views every feed holds
         self._watermarks: dict[str, int] = {}  # of the beliefs the current views come from
-        self.lease_lapses = 0  # peers' leases found run out at a step, over the agent's life
+        self.lease_lapses = 0  # heard peers' leases found run out at a step, over the agent's life
 
     @property
     def views(self) -> dict[PoolKey, ImportView]:
@@ -99,7 +99,9 @@ class Reconciler:
         changed = self.book.step(
             beliefs, local_pools, local_loads, self.link, now=now, grace=grace, dirty=dirty
         )
-        self.lease_lapses += len(self.book.stale - stale_before)
+        # (Only peers once heard: one never heard, after a failed start-up read, lapsed nothing.)
+        lapsed = self.book.stale - stale_before
+        self.lease_lapses += sum(beliefs.last_heard(c) is not None for c in lapsed)
         if changed:
             self.feeds.changed()
             self._acked = False
