@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from federation import messages
+from federation.adapters.metrics import AgentMetrics
 from federation.app.assembly import AgentParts, build_agent
 from federation.kit.memory_bus import MemoryNetwork
 from federation.kit.sim.imports import MemoryImports
@@ -142,8 +143,6 @@ async def test_a_step_applies_the_beats_already_received_before_it_runs_out_a_le
     assert fleet.weights("ap-south").get("us-east", 0) > 0
     assert fleet.weights("ap-south").get("eu-west", 0) > 0
     # A silent peer's lease does run out, and is counted.
-    from federation.adapters.metrics import AgentMetrics
-
     fleet.network.partition("us-east")
     await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
                    within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
@@ -270,7 +269,6 @@ async def test_a_late_loop_stretches_the_reconcile_gap_and_says_so(fleet: Fleet)
 
     from rich.console import Console
 
-    from federation.adapters.metrics import AgentMetrics
     from federation.runtime.agent import PACED_GAP_OF_LEASE
     from federation.tables import status_view
 

@@ -64,7 +64,7 @@ class AgentState(Protocol):
 
     @property
     def lease_lapses(self) -> int:
-        """Exporting peers' leases found run out at a weight step, so far."""
+        """Exporting peers (once heard) whose lease a weight step found run out, so far."""
         ...
 
 

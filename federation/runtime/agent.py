@@ -349,9 +349,12 @@ class Agent:
             raise_if_cancelling()
             batch = await self.bus.live(FETCH_WAIT)
             self.counts.superseded, self.counts.dropped = self.bus.live_unapplied()
-            for delivery in batch:
-                self._heard_live(delivery.subject)
-                await self.apply_delivery(delivery)
+            await self._apply_live(batch)
+
+    async def _apply_live(self, batch: Sequence[Delivery]) -> None:
+        for delivery in batch:
+            self._heard_live(delivery.subject)
+            await self.apply_delivery(delivery)
 
     def _heard_live(self, subject: str) -> None:
         """A hint for the source check (the subject's cluster token; the payload is checked
@@ -647,9 +650,7 @@ class Agent:
         for _ in range(TURNS_BEFORE_STEP):
             await asyncio.sleep(0)
         try:
-            for delivery in await self.bus.live(0.0):
-                self._heard_live(delivery.subject)
-                await self.apply_delivery(delivery)
+            await self._apply_live(await self.bus.live(0.0))
         except Exception as exc:  # the weights must not wait on intake: step without them
             log.warning("agent %s: applying received events before a step failed: %s",
                         self.name, exc)  # fmt: skip

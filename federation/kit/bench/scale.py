@@ -314,11 +314,12 @@ async def scale(
         servers1 = {c: _cpu_seconds(p) for c, p in sc.pids().items()}
         per = [
             {k: (last_stats[c][k] - a[k]) / window for k in (
-                "cpu_s", "received", "published", "writes", "uncoalesced_writes", "recomputed",
-                "lease_lapses")}
+                "cpu_s", "received", "published", "writes", "uncoalesced_writes", "recomputed")}
             for c, a in first_stats.items()
             if c in last_stats
         ]  # fmt: skip
+        lapses = [last_stats[c]["lease_lapses"] - a["lease_lapses"]
+                  for c, a in first_stats.items() if c in last_stats]  # fmt: skip
         out["steady"] = {
             "window_s": round(window, 1),
             "agents_cpu_cores_total": round(sum(p["cpu_s"] for p in per), 2),
@@ -333,8 +334,8 @@ async def scale(
             "imports_recomputed_per_s_per_agent": _spread([p["recomputed"] for p in per]),
             # Peers' leases the agents found run out: every member is alive in this window, so
             # each one is a live peer weighed 0 and back (an agent that read its beats late).
-            "lease_lapses_total": round(sum(p["lease_lapses"] for p in per) * window),
-            "agents_with_lease_lapses": sum(p["lease_lapses"] > 0 for p in per),
+            "lease_lapses_total": sum(lapses),
+            "agents_with_lease_lapses": sum(n > 0 for n in lapses),
             # Each agent's worst event-loop lateness over the window (a timer's overshoot):
             # seconds a ready callback waited for its process to get a core.
             "agent_loop_lag_max_s": _spread([s["loop_lag_max_s"] for s in last_stats.values()]),
