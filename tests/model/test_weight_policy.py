@@ -97,6 +97,22 @@ def test_noise_below_the_deadband_does_not_move_weights() -> None:
         assert w(got) == {"a": 500_000, "b": 500_000}, t
 
 
+def test_small_moves_of_many_backends_that_add_up_move_the_goal_at_once() -> None:
+    # Ten equal backends; half become busier, half freer: each share moves by 1.5 points (under
+    # the 2-point deadband), 7.5 points of the traffic in all. Judged per backend the goal would
+    # hold them at 10 % each until the target had stood still for ``settle`` seconds.
+    names = [f"c{i}" for i in range(10)]
+    _, memory = step_weights({n: L(pods=4, sat=0.5) for n in names}, P, now=0)
+    drifted = {n: L(pods=4, sat=0.425 if i % 2 else 0.575) for i, n in enumerate(names)}
+    got, memory = step_weights(drifted, P, memory=memory, now=0.5)
+    assert memory.goal == w(compute_weights(drifted, P))
+    assert got["c1"].weight > 100_000 > got["c0"].weight
+    # One backend's half-point move alone, a tenth of the deadband, still holds the goal.
+    nudged = dict(drifted, c3=L(pods=4, sat=0.44))
+    _, after = step_weights(nudged, P, memory=memory, now=1.0)
+    assert after.goal == memory.goal
+
+
 def test_a_steady_small_change_is_adopted_exactly() -> None:
     loads = {"a": L(pods=4, sat=0.50), "b": L(pods=4, sat=0.50)}
     _, memory = step_weights(loads, P, now=0)
