@@ -21,6 +21,7 @@ from federation.kit.nats_servers import Supercluster
 from federation.kit.sim.demo import DemoOptions
 from federation.kit.sim.imports import MemoryImports
 from federation.kit.sim.sources import MemoryLoads, MemoryPools
+from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
 from federation.model.loads import LoadSample
 from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
@@ -102,6 +103,46 @@ async def test_one_digest_carries_every_pool_and_goes_only_when_something_moved(
     await pub.publish_loads([])
     assert len(bus.sent) == 5
     assert bus.sent[4].pools == ()
+
+
+async def test_a_digest_repeats_the_entries_of_pools_that_moved_less_than_the_threshold() -> None:
+    # An EPP's gauges and rates jitter at every scrape. A digest sent for one pool's move must
+    # not carry every other pool's jitter: a peer would find all of them changed and recompute
+    # every import of that cluster's pools.
+    bus, ticks = RecordingBus(), Ticks()
+    pub = publisher(bus, ticks)
+    pools = [exported_pool(f"p{i}") for i in range(5)]
+    await pub.publish_loads([(p, sample(0.3, arrival_rate=10.0)) for p in pools])
+    ticks.now += 1
+    jitter = [(p, sample(0.9 if i == 2 else 0.31, arrival_rate=10.2)) for i, p in enumerate(pools)]
+    await pub.publish_loads(jitter)
+    first, second = bus.sent
+    assert isinstance(first, messages.LoadDigest)
+    assert isinstance(second, messages.LoadDigest)
+    assert [e.saturation for e in second.pools] == [0.3, 0.3, 0.9, 0.3, 0.3]
+    assert [e.arrival_rate for e in second.pools] == [10.0, 10.0, 10.2, 10.0, 10.0]
+    beliefs = Beliefs()
+    beliefs.apply(first, 1000.0)
+    beliefs.apply(second, 1001.0)
+    assert beliefs.digest_dirty(full_trust_age=5.0) == (("llm", "p2"),)
+
+    # Small moves add up against the entry last sent, not against the last sample: p0 drifting
+    # by 0.01 a time goes out once it is 0.02 from what peers hold.
+    def drifted(p0: float) -> list[tuple[LocalPool, LoadSample]]:
+        levels = [p0, 0.31, 0.9, 0.31, 0.31]
+        return [(p, sample(levels[i], arrival_rate=10.1)) for i, p in enumerate(pools)]
+
+    ticks.now += 0.5
+    await pub.publish_loads(drifted(0.31))
+    assert len(bus.sent) == 2
+    ticks.now += 0.5
+    await pub.publish_loads(drifted(0.32))
+    assert len(bus.sent) == 3
+    assert [e.saturation for e in bus.sent[-1].pools] == [0.32, 0.3, 0.9, 0.3, 0.3]
+    # At the keepalive every pool's newest sample goes.
+    ticks.now += 3.0
+    await pub.publish_loads(drifted(0.31))
+    assert [e.saturation for e in bus.sent[-1].pools] == [0.31, 0.31, 0.9, 0.31, 0.31]
 
 
 async def test_per_pool_reports_go_beside_the_digest_when_asked_each_on_its_own_pace() -> None:

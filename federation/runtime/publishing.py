@@ -64,8 +64,9 @@ class Publisher:
     clock: Callable[[], float] = time.monotonic
     _loads: dict[PoolKey, tuple[LoadSample, float]] = field(default_factory=dict)
     _resend: bool = False  # the store lost what we said: say it all again
-    # The last digest: each pool's sample in it, and when it went (on ``clock``).
-    _digested: dict[PoolKey, LoadSample] = field(default_factory=dict)
+    # The last digest: each pool's entry in it and the sample that entry was made of; and when
+    # the digest went (on ``clock``).
+    _digested: dict[PoolKey, tuple[PoolLoad, LoadSample]] = field(default_factory=dict)
     _digested_at: float | None = None
     digests: bool = True  # load travels as one digest per cluster (else one report per pool)
     exports_sent: int = 0  # ever: what the ``Exported`` conditions' generations come from
@@ -231,15 +232,26 @@ class Publisher:
         )
 
     async def _publish_digest(self, entries: list[tuple[LocalPool, PoolLoad, LoadSample]]) -> bool:
-        """Send the digest when it is due; False only when sending it failed."""
-        at = self._digested_at
+        """Send the digest when it is due; False only when sending it failed.
+
+        Each pool's entry is its newest sample only when that sample is worth publishing against
+        the one its entry was last made of (moved by the threshold), or at the digest's
+        keepalive; otherwise the entry last sent, as it was. So a digest that one pool's move
+        sends does not carry every other pool's drift below the threshold: a peer finds those
+        entries unchanged and recomputes only the imports of the pools that moved, as with one
+        report per pool. (The keepalive runs from the last digest, so that all pools are
+        refreshed together: from each pool's own, a quiet cluster would send one a pool.)"""
+        at, now = self._digested_at, self.clock()
         keys = {pool.key for pool, _, _ in entries}
-        if at is None:
-            due = bool(keys)
-        elif keys != set(self._digested):
-            due = True  # a pool came or went (an emptied set is said once)
-        else:
-            due = any(self._worth((self._digested[p.key], at), s) for p, _, s in entries)
+        due = at is None or keys != set(self._digested)  # a pool came or went (said once)
+        chosen: dict[PoolKey, tuple[PoolLoad, LoadSample]] = {}
+        for pool, entry, sample in entries:
+            held = self._digested.get(pool.key)
+            if held is None or at is None or self._worth((held[1], at), sample):
+                chosen[pool.key] = (entry, sample)
+                due = True
+            else:
+                chosen[pool.key] = held
         if not due:
             return True
         subject = messages.digest_subject(self.clusterset, self.cluster)
@@ -252,12 +264,12 @@ class Publisher:
             cluster=self.cluster,
             sequence=self.next_sequence(subject, at_least=max(reported, default=0) + 1),
             published_at=self.wall(),
-            pools=tuple(entry for _, entry, _ in entries),
+            pools=tuple(chosen[pool.key][0] for pool, _, _ in entries),
         )
         if not await self._send(digest):
             return False
-        self._digested = {pool.key: sample for pool, _, sample in entries}
-        self._digested_at = self.clock()
+        self._digested = chosen
+        self._digested_at = now
         return True
 
     async def _publish_report(self, pool: LocalPool, sample: LoadSample) -> None:

@@ -78,18 +78,26 @@ class Layout:
 
 class SyntheticLoads:
     """A steady load per pool that moves every 10 s (each pool on its own phase), so digests
-    flow on change as well as at their keepalive."""
+    flow on change as well as at their keepalive; read as an EPP's sample is, with the rates of
+    its request and completion counters, and gauges and rates that jitter at every scrape by
+    less than the publishing thresholds (the noise of a real pool, which no peer needs)."""
+
+    CAPACITY = 8.0  # requests/s the 4 pods complete when full
 
     def __init__(self, cluster: str) -> None:
         self.cluster = cluster
+        self.noise = random.Random(zlib.crc32(cluster.encode()))
 
     async def sample(self, pool: LocalPool) -> LoadSample:
         now = time.time()
         h = zlib.crc32(f"{self.cluster}/{pool.name}".encode())
         level = 0.3 + 0.1 * ((h + int(now / 10 + h % 10 / 10)) % 3)
+        busy = level + self.noise.uniform(-0.005, 0.005)
+        rate = self.CAPACITY * level * (1.0 + self.noise.uniform(-0.01, 0.01))
         return LoadSample(
-            observed_at=now, ready_pods=4, kv_cache_utilization=level, saturation=level
-        )
+            observed_at=now, ready_pods=4, kv_cache_utilization=busy, saturation=busy,
+            arrival_rate=rate, completion_rate=rate, capacity_rate=self.CAPACITY,
+        )  # fmt: skip
 
 
 class Views:
