@@ -338,3 +338,56 @@ async def test_a_late_loop_still_steps_a_lease_end_at_its_time(fleet: Fleet) -> 
     assert heard is not None
     assert zero_at - (heard + LEASE) < 0.2  # at its lease end, not a paced gap later
     assert south.paced_gap(time.monotonic()) > 0.3  # (paced all along)
+
+
+async def test_a_lease_that_ends_during_a_long_step_is_stepped_right_after_it(
+    fleet: Fleet,
+) -> None:
+    """A step that begins just before us-east's lease end and runs past it (a starved machine:
+    here a synchronous step held 0.3 s beyond the end) computed its weights before the end, so
+    us-east kept its weight; the next step must come right after it, not a paced gap later."""
+    fleet.loads["ap-south"].set(LLAMA, saturation=1.0)
+    await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0,
+                   within=10, what="ap-south spilling to us-east")  # fmt: skip
+    for name, agent in fleet.agents.items():
+        sampling = 0.1 if name == "eu-west" else 60.0
+        agent.settings = dataclasses.replace(agent.settings, reconcile_interval=60.0,
+                                             load_interval=sampling)  # fmt: skip
+    south = fleet.agents["ap-south"]
+    step = south.step_views
+    held: list[float] = []  # the lease end the long step straddled
+    steps: list[tuple[float, float]] = []  # each step's start and end (monotonic)
+
+    def long_step(now: float) -> bool:
+        began = time.monotonic()
+        changed = step(now)
+        heard = south.beliefs.last_heard("us-east")
+        if not held and heard is not None and now < heard + LEASE <= now + 0.8:
+            held.append(heard + LEASE)
+            time.sleep(heard + LEASE - now + 0.3)  # (blocks the loop, as starvation does)
+        steps.append((began, time.monotonic()))
+        return changed
+
+    south.step_views = long_step  # type: ignore[method-assign]
+
+    async def move_eu_west() -> None:
+        level = 0.3
+        while True:
+            level = 0.9 - level  # each sample a digest that wakes ap-south's reconciler
+            fleet.loads["eu-west"].set(LLAMA, saturation=level)
+            await asyncio.sleep(0.1)
+
+    south.lateness.observe(5.0, time.monotonic())  # paced: 0.375 s between woken steps
+    mover = asyncio.create_task(move_eu_west())
+    try:
+        fleet.network.partition("us-east")
+        await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
+                       within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
+        zero_at = south.now()
+    finally:
+        await stop_task(mover, within=5)
+    assert held, "no step straddled the lease end"
+    assert zero_at >= held[0]
+    long_one = next(i for i, (began, ended) in enumerate(steps) if ended - began >= 0.3)
+    after = steps[long_one + 1][0] - steps[long_one][1]
+    assert after < 0.25  # right after the long step, not a paced gap (0.375 s) later

@@ -164,6 +164,7 @@ class Agent:
         )
         self._changed = asyncio.Event()
         self._reconcile_gap = reconcile_gap(len(settings.members), settings.reconcile_interval)
+        self._stepped_at: float | None = None  # the clock the last weight step computed at
         self.lateness = Lateness()  # the loop's, as the watch-lateness task sees it
         self._pools_changed = asyncio.Event()
         self._members = frozenset(settings.members)
@@ -604,10 +605,12 @@ class Agent:
 
     def step_views(self, now: float) -> bool:
         """One weight step of the imports whose inputs or time moved; True if a view changed."""
-        return self.reconciler.step(
+        changed = self.reconciler.step(
             self.beliefs, self.local_pools, self.local_samples,
             connected=self.bus.connected, now=now,
         )  # fmt: skip
+        self._stepped_at = now
+        return changed
 
     async def _reconcile(self) -> None:
         last = done = -math.inf  # the previous step's start and end (monotonic)
@@ -678,15 +681,22 @@ class Agent:
         end of its lease (at most a gap later: leases ending within a gap are folded into one
         step), not up to an interval later. While the loop runs late the interval stretches
         to the paced gap: so do the time-driven steps (smoothing, slow start, a report's trust
-        fading, a failed feed's retry), but not a member's lease end."""
+        fading, a failed feed's retry), but not a member's lease end.
+
+        A lease that ran out after the last step computed its weights (a step that began just
+        before the end and ran long on a starved machine) is due at once: counted from that
+        step's clock, not from now, it would otherwise wait for a periodic or paced step."""
         s = self.settings
         now = self.now()
         interval = max(s.reconcile_interval, self.paced_gap(time.monotonic()))
         peers = [m for m in s.members if m != self.name]
-        end = next_lease_end(self.beliefs, peers, now=now, lease=s.lease, fold=self._reconcile_gap)
+        since = now if self._stepped_at is None else min(now, self._stepped_at)
+        end = next_lease_end(
+            self.beliefs, peers, now=since, lease=s.lease, fold=self._reconcile_gap
+        )
         if end is None:
             return interval
-        return min(interval, end - now + LEASE_END_MARGIN)
+        return max(0.0, min(interval, end - now + LEASE_END_MARGIN))
 
     def live_members(self, now: float) -> list[str]:
         members = self.settings.members
