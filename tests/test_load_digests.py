@@ -145,6 +145,51 @@ async def test_a_digest_repeats_the_entries_of_pools_that_moved_less_than_the_th
     assert [e.saturation for e in bus.sent[-1].pools] == [0.31, 0.31, 0.9, 0.31, 0.31]
 
 
+async def test_an_agent_that_starts_before_its_pools_are_listed_sends_no_empty_digest() -> None:
+    # A restarted agent samples before its pool watch lists anything: an empty digest, newer
+    # than the one peers hold, would take this cluster's load from every import at once.
+    bus, ticks = RecordingBus(), Ticks()
+    pub = publisher(bus, ticks)
+    await pub.publish_loads([])
+    assert bus.sent == []
+    await pub.publish_loads([(exported_pool("p0"), sample())])
+    assert bus.kinds() == ["LoadDigest"]
+
+
+class RefusingBus(RecordingBus):
+    """Refuses digests while ``refuse`` is set (servers whose permissions predate them)."""
+
+    refuse = False
+
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str | None, headers: Mapping[str, str]
+    ) -> None:
+        if self.refuse and ".digest." in subject:
+            raise PermissionError("permissions violation")
+        await super().publish(subject, payload, msg_id, headers)
+
+
+async def test_a_digest_repeats_the_report_peers_hold_not_an_older_entry() -> None:
+    # While digests are refused the pools' reports carry the load, and peers hold those; the
+    # next digest, above the reports' sequences, must repeat what they hold, not take a pool
+    # back to the older entry of the last digest.
+    bus, ticks = RefusingBus(), Ticks()
+    pub = publisher(bus, ticks)  # type: ignore[arg-type]
+    pools = [exported_pool(f"p{i}") for i in range(3)]
+    await pub.publish_loads([(p, sample(0.3)) for p in pools])
+    ticks.now += 0.5
+    bus.refuse = True
+    # p0 moved: the digest is refused, and every pool's report goes (p1's says 0.31).
+    await pub.publish_loads([(p, sample((0.6, 0.31, 0.3)[i])) for i, p in enumerate(pools)])
+    assert bus.kinds() == ["LoadDigest"] + ["LoadReport"] * 3
+    ticks.now += 0.5
+    bus.refuse = False
+    await pub.publish_loads([(p, sample((0.6, 0.31, 0.9)[i])) for i, p in enumerate(pools)])
+    last = bus.sent[-1]
+    assert isinstance(last, messages.LoadDigest)
+    assert [e.saturation for e in last.pools] == [0.6, 0.31, 0.9]  # p1 not back at 0.3
+
+
 async def test_per_pool_reports_go_beside_the_digest_when_asked_each_on_its_own_pace() -> None:
     bus, ticks = RecordingBus(), Ticks()
     pub = publisher(bus, ticks)

@@ -89,6 +89,9 @@ def worth_publishing(
     deltas = [
         abs(previous.saturation - current.saturation),
         abs(previous.kv_cache_utilization - current.kv_cache_utilization),
+        # The queue, as saturation counts it (a queue under a fuller KV cache moves no
+        # saturation, and the spill plan still weighs it as backlog).
+        abs(previous.queue_size - current.queue_size) / QUEUE_LIMIT,
     ]
     if max(deltas) >= threshold:
         return True
@@ -98,6 +101,7 @@ def worth_publishing(
     scale = current.capacity_rate or previous.capacity_rate
     for before, now_ in (
         (previous.arrival_rate, current.arrival_rate),
+        (previous.completion_rate, current.completion_rate),
         (previous.demand_rate, current.demand_rate),
         (previous.capacity_rate, current.capacity_rate),
     ):

@@ -199,7 +199,7 @@ class Publisher:
         sent, failed = 0, False
         # Up to a window of publishes in flight, not one acknowledgement at a time: a start-up
         # says every export at once, and a busy agent's loop takes long to come back to each
-        # ack (at 100 clusters x 100 pools, some agents had not stored 74 of their 100 exports
+        # ack (at 100 clusters x 100 pools, some agents had stored only 74 of their 100 exports
         # 300 s after start). One connection keeps them in order, as they are counted.
         for at in range(0, len(due), EXPORTS_IN_FLIGHT):
             window = due[at : at + EXPORTS_IN_FLIGHT]
@@ -258,18 +258,22 @@ class Publisher:
         """Send the digest when it is due; False only when sending it failed.
 
         Each pool's entry is its newest sample only when that sample is worth publishing against
-        the one its entry was last made of (moved by the threshold), or at the digest's
-        keepalive; otherwise the entry last sent, as it was. So a digest that one pool's move
-        sends does not carry every other pool's drift below the threshold: a peer finds those
-        entries unchanged and recomputes only the imports of the pools that moved, as with one
-        report per pool. (The keepalive runs from the last digest, so that all pools are
-        refreshed together: from each pool's own, a quiet cluster would send one a pool.)"""
+        the one peers hold (moved by the threshold on any field the weights read), or at the
+        digest's keepalive; otherwise the entry last sent, as it was. So a digest that one
+        pool's move sends does not carry every other pool's drift below the thresholds: a peer
+        finds those entries unchanged and recomputes only the imports of the pools that moved.
+        (The keepalive runs from the last digest, so that all pools are refreshed together:
+        from each pool's own, a quiet cluster would send one digest a pool. While digests keep
+        going for other pools' moves, an entry below every threshold is repeated: it differs
+        from the newest sample by less than a threshold on everything the weights read.)"""
         at, now = self._digested_at, self.clock()
         keys = {pool.key for pool, _, _ in entries}
-        due = at is None or keys != set(self._digested)  # a pool came or went (said once)
+        # A pool came or went (an emptied set is said once; a first digest of none is not said:
+        # an agent starting before its pools are listed must not take its load from every peer).
+        due = at is not None and keys != set(self._digested)
         chosen: dict[PoolKey, tuple[PoolLoad, LoadSample]] = {}
         for pool, entry, sample in entries:
-            held = self._digested.get(pool.key)
+            held = self._held_entry(pool, at)
             if held is None or at is None or self._worth((held[1], at), sample):
                 chosen[pool.key] = (entry, sample)
                 due = True
@@ -294,6 +298,16 @@ class Publisher:
         self._digested = chosen
         self._digested_at = now
         return True
+
+    def _held_entry(self, pool: LocalPool, at: float | None) -> tuple[PoolLoad, LoadSample] | None:
+        """What peers hold of a pool from us: the last digest's entry, or a report sent since
+        (a peer that reads digests reads reports too: repeating the older entry above the
+        report's sequence would take it back)."""
+        held = self._digested.get(pool.key)
+        reported = self._loads.get(pool.key)
+        if reported is not None and (at is None or reported[1] > at):
+            return pool_entry(pool, reported[0]), reported[0]
+        return held
 
     async def _publish_report(self, pool: LocalPool, sample: LoadSample) -> None:
         tick = self.clock()

@@ -3,9 +3,9 @@
 100 clusters, 50 pools each exported by a third of them (33 backends per import), every import
 recomputed at each step (a step 0.5 s after the last; each backend's load moves every 10 s on
 its own phase, as the scale benchmark's synthetic loads do): with the rates a production EPP
-sample carries (arrivals, completions, capacity), so the rate plan runs as it does in an agent
-(and in the scale benchmark, whose synthetic loads carry them since session 18), and without
-them, as for reports of agents older than the rate plan.
+sample carries (arrivals, completions, capacity), so the rate plan runs as it does in an agent,
+and without them, as for the scale benchmark's synthetic loads (no request counters) and
+reports of agents older than the rate plan.
 No servers: this isolates the per-import Python cost that each of the scale benchmark's agents
 pays at every reconcile (BENCHMARKS.md, session 15).
 
@@ -82,7 +82,7 @@ class _Fleet:
 def measure(seed: int = 1, *, rates: bool = True) -> dict[str, float]:
     """Microseconds per import recomputed: the best round's mean, and the median round's.
     Without ``rates`` the plan has nothing to plan with and the headroom rule weighs (reports
-    of older agents)."""
+    of older agents; the scale benchmark's synthetic loads)."""
     fleet = _Fleet(seed, rates)
     book = ImportBook(WeightPolicy(), fleet.own)
     link = LinkState(False)

@@ -78,11 +78,9 @@ class Layout:
 
 class SyntheticLoads:
     """A steady load per pool that moves every 10 s (each pool on its own phase), so digests
-    flow on change as well as at their keepalive; read as an EPP's sample is, with the rates of
-    its request and completion counters, and gauges and rates that jitter at every scrape by
-    less than the publishing thresholds (the noise of a real pool, which no peer needs)."""
-
-    CAPACITY = 8.0  # requests/s the 4 pods complete when full
+    flow on change as well as at their keepalive; its gauges jitter at every scrape by less
+    than the publishing threshold, as a real pool's do. (No request counters: the agent's
+    rates come from those, so the weights use the saturation rule, not the rate plan.)"""
 
     def __init__(self, cluster: str) -> None:
         self.cluster = cluster
@@ -93,11 +91,7 @@ class SyntheticLoads:
         h = zlib.crc32(f"{self.cluster}/{pool.name}".encode())
         level = 0.3 + 0.1 * ((h + int(now / 10 + h % 10 / 10)) % 3)
         busy = level + self.noise.uniform(-0.005, 0.005)
-        rate = self.CAPACITY * level * (1.0 + self.noise.uniform(-0.01, 0.01))
-        return LoadSample(
-            observed_at=now, ready_pods=4, kv_cache_utilization=busy, saturation=busy,
-            arrival_rate=rate, completion_rate=rate, capacity_rate=self.CAPACITY,
-        )  # fmt: skip
+        return LoadSample(observed_at=now, ready_pods=4, kv_cache_utilization=busy, saturation=busy)
 
 
 class Views:
