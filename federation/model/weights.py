@@ -495,10 +495,13 @@ def step_weights(
     scores, ramps = {}, {}
     unable: set[str] = set()  # no report, an unhealthy or shedding EPP, stale, no pods
     serving: list[str] = []  # can take traffic (momentarily full, shedding, still counts)
+    # Traffic flowed at the previous step (weights all 0 are none: an import that had no backend
+    # able to serve yet, its exports heard before their loads, has nobody to protect).
+    flowing = any(memory.weights.values())
     for name, load in loads.items():
         value = score_value(load, policy)
         # Not healthy at the previous step but healthy now: it joins at this instant.
-        since = memory.healthy_since.get(name, now if memory.weights else None)
+        since = memory.healthy_since.get(name, now if flowing else None)
         # (Only a backend that can serve is ramped, or said to be; momentarily full counts.)
         serves = can_serve(load, policy)
         if serves:
@@ -661,6 +664,7 @@ def _remember(
 ) -> WeightMemory:
     # On the first step every healthy backend counts as established: a restart or a new import
     # has nobody to protect from a burst, and ramping all of them alike would change nothing.
-    joined = now if previous.weights else now - policy.slow_start
+    # So does a step after weights all 0 (nothing served: nobody to protect either).
+    joined = now if any(previous.weights.values()) else now - policy.slow_start
     since = {name: previous.healthy_since.get(name, joined) for name in serving}
     return WeightMemory(dict(weights), dict(goal), dict(target), target_since, since, now)

@@ -87,6 +87,21 @@ def test_a_newly_healthy_remote_ramps_up_through_slow_start() -> None:
     assert early["b"].weight < late["b"].weight == 500_000
 
 
+def test_an_import_that_served_nothing_yet_does_not_slow_start_its_first_backends() -> None:
+    # Exports are often heard before their loads: the first step weighs every backend 0. The
+    # first that can serve has nobody to protect (no traffic flowed): it is not ramped; one
+    # joining after traffic flows is.
+    _, memory = step_weights({"a": None, "b": None}, P, now=0)
+    assert not any(memory.weights.values())
+    loaded = {"a": L(pods=4, sat=0.0), "b": None}
+    got, memory = step_weights(loaded, P, memory=memory, now=1)
+    assert "slow start" not in got["a"].reason
+    assert memory.healthy_since["a"] == 1 - P.slow_start
+    both = {"a": L(pods=4, sat=0.0), "b": L(pods=4, sat=0.0)}
+    got, memory = step_weights(both, P, memory=memory, now=2)
+    assert "slow start" in got["b"].reason
+
+
 def test_noise_below_the_deadband_does_not_move_weights() -> None:
     loads = {"a": L(pods=4, sat=0.50), "b": L(pods=4, sat=0.50)}
     _, memory = step_weights(loads, P, now=0)
