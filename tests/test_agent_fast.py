@@ -305,10 +305,9 @@ async def test_a_late_loop_stretches_the_reconcile_gap_and_says_so(fleet: Fleet)
                    what="ap-south's weights follow us-east's saturation")  # fmt: skip
 
 
-async def test_a_late_loop_still_steps_a_lease_end_at_its_time(fleet: Fleet) -> None:
-    """As the test above it without pacing: no periodic step in time, and eu-west's load
-    moving all along, so ap-south's reconciler is woken and paced (0.375 s gaps) right up to
-    us-east's lease end, which that pacing must not hold back."""
+async def _spilling_to_us_east(fleet: Fleet) -> Agent:
+    """ap-south saturated and spilling to us-east; from here no periodic step comes in time and
+    only eu-west samples (every 0.1 s): ap-south's steps are woken by eu-west's digests."""
     fleet.loads["ap-south"].set(LLAMA, saturation=1.0)
     await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0,
                    within=10, what="ap-south spilling to us-east")  # fmt: skip
@@ -316,6 +315,12 @@ async def test_a_late_loop_still_steps_a_lease_end_at_its_time(fleet: Fleet) -> 
         sampling = 0.1 if name == "eu-west" else 60.0
         agent.settings = dataclasses.replace(agent.settings, reconcile_interval=60.0,
                                              load_interval=sampling)  # fmt: skip
+    return fleet.agents["ap-south"]
+
+
+async def _cut_us_east_while_paced(fleet: Fleet, south: Agent) -> float:
+    """ap-south paced (0.375 s between woken steps) and eu-west's load moving each 0.1 s, each
+    sample a digest that wakes ap-south; us-east cut off. When ap-south weighed it 0 (its clock)."""
 
     async def move_eu_west() -> None:
         level = 0.3
@@ -324,16 +329,23 @@ async def test_a_late_loop_still_steps_a_lease_end_at_its_time(fleet: Fleet) -> 
             fleet.loads["eu-west"].set(LLAMA, saturation=level)
             await asyncio.sleep(0.1)
 
-    south = fleet.agents["ap-south"]
     south.lateness.observe(5.0, time.monotonic())
     mover = asyncio.create_task(move_eu_west())
     try:
         fleet.network.partition("us-east")
         await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
                        within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
-        zero_at = south.now()
+        return south.now()
     finally:
         await stop_task(mover, within=5)
+
+
+async def test_a_late_loop_still_steps_a_lease_end_at_its_time(fleet: Fleet) -> None:
+    """As the test above it without pacing: no periodic step in time, and eu-west's load
+    moving all along, so ap-south's reconciler is woken and paced (0.375 s gaps) right up to
+    us-east's lease end, which that pacing must not hold back."""
+    south = await _spilling_to_us_east(fleet)
+    zero_at = await _cut_us_east_while_paced(fleet, south)
     heard = south.beliefs.last_heard("us-east")
     assert heard is not None
     assert zero_at - (heard + LEASE) < 0.2  # at its lease end, not a paced gap later
@@ -346,14 +358,7 @@ async def test_a_lease_that_ends_during_a_long_step_is_stepped_right_after_it(
     """A step that begins just before us-east's lease end and runs past it (a starved machine:
     here a synchronous step held 0.3 s beyond the end) computed its weights before the end, so
     us-east kept its weight; the next step must come right after it, not a paced gap later."""
-    fleet.loads["ap-south"].set(LLAMA, saturation=1.0)
-    await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0,
-                   within=10, what="ap-south spilling to us-east")  # fmt: skip
-    for name, agent in fleet.agents.items():
-        sampling = 0.1 if name == "eu-west" else 60.0
-        agent.settings = dataclasses.replace(agent.settings, reconcile_interval=60.0,
-                                             load_interval=sampling)  # fmt: skip
-    south = fleet.agents["ap-south"]
+    south = await _spilling_to_us_east(fleet)
     step = south.step_views
     held: list[float] = []  # the lease end the long step straddled
     steps: list[tuple[float, float]] = []  # each step's start and end (monotonic)
@@ -371,23 +376,7 @@ async def test_a_lease_that_ends_during_a_long_step_is_stepped_right_after_it(
         return changed
 
     south.step_views = long_step  # type: ignore[method-assign]
-
-    async def move_eu_west() -> None:
-        level = 0.3
-        while True:
-            level = 0.9 - level  # each sample a digest that wakes ap-south's reconciler
-            fleet.loads["eu-west"].set(LLAMA, saturation=level)
-            await asyncio.sleep(0.1)
-
-    south.lateness.observe(5.0, time.monotonic())  # paced: 0.375 s between woken steps
-    mover = asyncio.create_task(move_eu_west())
-    try:
-        fleet.network.partition("us-east")
-        await wait_for(lambda: fleet.weights("ap-south").get("us-east") == 0,
-                       within=LEASE * 4, what="the cut-off cluster at 0")  # fmt: skip
-        zero_at = south.now()
-    finally:
-        await stop_task(mover, within=5)
+    zero_at = await _cut_us_east_while_paced(fleet, south)
     assert held, "no step straddled the lease end"
     assert zero_at >= held[0]
     long_one = slept[0]
