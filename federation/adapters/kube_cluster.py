@@ -248,7 +248,7 @@ class KubeCluster:
         now = time.monotonic()
         due = annotation_due(
             written_weights(have),
-            {name: w.weight for name, w in view.weights.items()},
+            view.weight_by_backend,
             written_at=self._written_at.get(key),
             now=now,
             interval=self.annotation_interval,

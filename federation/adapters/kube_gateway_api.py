@@ -333,7 +333,7 @@ class GatewayApiFeed:
             obj = self.cluster.imports.objects.get(key) or {}
             held = written_weights((obj.get("metadata") or {}).get("annotations") or {})
             if held is None or set(held) != set(view.weights):
-                held = {b: w.weight for b, w in view.weights.items()}
+                held = view.weight_by_backend
             out[key] = held
         return out
 

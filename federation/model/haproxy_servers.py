@@ -93,7 +93,7 @@ def wanted_servers(view: ImportView, rule: str) -> Wanted | str:
     backend = backend_name(rule, view.key)
     if backend is None:
         return f"backend name for {view.key} is not a valid HAProxy name"
-    scaled = haproxy_weights({n: w.weight for n, w in view.weights.items()})
+    scaled = haproxy_weights(view.weight_by_backend)
     servers: dict[str, Server] = {}
     left_out: dict[str, str] = {}
     for name, weight in sorted(scaled.items()):

@@ -35,6 +35,11 @@ class ImportView:
     def key(self) -> PoolKey:
         return self.desired.key
 
+    @property
+    def weight_by_backend(self) -> dict[str, int]:
+        """Each backend's weight, without its reason."""
+        return {backend: w.weight for backend, w in self.weights.items()}
+
     def epp(self, backend: str) -> EndpointAddress | None:
         """Where Endpoint mode sends this backend's traffic: its EPP."""
         if backend == LOCAL_BACKEND:
@@ -187,7 +192,7 @@ def imports_document(views: Mapping[PoolKey, ImportView]) -> dict[str, Any]:
     return {
         str(key): {
             "exportingClusters": list(view.desired.exporting_clusters),
-            "weights": {b: w.weight for b, w in view.weights.items()},
+            "weights": view.weight_by_backend,
             "conditions": [
                 {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
                 for c in view.conditions

@@ -164,7 +164,6 @@ class Agent:
         )
         self._changed = asyncio.Event()
         self._reconcile_gap = reconcile_gap(len(settings.members), settings.reconcile_interval)
-        self._stepped_at: float | None = None  # the clock the last weight step computed at
         self.lateness = Lateness()  # the loop's, as the watch-lateness task sees it
         self._pools_changed = asyncio.Event()
         self._members = frozenset(settings.members)
@@ -605,12 +604,10 @@ class Agent:
 
     def step_views(self, now: float) -> bool:
         """One weight step of the imports whose inputs or time moved; True if a view changed."""
-        changed = self.reconciler.step(
+        return self.reconciler.step(
             self.beliefs, self.local_pools, self.local_samples,
             connected=self.bus.connected, now=now,
         )  # fmt: skip
-        self._stepped_at = now
-        return changed
 
     async def _reconcile(self) -> None:
         last = done = -math.inf  # the previous step's start and end (monotonic)
@@ -690,7 +687,8 @@ class Agent:
         now = self.now()
         interval = max(s.reconcile_interval, self.paced_gap(time.monotonic()))
         peers = [m for m in s.members if m != self.name]
-        since = now if self._stepped_at is None else min(now, self._stepped_at)
+        stepped = self.reconciler.stepped_at
+        since = now if stepped is None else min(now, stepped)
         end = next_lease_end(
             self.beliefs, peers, now=since, lease=s.lease, fold=self._reconcile_gap
         )

@@ -303,11 +303,10 @@ class Publisher:
         """What peers hold of a pool from us: the last digest's entry, or a report sent since
         (a peer that reads digests reads reports too: repeating the older entry above the
         report's sequence would take it back)."""
-        held = self._digested.get(pool.key)
         reported = self._loads.get(pool.key)
         if reported is not None and (at is None or reported[1] > at):
             return pool_entry(pool, reported[0]), reported[0]
-        return held
+        return self._digested.get(pool.key)
 
     async def _publish_report(self, pool: LocalPool, sample: LoadSample) -> None:
         tick = self.clock()

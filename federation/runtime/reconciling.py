@@ -54,6 +54,7 @@ class Reconciler:
         self._acked = False  # the acknowledgements reflect the views every feed holds
         self._watermarks: dict[str, int] = {}  # of the beliefs the current views come from
         self.lease_lapses = 0  # heard peers' leases found run out at a step, over the agent's life
+        self.stepped_at: float | None = None  # the clock the last step computed its weights at
 
     @property
     def views(self) -> dict[PoolKey, ImportView]:
@@ -95,6 +96,7 @@ class Reconciler:
             if k in local_pools and not is_exported(local_pools[k])
         }
         dirty, self._dirty = self._dirty, set()
+        self.stepped_at = now
         stale_before = self.book.stale
         changed = self.book.step(
             beliefs, local_pools, local_loads, self.link, now=now, grace=grace, dirty=dirty

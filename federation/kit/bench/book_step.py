@@ -22,7 +22,6 @@ from federation.messages import EndpointAddress, ExportEvent, LoadDigest, PoolLo
 from federation.model.beliefs import Beliefs
 from federation.model.freshness import LinkState
 from federation.model.import_book import ImportBook
-from federation.model.views import ImportView
 from federation.model.weights import WeightPolicy
 
 CLUSTERS = 100
@@ -97,12 +96,12 @@ def measure(seed: int = 1, *, rates: bool = True) -> dict[str, float]:
             now += STEP
             step += 1
             fleet.digests(now, step)
-            held = {k: _weights(v) for k, v in book.views.items()}
+            held = {k: v.weight_by_backend for k, v in book.views.items()}
             began = time.perf_counter()
             book.step(fleet.beliefs, {}, {}, link, now=now, grace=GRACE, dirty=list(book.views))
             spent += time.perf_counter() - began
             # (Outside the timing) how many recomputations moved any weight at all.
-            weights_moved += sum(_weights(v) != held.get(k) for k, v in book.views.items())
+            weights_moved += sum(v.weight_by_backend != held.get(k) for k, v in book.views.items())
         recomputed += book.recomputed - before
         rounds.append(spent / (book.recomputed - before) * 1e6)
     rounds.sort()
@@ -113,10 +112,6 @@ def measure(seed: int = 1, *, rates: bool = True) -> dict[str, float]:
         "recomputed": recomputed,
         "weights_moved": weights_moved,
     }
-
-
-def _weights(view: ImportView) -> dict[str, int]:
-    return {backend: w.weight for backend, w in view.weights.items()}
 
 
 def main() -> None:

@@ -116,14 +116,14 @@ class Views:
         moved = [k for k, v in views.items() if before.get(k) is not v]
         for key in moved:
             held = before.get(key)
-            if held is None or _weights(held) != _weights(views[key]):
+            if held is None or held.weight_by_backend != views[key].weight_by_backend:
                 self.uncoalesced_writes += 1
         for key in {*moved, *(k for k, due in self.owed.items() if due <= now)}:
             view = views.get(key)
             if view is None:
                 self.owed.pop(key, None)
                 continue
-            wanted = _weights(view)
+            wanted = view.weight_by_backend
             written, at = self.written.get(key, (None, None))
             due = annotation_due(
                 written, wanted, written_at=at, now=now,
@@ -140,10 +140,6 @@ class Views:
                 self.owed[key] = due
         self.views = views
         self.on_change()
-
-
-def _weights(view: ImportView) -> dict[str, int]:
-    return {b: w.weight for b, w in view.weights.items()}
 
 
 def _fresh(view: ImportView) -> bool:
