@@ -52,6 +52,7 @@ from nats.js.errors import NotFoundError
 
 from federation import messages
 from federation.adapters.live_mailbox import LiveMailbox
+from federation.model.failures import explain
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class NatsBus:
             await note("reconnected")
 
         async def error(exc: Exception) -> None:
-            log.warning("nats %s: %s", a.cluster, exc)
+            log.warning("nats %s: %s", a.cluster, explain(exc))
 
         async def closed() -> None:
             if not self._closing and this and self._nc is this[0]:  # not a replaced client
@@ -366,7 +367,7 @@ class NatsBus:
         except Exception as exc:  # retried at the next check; what was repaired is still said
             if not repaired:
                 raise
-            log.warning("nats %s: inbound repair failed, retrying: %s", a.cluster, exc)
+            log.warning("nats %s: inbound repair failed, retrying: %s", a.cluster, explain(exc))
         return repaired
 
     async def _repair_inbound(self, inbound: str, inbound_last: int) -> list[str]:

@@ -21,6 +21,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.watch import Watch
 
+from federation.model.failures import explain
 from federation.model.pools import PoolKey
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ class Informer:
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 failures += 1
                 self.errors += 1
-                log.warning("%s: connection error: %s; backing off", self, exc)
+                log.warning("%s: connection error: %s; backing off", self, explain(exc))
             except Exception as exc:  # aiohttp client errors and the like: same treatment
                 if isinstance(exc, asyncio.CancelledError):
                     raise

@@ -39,6 +39,7 @@ from federation.adapters.kube import (
 )
 from federation.model.coalescing import annotation_due
 from federation.model.conditions import Condition
+from federation.model.failures import explain
 from federation.model.pool_objects import pool_from_object
 from federation.model.pools import LocalPool, PoolKey
 from federation.model.status_objects import (
@@ -129,7 +130,7 @@ class KubeCluster:
             try:
                 await self._sync()
             except Exception as exc:  # the next change or the agent's next feed tries again
-                log.warning("kube: repairing imports failed: %s", exc)
+                log.warning("kube: repairing imports failed: %s", explain(exc))
 
     # -- pools in -----------------------------------------------------------------------------
 
@@ -317,7 +318,9 @@ class KubeCluster:
             except Exception as exc:
                 failed += 1
                 self.counts["pool_status_errors"] += 1
-                log.warning("kube: writing status of InferencePool %s failed: %s", key, exc)
+                log.warning(
+                    "kube: writing status of InferencePool %s failed: %s", key, explain(exc)
+                )
         if failed:
             raise RuntimeError(f"{failed} pool status write(s) failed")
 

@@ -49,6 +49,7 @@ from federation.model.backend_services import (
     service_drift,
     slice_drift,
 )
+from federation.model.failures import explain
 from federation.model.pools import PoolKey
 from federation.model.route_weights import is_marked, route_plan, rule_patch, services_named
 from federation.model.views import ImportView, written_weights
@@ -120,7 +121,7 @@ class GatewayApiFeed:
             try:
                 await self._sync()
             except Exception as exc:  # the next change or the agent's next feed tries again
-                log.warning("gateway-api: repairing failed: %s", exc)
+                log.warning("gateway-api: repairing failed: %s", explain(exc))
 
     def notes(self) -> dict[str, object]:
         refused = {k: v for k, v in sorted(self.routes.items()) if not v.startswith("managed")}

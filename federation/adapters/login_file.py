@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from federation.adapters.watched_files import Watched
+from federation.model.failures import explain
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class LoginFile:
             identity = self._identify(self._file.path)
         except (OSError, ValueError) as exc:
             self.errors += 1
-            log.error("NATS %s file unusable, keeping the current login: %s", self.what, exc)
+            log.error(
+                "NATS %s file unusable, keeping the current login: %s", self.what, explain(exc)
+            )
             return False
         if identity == self.identity:
             self._retry = False
@@ -67,4 +70,6 @@ class LoginFile:
                 await self.check()
             except Exception as exc:  # the servers may not accept the new login yet: next round
                 self.errors += 1
-                log.warning("NATS login with the new %s failed, retrying: %s", self.what, exc)
+                log.warning(
+                    "NATS login with the new %s failed, retrying: %s", self.what, explain(exc)
+                )

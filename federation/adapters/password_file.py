@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from federation.adapters.watched_files import Watched
+from federation.model.failures import explain
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class PasswordFile:
         try:
             value = self._file.path.read_text().strip()
         except OSError as exc:
-            log.error("NATS password file unreadable, keeping the current one: %s", exc)
+            log.error("NATS password file unreadable, keeping the current one: %s", explain(exc))
             return False
         if not value or value == self.value:
             return False

@@ -13,6 +13,8 @@ import logging
 import ssl
 from pathlib import Path
 
+from federation.model.failures import explain
+
 log = logging.getLogger(__name__)
 
 
@@ -36,14 +38,14 @@ class ReloadingTls:
         try:
             stamps = self._read_stamps()
         except OSError as exc:
-            log.error("TLS files unreadable, keeping the current ones: %s", exc)
+            log.error("TLS files unreadable, keeping the current ones: %s", explain(exc))
             return False
         if stamps == self._stamps:
             return False
         try:
             self._load()
         except (OSError, ssl.SSLError) as exc:  # half-written files: try again next time
-            log.error("TLS reload failed, keeping the current certificates: %s", exc)
+            log.error("TLS reload failed, keeping the current certificates: %s", explain(exc))
             return False
         self._stamps = stamps
         self.reloads += 1

@@ -51,6 +51,7 @@ from envoy.service.endpoint.v3 import eds_pb2_grpc
 from google.protobuf import any_pb2, json_format
 
 from federation.adapters.envoy_eds import CLA_TYPE, Mode, cluster_name, load_assignment
+from federation.model.failures import explain
 from federation.model.pools import PoolKey
 from federation.model.views import ImportView
 
@@ -274,7 +275,7 @@ class XdsServer:
                     return None
                 config = self._read_tls()
             except OSError as exc:
-                log.error("xds: TLS files unreadable, keeping the current ones: %s", exc)
+                log.error("xds: TLS files unreadable, keeping the current ones: %s", explain(exc))
                 return None
             self.counts["tls_reloads"] += 1
             log.info("xds: TLS certificates reloaded")

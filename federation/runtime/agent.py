@@ -35,6 +35,7 @@ from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
 from federation.model.exported import exported_condition
+from federation.model.failures import explain
 from federation.model.freshness import LinkState, next_lease_end, stale_among, staleness
 from federation.model.gaps import SourceGaps
 from federation.model.loads import LoadSample
@@ -272,7 +273,9 @@ class Agent:
             async with asyncio.timeout(self.settings.request_timeout):
                 newest = await self.bus.newest_live()
         except Exception as exc:  # best effort: the live path brings them within lease/3
-            log.warning("agent %s: reading members' newest live events failed: %s", self.name, exc)
+            log.warning(
+                "agent %s: reading members' newest live events failed: %s", self.name, explain(exc)
+            )
             newest = []
         for delivery in newest:
             await self.apply_delivery(delivery)
@@ -285,7 +288,9 @@ class Agent:
                 batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
             except Exception as exc:  # a server too busy to answer in time: ask again
                 failures += 1
-                log.warning("agent %s: catch-up fetch failed (%d): %s", self.name, failures, exc)
+                log.warning(
+                    "agent %s: catch-up fetch failed (%d): %s", self.name, failures, explain(exc)
+                )
                 backoff = self.settings.backoff
                 await asyncio.sleep(backoff[min(failures, len(backoff)) - 1])
                 # The consumer itself may be gone (or failing every fetch): the store check
@@ -338,7 +343,7 @@ class Agent:
             try:
                 batch = await self.bus.fetch(FETCH_BATCH, FETCH_WAIT)
             except Exception as exc:  # a reconnect in progress; the fetch is simply retried
-                log.warning("agent %s: fetch failed: %s", self.name, exc)
+                log.warning("agent %s: fetch failed: %s", self.name, explain(exc))
                 await asyncio.sleep(self.settings.backoff[0])
                 continue
             for delivery in batch:
@@ -401,7 +406,7 @@ class Agent:
                     async with asyncio.timeout(s.request_timeout):
                         self._stores_repaired(await self.bus.repair_streams())
                 except Exception as exc:  # servers down or JetStream not ready: next interval
-                    log.info("agent %s: store check failed: %s", self.name, exc)
+                    log.info("agent %s: store check failed: %s", self.name, explain(exc))
                     stores_checked = -math.inf
             if settled and now - sources_checked < s.lease / 2:
                 continue
@@ -412,7 +417,7 @@ class Agent:
                         s.lease, heard_live=live, quiet_after=max(3 * s.beat_interval, 3.0)
                     )
             except Exception as exc:  # no meta leader (partition, heal) or a reconnect
-                log.info("agent %s: source check failed: %s", self.name, exc)
+                log.info("agent %s: source check failed: %s", self.name, explain(exc))
                 sources_checked = -math.inf
                 # After a heal JetStream answers 503 for seconds: retry soon, not a beat later.
                 delay = min(1.0, s.beat_interval)
@@ -538,7 +543,9 @@ class Agent:
             async with asyncio.timeout(self.settings.request_timeout):
                 return await self.demand.offered(keys)
         except Exception as exc:
-            log.warning("agent %s: reading the gateway's demand failed: %s", self.name, exc)
+            log.warning(
+                "agent %s: reading the gateway's demand failed: %s", self.name, explain(exc)
+            )
             return {}
 
     async def _sample(self, pool: LocalPool) -> LoadSample:
@@ -547,7 +554,7 @@ class Agent:
             async with asyncio.timeout(self.settings.request_timeout):
                 return await self.loads.sample(pool)
         except Exception as exc:
-            log.warning("agent %s: sampling %s failed: %s", self.name, pool.key, exc)
+            log.warning("agent %s: sampling %s failed: %s", self.name, pool.key, explain(exc))
             return LoadSample(observed_at=self.now(), epp_status="unreachable")
 
     async def _heartbeat(self) -> None:
@@ -653,7 +660,7 @@ class Agent:
             await self._apply_live(await self.bus.live(0.0))
         except Exception as exc:  # the weights must not wait on intake: step without them
             log.warning("agent %s: applying received events before a step failed: %s",
-                        self.name, exc)  # fmt: skip
+                        self.name, explain(exc))  # fmt: skip
 
     async def _watch_lateness(self) -> None:
         """A timer every ``LATENESS_TICK``: how late it fires is how late the loop runs,

@@ -23,6 +23,7 @@ from federation.messages import Event, ExportEvent, Heartbeat, LoadDigest, LoadR
 from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
 from federation.model.exported import Acks
+from federation.model.failures import explain
 from federation.model.loads import LoadSample, worth_publishing
 from federation.model.pools import LocalPool, PoolKey, is_exported
 from federation.runtime.ports import Bus, Signer
@@ -152,7 +153,7 @@ class Publisher:
                 stored = await self.bus.publish(subject, payload, msg_id, headers)
         except Exception as exc:  # the next cycle publishes again; never fatal
             self.counts.publish_failures += 1
-            log.warning("publish %s failed: %s", subject, exc)
+            log.warning("publish %s failed: %s", subject, explain(exc))
             return False
         self.counts.published[type(event).__name__] += 1
         if counted is not None and stored is not False:  # a duplicate is not stored

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
 from federation.model.exported import Acks, acks_for
+from federation.model.failures import explain
 from federation.model.freshness import LinkState, link_state
 from federation.model.import_book import ImportBook
 from federation.model.loads import LoadSample
@@ -133,7 +134,7 @@ class Reconciler:
             async with asyncio.timeout(self.settings.request_timeout):
                 await self.export_status.apply_export_status(conditions)
         except Exception as exc:  # retried on the next cycle: the remembered set stays old
-            log.warning("agent %s: export status failed: %s", self.settings.cluster, exc)
+            log.warning("agent %s: export status failed: %s", self.settings.cluster, explain(exc))
             return False
         self.export_conditions = conditions
         return True

@@ -10,6 +10,8 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from federation.model.failures import explain
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -38,9 +40,11 @@ async def with_backoff(
                 return await call()
         except Exception as exc:  # any failure of the call; cancellation still propagates
             if delay is None:
-                log.error("%s failed after %d attempts: %s", what, attempt, exc)
+                log.error("%s failed after %d attempts: %s", what, attempt, explain(exc))
                 raise
             wait = delay * random.uniform(0.5, 1.5)
-            log.warning("%s failed (attempt %d): %s; retrying in %.1fs", what, attempt, exc, wait)
+            log.warning(
+                "%s failed (attempt %d): %s; retrying in %.1fs", what, attempt, explain(exc), wait
+            )
             await asyncio.sleep(wait)
     raise AssertionError("unreachable")
