@@ -93,6 +93,13 @@ async def test_imports_converge_with_local_and_exporters(fleet: Fleet) -> None:
                    within=10, what="the import with both exporters everywhere")  # fmt: skip
     assert set(fleet.weights("ap-south")) == {"local", "eu-west", "us-east"}
     assert set(fleet.weights("us-east")) == {"eu-west", "us-east"}
+    # Each agent says what its start-up waited on, step by step.
+    startup = fleet.agents["us-east"].status()["startup_s"]
+    assert list(startup) == [
+        "connect to NATS", "ensure streams", "create consumer", "watch live events",
+        "catch up exports", "read newest live events", "started",
+    ]  # fmt: skip
+    assert startup["started"] >= max(v for k, v in startup.items() if k != "started")
 
 
 async def test_a_saturated_local_pool_spills_and_a_silent_cluster_weighs_zero(fleet: Fleet) -> None:

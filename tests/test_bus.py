@@ -72,6 +72,8 @@ async def test_ensure_streams_is_idempotent(supercluster: Supercluster, clusters
         await bus.ensure_streams()
         after = [(await bus.js.stream_info(n)).config for n in names]
         assert after == before
+        # Already as configured: read, not updated (two streams, two ensures).
+        assert bus.stream_updates_skipped == 4
         info = await bus.js.stream_info(names[0])
         assert info.state.messages == 1  # re-ensuring never purges what was published
     finally:
@@ -285,3 +287,27 @@ async def test_agents_of_one_nats_cluster_share_its_inbound_stream(
     finally:
         for bus in buses.values():
             await bus.close()
+
+
+async def test_ensure_streams_updates_a_stream_whose_config_differs(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    """A member added to the ClusterSet (an agent restarted with the longer list) changes the
+    inbound stream's sources: that is updated, though the outbound stream is left alone."""
+    names = list(supercluster.specs)
+    first = NatsBus(BusAddress(supercluster.url(names[0]), clusterset, names[0], names[0],
+                               tuple(names[:2])))  # fmt: skip
+    await first.connect()
+    await first.ensure_streams()
+    await first.close()
+    bus = _bus(supercluster, clusterset, names[0])  # every member now
+    await bus.connect()
+    try:
+        await bus.ensure_streams()
+        assert bus.stream_updates_skipped == 1  # the outbound stream
+        inbound = await bus.js.stream_info(inbound_stream(clusterset, names[0]))
+        assert {s.name for s in inbound.config.sources or []} == {
+            outbound_stream(clusterset, c) for c in names
+        }
+    finally:
+        await bus.close()

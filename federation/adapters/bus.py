@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW = 120.0  # seconds in which a re-sent Nats-Msg-Id is dropped by the server
 FETCH_FAILURES_TO_RECREATE = 3  # fetches failing in a row before the consumer is recreated
+STREAM_INFO_WAIT = 1.0  # seconds: a stream info unanswered for this long is asked again
 DIRECT_GETS_AT_ONCE = 32  # a starting agent's reads of members' newest live events in flight
 
 
@@ -80,6 +81,29 @@ def inbound_stream_of(clusterset: str, cluster: str, nats_cluster: str, shared: 
         shared_inbound_stream(clusterset, nats_cluster)
         if shared
         else inbound_stream(clusterset, cluster)
+    )
+
+
+def config_holds(have: StreamConfig, want: StreamConfig) -> bool:
+    """Whether a stream's config already says everything ``want`` sets (what the agent sets:
+    an update with ``want`` would change nothing). Fields ``want`` leaves unset (0, None) are
+    the server's to fill, and not compared."""
+
+    def sources(c: StreamConfig) -> set[tuple[str, str | None]]:
+        return {(src.name, src.filter_subject) for src in c.sources or ()}
+
+    def placed(c: StreamConfig) -> str | None:
+        return c.placement.cluster if c.placement is not None else None
+
+    return (
+        set(have.subjects or ()) == set(want.subjects or ())
+        and sources(have) == sources(want)
+        and placed(have) == placed(want)
+        and have.storage == want.storage
+        and have.max_msgs_per_subject == want.max_msgs_per_subject
+        and (not want.duplicate_window or have.duplicate_window == want.duplicate_window)
+        and bool(have.allow_direct) == bool(want.allow_direct)
+        and (have.num_replicas or 1) == (want.num_replicas or 1)
     )
 
 
@@ -178,6 +202,9 @@ class NatsBus:
         self.live_mailbox: LiveMailbox[LiveDelivery] = LiveMailbox()
         self._reopening = asyncio.Lock()
         self.reopened = 0  # clients replaced: closed by the server, or a renewed login
+        self.stream_updates_skipped = 0  # ensures that found a stream already as configured
+        self.direct_gets_skipped = 0  # newest live events heard live before their direct get
+        self.stream_infos_unanswered = 0  # asked again: see _stream_info_soon
         # The last sequences seen in our streams: a stream below them lost its store.
         self._outbound_last = 0
         self._inbound_last = 0
@@ -394,16 +421,39 @@ class NatsBus:
         except NotFoundError:
             return None
 
+    async def _stream_info_soon(self, name: str) -> StreamInfo:
+        """The stream's info, asked again every ``STREAM_INFO_WAIT`` while no answer comes (the
+        caller bounds the whole).
+
+        Measured with 100 agents starting at once (BENCHMARKS.md, session 19): the first ask for
+        the shared inbound stream's info, a stream other agents had just created or were
+        creating, went unanswered for most of them, and each waited out its whole 5 s attempt;
+        asked again after a second, it was answered at once. (Why the first goes unanswered we
+        have not found; the stream's leader not yet in place is the likely cause.)"""
+        while True:
+            try:
+                async with asyncio.timeout(STREAM_INFO_WAIT):
+                    return await self.js.stream_info(name)
+            except TimeoutError:
+                self.stream_infos_unanswered += 1
+
     async def _ensure(self, config: StreamConfig) -> None:
         assert config.name is not None
         try:
-            info = await self.js.stream_info(config.name)
+            info = await self._stream_info_soon(config.name)
         except NotFoundError:
             await self.js.add_stream(config)
             log.info("created stream %s", config.name)
             return
+        if config_holds(info.config, config):
+            # Nothing to change: no update. Every agent of a NATS cluster updated its shared
+            # inbound stream (a hundred sources) with the list it already had, a JetStream
+            # meta-layer proposal each, when a whole ClusterSet started at once.
+            self.stream_updates_skipped += 1
+            return
         config.first_seq = info.config.first_seq  # fixed at creation (see repair_streams)
         await self.js.update_stream(config)
+        log.info("updated stream %s", config.name)
 
     async def watch_live(self) -> None:
         """Subscribe to every member's live events on plain NATS (into :attr:`live_mailbox`).
@@ -439,6 +489,8 @@ class NatsBus:
         agent knew from the inbound stream before live events left it, and what a peer whose
         lease ran out said last (after a partition heals). Members cut off or without either are
         skipped; the live path brings them within a third of the lease (a digest's keepalive).
+        One already heard live since :meth:`watch_live` is not read: the caller takes the newer
+        one from :attr:`live_mailbox`.
         Per-pool reports (agents from before digests) are not read: they come again within a
         load interval. ``each_within`` bounds each get on its own: one that hangs (a black-holed
         link) loses only its own answer."""
@@ -448,6 +500,12 @@ class NatsBus:
 
         async def newest(member: str, subject: str) -> LiveDelivery | None:
             async with gate:
+                if self.live_mailbox.holds(subject):
+                    # Heard live since we subscribed: that one is newer than the stream's. (At
+                    # 100 members the live path brings most of them before their turn comes: a
+                    # beat within its interval, a digest within its keepalive.)
+                    self.direct_gets_skipped += 1
+                    return None
                 try:
                     async with asyncio.timeout(each_within):
                         m = await self.js.get_msg(

@@ -40,6 +40,10 @@ class LiveMailbox(Generic[D]):
         self._waiting[subject] = delivery
         self._new.set()
 
+    def holds(self, subject: str) -> bool:
+        """Whether an event on ``subject`` is waiting to be taken."""
+        return subject in self._waiting
+
     async def take(self, wait: float) -> list[D]:
         """Everything waiting (oldest subject first), waiting at most ``wait`` for the first;
         with ``wait`` 0, only what is waiting now, without giving the loop a turn."""

@@ -251,7 +251,9 @@ class MemoryBus:
         self, members: Collection[str] | None = None, *, each_within: float | None = None
     ) -> list[LiveDelivery]:
         self._check()  # (in memory nothing waits: ``each_within`` has nothing to bound)
-        return self.network.newest_live(self.cluster, members)
+        found = self.network.newest_live(self.cluster, members)
+        # As the real bus: one heard live since watching is taken from the mailbox, not read.
+        return [d for d in found if not self.live_mailbox.holds(d.subject)]
 
     async def restart_stalled_sources(
         self,

@@ -152,6 +152,8 @@ class Agent:
         self.local_samples: dict[PoolKey, LoadSample] = {}
         self._rates: dict[PoolKey, SampleRates] = {}  # per local pool: its counters' history
         self.ready = asyncio.Event()  # caught up with the bus and serving
+        # Seconds each start-up step took, and the whole ("started"): what a slow start waited on.
+        self.startup_s: dict[str, float] = {}
         self.publisher = Publisher(
             bus=bus,
             clusterset=settings.clusterset,
@@ -256,19 +258,30 @@ class Agent:
             ("create consumer", self.bus.start_consuming),
             ("watch live events", self.bus.watch_live),  # before reading the newest ones
         ]
+        began = time.monotonic()
         for what, call in steps:
+            at = time.monotonic()
             await with_backoff(
                 what, call, s.backoff, attempt_timeout=s.request_timeout, forever=True
             )
+            self.startup_s[what] = round(time.monotonic() - at, 3)
         await self._catch_up()
+        self.startup_s["started"] = round(time.monotonic() - began, 3)
         self.publisher.adopt(self.beliefs)
         self.ready.set()
-        log.info("agent %s caught up: %d events applied", self.name, self.counts.applied)
+        log.info(
+            "agent %s caught up in %.1fs: %d events applied (%s)", self.name,
+            self.startup_s["started"], self.counts.applied,
+            ", ".join(f"{k} {v:.1f}s" for k, v in self.startup_s.items() if k != "started"),
+        )  # fmt: skip
 
     async def _catch_up(self) -> None:
         """Apply the newest event of every subject before saying anything ourselves: exports
         from the inbound stream, then members' newest heartbeats and digests."""
+        at = time.monotonic()
         await self._catch_up_exports()
+        self.startup_s["catch up exports"] = round(time.monotonic() - at, 3)
+        at = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.request_timeout):
                 newest = await self.bus.newest_live()
@@ -279,6 +292,10 @@ class Agent:
             newest = []
         for delivery in newest:
             await self.apply_delivery(delivery)
+        # Those heard live meanwhile (their direct gets were skipped): applied now, before we
+        # say anything ourselves, not when the live consumer first runs.
+        await self._apply_live(await self.bus.live(0))
+        self.startup_s["read newest live events"] = round(time.monotonic() - at, 3)
 
     async def _catch_up_exports(self) -> None:
         failures = 0
@@ -607,7 +624,10 @@ class Agent:
             "reconcile_gap_s": round(gap, 3),
             "reconcile_gap_base_s": round(self._reconcile_gap, 3),
         }
-        return doc | {"feeds": self.feeds.status(), "insecure": self.insecure, "pacing": pacing}
+        return doc | {
+            "feeds": self.feeds.status(), "insecure": self.insecure, "pacing": pacing,
+            "startup_s": dict(self.startup_s),
+        }  # fmt: skip
 
     def step_views(self, now: float) -> bool:
         """One weight step of the imports whose inputs or time moved; True if a view changed."""

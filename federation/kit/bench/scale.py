@@ -293,6 +293,14 @@ async def scale(
         ready = [a.events["ready"]["at"] - go for a in agents.values() if "ready" in a.events]
         # Start-up alone (streams, consumer, catch-up): the JetStream meta layer's share.
         out["agents_ready_s"] = _spread(ready) | {"count": len(ready)} if ready else None
+        # Where start-up waited: each step's seconds over the agents (Agent.startup_s).
+        steps = [
+            a.events["ready"].get("steps") or {} for a in agents.values() if "ready" in a.events
+        ]
+        out["agents_startup_steps_s"] = {
+            k: _spread([s[k] for s in steps if k in s])
+            for k in dict.fromkeys(k for s in steps for k in s)
+        }
         out["cold_convergence_s"] = round(max(done), 2) if len(done) == clusters else None
         if out["cold_convergence_s"] is None:
             stats = list((await _stats(list(agents.values()))).values())

@@ -5,8 +5,9 @@ Agents are separate processes in real life; sharing one event loop made saturati
 into late reports and flapping leases. The driver (``scale.py``) starts one of these per cluster:
 
 - it says ``{"event": "loaded"}`` once built, and starts its agent on ``{"cmd": "go"}``;
-- it says ``{"event": "ready", "at": T}`` (wall clock) when its start-up is over (streams,
-  consumer, catch-up) and ``{"event": "converged", "at": T}`` when it holds every import;
+- it says ``{"event": "ready", "at": T, "steps": {...}}`` (wall clock) when its start-up is over
+  (streams, consumer, catch-up; ``steps``: the seconds each took) and
+  ``{"event": "converged", "at": T}`` when it holds every import;
 - ``{"cmd": "watch", "id": I, "kind": K, "clusters": [...]}`` makes it say
   ``{"event": "watch", "id": I, "at": T, ...}`` once condition K holds over its imports —
   ``drained`` (those clusters weigh 0 wherever they are backends), ``stale`` (and their imports
@@ -360,7 +361,7 @@ class Child:
     async def _say_when_ready(self) -> None:
         """When the agent's start-up (streams, consumer, catch-up) is over."""
         await self.agent.ready.wait()
-        self.say({"event": "ready", "at": time.time()})
+        self.say({"event": "ready", "at": time.time(), "steps": self.agent.startup_s})
 
     async def serve(self) -> None:
         reader = asyncio.StreamReader()
