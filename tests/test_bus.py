@@ -311,3 +311,46 @@ async def test_ensure_streams_updates_a_stream_whose_config_differs(
         }
     finally:
         await bus.close()
+
+
+async def test_a_shared_inbound_stream_is_repaired_by_one_of_the_agents_sharing_it(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    """The first by name of the agents sharing the stream that is heard live repairs it; the
+    others leave it alone (they used to restart each other's re-adds). When it is not heard,
+    the next one does."""
+    from federation.adapters.bus import shared_inbound_stream
+
+    nats_a, nats_b = list(supercluster.specs)[:2]
+    placed = {"a1": nats_a, "a2": nats_a, "b1": nats_b}
+    buses = {
+        c: NatsBus(
+            BusAddress(supercluster.url(n), clusterset, c, n, tuple(placed), shared_inbound=True)
+        )
+        for c, n in placed.items()
+    }
+    try:
+        for bus in buses.values():
+            await bus.connect()
+            await bus.ensure_streams()
+            await bus.start_consuming()
+        a1, a2 = buses["a1"], buses["a2"]
+        name = shared_inbound_stream(clusterset, nats_a)
+        b1_source = outbound_stream(clusterset, "b1")
+
+        async def drop_b1() -> None:  # a restart's first step, and no second one
+            config = (await a1.js.stream_info(name)).config
+            config.sources = [s for s in config.sources or [] if s.name != b1_source]
+            await a1.js.update_stream(config)
+
+        await drop_b1()
+        assert await a2.restart_stalled_sources(3600.0, heard_live=["a1", "b1"]) == []
+        held = await a2.js.stream_info(name)
+        assert b1_source not in {s.name for s in held.config.sources or []}  # left to a1
+        assert await a1.restart_stalled_sources(3600.0, heard_live=["a2", "b1"]) == [b1_source]
+        await drop_b1()
+        # a1 not heard any more: a2 repairs.
+        assert await a2.restart_stalled_sources(3600.0, heard_live=["b1"]) == [b1_source]
+    finally:
+        for bus in buses.values():
+            await bus.close()

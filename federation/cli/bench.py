@@ -69,6 +69,12 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     "as `federation agent --shared-inbound`: clusters here share 4 NATS clusters) or from one "
     "per cluster (own: C x C stream sources).",
 )  # fmt: skip
+@click.option(
+    "--agents-nice", type=click.IntRange(0, 19), default=None,
+    help="Scale: the agent processes' nice value (default 10). In production the NATS servers "
+    "have CPUs of their own; here 100 agents at the servers' priority starve them in the cold "
+    "start (JetStream acks beyond 5 s). 0: the servers' priority.",
+)  # fmt: skip
 def bench(
     scenarios: tuple[str, ...],
     quick: bool,
@@ -82,6 +88,7 @@ def bench(
     pools: int | None,
     shape: str,
     inbound: str,
+    agents_nice: int | None,
 ) -> None:
     """Measure ingest, propagation, scale and routing quality against the raw NATS baseline."""
     from federation.kit.bench.routing_scenarios import Scenario, scenario_family
@@ -100,7 +107,7 @@ def bench(
         run_bench(
             list(scenarios), quick=quick, routing=family, demand_source=demand_source,
             overflow_ratio=overflow_ratio, clusters=clusters, pools=pools, shape=shape,
-            shared_inbound=inbound == "shared",
+            shared_inbound=inbound == "shared", agents_nice=agents_nice,
         )
     )  # fmt: skip
     if as_json:

@@ -401,7 +401,11 @@ class Agent:
         """
         s = self.settings
         delay = s.beat_interval
-        stores_checked = sources_checked = unsettled_at = -math.inf
+        # (The stores were ensured at start: the first check of them is half a lease later, and
+        # the first check of the sources, which a whole ClusterSet starting at once needs, does
+        # not wait behind it.)
+        stores_checked = time.monotonic()
+        sources_checked = unsettled_at = -math.inf
         peers = [m for m in s.members if m != self.name]
         while True:
             raise_if_cancelling()

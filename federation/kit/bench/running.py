@@ -15,7 +15,7 @@ from federation.kit.bench.bus_paths import ingest, raw_baseline
 from federation.kit.bench.propagation import propagation
 from federation.kit.bench.routing import run_family
 from federation.kit.bench.routing_scenarios import Scenario, scenario_family
-from federation.kit.bench.scale import scale
+from federation.kit.bench.scale import AGENTS_NICE, scale
 from federation.model.weights import WeightPolicy
 
 SCENARIOS = ("raw", "ingest", "propagation", "scale", "routing")
@@ -47,6 +47,7 @@ async def run_bench(
     pools: int | None = None,
     shape: str = "own",
     shared_inbound: bool = True,
+    agents_nice: int | None = None,
 ) -> dict[str, Any]:
     chosen = scenarios or list(SCENARIOS)
     doc: dict[str, Any] = {"quick": quick, "machine": machine(), "scenarios": {}}
@@ -73,6 +74,7 @@ async def run_bench(
             c, p = (clusters or (20 if quick else 100)), (pools or (50 if quick else 100))
             results["scale"] = r = await scale(
                 base, c, p, shape=shape, shared_inbound=shared_inbound,
+                agents_nice=AGENTS_NICE if agents_nice is None else agents_nice,
                 within=120 if quick else 300,
                 heal_within=60 if quick else 120,
             )  # fmt: skip

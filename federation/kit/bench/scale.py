@@ -44,6 +44,11 @@ from federation.messages import exports_subject
 from federation.settings import FeedSettings, Settings
 
 NATS_CLUSTERS = 4
+# The agent processes' nice value: in production the NATS servers have CPUs of their own; here a
+# hundred agents at the servers' priority left each of the 4 servers a hundredth of two cores in
+# the cold start's burst, and JetStream acks took over 5 s (hundreds of publishes timed out,
+# BENCHMARKS.md, session 19). The agents' CPU is measured the same either way.
+AGENTS_NICE = 10
 STEADY_WINDOW = 10.0
 LEASE = Settings.lease  # the agents run the production settings
 # The steady window begins this long after the last agent converged: a weight written during
@@ -116,10 +121,14 @@ class AgentProcess:
         await self.proc.wait()
 
 
-async def _spawn(spec: dict[str, Any]) -> AgentProcess:
+async def _spawn(spec: dict[str, Any], nice: int) -> AgentProcess:
+    def prepare() -> None:  # in the child, before it runs Python
+        die_with_parent()
+        os.nice(nice)
+
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "federation.kit.bench.scale_agent", orjson.dumps(spec).decode(),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, preexec_fn=prepare,
         limit=1 << 20,
     )  # fmt: skip
     return AgentProcess(spec["cluster"], proc)
@@ -246,6 +255,7 @@ async def scale(
     shape: str = "own",
     seed: int = 2026,
     shared_inbound: bool = True,
+    agents_nice: int = AGENTS_NICE,
 ) -> dict[str, Any]:
     nats_names = [f"n{i}" for i in range(min(NATS_CLUSTERS, clusters))]
     sc = Supercluster(nats_names, base / f"scale-{shape}-{clusters}x{pools}", gateway_proxies=True)
@@ -262,6 +272,7 @@ async def scale(
         "clusters": clusters,
         "pools": pools,
         "pools_per_cluster": pools if shape == "own" else None,
+        "agents_nice": agents_nice,
         "exports": sum(len(layout.exported_by(c)) for c in names),
         "imports_per_agent": layout.expected_imports(),
         "nats_clusters": len(nats_names),
@@ -278,7 +289,7 @@ async def scale(
                 "cluster": c, "clusters": names, "pools": pools, "shape": shape, "seed": seed,
                 "clusterset": "scale", "nats_url": sc.url(placement[c]),
                 "nats_cluster": placement[c], "shared_inbound": shared_inbound,
-            })  # fmt: skip
+            }, agents_nice)  # fmt: skip
         loaded = await asyncio.gather(*(a.said("loaded", 300) for a in agents.values()))
         if any(x is None for x in loaded):
             out["error"] = "agent processes did not start"
