@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -59,7 +58,6 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW = 120.0  # seconds in which a re-sent Nats-Msg-Id is dropped by the server
 FETCH_FAILURES_TO_RECREATE = 3  # fetches failing in a row before the consumer is recreated
-SHARING_REFRESH = 30.0  # seconds: who shares a shared inbound stream is read again this often
 STREAM_INFO_WAIT = 1.0  # seconds: a stream info unanswered for this long is asked again
 DIRECT_GETS_AT_ONCE = 32  # a starting agent's reads of members' newest live events in flight
 
@@ -87,9 +85,10 @@ def inbound_stream_of(clusterset: str, cluster: str, nats_cluster: str, shared: 
 
 
 def config_holds(have: StreamConfig, want: StreamConfig) -> bool:
-    """Whether a stream's config already says everything ``want`` sets (what the agent sets:
-    an update with ``want`` would change nothing). Fields ``want`` leaves unset (0, None) are
-    the server's to fill, and not compared."""
+    """Whether a stream's config already says what the agent cares about in ``want``: its
+    subjects, sources, placement, storage, history, duplicate window (when set), direct gets
+    and replicas. Other fields (limits, retention, an operator's metadata) are not compared, so
+    an edit of them by hand is left in place, not undone at the next start."""
 
     def sources(c: StreamConfig) -> set[tuple[str, str | None]]:
         return {(src.name, src.filter_subject) for src in c.sources or ()}
@@ -210,9 +209,9 @@ class NatsBus:
         # The last sequences seen in our streams: a stream below them lost its store.
         self._outbound_last = 0
         self._inbound_last = 0
-        # The agents sharing our shared inbound stream, and when that was read (monotonic).
-        self._sharing: set[str] | None = None
-        self._sharing_at = -math.inf
+        # Inbound sources seen without contact, and since when (monotonic): see
+        # restart_stalled_sources.
+        self._uncontacted: dict[str, float] = {}
         self._outbound_lost = False  # a publish was stored at a sequence we had passed
         self._outbound_behind = False  # the last check found the stream below our last sequence
         self._publishing = 0  # publishes awaiting their ack
@@ -424,20 +423,21 @@ class NatsBus:
             return None
 
     async def _stream_info_soon(self, name: str) -> StreamInfo:
-        """The stream's info, asked again every ``STREAM_INFO_WAIT`` while no answer comes (the
-        caller bounds the whole).
+        """The stream's info, asked again every ``STREAM_INFO_WAIT`` while no answer comes, for
+        at most the request timeout in all (then ``TimeoutError``, as one ask timed out before).
 
         Measured with 100 agents starting at once (BENCHMARKS.md, session 19): the first ask for
         the shared inbound stream's info, a stream other agents had just created or were
         creating, went unanswered for most of them, and each waited out its whole 5 s attempt;
         asked again after a second, it was answered at once. (Why the first goes unanswered we
         have not found; the stream's leader not yet in place is the likely cause.)"""
-        while True:
-            try:
-                async with asyncio.timeout(STREAM_INFO_WAIT):
-                    return await self.js.stream_info(name)
-            except TimeoutError:
-                self.stream_infos_unanswered += 1
+        async with asyncio.timeout(self.address.request_timeout):
+            while True:
+                try:
+                    async with asyncio.timeout(STREAM_INFO_WAIT):
+                        return await self.js.stream_info(name)
+                except TimeoutError:
+                    self.stream_infos_unanswered += 1
 
     async def _ensure(self, config: StreamConfig) -> None:
         assert config.name is not None
@@ -547,33 +547,26 @@ class NatsBus:
         missing from the stream's config (a restart whose second step failed) are put back
         first. Returns the names of the sources restarted or put back (none when all are live;
         needs the JetStream meta leader).
-
-        A shared inbound stream is repaired by one of the agents that share it: the first by
-        name of those heard live (``heard_live``) or itself. The others return at once. When
-        each of them repaired it, 25 agents read it at every check and restarted each other's
-        fresh re-adds (hence a grace before a never-contacted source was restarted), and a
-        restart's first step (the source removed) read as "missing" to the next agent. With
-        one repairer, a never-contacted source is restarted at its next check once the peer is
-        heard live, as on an agent's own inbound stream. (Such a source, set up before its
-        peer's outbound stream existed, makes no contact for tens of seconds: nats-server
-        retries after 10 s, then 20 s, ... At a whole ClusterSet's start the first check still
-        came after that first retry: BENCHMARKS.md, session 19.)
         """
         await self._reopen_if_closed()
         a = self.address
-        if a.shared_inbound and not await self._repairs_shared_inbound(heard_live):
-            return []
         name = a.inbound
         info = await self._stream_info_soon(name)
         own = outbound_stream(a.clusterset, a.cluster)
         live = {outbound_stream(a.clusterset, c) for c in heard_live}
 
+        now = time.monotonic()
+
         def is_stalled(source: StreamSourceInfo) -> bool:
             active = source.active
             if active is None or active < 0:  # no contact since it was (re-)added
                 # A peer not deployed yet, or a source just re-added: only the hint says more.
-                # (No other agent restarts it meanwhile: a shared stream has one repairer.)
-                return source.name in live
+                # On a shared stream another agent may have re-added it a moment ago: give it
+                # ``quiet_after`` from when we first saw it so, or agents restart each other's.
+                first = self._uncontacted.setdefault(source.name, now)
+                grace = quiet_after if a.shared_inbound else 0.0
+                return source.name in live and now - first >= grace
+            self._uncontacted.pop(source.name, None)
             # The peer is up (heard live): its source must be in contact too.
             limit = quiet_after if source.name in live else stalled_after
             return active / 1e9 > limit
@@ -589,6 +582,7 @@ class NatsBus:
             config.sources = wanted
             await self.js.update_stream(config)
             log.warning("nats %s: inbound sources %s were missing; re-added", a.cluster, missing)
+            self._uncontacted.update(dict.fromkeys(missing, now))  # re-added: a fresh start
             return missing
         if not stalled:
             return []
@@ -596,26 +590,8 @@ class NatsBus:
         await self.js.update_stream(config)
         config.sources = wanted
         await self.js.update_stream(config)
+        self._uncontacted.update(dict.fromkeys(stalled, now))  # re-added: a fresh start
         return stalled
-
-    async def _repairs_shared_inbound(self, heard_live: Collection[str]) -> bool:
-        """Whether this agent is the one that repairs its shared inbound stream: the first by
-        name of the agents sharing it (those with a consumer on it) that are heard live, or
-        itself. Who shares it is read again every ``SHARING_REFRESH`` seconds."""
-        a = self.address
-        now = time.monotonic()
-        if self._sharing is None or now - self._sharing_at >= SHARING_REFRESH:
-            if self._nc is None:
-                raise RuntimeError("bus is not connected")
-            reply = await self._nc.request(
-                f"$JS.API.CONSUMER.NAMES.{a.inbound}", b"", timeout=a.request_timeout
-            )
-            names = json.loads(reply.data).get("consumers") or []
-            prefix = consumer_name("")
-            self._sharing = {n[len(prefix) :] for n in names if n.startswith(prefix)}
-            self._sharing_at = now
-        alive = {c for c in self._sharing if c in heard_live} | {a.cluster}
-        return min(alive) == a.cluster
 
     def _inbound_sources(self) -> list[StreamSource]:
         a = self.address

@@ -52,7 +52,6 @@ def cluster_permissions(
         ),
         f"{api}.STREAM.PURGE.{out}",  # a lost store: go on from our last sequence
         f"{api}.CONSUMER.INFO.{inbound}.{consumer}",
-        f"{api}.CONSUMER.NAMES.{inbound}",  # a shared stream's agents: which one repairs it
         f"{api}.CONSUMER.DELETE.{inbound}.{consumer}",
         f"{api}.CONSUMER.CREATE.{inbound}.{consumer}",
         f"{api}.CONSUMER.CREATE.{inbound}.{consumer}.>",

@@ -71,9 +71,9 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 )  # fmt: skip
 @click.option(
     "--agents-nice", type=click.IntRange(0, 19), default=None,
-    help="Scale: the agent processes' nice value (default 10). In production the NATS servers "
-    "have CPUs of their own; here 100 agents at the servers' priority starve them in the cold "
-    "start (JetStream acks beyond 5 s). 0: the servers' priority.",
+    help="Scale: added to the agent processes' nice value (default 10). In production the NATS "
+    "servers have CPUs of their own; here 100 agents at the servers' priority starve them in "
+    "the cold start (JetStream acks beyond 5 s). 0: the servers' priority.",
 )  # fmt: skip
 def bench(
     scenarios: tuple[str, ...],

@@ -269,6 +269,13 @@ class Agent:
         self.startup_s["started"] = round(time.monotonic() - began, 3)
         self.publisher.adopt(self.beliefs)
         self.ready.set()
+        # Those heard live since we watched (their direct gets were skipped): applied now, as
+        # caught up (as the live consumer would), before any task says or steps anything.
+        try:
+            await self._apply_live(await self.bus.live(0))
+        except Exception as exc:  # a bus gone meanwhile: the live consumer goes on from there
+            log.warning("agent %s: applying live events at start failed: %s", self.name,
+                        explain(exc))  # fmt: skip
         log.info(
             "agent %s caught up in %.1fs: %d events applied (%s)", self.name,
             self.startup_s["started"], self.counts.applied,
@@ -292,9 +299,6 @@ class Agent:
             newest = []
         for delivery in newest:
             await self.apply_delivery(delivery)
-        # Those heard live meanwhile (their direct gets were skipped): applied now, before we
-        # say anything ourselves, not when the live consumer first runs.
-        await self._apply_live(await self.bus.live(0))
         self.startup_s["read newest live events"] = round(time.monotonic() - at, 3)
 
     async def _catch_up_exports(self) -> None:
