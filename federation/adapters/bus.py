@@ -204,8 +204,6 @@ class NatsBus:
         self._reopening = asyncio.Lock()
         self.reopened = 0  # clients replaced: closed by the server, or a renewed login
         self.stream_updates_skipped = 0  # ensures that found a stream already as configured
-        self.direct_gets_skipped = 0  # newest live events heard live before their direct get
-        self.stream_infos_unanswered = 0  # asked again: see _stream_info_soon
         # The last sequences seen in our streams: a stream below them lost its store.
         self._outbound_last = 0
         self._inbound_last = 0
@@ -437,7 +435,7 @@ class NatsBus:
                     async with asyncio.timeout(STREAM_INFO_WAIT):
                         return await self.js.stream_info(name)
                 except TimeoutError:
-                    self.stream_infos_unanswered += 1
+                    continue  # unanswered: ask again
 
     async def _ensure(self, config: StreamConfig) -> None:
         assert config.name is not None
@@ -506,7 +504,6 @@ class NatsBus:
                     # Heard live since we subscribed: that one is newer than the stream's. (At
                     # 100 members the live path brings most of them before their turn comes: a
                     # beat within its interval, a digest within its keepalive.)
-                    self.direct_gets_skipped += 1
                     return None
                 try:
                     async with asyncio.timeout(each_within):
