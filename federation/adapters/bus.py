@@ -439,9 +439,8 @@ class NatsBus:
 
     async def _ensure(self, config: StreamConfig) -> None:
         assert config.name is not None
-        try:
-            info = await self._stream_info_soon(config.name)
-        except NotFoundError:
+        info = await self._stream_info(config.name)
+        if info is None:
             await self.js.add_stream(config)
             log.info("created stream %s", config.name)
             return

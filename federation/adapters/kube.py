@@ -297,7 +297,7 @@ class Informer:
                     raise
                 failures += 1
                 self.errors += 1
-                log.warning("%s: %s: %s; backing off", self, type(exc).__name__, exc)
+                log.warning("%s: %s; backing off", self, explain(exc))
             await asyncio.sleep(self.backoff[min(failures, len(self.backoff)) - 1])
 
     def _in_scope(self, key: PoolKey, namespace: str | None) -> bool:

@@ -11,6 +11,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from federation.model.failures import explain
+
 
 async def publish_as(
     url: str,
@@ -33,7 +35,7 @@ async def publish_as(
             url, error_cb=on_error, allow_reconnect=False, name="rogue", **dict(login)
         )
     except Exception as exc:  # e.g. "nats: 'Authorization Violation'"
-        return f"{type(exc).__name__}: {exc}"
+        return explain(exc)
     try:
         try:
             await nc.jetstream().publish(
@@ -41,7 +43,7 @@ async def publish_as(
             )
         except Exception as exc:  # a refused publish gets no ack: the server's error says why
             await asyncio.sleep(0)
-            return errors[0] if errors else f"{type(exc).__name__}: {exc}"
+            return errors[0] if errors else explain(exc)
         return None
     finally:
         await nc.close()

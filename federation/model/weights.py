@@ -119,6 +119,12 @@ class WeightMemory:
     # over that same window, not from the latest weights (which that report has not seen yet).
     shares: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
 
+    @property
+    def flowing(self) -> bool:
+        """Traffic flowed at this step (weights all 0 are none: an import that had no backend
+        able to serve yet, its exports heard before their loads, has nobody to protect)."""
+        return any(self.weights.values())
+
 
 def clamp01(value: float) -> float:
     """Into [0, 1]; NaN (an unreadable saturation) is 1, full, never free capacity. (Taken per
@@ -495,9 +501,7 @@ def step_weights(
     scores, ramps = {}, {}
     unable: set[str] = set()  # no report, an unhealthy or shedding EPP, stale, no pods
     serving: list[str] = []  # can take traffic (momentarily full, shedding, still counts)
-    # Traffic flowed at the previous step (weights all 0 are none: an import that had no backend
-    # able to serve yet, its exports heard before their loads, has nobody to protect).
-    flowing = any(memory.weights.values())
+    flowing = memory.flowing
     for name, load in loads.items():
         value = score_value(load, policy)
         # Not healthy at the previous step but healthy now: it joins at this instant.
@@ -665,6 +669,6 @@ def _remember(
     # On the first step every healthy backend counts as established: a restart or a new import
     # has nobody to protect from a burst, and ramping all of them alike would change nothing.
     # So does a step after weights all 0 (nothing served: nobody to protect either).
-    joined = now if any(previous.weights.values()) else now - policy.slow_start
+    joined = now if previous.flowing else now - policy.slow_start
     since = {name: previous.healthy_since.get(name, joined) for name in serving}
     return WeightMemory(dict(weights), dict(goal), dict(target), target_since, since, now)

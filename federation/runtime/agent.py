@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -258,24 +258,18 @@ class Agent:
             ("create consumer", self.bus.start_consuming),
             ("watch live events", self.bus.watch_live),  # before reading the newest ones
         ]
-        began = time.monotonic()
-        for what, call in steps:
-            at = time.monotonic()
-            await with_backoff(
-                what, call, s.backoff, attempt_timeout=s.request_timeout, forever=True
-            )
-            self.startup_s[what] = round(time.monotonic() - at, 3)
-        await self._catch_up()
-        self.startup_s["started"] = round(time.monotonic() - began, 3)
+        with self._timed("started"):
+            for what, call in steps:
+                with self._timed(what):
+                    await with_backoff(
+                        what, call, s.backoff, attempt_timeout=s.request_timeout, forever=True
+                    )
+            await self._catch_up()
         self.publisher.adopt(self.beliefs)
         self.ready.set()
         # Those heard live since we watched (their direct gets were skipped): applied now, as
         # caught up (as the live consumer would), before any task says or steps anything.
-        try:
-            await self._apply_live(await self.bus.live(0))
-        except Exception as exc:  # a bus gone meanwhile: the live consumer goes on from there
-            log.warning("agent %s: applying live events at start failed: %s", self.name,
-                        explain(exc))  # fmt: skip
+        await self._apply_waiting_live("at start")
         log.info(
             "agent %s caught up in %.1fs: %d events applied (%s)", self.name,
             self.startup_s["started"], self.counts.applied,
@@ -285,21 +279,27 @@ class Agent:
     async def _catch_up(self) -> None:
         """Apply the newest event of every subject before saying anything ourselves: exports
         from the inbound stream, then members' newest heartbeats and digests."""
-        at = time.monotonic()
-        await self._catch_up_exports()
-        self.startup_s["catch up exports"] = round(time.monotonic() - at, 3)
-        at = time.monotonic()
+        with self._timed("catch up exports"):
+            await self._catch_up_exports()
+        with self._timed("read newest live events"):
+            try:
+                async with asyncio.timeout(self.settings.request_timeout):
+                    newest = await self.bus.newest_live()
+            except Exception as exc:  # best effort: the live path brings them within lease/3
+                log.warning("agent %s: reading members' newest live events failed: %s",
+                            self.name, explain(exc))  # fmt: skip
+                newest = []
+            for delivery in newest:
+                await self.apply_delivery(delivery)
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        """Keeps how long a start-up step took in ``startup_s``."""
+        began = time.monotonic()
         try:
-            async with asyncio.timeout(self.settings.request_timeout):
-                newest = await self.bus.newest_live()
-        except Exception as exc:  # best effort: the live path brings them within lease/3
-            log.warning(
-                "agent %s: reading members' newest live events failed: %s", self.name, explain(exc)
-            )
-            newest = []
-        for delivery in newest:
-            await self.apply_delivery(delivery)
-        self.startup_s["read newest live events"] = round(time.monotonic() - at, 3)
+            yield
+        finally:
+            self.startup_s[step] = round(time.monotonic() - began, 3)
 
     async def _catch_up_exports(self) -> None:
         failures = 0
@@ -684,11 +684,17 @@ class Agent:
         theirs twice (``federation_peer_lease_lapses_total`` counts the lapses)."""
         for _ in range(TURNS_BEFORE_STEP):
             await asyncio.sleep(0)
+        await self._apply_waiting_live("before a step")
+
+    async def _apply_waiting_live(self, when: str) -> None:
+        """Apply the live events waiting now, without waiting for more. A failure is logged
+        and left to the live consumer, which goes on from there: neither the start nor the
+        weights wait on intake."""
         try:
             await self._apply_live(await self.bus.live(0.0))
-        except Exception as exc:  # the weights must not wait on intake: step without them
-            log.warning("agent %s: applying received events before a step failed: %s",
-                        self.name, explain(exc))  # fmt: skip
+        except Exception as exc:
+            log.warning("agent %s: applying received events %s failed: %s",
+                        self.name, when, explain(exc))  # fmt: skip
 
     async def _watch_lateness(self) -> None:
         """A timer every ``LATENESS_TICK``: how late it fires is how late the loop runs,

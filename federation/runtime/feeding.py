@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from federation.model.failures import explain
 from federation.model.pools import PoolKey
 from federation.model.views import ImportView
 from federation.runtime.ports import ExplainingSink, ImportSink, RefusingSink
@@ -92,7 +93,7 @@ class Feeds:
         except Exception as exc:  # one feed's outage must not stop the others or the agent
             state.failures += 1
             state.consecutive += 1
-            state.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            state.last_error = explain(exc)[:500]
             delay = self.backoff[min(state.consecutive, len(self.backoff)) - 1]
             state.retry_at = now + delay
             log.warning(
