@@ -302,6 +302,12 @@ class Agent:
             self.startup_s[step] = round(time.monotonic() - began, 3)
 
     async def _catch_up_exports(self) -> None:
+        # Nothing to catch up (a ClusterSet's first start): said at once. A fetch from an empty
+        # stream would wait out its whole FETCH_WAIT for the first message.
+        with contextlib.suppress(Exception):  # unknown: the fetches find out
+            async with asyncio.timeout(self.settings.request_timeout):
+                if await self.bus.pending() == 0:
+                    return
         failures = 0
         while True:
             raise_if_cancelling()
@@ -438,8 +444,9 @@ class Agent:
             sources_checked = now
             try:
                 async with asyncio.timeout(s.request_timeout):
+                    quiet = max(3 * s.beat_interval, 3.0)
                     restarted = await self.bus.restart_stalled_sources(
-                        s.lease, heard_live=live, quiet_after=max(3 * s.beat_interval, 3.0)
+                        s.lease, heard_live=live, quiet_after=quiet, uncontacted_after=quiet
                     )
             except Exception as exc:  # no meta leader (partition, heal) or a reconnect
                 log.info("agent %s: source check failed: %s", self.name, explain(exc))
