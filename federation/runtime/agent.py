@@ -302,12 +302,18 @@ class Agent:
             self.startup_s[step] = round(time.monotonic() - began, 3)
 
     async def _catch_up_exports(self) -> None:
-        # Nothing to catch up (a ClusterSet's first start): said at once. A fetch from an empty
-        # stream would wait out its whole FETCH_WAIT for the first message.
-        with contextlib.suppress(Exception):  # unknown: the fetches find out
+        """What the new consumer held (the newest export of every subject) is what there is to
+        catch up; exports arriving meanwhile are news, for the consume task. Chasing them kept
+        a starved agent in catch-up for 85 s in a ClusterSet's cold start (BENCHMARKS.md, session
+        20). Nothing held (a ClusterSet's first start) is said at once: a fetch from an empty
+        stream waits out its whole FETCH_WAIT."""
+        held: int | None = None  # unknown: the fetches find out
+        with contextlib.suppress(Exception):
             async with asyncio.timeout(self.settings.request_timeout):
-                if await self.bus.pending() == 0:
-                    return
+                held = await self.bus.pending()
+        if held == 0:
+            return
+        taken = 0
         failures = 0
         while True:
             raise_if_cancelling()
@@ -329,7 +335,8 @@ class Agent:
             failures = 0
             for delivery in batch:
                 await self.apply_delivery(delivery)
-            if not batch or batch[-1].pending == 0:
+            taken += len(batch)
+            if not batch or batch[-1].pending == 0 or (held is not None and taken >= held):
                 return
 
     async def apply_delivery(self, delivery: Delivery, *, recalled: bool = False) -> None:

@@ -7,7 +7,8 @@ into late reports and flapping leases. The driver (``scale.py``) starts one of t
 - it says ``{"event": "loaded"}`` once built, and starts its agent on ``{"cmd": "go"}``;
 - it says ``{"event": "ready", "at": T, "steps": {...}}`` (wall clock) when its start-up is over
   (streams, consumer, catch-up; ``steps``: the seconds each took) and
-  ``{"event": "converged", "at": T}`` when it holds every import;
+  ``{"event": "imports_held", "at": T}`` when it holds every import, and
+  ``{"event": "converged", "at": T}`` when every import holds every cluster that exports it;
 - ``{"cmd": "watch", "id": I, "kind": K, "clusters": [...]}`` makes it say
   ``{"event": "watch", "id": I, "at": T, ...}`` once condition K holds over its imports —
   ``drained`` (those clusters weigh 0 wherever they are backends), ``stale`` (and their imports
@@ -75,6 +76,12 @@ class Layout:
 
     def expected_imports(self) -> int:
         return len(self.clusters) * self.pools if self.shape == "own" else self.pools
+
+    def expected_backends(self) -> int:
+        """Exporting clusters summed over the imports: every export, at every agent."""
+        if self.shape == "own":
+            return self.expected_imports()
+        return sum(len(owners) for owners in self.owners().values())
 
 
 class SyntheticLoads:
@@ -171,6 +178,7 @@ class Child:
             for name in self.layout.exported_by(self.cluster)
         }
         self.expected = self.layout.expected_imports()
+        self.expected_backends = self.layout.expected_backends()
         self.sink = Views(settings.feeds, self._views_changed)
         self.agent: Agent = build_agent(
             settings,
@@ -180,7 +188,8 @@ class Child:
             ),
         ).agent  # fmt: skip
         self.watches: dict[str, tuple[str, frozenset[str]]] = {}
-        self.converged = False
+        self.imports_held = False  # every import, with at least one exporting cluster
+        self.converged = False  # every import with every exporting cluster
         # The reconciler's recent steps (agent clock at the start, seconds taken, a view
         # changed): when a dead cluster's weight went to 0 late, whether no step ran at its
         # lease end, or steps ran and did not zero it, or they ran long.
@@ -208,9 +217,16 @@ class Child:
         sys.stdout.flush()
 
     def _views_changed(self) -> None:
-        if not self.converged and len(self.sink.views) >= self.expected:
-            self.converged = True
-            self.say({"event": "converged", "at": time.time()})
+        views = self.sink.views
+        if not self.converged and len(views) >= self.expected:
+            if not self.imports_held:
+                self.imports_held = True
+                self.say({"event": "imports_held", "at": time.time()})
+            # In ``shared`` an import is there with its first exporter: converged is the last.
+            backends = sum(len(v.desired.exporting_clusters) for v in views.values())
+            if backends >= self.expected_backends:
+                self.converged = True
+                self.say({"event": "converged", "at": time.time()})
         self._check_watches()
 
     def _holds(self, kind: str, clusters: frozenset[str]) -> bool:
