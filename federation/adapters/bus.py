@@ -210,8 +210,10 @@ class NatsBus:
         # Inbound sources seen without contact, and since when (monotonic): see
         # restart_stalled_sources.
         self._uncontacted: dict[str, float] = {}
-        # Inbound sources this bus added (created, updated in, re-added) that have made no
-        # contact since: nobody else restarts those, so no other agent's re-add is waited for.
+        # Inbound sources this bus's ensure added (it made the stream, or updated its sources)
+        # that have made no contact since: no other agent restarts those at once, so no other
+        # agent's re-add is waited for. (Not the repairs' re-adds: after a heal the agents of a
+        # shared stream all re-add, and each restarting its own every check undid the others'.)
         self._added_by_us: set[str] = set()
         self._outbound_lost = False  # a publish was stored at a sequence we had passed
         self._outbound_behind = False  # the last check found the stream below our last sequence
@@ -598,7 +600,6 @@ class NatsBus:
             await self.js.update_stream(config)
             log.warning("nats %s: inbound sources %s were missing; re-added", a.cluster, missing)
             self._uncontacted.update(dict.fromkeys(missing, now))  # re-added: a fresh start
-            self._added_by_us.update(missing)
             return missing
         if not stalled:
             return []
@@ -607,7 +608,6 @@ class NatsBus:
         config.sources = wanted
         await self.js.update_stream(config)
         self._uncontacted.update(dict.fromkeys(stalled, now))  # re-added: a fresh start
-        self._added_by_us.update(stalled)
         return stalled
 
     def _inbound_sources(self) -> list[StreamSource]:
