@@ -102,49 +102,6 @@ async def test_imports_converge_with_local_and_exporters(fleet: Fleet) -> None:
     assert startup["started"] >= max(v for k, v in startup.items() if k != "started")
 
 
-async def test_catch_up_takes_what_the_consumer_held_and_leaves_what_keeps_arriving() -> None:
-    """A cold start's exports keep arriving while an agent catches up: it takes what its new
-    consumer held, then says it is ready; the rest is news, for its consume task."""
-    from tests.model.factories import export
-
-    network = MemoryNetwork("catch", MEMBERS)
-    peer = network.bus("eu-west")
-    await peer.connect()
-    await peer.ensure_streams()
-    said = iter(range(10_000))
-
-    async def one_more() -> None:
-        event = export(cluster="eu-west", name=f"p{next(said)}")
-        await peer.publish(messages.subject_for("catch", event), messages.encode(event), None)
-
-    for _ in range(5):
-        await one_more()
-    bus = network.bus("us-east")
-    fetch = bus.fetch
-
-    async def fetch_while_they_arrive(batch: int = 256, wait: float = 1.0) -> list:
-        if agent.ready.is_set():
-            return await fetch(batch, wait)
-        got = await fetch(1, wait)  # one at a time: each fetch sees one more arrive behind it
-        await one_more()
-        return got
-
-    bus.fetch = fetch_while_they_arrive  # type: ignore[method-assign]
-    s = Settings(clusterset="catch", cluster="us-east", members=MEMBERS, nats_url="memory://")
-    agent = build_agent(s, AgentParts(bus=bus, pools=MemoryPools({}), loads=MemoryLoads(),
-                                      extra_feeds={"memory": MemoryImports()})).agent  # fmt: skip
-    task = asyncio.create_task(agent.run())
-    try:
-        await wait_for(agent.ready.is_set, within=10, what="the agent ready")
-        assert agent.counts.applied >= 5  # everything held when it started
-        # The rest, as news: the consume task takes what arrived during the catch-up.
-        published = next(said)  # (the count said so far)
-        await wait_for(lambda: agent.counts.applied >= published, within=10,
-                       what="the exports that arrived during the catch-up")  # fmt: skip
-    finally:
-        await stop_task(task, within=5)
-
-
 async def test_a_saturated_local_pool_spills_and_a_silent_cluster_weighs_zero(fleet: Fleet) -> None:
     fleet.loads["ap-south"].set(LLAMA, saturation=1.0)
     await wait_for(lambda: fleet.weights("ap-south").get("us-east", 0) > 0

@@ -165,20 +165,6 @@ async def test_a_new_consumer_starts_at_the_newest_message_per_subject(world: Wo
     await wait_for(holds_all, within=15, what="the newest message of each subject")
 
 
-async def test_pending_counts_what_the_consumer_has_yet_to_deliver(world: World) -> None:
-    east, west = await world.bus("us-east"), await world.bus("eu-west")
-    assert await west.pending() == 0  # a first start: nothing to catch up
-    for pool in ("a", "b"):
-        await east.publish(subject(world, "us-east", pool), b"x", f"pend-{pool}")
-
-    async def both_waiting() -> bool:  # the inbound stream sources asynchronously on NATS
-        return await west.pending() == 2
-
-    await wait_for(both_waiting, within=15, what="two exports waiting")
-    await collect(west, 2)
-    assert await west.pending() == 0
-
-
 async def test_a_nak_redelivers(world: World) -> None:
     east, west = await world.bus("us-east"), await world.bus("eu-west")
     await east.publish(subject(world, "us-east"), b"x", "n1")

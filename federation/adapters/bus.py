@@ -210,11 +210,6 @@ class NatsBus:
         # Inbound sources seen without contact, and since when (monotonic): see
         # restart_stalled_sources.
         self._uncontacted: dict[str, float] = {}
-        # Inbound sources this bus's ensure added (it made the stream, or updated its sources)
-        # that have made no contact since: no other agent restarts those at once, so no other
-        # agent's re-add is waited for. (Not the repairs' re-adds: after a heal the agents of a
-        # shared stream all re-add, and each restarting its own every check undid the others'.)
-        self._added_by_us: set[str] = set()
         self._outbound_lost = False  # a publish was stored at a sequence we had passed
         self._outbound_behind = False  # the last check found the stream below our last sequence
         self._publishing = 0  # publishes awaiting their ack
@@ -447,7 +442,6 @@ class NatsBus:
         info = await self._stream_info(config.name)
         if info is None:
             await self.js.add_stream(config)
-            self._added_by_us |= {src.name for src in config.sources or ()}
             log.info("created stream %s", config.name)
             return
         if config_holds(info.config, config):
@@ -458,8 +452,6 @@ class NatsBus:
             return
         config.first_seq = info.config.first_seq  # fixed at creation (see repair_streams)
         await self.js.update_stream(config)
-        had = {src.name for src in info.config.sources or ()}
-        self._added_by_us |= {src.name for src in config.sources or ()} - had
         log.info("updated stream %s", config.name)
 
     async def watch_live(self) -> None:
@@ -535,7 +527,6 @@ class NatsBus:
         *,
         heard_live: Collection[str] = (),
         quiet_after: float = math.inf,
-        uncontacted_after: float = math.inf,
     ) -> list[str]:
         """Re-attach inbound sources that have been silent for ``stalled_after`` seconds, or for
         ``quiet_after`` seconds when their cluster was just heard live (``heard_live``).
@@ -548,14 +539,7 @@ class NatsBus:
         is in contact every few seconds even when no export moves (its idle heartbeats keep
         ``active`` below a second, measured), so a peer heard live whose source is out of
         contact is the sure sign of a stall, hence the shorter bound; a source that never made
-        contact is restarted only on that sign: at once when this bus added it (its stream's
-        own, or the shared stream's creator), and otherwise on a shared stream once seen so for
-        ``uncontacted_after`` (another agent may have just re-added it).
-
-        A never-contacted source is what a whole ClusterSet starting at once leaves: a source
-        added before its peer's outbound stream existed asks for a consumer nobody answers, waits
-        30 s for the answer, then 12 s more before it asks again (nats-server 2.15, measured),
-        while a re-added one asks at once. Sources
+        contact is restarted only on that sign. Sources
         missing from the stream's config (a restart whose second step failed) are put back
         first. Returns the names of the sources restarted or put back (none when all are live;
         needs the JetStream meta leader).
@@ -573,17 +557,12 @@ class NatsBus:
             active = source.active
             if active is None or active < 0:  # no contact since it was (re-)added
                 # A peer not deployed yet, or a source just re-added: only the hint says more.
-                # On a shared stream another agent may have re-added it a moment ago: unless we
-                # added it, give it ``uncontacted_after`` from when we first saw it so, or the
-                # 25 agents of a NATS cluster restart each other's re-adds over and over (one
-                # whole-ClusterSet start: 102 restarts, no faster). The creator of a shared
-                # stream is one agent: it restarts the sources it made at once.
+                # On a shared stream another agent may have re-added it a moment ago: give it
+                # ``quiet_after`` from when we first saw it so, or agents restart each other's.
                 first = self._uncontacted.setdefault(source.name, now)
-                ours = not a.shared_inbound or source.name in self._added_by_us
-                grace = 0.0 if ours else uncontacted_after
+                grace = quiet_after if a.shared_inbound else 0.0
                 return source.name in live and now - first >= grace
             self._uncontacted.pop(source.name, None)
-            self._added_by_us.discard(source.name)
             # The peer is up (heard live): its source must be in contact too.
             limit = quiet_after if source.name in live else stalled_after
             return active / 1e9 > limit
@@ -678,13 +657,6 @@ class NatsBus:
             and info.config.filter_subject == messages.exports_subject(self.address.clusterset)
             and not delivered
         )
-
-    async def pending(self) -> int:
-        """How many exports the consumer has yet to deliver (by the server's count)."""
-        await self._reopen_if_closed()
-        a = self.address
-        info = await self.js.consumer_info(a.inbound, consumer_name(a.cluster))
-        return info.num_pending or 0
 
     async def fetch(self, batch: int = 256, wait: float = 1.0) -> list[Delivery]:
         """Up to ``batch`` deliveries, waiting at most ``wait`` for the first one."""

@@ -261,7 +261,6 @@ class MemoryBus:
         *,
         heard_live: Collection[str] = (),
         quiet_after: float = math.inf,
-        uncontacted_after: float = math.inf,
     ) -> list[str]:
         self._check()
         return []  # sources of the fake never stall
@@ -286,13 +285,6 @@ class MemoryBus:
             if s.sequence > self._cursor:
                 self._queue.append(s)
                 self._cursor = s.sequence
-
-    async def pending(self) -> int:
-        if not self._consuming:
-            raise RuntimeError("start_consuming() first")
-        self._check()
-        self._pull_new()
-        return len(self._queue)
 
     async def fetch(self, batch: int = 256, wait: float = 1.0) -> list[MemoryDelivery]:
         if not self._consuming:

@@ -302,18 +302,6 @@ class Agent:
             self.startup_s[step] = round(time.monotonic() - began, 3)
 
     async def _catch_up_exports(self) -> None:
-        """What the new consumer held (the newest export of every subject) is what there is to
-        catch up; exports arriving meanwhile are news, for the consume task. Chasing them kept
-        a starved agent in catch-up for 85 s in a ClusterSet's cold start (BENCHMARKS.md, session
-        20). Nothing held (a ClusterSet's first start) is said at once: a fetch from an empty
-        stream waits out its whole FETCH_WAIT."""
-        held: int | None = None  # unknown: the fetches find out
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.settings.request_timeout):
-                held = await self.bus.pending()
-        if held == 0:
-            return
-        taken = 0
         failures = 0
         while True:
             raise_if_cancelling()
@@ -335,8 +323,7 @@ class Agent:
             failures = 0
             for delivery in batch:
                 await self.apply_delivery(delivery)
-            taken += len(batch)
-            if not batch or batch[-1].pending == 0 or (held is not None and taken >= held):
+            if not batch or batch[-1].pending == 0:
                 return
 
     async def apply_delivery(self, delivery: Delivery, *, recalled: bool = False) -> None:
@@ -451,9 +438,8 @@ class Agent:
             sources_checked = now
             try:
                 async with asyncio.timeout(s.request_timeout):
-                    quiet = max(3 * s.beat_interval, 3.0)
                     restarted = await self.bus.restart_stalled_sources(
-                        s.lease, heard_live=live, quiet_after=quiet, uncontacted_after=quiet
+                        s.lease, heard_live=live, quiet_after=max(3 * s.beat_interval, 3.0)
                     )
             except Exception as exc:  # no meta leader (partition, heal) or a reconnect
                 log.info("agent %s: source check failed: %s", self.name, explain(exc))

@@ -119,12 +119,9 @@ class Bus(Protocol):
         *,
         heard_live: Collection[str] = ...,
         quiet_after: float = ...,
-        uncontacted_after: float = ...,
     ) -> list[str]: ...
 
     async def repair_streams(self) -> list[str]: ...
-
-    async def pending(self) -> int: ...  # exports the consumer has yet to deliver
 
     async def fetch(self, batch: int = ..., wait: float = ...) -> Sequence[Delivery]: ...
 

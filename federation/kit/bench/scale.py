@@ -314,6 +314,11 @@ async def scale(
             for k in dict.fromkeys(k for s in steps for k in s)
         }
         out["cold_convergence_s"] = round(max(done), 2) if len(done) == clusters else None
+        # The figure before session 20: every import held, in ``shared`` with its first exporter
+        # (a third of the clusters export each pool; the others came up to 20 s later).
+        held_at = [a.events["imports_held"]["at"] - go for a in agents.values()
+                   if "imports_held" in a.events]  # fmt: skip
+        out["cold_every_import_s"] = round(max(held_at), 2) if len(held_at) == clusters else None
         if out["cold_convergence_s"] is None:
             stats = list((await _stats(list(agents.values()))).values())
             held = [s["imports"] for s in stats]
@@ -328,11 +333,6 @@ async def scale(
             out["agents_cpu_s"] = round(sum(s["cpu_s"] for s in stats), 1)
             return out
         out["cold_convergence_per_agent_s"] = _spread(done)
-        # The figure before session 20: every import held, in ``shared`` with its first exporter
-        # (a third of the clusters export each pool; the others came up to 15 s later).
-        held_at = [a.events["imports_held"]["at"] - go for a in agents.values()
-                   if "imports_held" in a.events]  # fmt: skip
-        out["cold_every_import_s"] = round(max(held_at), 2) if len(held_at) == clusters else None
 
         # Steady state: every agent's CPU and RSS, events and writes over a window.
         await asyncio.sleep(max(0.0, go + out["cold_convergence_s"] + WRITES_SETTLE - time.time()))
