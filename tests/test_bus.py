@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nats
 import pytest
 from nats.js.api import StreamSource
 from nats.js.errors import NotFoundError
 
 from federation import messages
-from federation.adapters.bus import BusAddress, NatsBus, inbound_stream, outbound_stream
+from federation.adapters.bus import (
+    BusAddress,
+    NatsBus,
+    inbound_stream,
+    outbound_stream,
+    shared_inbound_stream,
+)
 from federation.kit.nats_servers import Supercluster
 from tests.conftest import wait_for
 from tests.model.factories import export
@@ -254,8 +261,6 @@ async def test_agents_of_one_nats_cluster_share_its_inbound_stream(
 ) -> None:
     """--shared-inbound: one inbound stream per NATS cluster (N x C sources, not C x C), each
     agent with its own consumer on it; every export still reaches every agent once."""
-    from federation.adapters.bus import shared_inbound_stream
-
     nats_a, nats_b = list(supercluster.specs)[:2]
     placed = {"a1": nats_a, "a2": nats_a, "b1": nats_b}
     buses = {
@@ -297,21 +302,17 @@ async def test_a_shared_source_set_up_before_its_peers_stream_is_restarted_once_
     2.15) asks again only about 42 s later. Once the peer is heard live and the source has been
     seen out of contact for ``quiet_after`` (another agent of the stream may have just re-added
     it), the check restarts it, and the peer's exports flow at once."""
-    import nats
-
-    from federation.adapters.bus import shared_inbound_stream
-
     nats_a, nats_b = list(supercluster.specs)[:2]
     members = ("a1", "late")
     early = NatsBus(BusAddress(supercluster.url(nats_a), clusterset, "a1", nats_a, members,
                                shared_inbound=True))  # fmt: skip
     late = NatsBus(BusAddress(supercluster.url(nats_b), clusterset, "late", nats_b, members))
     watcher = await nats.connect(supercluster.url(nats_a))
-    asked = await watcher.subscribe(
-        f"$JS.API.CONSUMER.CREATE.{outbound_stream(clusterset, 'late')}.>"
-    )
-    await watcher.flush()  # the server has our interest before the stream's first ask
     try:
+        asked = await watcher.subscribe(
+            f"$JS.API.CONSUMER.CREATE.{outbound_stream(clusterset, 'late')}.>"
+        )
+        await watcher.flush()  # the server has our interest before the stream's first ask
         await early.connect()
         await early.ensure_streams()
         await early.start_consuming()

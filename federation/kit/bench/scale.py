@@ -31,7 +31,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,11 @@ class AgentProcess:
     async def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
+
+
+def _said_after(agents: Iterable[AgentProcess], event: str, go: float) -> list[float]:
+    """Seconds from ``go`` to when each agent that said ``event`` said it."""
+    return [a.events[event]["at"] - go for a in agents if event in a.events]
 
 
 async def _spawn(spec: dict[str, Any], nice: int) -> AgentProcess:
@@ -302,7 +307,7 @@ async def scale(
             await a.send({"cmd": "go"})
         said = await asyncio.gather(*(a.said("converged", within) for a in agents.values()))
         done = [s["at"] - go for s in said if s]
-        ready = [a.events["ready"]["at"] - go for a in agents.values() if "ready" in a.events]
+        ready = _said_after(agents.values(), "ready", go)
         # Start-up alone (streams, consumer, catch-up): the JetStream meta layer's share.
         out["agents_ready_s"] = _spread(ready) | {"count": len(ready)} if ready else None
         # Where start-up waited: each step's seconds over the agents (Agent.startup_s).
@@ -316,8 +321,7 @@ async def scale(
         out["cold_convergence_s"] = round(max(done), 2) if len(done) == clusters else None
         # The figure before session 20: every import held, in ``shared`` with its first exporter
         # (a third of the clusters export each pool; the others came up to 20 s later).
-        held_at = [a.events["imports_held"]["at"] - go for a in agents.values()
-                   if "imports_held" in a.events]  # fmt: skip
+        held_at = _said_after(agents.values(), "imports_held", go)
         out["cold_every_import_s"] = round(max(held_at), 2) if len(held_at) == clusters else None
         if out["cold_convergence_s"] is None:
             stats = list((await _stats(list(agents.values()))).values())
