@@ -27,11 +27,20 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from federation.model.beliefs import Beliefs
+from federation.model.conditions import accepted, fresh
 from federation.model.freshness import LinkState, Staleness, stale_among, staleness
 from federation.model.imports import DesiredImport, desired_import
 from federation.model.pools import LocalPool, PoolKey
-from federation.model.views import ImportView, import_view
-from federation.model.weights import BackendLoad, WeightMemory, WeightPolicy, next_ramp_step
+from federation.model.views import ImportView, backend_loads, import_view
+from federation.model.weights import (
+    BackendLoad,
+    WeightMemory,
+    WeightPolicy,
+    can_serve,
+    next_ramp_step,
+    score,
+    score_value,
+)
 
 
 def next_due(
@@ -67,10 +76,16 @@ def next_due(
     seen = [report_seen_at(cluster, ns, name) for cluster in d.exporting_clusters]
     if local is not None:
         seen.append(sampled - local.age)
+    # One backend serving (``WeightMemory.lone``) takes all the traffic whatever its trust:
+    # only a lease's end can move the view (it stops serving, a reason turns to "stale").
+    lone = memory.lone
     for at in seen:
         if at is None:
             continue
-        if now < at + full:
+        if lone:
+            if now < at + lease < soonest:
+                soonest = at + lease
+        elif now < at + full:
             if at + full < soonest:
                 soonest = at + full
         elif now < at + lease:
@@ -87,6 +102,38 @@ def next_due(
     return soonest
 
 
+def _still_lone(
+    d: DesiredImport,
+    held: ImportView,
+    memory: WeightMemory,
+    beliefs: Beliefs,
+    local_loads: Mapping[PoolKey, BackendLoad],
+    freshness: Mapping[str, Staleness],
+    link: LinkState,
+    now: float,
+    policy: WeightPolicy,
+) -> bool:
+    """Whether a lone import (``WeightMemory.lone``), settled at its goal, would be recomputed
+    to the view it has: the same exporters, the one backend it weighs still able to serve with
+    headroom, every other still unable for the same reason, the same conditions. Such a step
+    reads no load (``model.weights``), so its backend's load moving — the common case at scale,
+    an import per exported pool that one cluster serves — costs this, not a recomputation.
+    (Its memory is as a full recomputation would leave it but for its instant, which the book
+    treats as for any import it skips.)"""
+    if held.desired != d or not memory.weights == memory.goal == memory.target:
+        return False
+    for name, load in backend_loads(d, beliefs, local_loads, now=now).items():
+        weighed = held.weights.get(name)
+        if weighed is None:
+            return False
+        if weighed.weight > 0:
+            if not can_serve(load, policy) or score_value(load, policy) <= 0:
+                return False
+        elif can_serve(load, policy) or score(load, policy)[1] != weighed.reason:
+            return False
+    return held.conditions == (accepted(d), fresh(d, freshness, link, now=now, lease=policy.lease))
+
+
 @dataclass
 class ImportBook:
     """Views, memories and due times of one cluster's imports; see the module's docstring."""
@@ -99,6 +146,7 @@ class ImportBook:
     computed_at: dict[PoolKey, float] = field(default_factory=dict)  # each import's last step
     conflicted: set[PoolKey] = field(default_factory=set)  # views with excluded exporters
     recomputed: int = 0  # imports recomputed, over the book's life (for benchmarks)
+    kept_lone: int = 0  # lone imports whose inputs moved, found as they were (``_still_lone``)
     _queue: list[tuple[float, PoolKey]] = field(default_factory=list)  # due heap, lazily pruned
     stale: frozenset[str] = frozenset()  # exporters whose lease had run out at the last step
     _link: LinkState = field(default_factory=lambda: LinkState(False))
@@ -196,13 +244,13 @@ class ImportBook:
         freshness: dict[str, Staleness] = {}
         updates: dict[PoolKey, ImportView | None] = {}
         for key in keys:
-            self.recomputed += 1
             d = desired_import(
                 key, beliefs.live_exports_of(*key), local_pools.get(key), beliefs,
                 own_cluster=own, now=now, grace=grace,
             )  # fmt: skip
             held = self.views.get(key)
             if d is None:
+                self.recomputed += 1
                 if held is not None:
                     updates[key] = None
                 self.memories.pop(key, None)
@@ -213,6 +261,15 @@ class ImportBook:
                 if c not in freshness:
                     freshness[c] = staleness(beliefs, c, now=now, lease=policy.lease)
             memory = self.memories.get(key)
+            if (
+                held is not None
+                and memory is not None
+                and memory.lone
+                and _still_lone(d, held, memory, beliefs, local_loads, freshness, link, now, policy)
+            ):
+                self.kept_lone += 1
+                continue  # its load moved short of changing anything: as it was (its due kept)
+            self.recomputed += 1
             last = self._last_live_step
             if (
                 memory is not None

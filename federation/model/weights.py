@@ -5,7 +5,9 @@ A backend is an exporting cluster (by name) or ``local``. The policy, step by st
 1. **Which backends can serve**: a report within the lease, a healthy (or merely shedding) EPP,
    ready pods. A report is fully trusted for the first ``full_trust`` of the lease, then less
    and less until the lease. A remote that became able to serve less than ``slow_start`` seconds
-   ago is ramped from ``slow_start_floor`` to full in ``slow_start_steps`` even steps.
+   ago is ramped from ``slow_start_floor`` to full in ``slow_start_steps`` even steps. When
+   only one backend can serve, healthy and with headroom, it takes all the traffic (steps 2
+   and 3 weigh nothing: its load moving short of that moves neither its weight nor its reason).
 2. **The rate plan** (``model.spill_plan``) when the reports carry rates: every cluster is filled
    to ``target_utilization`` of its capacity (to an equal level up to ``equalize_up_to`` when
    the whole set is busier); here's excess goes to the remotes' spare (discounted by trust and
@@ -45,6 +47,7 @@ from federation.model.spill_plan import PlanInput, PlanKnobs, SpillPlan, spill_p
 WEIGHT_SCALE = 1_000_000
 UNHEALTHY_STATUSES = frozenset({"unreachable", "no-endpoints", "shedding", "invalid"})
 MIN_KEPT = 0.25  # what here keeps at least when its demand is estimated as arrivals / kept
+LONE_REASON: Final = "the only backend that can serve: all the traffic"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +121,9 @@ class WeightMemory:
     # were counted over its rate window, so what here kept and what it sent a remote are taken
     # over that same window, not from the latest weights (which that report has not seen yet).
     shares: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    # The step found one backend able to serve, healthy and with headroom, and gave it all the
+    # traffic without weighing loads: until a report changes, only a lease's end can move it.
+    lone: bool = False
 
     @property
     def flowing(self) -> bool:
@@ -517,12 +523,20 @@ def step_weights(
         ramps[name] = factor
     if policy.mode != "capacity":
         return _fixed_weights(loads, unable, serving, here, policy.mode, memory, policy, now)
-    planned = _planned_shares(loads, ramps, here, policy, memory.shares, now)
     plan_reasons: dict[str, str] = {}
-    if planned is None:
-        shares, note = _target_shares(scores, loads, here, policy)
+    lone = len(serving) == 1 and scores[serving[0]] > 0
+    if lone:
+        # One backend can serve, with headroom: there is nothing to weigh. It takes all the
+        # traffic however loaded or trusted, so no load is read and no reason quotes one: its
+        # load moving (short of full, unhealthy or stale) leaves the view as it was.
+        shares, note = {name: float(name in serving) for name in loads}, None
+        plan_reasons = {serving[0]: LONE_REASON}
     else:
-        shares, note, plan_reasons = planned
+        planned = _planned_shares(loads, ramps, here, policy, memory.shares, now)
+        if planned is None:
+            shares, note = _target_shares(scores, loads, here, policy)
+        else:
+            shares, note, plan_reasons = planned
     reasons = {
         name: plan_reasons[name] if name in plan_reasons else _scored(load, ramps[name], policy)
         for name, load in loads.items()
@@ -540,7 +554,9 @@ def step_weights(
         reasons[here] = f"{reasons[here]}; {note}"
     result = {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
     target_since = now if since is None else since
-    remembered = _remember(weights, goal, target, target_since, serving, memory, policy, now)
+    remembered = _remember(
+        weights, goal, target, target_since, serving, memory, policy, now, lone=lone
+    )
     if policy.mode == "capacity":  # (the fixed modes read no rates)
         shares_then = {n: _share_history(memory.shares.get(n, ()), w, now, policy)
                        for n, w in weights.items()}  # fmt: skip
@@ -665,10 +681,14 @@ def _remember(
     previous: WeightMemory,
     policy: WeightPolicy,
     now: float,
+    *,
+    lone: bool = False,
 ) -> WeightMemory:
     # On the first step every healthy backend counts as established: a restart or a new import
     # has nobody to protect from a burst, and ramping all of them alike would change nothing.
     # So does a step after weights all 0 (nothing served: nobody to protect either).
     joined = now if previous.flowing else now - policy.slow_start
     since = {name: previous.healthy_since.get(name, joined) for name in serving}
-    return WeightMemory(dict(weights), dict(goal), dict(target), target_since, since, now)
+    return WeightMemory(
+        dict(weights), dict(goal), dict(target), target_since, since, now, lone=lone
+    )

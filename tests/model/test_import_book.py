@@ -150,8 +150,9 @@ def test_a_renewal_that_restores_trust_moves_the_import() -> None:
 
 def test_a_quiet_import_is_not_recomputed_until_it_is_due() -> None:
     beliefs, book = Beliefs(), ImportBook(POLICY, OWN)
-    beliefs.apply(export("b", "p", published_at=1000.0), 1000.0)
-    beliefs.apply(load("b", "p", published_at=1000.0, observed_at=1000.0), 1000.0)
+    for cluster in ("b", "c"):  # (two backends: with one, trust falling moves nothing)
+        beliefs.apply(export(cluster, "p", published_at=1000.0), 1000.0)
+        beliefs.apply(load(cluster, "p", published_at=1000.0, observed_at=1000.0), 1000.0)
     link = LinkState(False)
     assert book.step(beliefs, {}, {}, link, now=1000.0, grace=GRACE, dirty=None)
     key = PoolKey("llm", "p")
@@ -162,6 +163,48 @@ def test_a_quiet_import_is_not_recomputed_until_it_is_due() -> None:
     book.step(beliefs, {}, {}, link, now=1006.0, grace=GRACE, dirty=set())
     assert book.recomputed == before + 1  # due: the report is ageing
     assert "for a 6.0s old report" in book.views[key].weights["b"].reason
+
+
+def test_a_lone_backend_is_recomputed_at_its_lease_end_not_while_its_trust_falls() -> None:
+    beliefs, book = Beliefs(), ImportBook(POLICY, OWN)
+    beliefs.apply(export("b", "p", published_at=1000.0), 1000.0)
+    beliefs.apply(load("b", "p", published_at=1000.0, observed_at=1000.0), 1000.0)
+    link = LinkState(False)
+    assert book.step(beliefs, {}, {}, link, now=1000.0, grace=GRACE, dirty=None)
+    key = PoolKey("llm", "p")
+    assert book.memories[key].lone
+    assert book.due[key] == 1000.0 + POLICY.lease  # not when its trust starts to fall
+    before = book.recomputed
+    for now in (1005.0, 1007.0, 1009.9):
+        assert not book.step(beliefs, {}, {}, link, now=now, grace=GRACE, dirty=set())
+    assert book.recomputed == before
+    assert book.step(beliefs, {}, {}, link, now=1010.0, grace=GRACE, dirty=set())
+    assert book.recomputed == before + 1
+    assert book.views[key].weights["b"].weight == 0  # stale: it stopped serving
+
+
+def test_a_lone_backend_whose_load_moves_is_kept_as_it_was_until_it_fills() -> None:
+    """One exporter alone: its load moving is applied (dirty) yet leaves the view as a full
+    recomputation gives it, without a recomputation; full (no headroom), it is recomputed."""
+    beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
+    link = LinkState(False)
+    beliefs.apply(export("b", "p", published_at=1000.0), 1000.0)
+    now, dirty = 1000.0, None
+    for seq, saturation in enumerate((0.2, 0.5, 0.3, 0.9, 0.4, 1.0), start=2):
+        now += 1.0
+        entries = (entry("p", observed_at=now, ready_pods=2, saturation=saturation,
+                         kv_cache_utilization=saturation),)  # fmt: skip
+        beliefs.apply(digest("b", entries, sequence=seq, published_at=now), now)
+        moved = {PoolKey(*k) for k in beliefs.digest_dirty(POLICY.lease * POLICY.full_trust)}
+        dirty = None if dirty is None else moved
+        assert moved == {PoolKey("llm", "p")}
+        book.step(beliefs, {}, {}, link, now=now, grace=GRACE, dirty=dirty)
+        full.step(beliefs, {}, {}, link, now)
+        assert book.views == full.views, saturation
+        dirty = set()
+    # Taken in once; held as it was at the four moves short of full; recomputed when full.
+    assert (book.recomputed, book.kept_lone) == (2, 4)
+    assert book.views[PoolKey("llm", "p")].weights["b"].reason == "saturated: 2 pods at 1.00"
 
 
 def test_a_dirty_key_is_recomputed_and_a_withdrawn_one_removed() -> None:

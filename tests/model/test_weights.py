@@ -5,8 +5,10 @@ from hypothesis import strategies as st
 
 from federation.model.spill_plan import PlanKnobs, spill_plan
 from federation.model.weights import (
+    LONE_REASON,
     WEIGHT_SCALE,
     BackendLoad,
+    BackendWeight,
     WeightPolicy,
     apportion,
     backend_load,
@@ -268,7 +270,37 @@ def test_without_capacity_or_completions_the_plan_has_nothing_to_plan(
     )
     if not rated:
         assert plan is None
-    # And the step plans (its reasons say "of capacity") exactly when spill_plan gives a plan.
-    weights = step_weights(bs, POLICY, here=here if here in bs else None)[0]
+    # And the step plans (its reasons say "of capacity") exactly when spill_plan gives a plan,
+    # unless one backend alone can serve (with headroom): it takes everything unweighed.
+    weights, memory = step_weights(bs, POLICY, here=here if here in bs else None)
     planned = any("of capacity" in w.reason for w in weights.values())
-    assert planned == (plan is not None)
+    assert planned == (plan is not None and not memory.lone)
+    if memory.lone:
+        assert [w.reason for w in weights.values()].count(LONE_REASON) == 1
+
+
+@given(
+    st.lists(st.tuples(st.floats(0, 0.99), st.floats(0, 9.9), st.booleans()), min_size=2,
+             max_size=6),
+    st.sampled_from([None, "a"]),
+)  # fmt: skip
+def test_one_backend_able_to_serve_takes_everything_and_its_load_moves_nothing(
+    moves: list[tuple[float, float, bool]], here: str | None
+) -> None:
+    """However loaded (short of full) and however old its report (within the lease), the one
+    backend that can serve takes all the traffic with the same reason, beside one that cannot
+    (no ready pods): a step of such an import reads no load, so the book need not take one."""
+    memory, views = None, []
+    for t, (saturation, age, rated) in enumerate(moves):
+        rate = 10.0 * saturation if rated else None
+        loads = {
+            "a": backend_load(ready_pods=4, saturation=saturation, kv_cache=saturation,
+                              status="ok", age=age, arrival_rate=rate, completion_rate=rate,
+                              capacity_rate=10.0 if rated else None),
+            "b": backend_load(ready_pods=0, saturation=0.0, kv_cache=0.0, status="ok", age=0.0),
+        }  # fmt: skip
+        weights, memory = step_weights(loads, POLICY, here=here, memory=memory, now=float(t))
+        assert memory.lone
+        views.append(weights)
+    assert views[0]["a"] == BackendWeight(WEIGHT_SCALE, LONE_REASON)
+    assert all(v == views[0] for v in views)

@@ -349,7 +349,8 @@ async def scale(
         servers1 = {c: _cpu_seconds(p) for c, p in sc.pids().items()}
         per = [
             {k: (last_stats[c][k] - a[k]) / window for k in (
-                "cpu_s", "received", "published", "writes", "uncoalesced_writes", "recomputed")}
+                "cpu_s", "received", "published", "writes", "uncoalesced_writes", "recomputed",
+                "kept_lone")}
             for c, a in first_stats.items()
             if c in last_stats
         ]  # fmt: skip
@@ -367,6 +368,8 @@ async def scale(
                 [p["uncoalesced_writes"] for p in per]
             ),
             "imports_recomputed_per_s_per_agent": _spread([p["recomputed"] for p in per]),
+            # Lone imports whose load moved, found as they were without a recomputation.
+            "imports_kept_lone_per_s_per_agent": _spread([p["kept_lone"] for p in per]),
             # Peers' leases the agents found run out: every member is alive in this window, so
             # each one is a live peer weighed 0 and back (an agent that read its beats late).
             "lease_lapses_total": sum(lapses),
