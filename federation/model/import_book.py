@@ -268,7 +268,15 @@ class ImportBook:
                 and _still_lone(d, held, memory, beliefs, local_loads, freshness, link, now, policy)
             ):
                 self.kept_lone += 1
-                continue  # its load moved short of changing anything: as it was (its due kept)
+                # As it was; its due time only moves on (a renewed report's lease ends later).
+                # Rescheduled here, not left: the step popped a due time that came with it.
+                due = next_due(d, memory, beliefs, local_loads, now=now, policy=policy,
+                               grace=grace)  # fmt: skip
+                if due != self.due.get(key):
+                    self.due[key] = due
+                    if math.isfinite(due):
+                        heapq.heappush(self._queue, (due, key))
+                continue
             self.recomputed += 1
             last = self._last_live_step
             if (

@@ -207,6 +207,32 @@ def test_a_lone_backend_whose_load_moves_is_kept_as_it_was_until_it_fills() -> N
     assert book.views[PoolKey("llm", "p")].weights["b"].reason == "saturated: 2 pods at 1.00"
 
 
+def test_a_lone_import_kept_in_the_step_its_due_time_came_is_still_stepped_at_its_lease() -> None:
+    """The step that reaches a lone import's due time also applies its moved load and keeps it
+    as it was: its next due time (the new report's lease end) is still taken, so the report
+    running out later weighs it 0, as a full recomputation does (a second reader's case)."""
+    beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
+    link = LinkState(False)
+    beliefs.apply(export("b", "p", published_at=1000.0), 1000.0)
+    beliefs.apply(load("b", "p", sequence=2, published_at=1000.0, observed_at=1000.0), 1000.0)
+    key = PoolKey("llm", "p")
+    steps = (
+        (1000.0, None, None),
+        (1010.5, 0.5, {key}),  # past the first report's lease, with a new report: kept
+        (1021.0, None, set()),  # only a beat: the new report ran out at 1020.5
+    )
+    for seq, (now, saturation, dirty) in enumerate(steps, start=3):
+        if saturation is not None:
+            beliefs.apply(load("b", "p", sequence=seq, published_at=now, observed_at=now,
+                               saturation=saturation), now)  # fmt: skip
+        beliefs.apply(beat("b", sequence=seq, published_at=now), now)
+        book.step(beliefs, {}, {}, link, now=now, grace=GRACE, dirty=dirty)
+        full.step(beliefs, {}, {}, link, now)
+        assert book.views == full.views, now
+    assert book.kept_lone == 1
+    assert book.views[key].weights["b"].weight == 0
+
+
 def test_a_dirty_key_is_recomputed_and_a_withdrawn_one_removed() -> None:
     beliefs, book = Beliefs(), ImportBook(POLICY, OWN)
     beliefs.apply(export("b", "p", published_at=1000.0), 1000.0)
