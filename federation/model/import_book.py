@@ -268,11 +268,12 @@ class ImportBook:
                 and _still_lone(d, held, memory, beliefs, local_loads, freshness, link, now, policy)
             ):
                 self.kept_lone += 1
-                # As it was; its due time only moves on (a renewed report's lease ends later).
-                # Rescheduled here, not left: the step popped a due time that came with it.
-                due = next_due(d, memory, beliefs, local_loads, now=now, policy=policy,
-                               grace=grace)  # fmt: skip
-                if due != self.due.get(key):
+                # As it was. A due time still to come stays queued (asked again then, it moves
+                # on to the renewed report's lease end); one that came was popped by this step,
+                # so the next is queued here, or time alone would never step the import again.
+                if self.due.get(key, math.inf) <= now:
+                    due = next_due(d, memory, beliefs, local_loads, now=now, policy=policy,
+                                   grace=grace)  # fmt: skip
                     self.due[key] = due
                     if math.isfinite(due):
                         heapq.heappush(self._queue, (due, key))
