@@ -46,10 +46,9 @@ class _Fleet:
         self.own = self.clusters[0]
         self.beliefs = Beliefs()
         self.sequence = 0
-        for name, exporters in self.pools.items():
-            for cluster in exporters:
-                if cluster != self.own:
-                    self.beliefs.apply(self._export(cluster, name), 0.0)
+        for name, clusters in self.pools.items():
+            for cluster in clusters:
+                self.beliefs.apply(self._export(cluster, name), 0.0)
 
     def _export(self, cluster: str, name: str) -> ExportEvent:
         return ExportEvent(
