@@ -62,7 +62,10 @@ def next_due(
         return now  # smoothing under way (or nothing remembered): step at every reconcile
     # (Asked per import at every recomputation, over every exporter: one running minimum.)
     soonest = math.inf
+    ramping = policy.slow_start
     for since in memory.healthy_since.values():
+        if now - since >= ramping:
+            continue  # (its ramp is done: next_ramp_step would say None, after a call)
         step = next_ramp_step(now - since, policy)  # a slow start rises in steps
         if step is not None and since + step < soonest:
             soonest = since + step

@@ -52,12 +52,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 MIN_BUSY_PODS = 0.5  # pod-equivalents of work below which a throughput estimate is noise
 MIN_DEMAND = 1e-6  # requests/s below which a demand is none (its reciprocal would overflow)
 
 
-@dataclass(frozen=True, kw_only=True)
-class PlanInput:
+class PlanInput(msgspec.Struct, frozen=True, kw_only=True):  # (a Struct: see BackendLoad)
     """One backend as the plan sees it (rates in requests/s)."""
 
     ready_pods: int

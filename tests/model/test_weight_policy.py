@@ -1,11 +1,11 @@
 """The full weight policy: local preference, spill, slow start, smoothing, hysteresis, cap."""
 
 import math
-from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from federation.model.weights import (
     WEIGHT_SCALE,

@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from federation.kit.bench.routing_scenarios import SLOTS_PER_POD, ClusterSpec, Scenario
 from federation.model.loads import LoadSample, sample_from_metrics, worth_publishing
 from federation.model.rates import RATE_WINDOW, RateMeter, SampleRates
@@ -192,7 +194,7 @@ def simulate(
         # Ages as the agent sees them: from the sample, so propagation counts.
         samples = known[gateway]
         loads: Mapping[str, BackendLoad | None] = {
-            n: dataclasses.replace(
+            n: msgspec.structs.replace(
                 samples[n].as_backend_load(now), sampled_at=rated[gateway].get(n)
             )
             if n in samples
