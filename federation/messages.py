@@ -205,17 +205,26 @@ def _check_names(event: Event) -> None:
     if not _LABEL.fullmatch(event.cluster):
         raise InvalidEvent("schema", f"cluster {event.cluster!r} is not a DNS label")
     if isinstance(event, ExportEvent | LoadReport):
-        _check_pool_names(event.namespace, event.name)
+        _check_pool((event.namespace, event.name))
     if isinstance(event, LoadDigest):
         _check_digest(event)
 
 
 # Pools whose names passed the checks below. A peer's digest lists the same pools at every
 # report interval, and their regex checks were about a third of decoding it (BENCHMARKS.md,
-# session 13). Bounded (cleared when full: 20,000 names of at most 63 + 253 characters, a few
-# MiB), so hostile names cannot grow it; 100 clusters x 100 pools fit.
+# session 13); every agent also takes each pool's export in once per exporter (at 100 x 100,
+# 10,000 exports each). Bounded (cleared when full: 20,000 names of at most 63 + 253
+# characters, a few MiB), so hostile names cannot grow it; 100 clusters x 100 pools fit.
 _VALID_POOLS: set[tuple[str, str]] = set()
 _VALID_POOLS_MAX: Final = 20_000
+
+
+def _check_pool(pool: tuple[str, str]) -> None:
+    if pool not in _VALID_POOLS:
+        _check_pool_names(*pool)
+        if len(_VALID_POOLS) >= _VALID_POOLS_MAX:
+            _VALID_POOLS.clear()
+        _VALID_POOLS.add(pool)
 
 
 def _check_digest(digest: LoadDigest) -> None:
@@ -224,11 +233,7 @@ def _check_digest(digest: LoadDigest) -> None:
     seen: set[tuple[str, str]] = set()
     for p in digest.pools:
         pool = (p.namespace, p.name)
-        if pool not in _VALID_POOLS:
-            _check_pool_names(p.namespace, p.name)
-            if len(_VALID_POOLS) >= _VALID_POOLS_MAX:
-                _VALID_POOLS.clear()
-            _VALID_POOLS.add(pool)
+        _check_pool(pool)
         if pool in seen:
             raise InvalidEvent("schema", f"pool {p.namespace}/{p.name} listed twice")
         seen.add(pool)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from federation import messages
+from federation.adapters.bus import LiveDelivery
 from federation.adapters.metrics import AgentMetrics
 from federation.app.assembly import AgentParts, build_agent
 from federation.kit.memory_bus import MemoryNetwork
@@ -389,3 +390,31 @@ async def test_a_lease_that_ends_during_a_long_step_is_stepped_right_after_it(
     long_one = slept[0]
     after = steps[long_one + 1][0] - steps[long_one][1]
     assert after < 0.25  # right after the long step, not a paced gap (0.375 s) later
+
+
+async def test_a_digest_of_pools_nobody_exported_wakes_no_step_and_their_export_brings_it() -> None:
+    """At a cold start digests list pools whose exports have not arrived: their load is kept
+    but marks nothing to recompute (no import of them can exist yet); the export, when it
+    comes, is recomputed with the load already held."""
+    s = Settings(clusterset="fast", cluster="us-east", members=MEMBERS, nats_url="memory://")
+    agent = build_agent(s, AgentParts(
+        bus=MemoryNetwork("fast", MEMBERS).bus("us-east"), pools=MemoryPools(),
+        loads=MemoryLoads(),
+    )).agent  # fmt: skip
+    now = time.time()
+    entries = (messages.PoolLoad(namespace="llm", name="llama", observed_at=now, ready_pods=4,
+                                 kv_cache_utilization=0.5, saturation=0.5),)  # fmt: skip
+    loads = messages.LoadDigest(cluster="eu-west", sequence=1, published_at=now, pools=entries)
+    subject = messages.digest_subject("fast", "eu-west")
+    await agent.apply_delivery(LiveDelivery(subject, messages.encode(loads), {}))
+    assert agent.beliefs.loads[("eu-west", "llm", "llama")].saturation == 0.5  # kept
+    assert not agent._changed.is_set()  # and no step woken for it
+    export = messages.ExportEvent(cluster="eu-west", namespace="llm", name="llama",
+                                  generation=1, exported_at=now, published_at=now,
+                                  target_ports=(8000,), model="llama")  # fmt: skip
+    subject = messages.export_subject("fast", "eu-west", "llm", "llama")
+    await agent.apply_delivery(LiveDelivery(subject, messages.encode(export), {}))
+    assert agent._changed.is_set()
+    agent.step_views(agent.now())
+    weights = agent.reconciler.book.views[LLAMA].weights
+    assert weights["eu-west"].weight == 1_000_000  # its load known: it can serve

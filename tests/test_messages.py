@@ -181,6 +181,27 @@ def test_digest_names_checked_once_are_remembered_boundedly_and_never_admit_a_ba
         messages.decode(messages.encode(digest(pools=(entry("q"), entry("q")))))
 
 
+def test_export_and_report_names_share_the_bounded_memory_and_a_bad_one_is_always_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An agent takes each pool's export in once per exporter (10,000 at 100 x 100): the names
+    are checked once, as a digest's are, and a bad one is refused every time it comes."""
+    monkeypatch.setattr(messages, "_VALID_POOLS", set())
+    checked: list[str] = []
+    check = messages._check_pool_names
+    monkeypatch.setattr(
+        messages, "_check_pool_names", lambda ns, name: (checked.append(name), check(ns, name))
+    )
+    for cluster in ("a", "b", "c"):
+        messages.decode(messages.encode(export(cluster, "q")))
+    messages.decode(messages.encode(digest(pools=(entry("q"),))))
+    assert checked == ["q"]
+    for _ in range(2):
+        with pytest.raises(InvalidEvent, match="not a DNS subdomain"):
+            messages.decode(messages.encode(export("a", "Bad_Name")))
+    assert checked == ["q", "Bad_Name", "Bad_Name"]
+
+
 def test_a_heartbeat_of_the_previous_version_says_it_reads_no_digests() -> None:
     old = orjson.dumps({"type": "beat", "cluster": "a", "sequence": 1, "published_at": 1.0})
     beat_ = messages.decode(old)

@@ -186,6 +186,12 @@ class Beliefs:
         """(namespace, name) of every pool ``cluster`` exported (withdrawn ones included)."""
         return set(self._by_cluster.get(cluster, ()))
 
+    def ever_exported(self, namespace: str, name: str) -> bool:
+        """Whether some cluster exported the pool (withdrawn or not): until one did, no import
+        of it exists, and its load moves nothing (a digest lists pools whose exports may not
+        have arrived yet: at a cold start, most of them)."""
+        return (namespace, name) in self._by_pool
+
     def live_exports_of(self, namespace: str, name: str) -> list[ExportEvent]:
         """The live exports of one pool, by every cluster that exports it."""
         held = self._by_pool.get((namespace, name), {})

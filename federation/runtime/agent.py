@@ -338,7 +338,8 @@ class Agent:
         if isinstance(applied, LoadDigest):
             policy = self.reconciler.policy
             dirty = self.beliefs.digest_dirty(policy.lease * policy.full_trust)
-            moved = tuple(PoolKey(*k) for k in dirty)
+            exported = self.beliefs.ever_exported
+            moved = tuple(PoolKey(*k) for k in dirty if exported(*k))
         elif isinstance(applied, Heartbeat):
             acks = (
                 applied.accepted.get(self.name, 0), tuple(applied.refused.get(self.name, ())),
