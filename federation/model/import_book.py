@@ -27,7 +27,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from federation.model.beliefs import Beliefs
-from federation.model.conditions import accepted, fresh
+from federation.model.conditions import Condition, accepted, fresh
 from federation.model.freshness import LinkState, Staleness, stale_among, staleness
 from federation.model.imports import DesiredImport, desired_import
 from federation.model.pools import LocalPool, PoolKey
@@ -36,10 +36,8 @@ from federation.model.weights import (
     BackendLoad,
     WeightMemory,
     WeightPolicy,
-    can_serve,
+    lone_weights,
     next_ramp_step,
-    score,
-    score_value,
 )
 
 
@@ -109,32 +107,23 @@ def _still_lone(
     d: DesiredImport,
     held: ImportView,
     memory: WeightMemory,
-    beliefs: Beliefs,
-    local_loads: Mapping[PoolKey, BackendLoad],
-    freshness: Mapping[str, Staleness],
-    link: LinkState,
-    now: float,
+    loads: Mapping[str, BackendLoad | None],
+    conditions: tuple[Condition, ...],
     policy: WeightPolicy,
 ) -> bool:
     """Whether a lone import (``WeightMemory.lone``), settled at its goal, would be recomputed
-    to the view it has: the same exporters, the one backend it weighs still able to serve with
-    headroom, every other still unable for the same reason, the same conditions. Such a step
-    reads no load (``model.weights``), so its backend's load moving — the common case at scale,
-    an import per exported pool that one cluster serves — costs this, not a recomputation.
-    (Its memory is as a full recomputation would leave it but for its instant, which the book
-    treats as for any import it skips.)"""
-    if held.desired != d or not memory.weights == memory.goal == memory.target:
-        return False
-    for name, load in backend_loads(d, beliefs, local_loads, now=now).items():
-        weighed = held.weights.get(name)
-        if weighed is None:
-            return False
-        if weighed.weight > 0:
-            if not can_serve(load, policy) or score_value(load, policy) <= 0:
-                return False
-        elif can_serve(load, policy) or score(load, policy)[1] != weighed.reason:
-            return False
-    return held.conditions == (accepted(d), fresh(d, freshness, link, now=now, lease=policy.lease))
+    to the view it has: the same exporters, the weights a lone step gives these loads
+    (``lone_weights``), the same conditions. Such a step reads no load but to say who can
+    serve, so its backend's load moving — the common case at scale, an import per exported
+    pool that one cluster serves — costs this, not a recomputation. (Its memory is as a full
+    recomputation would leave it but for its instant, which the book treats as for any import
+    it skips.)"""
+    return (
+        held.desired == d
+        and memory.weights == memory.goal == memory.target
+        and lone_weights(loads, policy) == held.weights
+        and held.conditions == conditions
+    )
 
 
 @dataclass
@@ -194,6 +183,12 @@ class ImportBook:
             stale_among(beliefs, beliefs.exporters(), now=now, lease=self.policy.lease)
         )
 
+    def _schedule(self, key: PoolKey, due: float) -> None:
+        """``due`` is when time alone can next move the import (never: inf, not queued)."""
+        self.due[key] = due
+        if math.isfinite(due):
+            heapq.heappush(self._queue, (due, key))
+
     def _pop_due(self, now: float) -> set[PoolKey]:
         keys = set()
         while self._queue and self._queue[0][0] <= now:
@@ -228,9 +223,7 @@ class ImportBook:
             if at <= now:
                 due.add(key)
             else:
-                self.due[key] = at
-                if math.isfinite(at):
-                    heapq.heappush(self._queue, (at, key))
+                self._schedule(key, at)
         return due
 
     def _recompute(
@@ -268,18 +261,18 @@ class ImportBook:
                 held is not None
                 and memory is not None
                 and memory.lone
-                and _still_lone(d, held, memory, beliefs, local_loads, freshness, link, now, policy)
-            ):
+                and _still_lone(
+                    d, held, memory, backend_loads(d, beliefs, local_loads, now=now),
+                    (accepted(d), fresh(d, freshness, link, now=now, lease=policy.lease)), policy,
+                )
+            ):  # fmt: skip
                 self.kept_lone += 1
                 # As it was. A due time still to come stays queued (asked again then, it moves
                 # on to the renewed report's lease end); one that came was popped by this step,
                 # so the next is queued here, or time alone would never step the import again.
                 if self.due.get(key, math.inf) <= now:
-                    due = next_due(d, memory, beliefs, local_loads, now=now, policy=policy,
-                                   grace=grace)  # fmt: skip
-                    self.due[key] = due
-                    if math.isfinite(due):
-                        heapq.heappush(self._queue, (due, key))
+                    self._schedule(key, next_due(d, memory, beliefs, local_loads, now=now,
+                                                 policy=policy, grace=grace))  # fmt: skip
                 continue
             self.recomputed += 1
             last = self._last_live_step
@@ -300,10 +293,8 @@ class ImportBook:
             if view != held:
                 updates[key] = view
             due = next_due(d, memory, beliefs, local_loads, now=now, policy=policy, grace=grace)
-            self.due[key] = due
+            self._schedule(key, due)
             self.computed_at[key] = now
-            if math.isfinite(due):
-                heapq.heappush(self._queue, (due, key))
         if not updates:
             return False
         views = dict(self.views)  # a new mapping: sinks may keep the one they were given

@@ -558,6 +558,17 @@ def step_weights(
         reasons[here] = f"{reasons[here]}; {note}"
     result = {name: BackendWeight(weights[name], reasons[name]) for name in sorted(loads)}
     target_since = now if since is None else since
+    remembered = _remember(
+        weights, goal, target, target_since, serving, memory, policy, now, lone=lone,
+        shares=_shares_then(weights, memory, now, policy),
+    )  # fmt: skip
+    return result, remembered
+
+
+def _shares_then(
+    weights: Mapping[str, int], memory: WeightMemory, now: float, policy: WeightPolicy
+) -> Mapping[str, tuple[tuple[float, float], ...]]:
+    """Each backend's share history with this step's weights."""
     if (
         weights == memory.weights
         and memory.shares.keys() == weights.keys()
@@ -565,15 +576,26 @@ def step_weights(
         and now >= memory.at
     ):
         # No share moved: every history already ends at its share, as of no later than now.
-        shares_then = memory.shares
-    else:
-        shares_then = {n: _share_history(memory.shares.get(n, ()), w, now, policy)
-                       for n, w in weights.items()}  # fmt: skip
-    remembered = _remember(
-        weights, goal, target, target_since, serving, memory, policy, now, lone=lone,
-        shares=shares_then,
-    )  # fmt: skip
-    return result, remembered
+        return memory.shares
+    return {n: _share_history(memory.shares.get(n, ()), w, now, policy) for n, w in weights.items()}
+
+
+def lone_weights(
+    loads: Mapping[str, BackendLoad | None], policy: WeightPolicy
+) -> dict[str, BackendWeight] | None:
+    """The weights a step gives a lone import settled at its goal (``WeightMemory.lone``): all
+    the traffic to the one backend that can serve, with headroom, and each other backend 0 with
+    its reason; None when these loads do not make it lone. (A lone backend is never ramped to
+    0: its ramp only rises while it stays lone, so its score here is that of the step.)"""
+    serving = [name for name, load in loads.items() if can_serve(load, policy)]
+    if len(serving) != 1 or score_value(loads[serving[0]], policy) <= 0:
+        return None
+    return {
+        name: BackendWeight(WEIGHT_SCALE, LONE_REASON)
+        if name == serving[0]
+        else BackendWeight(0, _scored(load, 1.0, policy))
+        for name, load in sorted(loads.items())
+    }
 
 
 def _scored(load: BackendLoad | None, factor: float, policy: WeightPolicy) -> str:

@@ -15,6 +15,7 @@ from federation.model.weights import (
     can_serve,
     compute_weights,
     load_from_report,
+    lone_weights,
     mean_share,
     plan_input,
     score,
@@ -301,6 +302,7 @@ def test_one_backend_able_to_serve_takes_everything_and_its_load_moves_nothing(
         }  # fmt: skip
         weights, memory = step_weights(loads, POLICY, here=here, memory=memory, now=float(t))
         assert memory.lone
+        assert lone_weights(loads, POLICY) == weights  # what the import book checks against
         views.append(weights)
     assert views[0]["a"] == BackendWeight(WEIGHT_SCALE, LONE_REASON)
     assert all(v == views[0] for v in views)
