@@ -18,6 +18,11 @@ SUBJECT_VERSION: Final = "v1"
 # max_payload is 1 MiB); bigger payloads are hostile.
 MAX_EVENT_BYTES: Final = 512 * 1024
 MAX_DIGEST_POOLS: Final = 1000  # pools per digest; a cluster's further pools go one report each
+MAX_SET_EXPORTS: Final = 1000  # exports per export set; a cluster with more sends one per pool
+# The last token of an export set's subject, under the cluster's export subjects (so the
+# permissions, stream subjects and sources that carry exports carry sets unchanged). Never a
+# namespace: those are DNS labels, which have no "_".
+EXPORT_SET_TOKEN: Final = "_set"
 
 # A DNS-1123 label: what a cluster set, cluster or namespace name may be.
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -64,6 +69,24 @@ class ExportEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", t
     epp: EndpointAddress | None = None
     parents: tuple[ParentGateway, ...] = ()
     withdrawn: bool = False
+
+
+class ExportSet(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="exports"):
+    """Every pool a cluster exports, in one event: each as its :class:`ExportEvent`.
+
+    Published whenever any of them changes, so a peer (or a restarting agent) takes in a
+    cluster's exports as one message, not one per pool: at 100 clusters of 100 pools that is
+    100 messages for every agent to read instead of 10,000. Each entry reaches beliefs as the
+    per-pool export it is, ordered by its own generation, so sets and per-pool exports (older
+    agents, clusters beyond ``MAX_SET_EXPORTS``) mix on one per-pool ordering. Full state: a
+    pool of this cluster that the set does not list is withdrawn as of the set's ``sequence``
+    (a tombstone with that generation, so a later per-pool export still revives it).
+    """
+
+    cluster: str
+    sequence: Sequence
+    published_at: float
+    exports: tuple[ExportEvent, ...] = ()
 
 
 class LoadReport(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="load"):
@@ -156,10 +179,13 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag
     # This agent reads load digests (agents before them leave it out: False). A peer publishes
     # per-pool reports beside its digests while any member's newest beat says False.
     load_digests: bool = False
+    # This agent reads export sets (agents before them leave it out: False). A peer publishes
+    # per-pool exports beside its sets while any member's newest beat says False.
+    export_sets: bool = False
 
 
-Event = ExportEvent | LoadReport | LoadDigest | Heartbeat
-EVENT_TYPES: Final = (ExportEvent, LoadReport, LoadDigest, Heartbeat)
+Event = ExportEvent | ExportSet | LoadReport | LoadDigest | Heartbeat
+EVENT_TYPES: Final = (ExportEvent, ExportSet, LoadReport, LoadDigest, Heartbeat)
 
 
 class InvalidEvent(ValueError):
@@ -208,6 +234,8 @@ def _check_names(event: Event) -> None:
         _check_pool((event.namespace, event.name))
     if isinstance(event, LoadDigest):
         _check_digest(event)
+    if isinstance(event, ExportSet):
+        _check_set(event)
 
 
 # Pools whose names passed the checks below. A peer's digest lists the same pools at every
@@ -236,6 +264,20 @@ def _check_digest(digest: LoadDigest) -> None:
         _check_pool(pool)
         if pool in seen:
             raise InvalidEvent("schema", f"pool {p.namespace}/{p.name} listed twice")
+        seen.add(pool)
+
+
+def _check_set(exports: ExportSet) -> None:
+    if len(exports.exports) > MAX_SET_EXPORTS:
+        raise InvalidEvent("schema", f"{len(exports.exports)} exports > {MAX_SET_EXPORTS}")
+    seen: set[tuple[str, str]] = set()
+    for e in exports.exports:
+        if e.cluster != exports.cluster:  # a set speaks for its own cluster only
+            raise InvalidEvent("schema", f"export of {e.cluster!r} in {exports.cluster!r}'s set")
+        pool = (e.namespace, e.name)
+        _check_pool(pool)
+        if pool in seen:
+            raise InvalidEvent("schema", f"pool {e.namespace}/{e.name} listed twice")
         seen.add(pool)
 
 
@@ -272,6 +314,10 @@ def prefix(clusterset: str) -> str:
 
 def export_subject(clusterset: str, cluster: str, namespace: str, name: str) -> str:
     return f"{prefix(clusterset)}.export.{cluster}.{namespace}.{token(name)}"
+
+
+def export_set_subject(clusterset: str, cluster: str) -> str:
+    return f"{prefix(clusterset)}.export.{cluster}.{EXPORT_SET_TOKEN}"
 
 
 def load_subject(clusterset: str, cluster: str, namespace: str, name: str) -> str:
@@ -333,6 +379,8 @@ def parse_export_seq(value: str | None) -> tuple[int, int] | None:
 def subject_for(clusterset: str, event: Event) -> str:
     if isinstance(event, ExportEvent):
         return export_subject(clusterset, event.cluster, event.namespace, event.name)
+    if isinstance(event, ExportSet):
+        return export_set_subject(clusterset, event.cluster)
     if isinstance(event, LoadReport):
         return load_subject(clusterset, event.cluster, event.namespace, event.name)
     if isinstance(event, LoadDigest):
@@ -355,6 +403,13 @@ def sequence_of(event: Event) -> int:
     return event.generation if isinstance(event, ExportEvent) else event.sequence
 
 
+def highest_sequence(event: Event) -> int:
+    """The highest sequence an event would set: a set's own, or one of its entries'."""
+    if isinstance(event, ExportSet):
+        return max(event.sequence, max((e.generation for e in event.exports), default=0))
+    return sequence_of(event)
+
+
 def msg_id(event: Event) -> str:
     """The ``Nats-Msg-Id``: one per (subject, sequence), so a re-sent event is de-duplicated."""
     if isinstance(event, ExportEvent | LoadReport):
@@ -362,4 +417,6 @@ def msg_id(event: Event) -> str:
         return f"{kind}:{event.cluster}:{event.namespace}:{event.name}:{sequence_of(event)}"
     if isinstance(event, LoadDigest):
         return f"digest:{event.cluster}:{event.sequence}"
+    if isinstance(event, ExportSet):
+        return f"exports:{event.cluster}:{event.sequence}"
     return f"beat:{event.cluster}:{event.sequence}"

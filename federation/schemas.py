@@ -17,6 +17,7 @@ from federation import messages
 from federation.messages import (
     EndpointAddress,
     ExportEvent,
+    ExportSet,
     Heartbeat,
     LoadDigest,
     LoadReport,
@@ -52,6 +53,36 @@ EXAMPLES: dict[str, messages.Event] = {
         exported_at=1_764_300_000.0,
         published_at=1_764_300_060.0,
         withdrawn=True,
+    ),
+    # Every pool us-east exports, in one event; a pool of us-east it does not list is withdrawn.
+    "exports": ExportSet(
+        cluster="us-east",
+        sequence=1_764_300_000_500_000,
+        published_at=1_764_300_000.5,
+        exports=(
+            ExportEvent(
+                cluster="us-east",
+                namespace="llm",
+                name="llama-3-70b",
+                generation=1_764_300_000_000_000,
+                exported_at=1_764_300_000.0,
+                published_at=1_764_300_000.0,
+                target_ports=(8000,),
+                model="meta-llama/Llama-3-70B-Instruct",
+                epp=EndpointAddress(host="10.0.12.7", port=9002),
+            ),
+            ExportEvent(
+                cluster="us-east",
+                namespace="llm",
+                name="qwen-2-72b",
+                generation=1_764_300_000_400_000,
+                exported_at=1_764_300_000.4,
+                published_at=1_764_300_000.4,
+                target_ports=(8000,),
+                model="Qwen/Qwen2-72B-Instruct",
+                epp=EndpointAddress(host="10.0.12.9", port=9002),
+            ),
+        ),
     ),
     "load": LoadReport(
         cluster="us-east",
@@ -105,6 +136,7 @@ EXAMPLES: dict[str, messages.Event] = {
         accepted={"eu-west": 1_764_299_990_000_000, "ap-south": 1_764_299_995_000_000},
         refused={"ap-south": ["llm/qwen-2-72b"]},
         load_digests=True,
+        export_sets=True,
     ),
     # An agent from before load digests: no ``load_digests``, so peers also send it reports.
     "beat-before-digests": Heartbeat(
@@ -144,7 +176,8 @@ def asyncapi() -> dict[str, Any]:
             "version": v,
             "description": "Events exchanged by federation agents over NATS JetStream. Every "
             "event is full state; the newest per subject is the truth. Payloads are JSON; "
-            "exports carry Nats-Msg-Id (de-duplication) and their publisher's export count "
+            "exports and export sets carry Nats-Msg-Id (de-duplication) and their "
+            "publisher's export count "
             "in headers; any event carries W3C traceparent when its publisher traces, and a "
             "signature when it signs. A live event (heartbeat, digest, report) without either "
             "has no headers.",
@@ -156,6 +189,14 @@ def asyncapi() -> dict[str, Any]:
                 "ExportEvent",
                 "The whole current export of one pool, or its tombstone. Dots in a pool name "
                 "are written as '~' in the subject token.",
+            ),
+            "exports": channel(
+                f"fed.{v}.{{clusterset}}.export.{{cluster}}.{messages.EXPORT_SET_TOKEN}",
+                "ExportSet",
+                "Every pool the cluster exports, each as its ExportEvent, in one event (sent "
+                "whenever one changes): a pool of the cluster it does not list is withdrawn. "
+                "Under the cluster's export subjects, so sourced and permitted as they are; "
+                "per-pool exports go beside it while a live member reads no sets.",
             ),
             "load": channel(
                 f"fed.{v}.{{clusterset}}.load.{{cluster}}.{{namespace}}.{{pool}}",
@@ -181,7 +222,7 @@ def asyncapi() -> dict[str, Any]:
             "schemas": components,
             "messages": {
                 name: {"name": name, "payload": {"$ref": f"#/components/schemas/{name}"}}
-                for name in ("ExportEvent", "LoadReport", "LoadDigest", "Heartbeat")
+                for name in ("ExportEvent", "ExportSet", "LoadReport", "LoadDigest", "Heartbeat")
             },
         },
     }

@@ -93,6 +93,7 @@ class FeedSettings:
 
 
 LOAD_MESSAGES = ("digest", "per-pool")
+EXPORT_MESSAGES = ("set", "per-pool")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +124,9 @@ class Settings:
     # How load travels: one digest per cluster ("digest"), or one report per pool ("per-pool",
     # what agents before digests send: for a rollback, or pinning a fleet mid-upgrade).
     load_messages: str = "digest"
+    # How exports travel: one set of all of a cluster's exports ("set"), or one event per pool
+    # ("per-pool", what agents before sets send: for a rollback, or pinning a fleet mid-upgrade).
+    export_messages: str = "set"
     # One inbound stream per NATS cluster, shared by every agent placed there (see bus.py).
     shared_inbound: bool = False
     feeds: FeedSettings = field(default_factory=FeedSettings)
@@ -147,6 +151,8 @@ class Settings:
             raise SettingsError("backoff needs at least one delay")
         if self.load_messages not in LOAD_MESSAGES:
             raise SettingsError(f"load messages {self.load_messages!r}: digest or per-pool")
+        if self.export_messages not in EXPORT_MESSAGES:
+            raise SettingsError(f"export messages {self.export_messages!r}: set or per-pool")
         if self.weights_mode not in WEIGHTS_MODES:
             raise SettingsError(
                 f"weights mode {self.weights_mode!r}: one of {', '.join(WEIGHTS_MODES)}"

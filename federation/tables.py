@@ -124,6 +124,10 @@ def _summary(row: dict[str, Any]) -> str:
         pools = event.get("pools") or []
         hottest = max((p.get("saturation", 0) for p in pools), default=0)
         return f"{len(pools)} pools, highest saturation {hottest:.2f}"
+    if row["type"] == "exports":
+        listed = [f"{e.get('namespace')}/{e.get('name')}" for e in event.get("exports") or []]
+        shown = ", ".join(listed[:3]) + (f" and {len(listed) - 3} more" if len(listed) > 3 else "")
+        return f"{len(listed)} exports: {shown or 'none (all withdrawn)'}"
     if row["type"] == "beat":
         return f"exports {event.get('exports')}"
     return str(row.get("error", ""))

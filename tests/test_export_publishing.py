@@ -50,10 +50,12 @@ def pools(n: int) -> dict[PoolKey, LocalPool]:
     return {p.key: p for p in made}
 
 
-def publisher(bus: SlowAckBus) -> Publisher:
+def publisher(bus: SlowAckBus, *, sets: bool = False) -> Publisher:
+    """One export per pool unless ``sets`` (what agents before export sets send, and every
+    agent beside its sets while a peer reads none)."""
     return Publisher(
         bus=bus, clusterset="cs", cluster="a", wall=time.time, counts=EventCounts(),
-        keepalive=3.0,
+        keepalive=3.0, export_sets=sets,
     )  # type: ignore[arg-type]  # fmt: skip
 
 

@@ -44,11 +44,12 @@ def test_replay_prints_the_demos_events(demo_run: tuple[Path, dict[str, Any]]) -
     data, snapshot = demo_run
     rows = [json.loads(line) for line in federation("replay", "--data-dir", str(data), "--json")
             .stdout.splitlines()]  # fmt: skip
-    assert {r["type"] for r in rows} == {"export", "digest", "beat"}
+    # Exports travel as one set per cluster (every agent of the demo reads sets).
+    assert {r["type"] for r in rows} == {"exports", "digest", "beat"}
     assert [r["stored_at"] for r in rows] == sorted(r["stored_at"] for r in rows)
     for cluster, state in snapshot["clusters"].items():
-        exported = {r["pool"] for r in rows if r["type"] == "export" and r["cluster"] == cluster}
-        assert exported == set(state["exports"]), cluster
+        sets = [r for r in rows if r["type"] == "exports" and r["cluster"] == cluster]
+        assert set(sets[-1]["pools"]) == set(state["exports"]), cluster
 
     only = [json.loads(line) for line in federation(
         "replay", "--data-dir", str(data), "--json", "--type", "digest", "--cluster", "eu-west",
@@ -97,7 +98,7 @@ async def test_replay_reads_a_live_nats(supercluster: Supercluster, clusterset: 
         )
     assert set(streams.outbound) == {"us-east", "eu-west"}
     assert set(streams.inbound) == {"us-east", "eu-west"}
-    exports = [s for s in streams.outbound["us-east"] if s.type == "export"]
+    exports = [s for s in streams.outbound["us-east"] if s.type == "exports"]
     assert exports
 
 

@@ -104,6 +104,14 @@ from federation.settings import (
     help="Load as one digest per cluster, or one report per pool (as agents before digests did).",
 )
 @click.option(
+    "--export-messages",
+    default=Settings.export_messages,
+    show_default=True,
+    type=click.Choice(["set", "per-pool"]),
+    envvar=env("EXPORT_MESSAGES"),
+    help="Exports as one set per cluster, or one event per pool (as agents before sets did).",
+)
+@click.option(
     "--shared-inbound/--own-inbound",
     default=Settings.shared_inbound,
     show_default=True,
@@ -258,6 +266,7 @@ def agent(
     max_clock_offset: float,
     trace_file: Path | None,
     load_messages: str,
+    export_messages: str,
     shared_inbound: bool,
     signing_key: Path | None,
     trust_bundle: Path | None,
@@ -301,6 +310,7 @@ def agent(
             grace=grace,
             max_clock_offset=max_clock_offset,
             load_messages=load_messages,
+            export_messages=export_messages,
             shared_inbound=shared_inbound,
             weights_mode=weights_mode,
             overflow_ratio=overflow_ratio,

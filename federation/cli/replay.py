@@ -34,7 +34,7 @@ from federation.cli.output import (
     "--type",
     "types",
     multiple=True,
-    type=click.Choice(["export", "load", "digest", "beat", "invalid"]),
+    type=click.Choice(["export", "exports", "load", "digest", "beat", "invalid"]),
     help="Only events of this type (repeat).",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (one per event) / one document.")

@@ -16,6 +16,7 @@ from msgspec.structs import astuple
 from federation.messages import (
     Event,
     ExportEvent,
+    ExportSet,
     Heartbeat,
     LoadDigest,
     LoadReport,
@@ -38,6 +39,8 @@ def _subject_id(event: Event) -> tuple[str, ...]:
         return ("beat", event.cluster)
     if isinstance(event, LoadDigest):
         return ("digest", event.cluster)
+    if isinstance(event, ExportSet):
+        return ("exports", event.cluster)
     kind = "export" if isinstance(event, ExportEvent) else "load"
     return (kind, event.cluster, event.namespace, event.name)
 
@@ -78,6 +81,9 @@ class Beliefs:
     # What each load held says (``_content``), so that a digest entry is compared with it
     # without taking the held report apart again: most entries only renew.
     _contents: dict[ExportId, tuple[object, ...]] = field(default_factory=dict)
+    # The pools (namespace, name) whose export the last applied export set changed: its newer
+    # entries, and the pools it no longer lists (withdrawn).
+    set_moved: tuple[tuple[str, str], ...] = ()
 
     def apply(self, event: Event, received_at: float) -> Outcome:
         sid = _subject_id(event)
@@ -90,13 +96,12 @@ class Beliefs:
         self._sequences[sid] = seq
         seen = received_at
         self.seen_at[sid] = seen
-        if not isinstance(event, ExportEvent):
+        if not isinstance(event, ExportEvent | ExportSet):  # (stored state, replayed: no life)
             self.heard_at[event.cluster] = max(seen, self.heard_at.get(event.cluster, seen))
         if isinstance(event, ExportEvent):
-            self.exports[(event.cluster, event.namespace, event.name)] = event
-            self._by_pool.setdefault((event.namespace, event.name), {})[event.cluster] = event
-            self._by_cluster.setdefault(event.cluster, set()).add((event.namespace, event.name))
-            self.watermarks[event.cluster] = max(self.watermarks.get(event.cluster, 0), seq)
+            self._store_export(event)
+        elif isinstance(event, ExportSet):
+            self.set_moved = self._apply_set(event, seen)
         elif isinstance(event, LoadReport):
             self.loads[(event.cluster, event.namespace, event.name)] = event
             self._contents[(event.cluster, event.namespace, event.name)] = _content(event)
@@ -107,6 +112,48 @@ class Beliefs:
         else:
             self.beats[event.cluster] = event
         return Outcome.APPLIED
+
+    def _store_export(self, event: ExportEvent) -> None:
+        self.exports[(event.cluster, event.namespace, event.name)] = event
+        self._by_pool.setdefault((event.namespace, event.name), {})[event.cluster] = event
+        self._by_cluster.setdefault(event.cluster, set()).add((event.namespace, event.name))
+        newest = max(self.watermarks.get(event.cluster, 0), event.generation)
+        self.watermarks[event.cluster] = newest
+
+    def _apply_set(self, exports: ExportSet, seen: float) -> tuple[tuple[str, str], ...]:
+        """Each entry as its pool's export (unless a newer one is held); each live export of
+        the cluster that the set does not list, withdrawn by a tombstone of the set's sequence
+        (unless a newer export of it is held). Repeated entries cost a lookup each."""
+        cluster = exports.cluster
+        moved: list[tuple[str, str]] = []
+        listed: set[tuple[str, str]] = set()
+        for entry in exports.exports:
+            pool = (entry.namespace, entry.name)
+            listed.add(pool)
+            if self._newer_export(entry, seen):
+                moved.append(pool)
+        for pool in self._by_cluster.get(cluster, set()) - listed:
+            held = self.exports[(cluster, *pool)]
+            if held.withdrawn:
+                continue
+            tombstone = ExportEvent(
+                cluster=cluster, namespace=pool[0], name=pool[1], generation=exports.sequence,
+                exported_at=held.exported_at, published_at=exports.published_at, withdrawn=True,
+            )  # fmt: skip
+            if self._newer_export(tombstone, seen):
+                moved.append(pool)
+        return tuple(moved)
+
+    def _newer_export(self, export: ExportEvent, seen: float) -> bool:
+        """Store one export of a set if it is newer than the one held."""
+        sid = ("export", export.cluster, export.namespace, export.name)
+        held = self._sequences.get(sid)
+        if held is not None and export.generation <= held:
+            return False
+        self._sequences[sid] = export.generation
+        self.seen_at[sid] = seen
+        self._store_export(export)
+        return True
 
     def _apply_digest(self, digest: LoadDigest, seen: float) -> tuple[tuple[str, str], ...]:
         """Each entry as its pool's report (unless a newer per-pool report is held); a pool a
@@ -159,6 +206,10 @@ class Beliefs:
             if before is None or before < self._digest_seen - full_trust_age
         ]
         return self.moved + tuple(faded)
+
+    def export_set_sequence(self, cluster: str) -> int | None:
+        """The sequence of the newest export set of ``cluster`` applied here."""
+        return self._sequences.get(("exports", cluster))
 
     def digest_sequence(self, cluster: str) -> int | None:
         """The sequence of the newest load digest of ``cluster`` applied here."""

@@ -18,7 +18,14 @@ from typing import Any
 import msgspec
 
 from federation import messages
-from federation.messages import Event, ExportEvent, Heartbeat, InvalidEvent, LoadDigest
+from federation.messages import (
+    Event,
+    ExportEvent,
+    ExportSet,
+    Heartbeat,
+    InvalidEvent,
+    LoadDigest,
+)
 from federation.model.beliefs import Beliefs
 from federation.model.freshness import link_state
 from federation.model.imports import desired_imports
@@ -28,6 +35,7 @@ from federation.model.weights import WeightMemory, WeightPolicy
 
 TYPES = {
     "export": ExportEvent,
+    "exports": ExportSet,
     "load": messages.LoadReport,
     "digest": LoadDigest,
     "beat": Heartbeat,
@@ -85,11 +93,14 @@ class ReplayFilter:
 
 
 def pools_of(event: Event) -> list[PoolKey]:
-    """The pools an event speaks of (every pool of a digest, none for a heartbeat)."""
+    """The pools an event speaks of (every pool of a digest or an export set, none for a
+    heartbeat)."""
     if isinstance(event, Heartbeat):
         return []
     if isinstance(event, LoadDigest):
         return [PoolKey(p.namespace, p.name) for p in event.pools]
+    if isinstance(event, ExportSet):
+        return [PoolKey(e.namespace, e.name) for e in event.exports]
     return [PoolKey(event.namespace, event.name)]
 
 
@@ -122,8 +133,8 @@ def row(s: Stored) -> dict[str, Any]:
         out["error"] = s.error
     else:
         out["cluster"] = s.event.cluster
-        if isinstance(s.event, LoadDigest):
-            out["pools"] = [f"{p.namespace}/{p.name}" for p in s.event.pools]
+        if isinstance(s.event, LoadDigest | ExportSet):
+            out["pools"] = [str(k) for k in pools_of(s.event)]
         elif not isinstance(s.event, Heartbeat):
             out["pool"] = f"{s.event.namespace}/{s.event.name}"
         out["event"] = msgspec.to_builtins(s.event)

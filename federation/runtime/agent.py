@@ -30,7 +30,7 @@ from typing import Any
 from opentelemetry import trace
 
 from federation import __version__
-from federation.messages import Heartbeat, LoadDigest, subject_cluster
+from federation.messages import ExportSet, Heartbeat, LoadDigest, subject_cluster
 from federation.model.beliefs import Beliefs
 from federation.model.conditions import Condition
 from federation.model.counts import EventCounts
@@ -164,6 +164,7 @@ class Agent:
             tracer=self.tracer,
             signer=signer,
             digests=settings.load_messages == "digest",
+            export_sets=settings.export_messages == "set",
         )
         self._changed = asyncio.Event()
         self._reconcile_gap = reconcile_gap(len(settings.members), settings.reconcile_interval)
@@ -340,6 +341,8 @@ class Agent:
             dirty = self.beliefs.digest_dirty(policy.lease * policy.full_trust)
             exported = self.beliefs.ever_exported
             moved = tuple(PoolKey(*k) for k in dirty if exported(*k))
+        elif isinstance(applied, ExportSet):
+            moved = tuple(PoolKey(*k) for k in self.beliefs.set_moved)
         elif isinstance(applied, Heartbeat):
             acks = (
                 applied.accepted.get(self.name, 0), tuple(applied.refused.get(self.name, ())),
@@ -519,7 +522,9 @@ class Agent:
                 async with asyncio.timeout(self.settings.beat_interval):
                     await self._pools_changed.wait()
             self._pools_changed.clear()
-            await self.publisher.sync_exports(self.local_pools)
+            await self.publisher.sync_exports(
+                self.local_pools, per_pool=self._peers_read_no_sets()
+            )
 
     async def _sample_load(self) -> None:
         while True:
@@ -557,6 +562,16 @@ class Agent:
         now, lease = self.now(), self.settings.lease
         return any(
             not beat.load_digests and not staleness(self.beliefs, c, now=now, lease=lease).stale
+            for c, beat in self.beliefs.beats.items()
+            if c != self.name
+        )
+
+    def _peers_read_no_sets(self) -> bool:
+        """A live member's agent predates export sets (its newest beat says so): it hears our
+        exports only one pool at a time, so those go out beside the sets until it upgrades."""
+        now, lease = self.now(), self.settings.lease
+        return any(
+            not beat.export_sets and not staleness(self.beliefs, c, now=now, lease=lease).stale
             for c, beat in self.beliefs.beats.items()
             if c != self.name
         )

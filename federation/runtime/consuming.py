@@ -49,13 +49,14 @@ def check(
         )
     if event.cluster not in members:
         raise InvalidEvent("unknown-cluster", f"{event.cluster!r} is not a member")
-    if messages.sequence_of(event) > (now + MAX_CLOCK_SKEW) * 1_000_000:
+    if messages.highest_sequence(event) > (now + MAX_CLOCK_SKEW) * 1_000_000:
         raise InvalidEvent(
             "future-sequence",
-            f"sequence {messages.sequence_of(event)} is ahead "
+            f"sequence {messages.highest_sequence(event)} is ahead "
             f"of this clock by more than {MAX_CLOCK_SKEW:g}s",
         )
-    if not isinstance(event, messages.ExportEvent) and event.published_at < now - MAX_REPORT_AGE:
+    exports = messages.ExportEvent | messages.ExportSet
+    if not isinstance(event, exports) and event.published_at < now - MAX_REPORT_AGE:
         raise InvalidEvent(
             "expired", f"published {now - event.published_at:.0f}s ago (> {MAX_REPORT_AGE:g}s)"
         )

@@ -19,7 +19,15 @@ import msgspec
 from opentelemetry import propagate, trace
 
 from federation import messages
-from federation.messages import Event, ExportEvent, Heartbeat, LoadDigest, LoadReport, PoolLoad
+from federation.messages import (
+    Event,
+    ExportEvent,
+    ExportSet,
+    Heartbeat,
+    LoadDigest,
+    LoadReport,
+    PoolLoad,
+)
 from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
 from federation.model.exported import Acks
@@ -76,6 +84,9 @@ class Publisher:
     _digested_at: float | None = None
     digests: bool = True  # load travels as one digest per cluster (else one report per pool)
     exports_sent: int = 0  # ever: what the ``Exported`` conditions' generations come from
+    export_sets: bool = True  # exports travel as one set per cluster (else one event per pool)
+    # Per pool, the export its own subject last said (``exported`` holds what we said at all).
+    _per_pool_said: dict[PoolKey, ExportEvent] = field(default_factory=dict)
     # Every export says which of ours it is (peers count gaps in them), per start of this agent.
     export_epoch: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
     exports_counted: int = 0
@@ -87,6 +98,7 @@ class Publisher:
     def state_lost(self) -> None:
         """Our outbound stream lost its store: the next syncs republish every export and load."""
         self._resend = True
+        self._per_pool_said.clear()
         self._beat_said = None
         self._loads.clear()
         self._digested.clear()
@@ -109,6 +121,9 @@ class Publisher:
         digested = beliefs.digest_sequence(self.cluster)
         if digested is not None:
             self._sequences[messages.digest_subject(self.clusterset, self.cluster)] = digested
+        listed = beliefs.export_set_sequence(self.cluster)
+        if listed is not None:
+            self._sequences[messages.export_set_subject(self.clusterset, self.cluster)] = listed
 
     def next_sequence(self, subject: str, at_least: int = 0) -> int:
         """Strictly increasing per subject, across restarts: a hybrid of the clock and a counter."""
@@ -132,7 +147,7 @@ class Publisher:
         next one when not given)."""
         subject = messages.subject_for(self.clusterset, event)
         payload = messages.encode(event)
-        if isinstance(event, ExportEvent) and counted is None:
+        if isinstance(event, ExportEvent | ExportSet) and counted is None:
             counted = self.exports_counted + 1
         try:
             with self._span(event, subject, payload):
@@ -149,7 +164,8 @@ class Publisher:
                 # Only exports are de-duplicated by the server (a retried publish); a live
                 # event is superseded by the next anyway, and a message without headers is
                 # cheaper for every peer to parse.
-                msg_id = messages.msg_id(event) if isinstance(event, ExportEvent) else None
+                exports = isinstance(event, ExportEvent | ExportSet)
+                msg_id = messages.msg_id(event) if exports else None
                 stored = await self.bus.publish(subject, payload, msg_id, headers)
         except Exception as exc:  # the next cycle publishes again; never fatal
             self.counts.publish_failures += 1
@@ -184,20 +200,85 @@ class Publisher:
             parents=pool.parents,
         )
 
-    async def sync_exports(self, pools: Mapping[PoolKey, LocalPool]) -> int:
-        """Publish every export whose content differs from what we last said; return the count."""
+    async def sync_exports(
+        self, pools: Mapping[PoolKey, LocalPool], *, per_pool: bool = False
+    ) -> int:
+        """Say every export whose content differs from what we last said; return the count.
+
+        With ``export_sets``, one :class:`ExportSet` of every live export says them all (peers
+        read one message for our whole cluster); ``per_pool`` (a live peer reads no sets) also
+        says each pool's export on its own subject, the same event as the set's entry. Without
+        sets, or beyond what one set holds, each pool's export goes alone."""
         now = self.wall()
         wanted = {k: p for k, p in pools.items() if is_exported(p)}
         keys = set(wanted) | {k for k, e in self.exported.items() if not e.withdrawn}
         resend, self._resend = self._resend, False
-        due = []
+        due: dict[PoolKey, ExportEvent] = {}
         for key in sorted(keys):
             event = self._export_event(wanted.get(key), key, now)
             held = self.exported.get(key)
             if not resend and held is not None and export_content(held) == export_content(event):
                 continue
-            due.append((key, event))
-        sent, failed = 0, False
+            due[key] = event
+        said = await self._say_set(due, resend) if self.export_sets else None
+        if said is None:  # no sets, or more exports than one holds: each pool's goes alone
+            said = await self._say_each(list(due.items()))
+            ok = said == len(due)
+        else:
+            ok, said = said >= 0, max(said, 0)
+            if ok and per_pool:
+                unsaid = self._unsaid_per_pool()
+                ok = await self._say_each(unsaid) == len(unsaid)
+        self.exports_sent += said
+        self._resend = self._resend or (resend and not ok)  # the next cycle tries again
+        return said
+
+    async def _say_set(self, due: dict[PoolKey, ExportEvent], resend: bool) -> int | None:
+        """Publish the set that ``due`` makes of our exports; the count said (-1: the publish
+        failed, said again next cycle), or None when no set can hold them all."""
+        if not due and not resend:
+            return 0
+        exported = {**self.exported, **due}
+        live = tuple(e for _, e in sorted(exported.items()) if not e.withdrawn)
+        if len(live) > messages.MAX_SET_EXPORTS:
+            return None
+        subject = messages.export_set_subject(self.clusterset, self.cluster)
+        # Above every export we ever said: peers withdraw a pool the set leaves out by a
+        # tombstone of this sequence, which must be newer than the export it ends.
+        newest = max((e.generation for e in exported.values()), default=0)
+        exports = ExportSet(
+            cluster=self.cluster,
+            sequence=self.next_sequence(subject, at_least=newest + 1),
+            published_at=self.wall(),
+            exports=live,
+        )
+        if len(messages.encode(exports)) > DIGEST_BUDGET_BYTES:
+            return None
+        if not await self._send(exports):
+            self._resend = self._resend or resend
+            return -1
+        self.exported = exported
+        for key, event in exported.items():
+            if event.withdrawn:  # a re-export must be newer than peers' tombstone of it
+                subject = messages.export_subject(self.clusterset, self.cluster, *key)
+                self._sequences[subject] = max(self._sequences.get(subject, 0), exports.sequence)
+        return len(due)
+
+    def _unsaid_per_pool(self) -> list[tuple[PoolKey, ExportEvent]]:
+        """Each export we said that its own subject does not say yet (the same event as the
+        set's entry, so a peer reading both takes it once; a pool never said alone needs no
+        tombstone there)."""
+        return [
+            (key, event)
+            for key, event in sorted(self.exported.items())
+            if self._per_pool_said.get(key) is not event
+            and not (event.withdrawn and key not in self._per_pool_said)
+        ]
+
+    async def _say_each(self, due: list[tuple[PoolKey, ExportEvent]]) -> int:
+        """Publish each export on its own subject; the count said (stops at a failing window:
+        the bus is failing, the next cycle tries what is left)."""
+        sent = 0
         # Up to a window of publishes in flight, not one acknowledgement at a time: a start-up
         # says every export at once, and a busy agent's loop takes long to come back to each
         # ack (at 100 clusters x 100 pools, some agents had stored only 74 of their 100 exports
@@ -211,13 +292,10 @@ class Publisher:
             for (key, event), ok in zip(window, results, strict=True):
                 if ok:
                     self.exported[key] = event
+                    self._per_pool_said[key] = event
                     sent += 1
-                    self.exports_sent += 1
-                else:
-                    failed = True
-            if failed:
-                break  # (the bus is failing: the next cycle tries what is left)
-        self._resend = self._resend or (resend and failed)  # the next cycle tries again
+            if not all(results):
+                break
         return sent
 
     def forget_loads_except(self, keys: set[PoolKey]) -> None:
@@ -355,6 +433,7 @@ class Publisher:
             tuple(sorted(accepted.items())),
             tuple(sorted((k, tuple(v)) for k, v in refused.items())),
             self.digests,
+            self.export_sets,
         )
         now, at = self.clock(), self._digested_at
         recent = at is not None and now - at < covered
@@ -373,6 +452,7 @@ class Publisher:
                 accepted=accepted,
                 refused=refused,
                 load_digests=self.digests,
+                export_sets=self.export_sets,
             )
         )
         if sent:

@@ -82,6 +82,7 @@ class DemoOptions:
     skews: Mapping[str, float] = field(default_factory=dict)
     # Clusters whose agent sends one load report per pool, as agents before digests (mixed fleets).
     per_pool_loads: frozenset[str] = frozenset()
+    per_pool_exports: frozenset[str] = frozenset()  # clusters whose agents send no export sets
     weights_mode: str = "capacity"  # or a fixed baseline: "static", "local-only"
 
     @property
@@ -284,6 +285,7 @@ class Demo:
             slow_start=o.slow_start,
             history_per_subject=o.history,
             load_messages="per-pool" if cluster in o.per_pool_loads else "digest",
+            export_messages="per-pool" if cluster in o.per_pool_exports else "set",
             weights_mode=o.weights_mode,
         )
 
