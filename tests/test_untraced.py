@@ -76,7 +76,7 @@ async def test_untraced_live_events_go_bare_and_make_no_spans(
     exporter, _ = recorded
     bus = await _publish(None)
     (export_id, export), (digest_id, digest) = bus.sent
-    assert isinstance(messages.decode(export.data), messages.ExportEvent)
+    assert isinstance(messages.decode(export.data), messages.ExportSet)
     assert export_id is not None  # exports stay de-duplicated by the server
     assert messages.EXPORT_SEQ_HEADER in export.headers
     assert isinstance(messages.decode(digest.data), messages.LoadDigest)

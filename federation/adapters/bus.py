@@ -29,6 +29,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
@@ -60,6 +61,7 @@ DUPLICATE_WINDOW = 120.0  # seconds in which a re-sent Nats-Msg-Id is dropped by
 FETCH_FAILURES_TO_RECREATE = 3  # fetches failing in a row before the consumer is recreated
 STREAM_INFO_WAIT = 1.0  # seconds: a stream info unanswered for this long is asked again
 DIRECT_GETS_AT_ONCE = 32  # a starting agent's reads of members' newest live events in flight
+ACKS_KEPT = 256  # our newest stored sequences, remembered to notice one given twice
 
 
 def outbound_stream(clusterset: str, cluster: str) -> str:
@@ -214,6 +216,8 @@ class NatsBus:
         self._outbound_behind = False  # the last check found the stream below our last sequence
         self._publishing = 0  # publishes awaiting their ack
         self._reorder = 1  # the most at once: how far acks may arrive out of order
+        # The newest sequences our publishes were stored at: a stream never gives one twice.
+        self._acked: deque[int] = deque(maxlen=ACKS_KEPT)
         self._fetch_failures = 0  # in a row
         self._consuming = False  # a consumer was made once: the start is over
         self._create_tried = False  # this process asked for one (its answer may have been lost)
@@ -717,10 +721,13 @@ class NatsBus:
         finally:
             self._publishing -= 1
         if not ack.duplicate:
-            # Sequences only grow; one far below the last (more than acks can be out of order)
-            # means the stream was recreated empty: a lost store (see repair_streams).
-            if ack.seq <= self._outbound_last - self._reorder:
+            # Sequences only grow and are never given twice; one far below the last (more than
+            # acks can be out of order), or one already given, means the stream was recreated
+            # empty: a lost store (see repair_streams). (A stream that held only a few of our
+            # messages when it was lost refills past them before two checks find it behind.)
+            if ack.seq <= self._outbound_last - self._reorder or ack.seq in self._acked:
                 self._outbound_lost = True
+            self._acked.append(ack.seq)
             self._outbound_last = max(self._outbound_last, ack.seq)
         return not ack.duplicate
 

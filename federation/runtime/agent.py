@@ -522,9 +522,7 @@ class Agent:
                 async with asyncio.timeout(self.settings.beat_interval):
                     await self._pools_changed.wait()
             self._pools_changed.clear()
-            await self.publisher.sync_exports(
-                self.local_pools, per_pool=self._peers_read_no_sets()
-            )
+            await self.publisher.sync_exports(self.local_pools, per_pool=self._peers_read_no_sets())
 
     async def _sample_load(self) -> None:
         while True:
