@@ -371,6 +371,30 @@ class DigestDenyingBus(RecordingBus):
         await super().publish(subject, payload, msg_id, headers)
 
 
+class SlowServerBus(RecordingBus):
+    """A server too busy to ack a digest in time (the publish times out)."""
+
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str | None, headers: Mapping[str, str]
+    ) -> None:
+        if ".digest." in subject:
+            raise TimeoutError("nats: timeout")
+        await super().publish(subject, payload, msg_id, headers)
+
+
+async def test_a_digest_that_timed_out_is_tried_again_without_a_report_per_pool() -> None:
+    bus, ticks = SlowServerBus(), Ticks()
+    pub = publisher(bus, ticks)
+    pools = [exported_pool(f"p{i}") for i in range(3)]
+    await pub.publish_loads([(p, sample()) for p in pools])
+    assert bus.sent == []  # a busy server is sent no more messages than before
+    assert pub.counts.publish_failures == 1
+    ticks.now += 1
+    await pub.publish_loads([(p, sample()) for p in pools])
+    assert bus.sent == []
+    assert pub.counts.publish_failures == 2  # the digest, again
+
+
 async def test_while_digests_are_refused_the_pools_reports_carry_the_load() -> None:
     bus, ticks = DigestDenyingBus(), Ticks()
     pub = publisher(bus, ticks)

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -62,6 +63,10 @@ FETCH_FAILURES_TO_RECREATE = 3  # fetches failing in a row before the consumer i
 STREAM_INFO_WAIT = 1.0  # seconds: a stream info unanswered for this long is asked again
 DIRECT_GETS_AT_ONCE = 32  # a starting agent's reads of members' newest live events in flight
 ACKS_KEPT = 256  # our newest stored sequences, remembered to notice one given twice
+# A server's refusal of one of our publishes (-ERR, then no ack: the publish times out) is told
+# apart from a busy server's late ack for this long after the refusal came.
+REFUSAL_MEMORY = 60.0
+_REFUSED = re.compile(r"permissions violation for publish to \W*([^\s\"']+)", re.IGNORECASE)
 
 
 def outbound_stream(clusterset: str, cluster: str) -> str:
@@ -218,6 +223,7 @@ class NatsBus:
         self._reorder = 1  # the most at once: how far acks may arrive out of order
         # The newest sequences our publishes were stored at: a stream never gives one twice.
         self._acked: deque[int] = deque(maxlen=ACKS_KEPT)
+        self._refused: dict[str, float] = {}  # subjects the server refused us, and when
         self._fetch_failures = 0  # in a row
         self._consuming = False  # a consumer was made once: the start is over
         self._create_tried = False  # this process asked for one (its answer may have been lost)
@@ -254,6 +260,11 @@ class NatsBus:
 
         async def error(exc: Exception) -> None:
             log.warning("nats %s: %s", a.cluster, explain(exc))
+            refused = _REFUSED.search(str(exc))
+            if refused is not None:
+                if len(self._refused) >= ACKS_KEPT:
+                    self._refused.clear()
+                self._refused[refused[1]] = time.monotonic()
 
         async def closed() -> None:
             if not self._closing and this and self._nc is this[0]:  # not a replaced client
@@ -706,7 +717,8 @@ class NatsBus:
         msg_id: str | None,
         headers: Mapping[str, str] | None = None,
     ) -> bool:
-        """Publish to JetStream; True when stored, False when the server saw ``msg_id`` already.
+        """Publish to JetStream; True when stored, False when the server saw ``msg_id`` already;
+        PermissionError when the server's permissions refuse the subject (not a timeout).
         Without an id or headers the message goes bare (``MSG``, not ``HMSG``): every live
         subscriber parses it without nats-py's per-line header parse."""
         await self._reopen_if_closed()
@@ -718,6 +730,11 @@ class NatsBus:
             ack = await self.js.publish(
                 subject, payload, headers=hdrs or None, timeout=self.address.request_timeout
             )
+        except TimeoutError:
+            refused_at = self._refused.get(subject)
+            if refused_at is not None and time.monotonic() - refused_at < REFUSAL_MEMORY:
+                raise PermissionError(f"the server refuses publishes to {subject}") from None
+            raise
         finally:
             self._publishing -= 1
         if not ack.duplicate:
