@@ -25,6 +25,7 @@ from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
 from federation.model.loads import LoadSample
 from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
+from federation.runtime.agent import DIGESTS_HEARD_PER_S, digest_gap
 from federation.runtime.publishing import DIGEST_BUDGET_BYTES, Publisher, _fit_digest
 from federation.runtime.stopping import stop_task
 from federation.settings import Settings
@@ -143,6 +144,32 @@ async def test_a_digest_repeats_the_entries_of_pools_that_moved_less_than_the_th
     ticks.now += 3.0
     await pub.publish_loads(drifted(0.31))
     assert [e.saturation for e in bus.sent[-1].pools] == [0.31, 0.31, 0.9, 0.31, 0.31]
+
+
+async def test_moves_wait_for_the_digest_gap_and_a_new_pool_does_not() -> None:
+    bus, ticks = RecordingBus(), Ticks()
+    pub = publisher(bus, ticks)
+    pub.digest_gap = 2.0
+    pools = [exported_pool(f"p{i}") for i in range(2)]
+    await pub.publish_loads([(p, sample(0.3)) for p in pools])
+    ticks.now += 1.0
+    await pub.publish_loads([(p, sample(0.6)) for p in pools])  # moved, within the gap
+    assert bus.kinds() == ["LoadDigest"]
+    ticks.now += 0.85  # a sample a little early for the gap still goes
+    await pub.publish_loads([(p, sample(0.6)) for p in pools])
+    assert bus.kinds() == ["LoadDigest"] * 2
+    assert [e.saturation for e in bus.sent[-1].pools] == [0.6, 0.6]  # type: ignore[union-attr]
+    ticks.now += 0.1
+    pools.append(exported_pool("p2"))  # a pool came: said at once
+    await pub.publish_loads([(p, sample(0.6)) for p in pools])
+    assert bus.kinds() == ["LoadDigest"] * 3
+
+
+def test_the_digest_gap_grows_with_the_members_past_the_intake_budget() -> None:
+    assert digest_gap(20, 1.0, 10 / 3) == 1.0
+    assert digest_gap(DIGESTS_HEARD_PER_S, 1.0, 10 / 3) == 1.0
+    assert digest_gap(100, 1.0, 10 / 3) == 2.0
+    assert digest_gap(1000, 1.0, 10 / 3) == 10 / 3  # never past the keepalive
 
 
 async def test_an_agent_that_starts_before_its_pools_are_listed_sends_no_empty_digest() -> None:

@@ -85,6 +85,19 @@ def reconcile_gap(members: int, reconcile_interval: float) -> float:
     return min(max(RECONCILE_GAP, RECONCILE_GAP_PER_MEMBER * members), reconcile_interval)
 
 
+# The least time between two of our load digests. Every agent hears every member's digest, so
+# its intake grows with the members: past this many members (a digest a sample each) the gap
+# grows with them (2 s at 100 members with 1 s samples), which holds each agent's intake near
+# this many digests a second as the ClusterSet grows, at up to that much more age for a load
+# under continuous change. Never beyond the keepalive (a third of the lease), so a lease still
+# sees three. (At 100 x 100 the digests alone took more than the two cores: BENCHMARKS.md.)
+DIGESTS_HEARD_PER_S = 50
+
+
+def digest_gap(members: int, load_interval: float, keepalive: float) -> float:
+    return min(max(load_interval, members / DIGESTS_HEARD_PER_S), keepalive)
+
+
 # A late event loop stretches that gap to its lateness (``model.pacing``), up to this share of a
 # lease: steps at least that often, well within the lease.
 PACED_GAP_OF_LEASE = 0.25
@@ -161,6 +174,9 @@ class Agent:
             wall=wall,
             counts=self.counts,
             keepalive=settings.lease / 3,
+            digest_gap=digest_gap(
+                len(settings.members), settings.load_interval, settings.lease / 3
+            ),
             tracer=self.tracer,
             signer=signer,
             digests=settings.load_messages == "digest",

@@ -83,6 +83,9 @@ class Publisher:
     _digested: dict[PoolKey, tuple[PoolLoad, LoadSample]] = field(default_factory=dict)
     _digested_at: float | None = None
     digests: bool = True  # load travels as one digest per cluster (else one report per pool)
+    # The least time between two digests that the same pools' moves send (a pool that comes or
+    # goes is said at once); checked a tenth short, as samples come a little late.
+    digest_gap: float = 0.0
     exports_sent: int = 0  # ever: what the ``Exported`` conditions' generations come from
     export_sets: bool = True  # exports travel as one set per cluster (else one event per pool)
     # Per pool, the export its own subject last said (``exported`` holds what we said at all).
@@ -355,6 +358,8 @@ class Publisher:
         # A pool came or went (an emptied set is said once; a first digest of none is not said:
         # an agent starting before its pools are listed must not take its load from every peer).
         due = at is not None and keys != set(self._digested)
+        if not due and at is not None and now - at < 0.9 * self.digest_gap:
+            return True  # moves wait for the gap (``Agent`` sizes it by the members)
         chosen: dict[PoolKey, tuple[PoolLoad, LoadSample]] = {}
         for pool, entry, sample in entries:
             held = self._held_entry(pool, at)
