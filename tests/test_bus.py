@@ -139,6 +139,24 @@ async def test_a_resent_msg_id_is_dropped_by_the_server(
         await bus.close()
 
 
+async def test_a_live_event_is_stored_and_its_ack_taken_after_the_publish_returned(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    bus = await _started(supercluster, clusterset, "us-east")
+    try:
+        beat = messages.beat_subject(clusterset, "us-east")
+        for _ in range(3):
+            assert await bus.publish(beat, b"{}", None) is True  # no msg id: a live event
+        # Their acks are taken in the background: the stream's sequences are known (what a
+        # lost store is noticed by), and none was missed.
+        await wait_for(lambda: bus._outbound_last == 3, within=5, what="the live acks")
+        assert bus.live_acks_missed == 0
+        stored = await bus.js.stream_info(outbound_stream(clusterset, "us-east"))
+        assert stored.state.messages == 3  # the stream keeps them for replay
+    finally:
+        await bus.close()
+
+
 async def test_a_restarted_consumer_sees_only_the_newest_event_per_subject(
     supercluster: Supercluster, clusterset: str
 ) -> None:

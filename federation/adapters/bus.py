@@ -44,6 +44,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     Placement,
+    PubAck,
     StorageType,
     StreamConfig,
     StreamInfo,
@@ -224,6 +225,8 @@ class NatsBus:
         # The newest sequences our publishes were stored at: a stream never gives one twice.
         self._acked: deque[int] = deque(maxlen=ACKS_KEPT)
         self._refused: dict[str, float] = {}  # subjects the server refused us, and when
+        self._acks_awaited: set[asyncio.Task[None]] = set()  # live events' acks, taken later
+        self.live_acks_missed = 0  # live events the stream did not ack within the timeout
         self._fetch_failures = 0  # in a row
         self._consuming = False  # a consumer was made once: the start is over
         self._create_tried = False  # this process asked for one (its answer may have been lost)
@@ -724,6 +727,26 @@ class NatsBus:
         await self._reopen_if_closed()
         hdrs = {} if msg_id is None else {"Nats-Msg-Id": msg_id}
         hdrs.update(headers or {})
+        if msg_id is None:
+            # A live event: peers hear it on plain NATS as it is written, and the stream keeps
+            # a copy for replay, so its ack is taken when it comes, not waited for. (Waited
+            # for, a busy server's late acks held each beat and digest up by up to the request
+            # timeout: at 100 x 100, peers' leases ran out ~200 times per agent in a cold start,
+            # each time recomputing every import of the cluster, twice.) A refusal reaches us
+            # after the publish, as an error: the next publish to that subject raises.
+            if self._refused_lately(subject):
+                raise PermissionError(f"the server refuses publishes to {subject}")
+            self._publishing += 1
+            self._reorder = max(self._reorder, self._publishing)
+            try:
+                stored = await self.js.publish_async(subject, payload, headers=hdrs or None)
+            except BaseException:
+                self._publishing -= 1
+                raise
+            later = asyncio.get_running_loop().create_task(self._stored_later(subject, stored))
+            self._acks_awaited.add(later)
+            later.add_done_callback(self._acks_awaited.discard)
+            return True
         self._publishing += 1
         self._reorder = max(self._reorder, self._publishing)
         try:
@@ -731,22 +754,43 @@ class NatsBus:
                 subject, payload, headers=hdrs or None, timeout=self.address.request_timeout
             )
         except TimeoutError:
-            refused_at = self._refused.get(subject)
-            if refused_at is not None and time.monotonic() - refused_at < REFUSAL_MEMORY:
+            if self._refused_lately(subject):  # (its -ERR came while we waited)
                 raise PermissionError(f"the server refuses publishes to {subject}") from None
             raise
         finally:
             self._publishing -= 1
-        if not ack.duplicate:
-            # Sequences only grow and are never given twice; one far below the last (more than
-            # acks can be out of order), or one already given, means the stream was recreated
-            # empty: a lost store (see repair_streams). (A stream that held only a few of our
-            # messages when it was lost refills past them before two checks find it behind.)
-            if ack.seq <= self._outbound_last - self._reorder or ack.seq in self._acked:
-                self._outbound_lost = True
-            self._acked.append(ack.seq)
-            self._outbound_last = max(self._outbound_last, ack.seq)
+        self._stored(ack)
         return not ack.duplicate
+
+    def _refused_lately(self, subject: str) -> bool:
+        """The server refused us this subject (its permissions) within REFUSAL_MEMORY."""
+        refused_at = self._refused.get(subject)
+        return refused_at is not None and time.monotonic() - refused_at < REFUSAL_MEMORY
+
+    async def _stored_later(self, subject: str, stored: asyncio.Future[PubAck]) -> None:
+        """A live event's ack, whenever it comes (within the request timeout)."""
+        try:
+            async with asyncio.timeout(self.address.request_timeout):
+                ack = await stored  # (a timeout cancels it: nats-py forgets the request)
+        except Exception as exc:
+            self.live_acks_missed += 1
+            log.debug("nats %s: no ack for %s: %s", self.address.cluster, subject, explain(exc))
+            return
+        finally:
+            self._publishing -= 1
+        self._stored(ack)
+
+    def _stored(self, ack: PubAck) -> None:
+        if ack.duplicate:
+            return
+        # Sequences only grow and are never given twice; one far below the last (more than
+        # acks can be out of order), or one already given, means the stream was recreated
+        # empty: a lost store (see repair_streams). (A stream that held only a few of our
+        # messages when it was lost refills past them before two checks find it behind.)
+        if ack.seq <= self._outbound_last - self._reorder or ack.seq in self._acked:
+            self._outbound_lost = True
+        self._acked.append(ack.seq)
+        self._outbound_last = max(self._outbound_last, ack.seq)
 
     def set_password(self, password: str) -> None:
         """Use this password from the next (re)connection on: a rotation needs no restart."""
@@ -764,6 +808,8 @@ class NatsBus:
         # close, not drain: every delivery is acked before its effect returns, so nothing
         # in flight is lost, and drain can stall on an outstanding pull request.
         self._closing = True
+        for later in list(self._acks_awaited):
+            later.cancel()
         if self._nc is not None:
             try:
                 async with asyncio.timeout(self.address.request_timeout):

@@ -324,13 +324,36 @@ async def scale(
         held_at = _said_after(agents.values(), "imports_held", go)
         out["cold_every_import_s"] = round(max(held_at), 2) if len(held_at) == clusters else None
         if out["cold_convergence_s"] is None:
-            stats = list((await _stats(list(agents.values()))).values())
+            by_agent = await _stats(list(agents.values()))
+            stats = list(by_agent.values())
+            converged = {c for c, s in zip(agents, said, strict=True) if s}
+            # The first twenty that did not: where each is placed, and what it held and had
+            # yet to read (its consumer's backlog in the inbound stream).
+            out["unconverged_agents"] = {
+                c: {"nats": placement[c]} | {k: s.get(k) for k in (
+                    "imports", "exports_known", "inbound_pending", "applied", "cpu_s",
+                    "recomputed", "kept_lone", "lease_lapses")}
+                for c, s in sorted(by_agent.items())
+                if c not in converged
+            } if len(by_agent) - len(converged) <= 20 else None  # fmt: skip
+            if out["unconverged_agents"]:
+                late = [a for c, a in agents.items() if c in out["unconverged_agents"]]
+                for c, said_ in (await _ask(late, "intake")).items():
+                    out["unconverged_agents"][c]["intake"] = {
+                        k: v for k, v in said_.items() if k not in ("event", "id")
+                    }
             held = [s["imports"] for s in stats]
             out["converged_agents"] = len(done)
             out["converged_imports"] = min(held, default=0)  # the key before processes
             out["imports_held_at_deadline"] = _spread(held) | {"min": min(held, default=0)}
             out["events_applied_per_agent_at_deadline"] = _spread([s["applied"] for s in stats])
-            out["exports_known_at_deadline"] = _spread([s["exports_known"] for s in stats])
+            known = [s["exports_known"] for s in stats]
+            out["exports_known_at_deadline"] = _spread(known) | {"min": min(known, default=0)}
+            # What the agents' steps did from go to the deadline: imports recomputed and kept
+            # (lone), and the peers' leases they found run out (live peers: each weighed 0 and
+            # back, every import it exports recomputed both times).
+            counted = ("recomputed", "kept_lone", "lease_lapses")
+            out["cold_steps_per_agent"] = {k: _spread([s[k] for s in stats]) for k in counted}
             out["imports_short_by_exporter"] = await _short_by_exporter(list(agents.values()))
             out["exports_stored"] = await _exports_stored(sc, names, nats_names, shared_inbound)
             out["nats_servers_cpu_s"] = round(sum(_cpu_seconds(p) for p in sc.pids().values()), 1)

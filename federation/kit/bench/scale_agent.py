@@ -38,6 +38,8 @@ from typing import Any
 
 import orjson
 
+from federation import messages
+from federation.adapters.bus import NatsBus, consumer_name
 from federation.app.assembly import AgentParts, build_agent
 from federation.kit.sim.sources import MemoryPools
 from federation.model.coalescing import annotation_due
@@ -364,6 +366,7 @@ class Child:
             "kept_lone": self.agent.reconciler.book.kept_lone, "imports": len(self.sink.views),
             "lease_lapses": self.agent.lease_lapses,
             "exports_known": len(self.agent.beliefs.live_exports()),
+            "inbound_pending": self.agent.intake.pending,
             "loop_lag_max_s": round(lag, 3),
             "paced_lateness_s": round(paced_lateness, 3), "paced_gap_s": round(paced_gap, 3),
         }  # fmt: skip
@@ -374,6 +377,35 @@ class Child:
         held = Counter(c for v in self.sink.views.values() for c in v.weights)
         wanted = Counter(c for c in self.layout.clusters for _ in self.layout.exported_by(c))
         return {c: n - held[c] for c, n in wanted.items() if n > held[c]}
+
+    async def _say_intake(self, wid: str) -> None:
+        """For a run that did not converge: this agent's consumer in its inbound stream, and per
+        exporter it falls short of, the sequence of the newest export set the stream holds from
+        it and of the one this agent applied (None: none)."""
+        bus = self.agent.bus
+        assert isinstance(bus, NatsBus)
+        inbound = bus.address.inbound
+        out: dict[str, Any] = {"event": "intake", "id": wid}
+        try:
+            info = await bus.js.consumer_info(inbound, consumer_name(self.cluster))
+            out |= {
+                "num_pending": info.num_pending, "num_ack_pending": info.num_ack_pending,
+                "delivered": info.delivered.stream_seq, "ack_floor": info.ack_floor.stream_seq,
+            }  # fmt: skip
+            sets: dict[str, Any] = {}
+            for c in sorted(self.short_by_exporter())[:10]:
+                subject = messages.export_set_subject(bus.address.clusterset, c)
+                held: object
+                try:
+                    raw = await bus.js.get_last_msg(inbound, subject)
+                    held = (raw.seq, messages.sequence_of(messages.decode(raw.data or b"")))
+                except Exception as exc:
+                    held = repr(exc)[:80]
+                sets[c] = {"stream": held, "applied": self.agent.beliefs.export_set_sequence(c)}
+            out["sets"] = sets
+        except Exception as exc:
+            out["error"] = repr(exc)[:200]
+        self.say(out)
 
     async def _say_when_ready(self) -> None:
         """When the agent's start-up (streams, consumer, catch-up) is over."""
@@ -388,6 +420,7 @@ class Child:
         task: asyncio.Task[None] | None = None
         ready: asyncio.Task[None] | None = None
         lag = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
+        asks: set[asyncio.Task[None]] = set()  # answers that need the bus
         try:
             while line := await reader.readline():
                 cmd = orjson.loads(line)
@@ -407,6 +440,8 @@ class Child:
                     self.say({"event": "tasks", "id": cmd["id"], "waiting_in": _waiting_in()})
                 elif cmd["cmd"] == "short":
                     self.say({"event": "short", "id": cmd["id"], "by": self.short_by_exporter()})
+                elif cmd["cmd"] == "intake":
+                    asks.add(asyncio.create_task(self._say_intake(cmd["id"])))
                 if task is not None and task.done():
                     task.result()  # an agent that stopped by itself is a failed run
         finally:  # stdin closed: the driver is done with us
