@@ -386,23 +386,24 @@ class Child:
         assert isinstance(bus, NatsBus)
         inbound = bus.address.inbound
         out: dict[str, Any] = {"event": "intake", "id": wid}
+        short = sorted(self.short_by_exporter())[:10]
+        beliefs = self.agent.beliefs
+        # Local first (the driver waits 30 s for the answer; JetStream is slow at the deadline).
+        out["sets_applied"] = {c: beliefs.export_set_sequence(c) for c in short}
         try:
-            info = await bus.js.consumer_info(inbound, consumer_name(self.cluster))
-            out |= {
-                "num_pending": info.num_pending, "num_ack_pending": info.num_ack_pending,
-                "delivered": info.delivered.stream_seq, "ack_floor": info.ack_floor.stream_seq,
-            }  # fmt: skip
-            sets: dict[str, Any] = {}
-            for c in sorted(self.short_by_exporter())[:10]:
-                subject = messages.export_set_subject(bus.address.clusterset, c)
-                held: object
-                try:
+            async with asyncio.timeout(20):
+                info = await bus.js.consumer_info(inbound, consumer_name(self.cluster))
+                out |= {
+                    "num_pending": info.num_pending, "num_ack_pending": info.num_ack_pending,
+                    "delivered": info.delivered.stream_seq,
+                    "ack_floor": info.ack_floor.stream_seq,
+                }  # fmt: skip
+                sets: dict[str, Any] = {}
+                out["sets_in_stream"] = sets
+                for c in short[:3]:
+                    subject = messages.export_set_subject(bus.address.clusterset, c)
                     raw = await bus.js.get_last_msg(inbound, subject)
-                    held = (raw.seq, messages.sequence_of(messages.decode(raw.data or b"")))
-                except Exception as exc:
-                    held = repr(exc)[:80]
-                sets[c] = {"stream": held, "applied": self.agent.beliefs.export_set_sequence(c)}
-            out["sets"] = sets
+                    sets[c] = (raw.seq, messages.sequence_of(messages.decode(raw.data or b"")))
         except Exception as exc:
             out["error"] = repr(exc)[:200]
         self.say(out)
