@@ -180,6 +180,60 @@ async def test_a_restarted_publisher_continues_above_its_last_set() -> None:
     assert peer.exports[("a", "llm", "p2")].withdrawn
 
 
+class StoredButTimedOutBus(RecordingBus):
+    """Stores a set and then times out its publish while ``late`` is set (a busy server)."""
+
+    late = False
+
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str | None, headers: Mapping[str, str]
+    ) -> None:
+        await super().publish(subject, payload, msg_id, headers)
+        if self.late and subject.endswith(messages.EXPORT_SET_TOKEN):
+            raise TimeoutError("nats: timeout")
+
+
+async def test_a_set_that_timed_out_is_said_again_and_a_pool_it_left_out_comes_back() -> None:
+    bus = StoredButTimedOutBus()
+    pub = publisher(bus)
+    await pub.sync_exports(pools("p1", "p2"))
+    bus.late = True
+    await pub.sync_exports(pools("p1"))  # p2 withdrawn: stored, but we were not told
+    bus.late = False
+    peer = Beliefs()
+    for event in bus.sent:
+        peer.apply(event, 1.0)
+    assert peer.exports[("a", "llm", "p2")].withdrawn  # peers took the set that timed out
+    # p2 is exported again, as it was: the next set says every export again, p2's above the
+    # tombstone peers hold.
+    await pub.sync_exports(pools("p1", "p2"))
+    again = bus.sets()[-1]
+    assert listed(again) == ["p1", "p2"]
+    assert peer.apply(again, 2.0) is Outcome.APPLIED
+    assert not peer.exports[("a", "llm", "p2")].withdrawn
+    assert await pub.sync_exports(pools("p1", "p2")) == 0  # said: nothing more
+
+
+async def test_per_pool_exports_go_oldest_first_with_tombstones_held_from_before() -> None:
+    first = RecordingBus()
+    pub = publisher(first)
+    await pub.sync_exports(pools("p2", "p1", "p3"))
+    await pub.sync_exports(pools("p2", "p1"))  # p3 withdrawn by a set alone
+    stored = Beliefs()
+    for event in first.sent:
+        stored.apply(event, 1.0)
+    # Restarted, with a peer that reads no sets: its p3 subject may hold the live export from
+    # before, so p3's tombstone goes too; every export in the order it was made.
+    bus = RecordingBus()
+    restarted = publisher(bus)
+    restarted.adopt(stored)
+    await restarted.sync_exports(pools("p2", "p1"), per_pool=True)
+    said = [e for e in bus.sent if isinstance(e, ExportEvent)]
+    assert {e.name for e in said} == {"p1", "p2", "p3"}
+    assert [e.generation for e in said] == sorted(e.generation for e in said)
+    assert next(e for e in said if e.name == "p3").withdrawn
+
+
 def export(name: str, generation: int, cluster: str = "a", **kw: object) -> ExportEvent:
     return ExportEvent(cluster=cluster, namespace="llm", name=name, generation=generation,
                        exported_at=1.0, published_at=1.0, target_ports=(8000,), **kw)  # type: ignore[arg-type]  # fmt: skip

@@ -225,6 +225,7 @@ class NatsBus:
         # The newest sequences our publishes were stored at: a stream never gives one twice.
         self._acked: deque[int] = deque(maxlen=ACKS_KEPT)
         self._refused: dict[str, float] = {}  # subjects the server refused us, and when
+        self._ever_refused: set[str] = set()  # (bounded as ``_refused``)
         self._acks_awaited: set[asyncio.Task[None]] = set()  # live events' acks, taken later
         self.live_acks_missed = 0  # live events the stream did not ack within the timeout
         self._fetch_failures = 0  # in a row
@@ -267,7 +268,9 @@ class NatsBus:
             if refused is not None:
                 if len(self._refused) >= ACKS_KEPT:
                     self._refused.clear()
+                    self._ever_refused.clear()
                 self._refused[refused[1]] = time.monotonic()
+                self._ever_refused.add(refused[1])
 
         async def closed() -> None:
             if not self._closing and this and self._nc is this[0]:  # not a replaced client
@@ -727,25 +730,34 @@ class NatsBus:
         await self._reopen_if_closed()
         hdrs = {} if msg_id is None else {"Nats-Msg-Id": msg_id}
         hdrs.update(headers or {})
-        if msg_id is None:
+        live = msg_id is None  # (live events carry no id: the next supersedes them anyway)
+        if live and self._refused_lately(subject):
+            raise PermissionError(f"the server refuses publishes to {subject}")
+        if live and subject not in self._ever_refused:
             # A live event: peers hear it on plain NATS as it is written, and the stream keeps
             # a copy for replay, so its ack is taken when it comes, not waited for. (Waited
-            # for, a busy server's late acks held each beat and digest up by up to the request
-            # timeout: at 100 x 100, peers' leases ran out ~200 times per agent in a cold start,
-            # each time recomputing every import of the cluster, twice.) A refusal reaches us
-            # after the publish, as an error: the next publish to that subject raises.
-            if self._refused_lately(subject):
-                raise PermissionError(f"the server refuses publishes to {subject}")
+            # for, a busy server's or a starved loop's late acks held each beat and digest up
+            # by up to the request timeout: at 100 x 100, 600-700 beats and 500 digests timed
+            # out in a cold start.) A refusal reaches us after the publish, as an error: the
+            # next publish to that subject raises, and a subject refused before is published
+            # waiting for its ack (told at once, not one publish late, after REFUSAL_MEMORY).
+            # nats-py takes a permit for the ack before it writes and never gives it back if
+            # the write fails: while disconnected, the event is not written at all.
+            if self._nc is None or not self._nc.is_connected:
+                raise ConnectionError("not connected: a live event is not buffered")
             self._publishing += 1
             self._reorder = max(self._reorder, self._publishing)
             try:
-                stored = await self.js.publish_async(subject, payload, headers=hdrs or None)
+                stored = await self.js.publish_async(
+                    subject, payload, headers=hdrs or None,
+                    wait_stall=self.address.request_timeout,
+                )  # fmt: skip
             except BaseException:
                 self._publishing -= 1
                 raise
             later = asyncio.get_running_loop().create_task(self._stored_later(subject, stored))
             self._acks_awaited.add(later)
-            later.add_done_callback(self._acks_awaited.discard)
+            later.add_done_callback(self._ack_taken)
             return True
         self._publishing += 1
         self._reorder = max(self._reorder, self._publishing)
@@ -776,9 +788,12 @@ class NatsBus:
             self.live_acks_missed += 1
             log.debug("nats %s: no ack for %s: %s", self.address.cluster, subject, explain(exc))
             return
-        finally:
-            self._publishing -= 1
         self._stored(ack)
+
+    def _ack_taken(self, later: asyncio.Task[None]) -> None:
+        # (A done callback: it runs even for a task cancelled before it started.)
+        self._acks_awaited.discard(later)
+        self._publishing -= 1
 
     def _stored(self, ack: PubAck) -> None:
         if ack.duplicate:

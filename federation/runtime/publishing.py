@@ -77,7 +77,7 @@ class Publisher:
     # Keepalives are timed on this clock: a wall clock set back must not silence us.
     clock: Callable[[], float] = time.monotonic
     _loads: dict[PoolKey, tuple[LoadSample, float]] = field(default_factory=dict)
-    _resend: bool = False  # the store lost what we said: say it all again
+    _resend: bool = False  # the store lost what we said, or a set may have: say it all again
     # The last digest: each pool's entry in it and the sample that entry was made of; and when
     # the digest went (on ``clock``).
     _digested: dict[PoolKey, tuple[PoolLoad, LoadSample]] = field(default_factory=dict)
@@ -91,6 +91,7 @@ class Publisher:
     # Per pool, the export its own subject last said (``exported`` holds what we said at all).
     _per_pool_said: dict[PoolKey, ExportEvent] = field(default_factory=dict)
     refused: bool = False  # the last failed publish was refused (not lost or timed out)
+    _set_floor: int = 0  # the sequence of the newest export set we tried to publish
     # Every export says which of ours it is (peers count gaps in them), per start of this agent.
     export_epoch: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
     exports_counted: int = 0
@@ -128,6 +129,7 @@ class Publisher:
         listed = beliefs.export_set_sequence(self.cluster)
         if listed is not None:
             self._sequences[messages.export_set_subject(self.clusterset, self.cluster)] = listed
+            self._set_floor = listed
 
     def next_sequence(self, subject: str, at_least: int = 0) -> int:
         """Strictly increasing per subject, across restarts: a hybrid of the clock and a counter."""
@@ -189,7 +191,9 @@ class Publisher:
             "cluster": self.cluster,
             "namespace": key.namespace,
             "name": key.name,
-            "generation": self.next_sequence(subject),
+            # Above every set we tried: one that timed out may have been stored, and withdrawn
+            # at peers (by a tombstone of its sequence) what it left out.
+            "generation": self.next_sequence(subject, at_least=self._set_floor + 1),
             "published_at": now,
         }
         if pool is None:
@@ -259,26 +263,28 @@ class Publisher:
         )
         if len(messages.encode(exports)) > DIGEST_BUDGET_BYTES:
             return None
+        # Every later export is newer than this set, said or not: a re-export of a pool it
+        # leaves out must end peers' tombstone of it.
+        self._set_floor = max(self._set_floor, exports.sequence)
         if not await self._send(exports):
-            self._resend = self._resend or resend
+            # It may have been stored all the same (a timeout): what peers hold is not known,
+            # so the next cycle says every export again, in a set above this one.
+            self._resend = True
             return -1
         self.exported = exported
-        for key, event in exported.items():
-            if event.withdrawn:  # a re-export must be newer than peers' tombstone of it
-                subject = messages.export_subject(self.clusterset, self.cluster, *key)
-                self._sequences[subject] = max(self._sequences.get(subject, 0), exports.sequence)
         return len(due)
 
     def _unsaid_per_pool(self) -> list[tuple[PoolKey, ExportEvent]]:
-        """Each export we said that its own subject does not say yet (the same event as the
-        set's entry, so a peer reading both takes it once; a pool never said alone needs no
-        tombstone there)."""
-        return [
+        """Each export we said that its own subject has not said in this process (the same
+        event as the set's entry, so a peer reading both takes it once), oldest first (a
+        peer's acknowledgement covers every export below its watermark). Tombstones too: the
+        subject may still hold a live export from before a restart or the upgrade."""
+        unsaid = [
             (key, event)
-            for key, event in sorted(self.exported.items())
+            for key, event in self.exported.items()
             if self._per_pool_said.get(key) is not event
-            and not (event.withdrawn and key not in self._per_pool_said)
         ]
+        return sorted(unsaid, key=lambda ke: ke[1].generation)
 
     async def _say_each(self, due: list[tuple[PoolKey, ExportEvent]]) -> int:
         """Publish each export on its own subject; the count said (stops at a failing window:
