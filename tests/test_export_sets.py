@@ -8,8 +8,6 @@ member that reads no sets is live, on the in-memory bus and on a real superclust
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,12 +16,8 @@ import msgspec
 import pytest
 
 from federation import messages
-from federation.app.assembly import AgentParts, build_agent
-from federation.kit.memory_bus import MemoryNetwork
 from federation.kit.nats_servers import Supercluster
 from federation.kit.sim.demo import DemoOptions
-from federation.kit.sim.imports import MemoryImports
-from federation.kit.sim.sources import MemoryLoads, MemoryPools
 from federation.messages import ExportEvent, ExportSet, InvalidEvent
 from federation.model.beliefs import Beliefs, Outcome
 from federation.model.counts import EventCounts
@@ -31,9 +25,8 @@ from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
 from federation.runtime.consuming import check
 from federation.runtime.ports import Delivery
 from federation.runtime.publishing import Publisher
-from federation.runtime.stopping import stop_task
-from federation.settings import Settings
 from tests.conftest import running_demo, wait_for
+from tests.memory_fleet import MEMBERS, every_peer_held, memory_fleet
 
 
 class RecordingBus:
@@ -309,37 +302,13 @@ def test_an_agent_before_sets_refuses_a_set_as_an_unknown_type() -> None:
         before.decode(messages.encode(exports(10, export("p1", 5))))
 
 
-MEMBERS = ("us-east", "eu-west", "ap-south")
-
-
 async def _fleet(export_messages: Mapping[str, str], within: float) -> dict[str, dict[str, int]]:
     """Three agents, two pools exported by each; return what each published, by event type,
-    once every agent imports every pool and has heard every beat."""
-    network = MemoryNetwork("xs", MEMBERS)
-    agents, tasks = {}, []
-    for cluster in MEMBERS:
-        s = Settings(
-            clusterset="xs", cluster=cluster, members=MEMBERS, nats_url="memory://", lease=3.0,
-            grace=12.0, beat_interval=0.2, load_interval=0.2, reconcile_interval=0.1,
-            export_messages=export_messages.get(cluster, "set"),
-        )  # fmt: skip
-        local = pools(f"{cluster}-0", f"{cluster}-1")
-        agents[cluster] = build_agent(s, AgentParts(
-            bus=network.bus(cluster), pools=MemoryPools(local), loads=MemoryLoads(time.time),
-            extra_feeds={"memory": MemoryImports()},
-        )).agent  # fmt: skip
-        tasks.append(asyncio.create_task(agents[cluster].run()))
-
-    def every_export_held() -> bool:
-        return all(
-            (peer, "llm", f"{peer}-{i}") in a.beliefs.exports
-            for a in agents.values()
-            for peer in MEMBERS
-            for i in (0, 1)
-        )
-
-    try:
-        await wait_for(every_export_held, within=within, what="every agent holds every export")
+    once every agent holds every export and has heard every beat."""
+    settings = {c: {"export_messages": m} for c, m in export_messages.items()}
+    async with memory_fleet("xs", settings) as agents:
+        await wait_for(lambda: every_peer_held(agents, "exports"), within=within,
+                       what="every agent holds every export")  # fmt: skip
         await wait_for(lambda: all(len(a.beliefs.beats) == 3 for a in agents.values()),
                        within=within, what="every beat heard")  # fmt: skip
         if export_messages:  # at the set agents' next export sync after its beat was heard
@@ -349,10 +318,6 @@ async def _fleet(export_messages: Mapping[str, str], within: float) -> dict[str,
                 within=within, what="per-pool exports for the member that reads no sets",
             )  # fmt: skip
         return {c: dict(a.counts.published) for c, a in agents.items()}
-    finally:
-        for task in tasks:
-            with contextlib.suppress(Exception):
-                await stop_task(task, within=5)
 
 
 async def test_a_fleet_of_set_agents_sends_no_per_pool_exports() -> None:

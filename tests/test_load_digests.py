@@ -7,29 +7,22 @@ per-pool reports too while a member that reads no digests is live.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 
 import pytest
 
 from federation import messages
-from federation.app.assembly import AgentParts, build_agent
-from federation.kit.memory_bus import MemoryNetwork
 from federation.kit.nats_servers import Supercluster
 from federation.kit.sim.demo import DemoOptions
-from federation.kit.sim.imports import MemoryImports
-from federation.kit.sim.sources import MemoryLoads, MemoryPools
 from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
 from federation.model.loads import LoadSample
-from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
+from federation.model.pools import EXPORT_VALUE, LocalPool
 from federation.runtime.agent import DIGESTS_HEARD_PER_S, digest_gap
 from federation.runtime.publishing import DIGEST_BUDGET_BYTES, Publisher, _fit_digest
-from federation.runtime.stopping import stop_task
-from federation.settings import Settings
 from tests.conftest import running_demo, wait_for
+from tests.memory_fleet import MEMBERS, every_peer_held, memory_fleet
 
 
 class RecordingBus:
@@ -293,37 +286,13 @@ def test_a_digest_is_cut_by_count_and_bytes_and_the_rest_go_as_reports() -> None
     assert len(rest) == 5
 
 
-MEMBERS = ("us-east", "eu-west", "ap-south")
-
-
 async def _fleet(load_messages: Mapping[str, str], within: float) -> dict[str, dict[str, int]]:
     """Three agents, two pools exported by each; return what each published, by event type,
     once every agent holds every peer's loads."""
-    network = MemoryNetwork("dg", MEMBERS)
-    agents, tasks = {}, []
-    for cluster in MEMBERS:
-        s = Settings(
-            clusterset="dg", cluster=cluster, members=MEMBERS, nats_url="memory://", lease=3.0,
-            grace=12.0, beat_interval=0.2, load_interval=0.2, reconcile_interval=0.1,
-            load_messages=load_messages.get(cluster, "digest"),
-        )  # fmt: skip
-        pools = {PoolKey("llm", f"{cluster}-{i}"): exported_pool(f"{cluster}-{i}") for i in (0, 1)}
-        agents[cluster] = build_agent(s, AgentParts(
-            bus=network.bus(cluster), pools=MemoryPools(pools), loads=MemoryLoads(time.time),
-            extra_feeds={"memory": MemoryImports()},
-        )).agent  # fmt: skip
-        tasks.append(asyncio.create_task(agents[cluster].run()))
-
-    def every_load_heard() -> bool:
-        return all(
-            (peer, "llm", f"{peer}-{i}") in a.beliefs.loads
-            for a in agents.values()
-            for peer in MEMBERS
-            for i in (0, 1)
-        )
-
-    try:
-        await wait_for(every_load_heard, within=within, what="every agent holds every load")
+    settings = {c: {"load_messages": m} for c, m in load_messages.items()}
+    async with memory_fleet("dg", settings) as agents:
+        await wait_for(lambda: every_peer_held(agents, "loads"), within=within,
+                       what="every agent holds every load")  # fmt: skip
         # Past the first beats: each agent knows which peers read digests.
         await wait_for(lambda: all(len(a.beliefs.beats) == 3 for a in agents.values()),
                        within=within, what="every beat heard")  # fmt: skip
@@ -337,10 +306,6 @@ async def _fleet(load_messages: Mapping[str, str], within: float) -> dict[str, d
         await wait_for(lambda: all(sum(sent(c).values()) > 0 for c in MEMBERS),
                        within=within, what="another round of load")  # fmt: skip
         return {c: sent(c) for c in MEMBERS}
-    finally:
-        for task in tasks:
-            with contextlib.suppress(Exception):
-                await stop_task(task, within=5)
 
 
 async def test_a_fleet_of_digest_agents_sends_no_per_pool_reports() -> None:
