@@ -256,28 +256,25 @@ def _check_pool(pool: tuple[str, str]) -> None:
 
 
 def _check_digest(digest: LoadDigest) -> None:
-    if len(digest.pools) > MAX_DIGEST_POOLS:
-        raise InvalidEvent("schema", f"{len(digest.pools)} pools > {MAX_DIGEST_POOLS}")
-    seen: set[tuple[str, str]] = set()
-    for p in digest.pools:
-        pool = (p.namespace, p.name)
-        _check_pool(pool)
-        if pool in seen:
-            raise InvalidEvent("schema", f"pool {p.namespace}/{p.name} listed twice")
-        seen.add(pool)
+    _check_listed([(p.namespace, p.name) for p in digest.pools], MAX_DIGEST_POOLS, "pools")
 
 
 def _check_set(exports: ExportSet) -> None:
-    if len(exports.exports) > MAX_SET_EXPORTS:
-        raise InvalidEvent("schema", f"{len(exports.exports)} exports > {MAX_SET_EXPORTS}")
-    seen: set[tuple[str, str]] = set()
     for e in exports.exports:
         if e.cluster != exports.cluster:  # a set speaks for its own cluster only
             raise InvalidEvent("schema", f"export of {e.cluster!r} in {exports.cluster!r}'s set")
-        pool = (e.namespace, e.name)
+    _check_listed([(e.namespace, e.name) for e in exports.exports], MAX_SET_EXPORTS, "exports")
+
+
+def _check_listed(pools: list[tuple[str, str]], most: int, what: str) -> None:
+    """The pools one digest or set lists: at most ``most``, valid names, each once."""
+    if len(pools) > most:
+        raise InvalidEvent("schema", f"{len(pools)} {what} > {most}")
+    seen: set[tuple[str, str]] = set()
+    for pool in pools:
         _check_pool(pool)
         if pool in seen:
-            raise InvalidEvent("schema", f"pool {e.namespace}/{e.name} listed twice")
+            raise InvalidEvent("schema", f"pool {pool[0]}/{pool[1]} listed twice")
         seen.add(pool)
 
 

@@ -25,26 +25,28 @@ from federation.messages import (
     PoolLoad,
 )
 
-EXAMPLES: dict[str, messages.Event] = {
-    "export": ExportEvent(
-        cluster="us-east",
-        namespace="llm",
-        name="llama-3-70b",
-        generation=1_764_300_000_000_000,
-        exported_at=1_764_300_000.0,
-        published_at=1_764_300_000.0,
-        target_ports=(8000,),
-        app_protocol="http",
-        model="meta-llama/Llama-3-70B-Instruct",
-        epp=EndpointAddress(host="10.0.12.7", port=9002),
-        parents=(
-            ParentGateway(
-                namespace="gateways",
-                name="inference-gateway",
-                addresses=(EndpointAddress(host="203.0.113.10", port=443),),
-            ),
+_EXPORT = ExportEvent(
+    cluster="us-east",
+    namespace="llm",
+    name="llama-3-70b",
+    generation=1_764_300_000_000_000,
+    exported_at=1_764_300_000.0,
+    published_at=1_764_300_000.0,
+    target_ports=(8000,),
+    app_protocol="http",
+    model="meta-llama/Llama-3-70B-Instruct",
+    epp=EndpointAddress(host="10.0.12.7", port=9002),
+    parents=(
+        ParentGateway(
+            namespace="gateways",
+            name="inference-gateway",
+            addresses=(EndpointAddress(host="203.0.113.10", port=443),),
         ),
     ),
+)
+
+EXAMPLES: dict[str, messages.Event] = {
+    "export": _EXPORT,
     "export-withdrawn": ExportEvent(
         cluster="us-east",
         namespace="llm",
@@ -60,17 +62,7 @@ EXAMPLES: dict[str, messages.Event] = {
         sequence=1_764_300_000_500_000,
         published_at=1_764_300_000.5,
         exports=(
-            ExportEvent(
-                cluster="us-east",
-                namespace="llm",
-                name="llama-3-70b",
-                generation=1_764_300_000_000_000,
-                exported_at=1_764_300_000.0,
-                published_at=1_764_300_000.0,
-                target_ports=(8000,),
-                model="meta-llama/Llama-3-70B-Instruct",
-                epp=EndpointAddress(host="10.0.12.7", port=9002),
-            ),
+            _EXPORT,
             ExportEvent(
                 cluster="us-east",
                 namespace="llm",

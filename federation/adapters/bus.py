@@ -224,8 +224,7 @@ class NatsBus:
         self._reorder = 1  # the most at once: how far acks may arrive out of order
         # The newest sequences our publishes were stored at: a stream never gives one twice.
         self._acked: deque[int] = deque(maxlen=ACKS_KEPT)
-        self._refused: dict[str, float] = {}  # subjects the server refused us, and when
-        self._ever_refused: set[str] = set()  # (bounded as ``_refused``)
+        self._refused: dict[str, float] = {}  # subjects the server refused us, and when (bounded)
         self._acks_awaited: set[asyncio.Task[None]] = set()  # live events' acks, taken later
         self.live_acks_missed = 0  # live events the stream did not ack within the timeout
         self._fetch_failures = 0  # in a row
@@ -268,9 +267,7 @@ class NatsBus:
             if refused is not None:
                 if len(self._refused) >= ACKS_KEPT:
                     self._refused.clear()
-                    self._ever_refused.clear()
                 self._refused[refused[1]] = time.monotonic()
-                self._ever_refused.add(refused[1])
 
         async def closed() -> None:
             if not self._closing and this and self._nc is this[0]:  # not a replaced client
@@ -733,7 +730,7 @@ class NatsBus:
         live = msg_id is None  # (live events carry no id: the next supersedes them anyway)
         if live and self._refused_lately(subject):
             raise PermissionError(f"the server refuses publishes to {subject}")
-        if live and subject not in self._ever_refused:
+        if live and subject not in self._refused:
             # A live event: peers hear it on plain NATS as it is written, and the stream keeps
             # a copy for replay, so its ack is taken when it comes, not waited for. (Waited
             # for, a busy server's or a starved loop's late acks held each beat and digest up

@@ -13,6 +13,8 @@ from federation.cli import main
 from federation.cli.output import env, file_option, setup_logging
 from federation.settings import (
     DEFAULT_CONTROLLER_NAME,
+    EXPORT_MESSAGES,
+    LOAD_MESSAGES,
     WEIGHTS_MODES,
     FeedSettings,
     ProcessOptions,
@@ -99,7 +101,7 @@ from federation.settings import (
     "--load-messages",
     default=Settings.load_messages,
     show_default=True,
-    type=click.Choice(["digest", "per-pool"]),
+    type=click.Choice(LOAD_MESSAGES),
     envvar=env("LOAD_MESSAGES"),
     help="Load as one digest per cluster, or one report per pool (as agents before digests did).",
 )
@@ -107,7 +109,7 @@ from federation.settings import (
     "--export-messages",
     default=Settings.export_messages,
     show_default=True,
-    type=click.Choice(["set", "per-pool"]),
+    type=click.Choice(EXPORT_MESSAGES),
     envvar=env("EXPORT_MESSAGES"),
     help="Exports as one set per cluster, or one event per pool (as agents before sets did).",
 )

@@ -99,7 +99,10 @@ class Beliefs:
         if not isinstance(event, ExportEvent | ExportSet):  # (stored state, replayed: no life)
             self.heard_at[event.cluster] = max(seen, self.heard_at.get(event.cluster, seen))
         if isinstance(event, ExportEvent):
-            self._store_export(event)
+            self.exports[(event.cluster, event.namespace, event.name)] = event
+            self._by_pool.setdefault((event.namespace, event.name), {})[event.cluster] = event
+            self._by_cluster.setdefault(event.cluster, set()).add((event.namespace, event.name))
+            self.watermarks[event.cluster] = max(self.watermarks.get(event.cluster, 0), seq)
         elif isinstance(event, ExportSet):
             self.set_moved = self._apply_set(event, seen)
         elif isinstance(event, LoadReport):
@@ -113,24 +116,17 @@ class Beliefs:
             self.beats[event.cluster] = event
         return Outcome.APPLIED
 
-    def _store_export(self, event: ExportEvent) -> None:
-        self.exports[(event.cluster, event.namespace, event.name)] = event
-        self._by_pool.setdefault((event.namespace, event.name), {})[event.cluster] = event
-        self._by_cluster.setdefault(event.cluster, set()).add((event.namespace, event.name))
-        newest = max(self.watermarks.get(event.cluster, 0), event.generation)
-        self.watermarks[event.cluster] = newest
-
     def _apply_set(self, exports: ExportSet, seen: float) -> tuple[tuple[str, str], ...]:
-        """Each entry as its pool's export (unless a newer one is held); each live export of
-        the cluster that the set does not list, withdrawn by a tombstone of the set's sequence
-        (unless a newer export of it is held). Repeated entries cost a lookup each."""
+        """Each entry applied as the export it is (so unless a newer one is held); each live
+        export of the cluster that the set does not list, withdrawn by a tombstone of the set's
+        sequence (unless a newer export of it is held). Repeated entries cost a lookup each."""
         cluster = exports.cluster
         moved: list[tuple[str, str]] = []
         listed: set[tuple[str, str]] = set()
         for entry in exports.exports:
             pool = (entry.namespace, entry.name)
             listed.add(pool)
-            if self._newer_export(entry, seen):
+            if self.apply(entry, seen) is Outcome.APPLIED:
                 moved.append(pool)
         for pool in self._by_cluster.get(cluster, set()) - listed:
             held = self.exports[(cluster, *pool)]
@@ -140,20 +136,9 @@ class Beliefs:
                 cluster=cluster, namespace=pool[0], name=pool[1], generation=exports.sequence,
                 exported_at=held.exported_at, published_at=exports.published_at, withdrawn=True,
             )  # fmt: skip
-            if self._newer_export(tombstone, seen):
+            if self.apply(tombstone, seen) is Outcome.APPLIED:
                 moved.append(pool)
         return tuple(moved)
-
-    def _newer_export(self, export: ExportEvent, seen: float) -> bool:
-        """Store one export of a set if it is newer than the one held."""
-        sid = ("export", export.cluster, export.namespace, export.name)
-        held = self._sequences.get(sid)
-        if held is not None and export.generation <= held:
-            return False
-        self._sequences[sid] = export.generation
-        self.seen_at[sid] = seen
-        self._store_export(export)
-        return True
 
     def _apply_digest(self, digest: LoadDigest, seen: float) -> tuple[tuple[str, str], ...]:
         """Each entry as its pool's report (unless a newer per-pool report is held); a pool a

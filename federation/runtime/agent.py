@@ -573,19 +573,17 @@ class Agent:
     def _peers_read_no_digests(self) -> bool:
         """A live member's agent predates load digests (its newest beat says so): it hears our
         load only from per-pool reports, so those go out beside the digests until it upgrades."""
-        now, lease = self.now(), self.settings.lease
-        return any(
-            not beat.load_digests and not staleness(self.beliefs, c, now=now, lease=lease).stale
-            for c, beat in self.beliefs.beats.items()
-            if c != self.name
-        )
+        return self._a_live_peer_lacks(lambda beat: beat.load_digests)
 
     def _peers_read_no_sets(self) -> bool:
         """A live member's agent predates export sets (its newest beat says so): it hears our
         exports only one pool at a time, so those go out beside the sets until it upgrades."""
+        return self._a_live_peer_lacks(lambda beat: beat.export_sets)
+
+    def _a_live_peer_lacks(self, reads: Callable[[Heartbeat], bool]) -> bool:
         now, lease = self.now(), self.settings.lease
         return any(
-            not beat.export_sets and not staleness(self.beliefs, c, now=now, lease=lease).stale
+            not reads(beat) and not staleness(self.beliefs, c, now=now, lease=lease).stale
             for c, beat in self.beliefs.beats.items()
             if c != self.name
         )

@@ -229,12 +229,12 @@ class Publisher:
             if not resend and held is not None and export_content(held) == export_content(event):
                 continue
             due[key] = event
-        said = await self._say_set(due, resend) if self.export_sets else None
-        if said is None:  # no sets, or more exports than one holds: each pool's goes alone
+        in_set = await self._say_set(due, resend) if self.export_sets else None
+        if in_set is None:  # no sets, or more exports than one holds: each pool's goes alone
             said = await self._say_each(list(due.items()))
             ok = said == len(due)
         else:
-            ok, said = said >= 0, max(said, 0)
+            ok, said = in_set, len(due) if in_set else 0
             if ok and per_pool:
                 unsaid = self._unsaid_per_pool()
                 ok = await self._say_each(unsaid) == len(unsaid)
@@ -242,11 +242,11 @@ class Publisher:
         self._resend = self._resend or (resend and not ok)  # the next cycle tries again
         return said
 
-    async def _say_set(self, due: dict[PoolKey, ExportEvent], resend: bool) -> int | None:
-        """Publish the set that ``due`` makes of our exports; the count said (-1: the publish
-        failed, said again next cycle), or None when no set can hold them all."""
+    async def _say_set(self, due: dict[PoolKey, ExportEvent], resend: bool) -> bool | None:
+        """Publish the set that ``due`` makes of our exports (when anything is due); False when
+        the publish failed (said again next cycle), None when no set can hold them all."""
         if not due and not resend:
-            return 0
+            return True
         exported = {**self.exported, **due}
         live = tuple(e for _, e in sorted(exported.items()) if not e.withdrawn)
         if len(live) > messages.MAX_SET_EXPORTS:
@@ -270,9 +270,9 @@ class Publisher:
             # It may have been stored all the same (a timeout): what peers hold is not known,
             # so the next cycle says every export again, in a set above this one.
             self._resend = True
-            return -1
+            return False
         self.exported = exported
-        return len(due)
+        return True
 
     def _unsaid_per_pool(self) -> list[tuple[PoolKey, ExportEvent]]:
         """Each export we said that its own subject has not said in this process (the same

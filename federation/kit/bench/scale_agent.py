@@ -442,7 +442,9 @@ class Child:
                 elif cmd["cmd"] == "short":
                     self.say({"event": "short", "id": cmd["id"], "by": self.short_by_exporter()})
                 elif cmd["cmd"] == "intake":
-                    asks.add(asyncio.create_task(self._say_intake(cmd["id"])))
+                    asked = asyncio.create_task(self._say_intake(cmd["id"]))
+                    asks.add(asked)
+                    asked.add_done_callback(asks.discard)
                 if task is not None and task.done():
                     task.result()  # an agent that stopped by itself is a failed run
         finally:  # stdin closed: the driver is done with us
