@@ -27,28 +27,7 @@ from federation.runtime.ports import Delivery
 from federation.runtime.publishing import Publisher
 from tests.conftest import running_demo, wait_for
 from tests.memory_fleet import MEMBERS, every_peer_held, memory_fleet
-
-
-class RecordingBus:
-    """Keeps what the publisher sends, decoded as a peer would, with its subject checked."""
-
-    def __init__(self) -> None:
-        self.sent: list[messages.Event] = []
-
-    async def publish(
-        self, subject: str, payload: bytes, msg_id: str | None, headers: Mapping[str, str]
-    ) -> None:
-        event = messages.decode(payload)
-        assert subject == messages.subject_for("cs", event)
-        if isinstance(event, ExportEvent | ExportSet):  # a retried publish is de-duplicated
-            assert msg_id == messages.msg_id(event)
-        self.sent.append(event)
-
-    def kinds(self) -> list[str]:
-        return [type(e).__name__ for e in self.sent]
-
-    def sets(self) -> list[ExportSet]:
-        return [e for e in self.sent if isinstance(e, ExportSet)]
+from tests.recording_bus import RecordingBus
 
 
 def pools(*names: str) -> dict[PoolKey, LocalPool]:

@@ -18,32 +18,13 @@ from federation.kit.sim.demo import DemoOptions
 from federation.model.beliefs import Beliefs
 from federation.model.counts import EventCounts
 from federation.model.loads import LoadSample
-from federation.model.pools import EXPORT_VALUE, LocalPool
+from federation.model.pools import LocalPool
 from federation.runtime.agent import DIGESTS_HEARD_PER_S, digest_gap
 from federation.runtime.publishing import DIGEST_BUDGET_BYTES, Publisher, _fit_digest
 from tests.conftest import running_demo, wait_for
 from tests.memory_fleet import MEMBERS, every_peer_held, memory_fleet
-
-
-class RecordingBus:
-    """Keeps what the publisher sends (the only bus call it makes)."""
-
-    def __init__(self) -> None:
-        self.sent: list[messages.Event] = []
-
-    async def publish(
-        self, subject: str, payload: bytes, msg_id: str | None, headers: Mapping[str, str]
-    ) -> None:
-        event = messages.decode(payload)  # what a peer would decode
-        assert subject == messages.subject_for("cs", event)
-        self.sent.append(event)
-
-    def kinds(self) -> list[str]:
-        return [type(e).__name__ for e in self.sent]
-
-
-def exported_pool(name: str) -> LocalPool:
-    return LocalPool(namespace="llm", name=name, target_ports=(8000,), export=EXPORT_VALUE)
+from tests.memory_fleet import fleet_pool as exported_pool
+from tests.recording_bus import RecordingBus
 
 
 def sample(saturation: float = 0.3, **kw: float) -> LoadSample:
