@@ -127,7 +127,9 @@ def _summary(row: dict[str, Any]) -> str:
     if row["type"] == "exports":
         listed = [f"{e.get('namespace')}/{e.get('name')}" for e in event.get("exports") or []]
         shown = ", ".join(listed[:3]) + (f" and {len(listed) - 3} more" if len(listed) > 3 else "")
-        return f"{len(listed)} exports: {shown or 'none (all withdrawn)'}"
+        withdrew = row.get("withdrew") or []
+        gone = f"; withdrew {', '.join(withdrew)}" if withdrew else ""
+        return f"{len(listed)} exports: {shown or 'none (all withdrawn)'}{gone}"
     if row["type"] == "beat":
         return f"exports {event.get('exports')}"
     return str(row.get("error", ""))

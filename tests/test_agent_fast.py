@@ -159,6 +159,7 @@ async def test_a_step_applies_the_beats_already_received_before_it_runs_out_a_le
     metrics = AgentMetrics()
     metrics.watch(south)
     assert f"federation_peer_lease_lapses_total {south.lease_lapses}.0" in metrics.render().decode()
+    assert "federation_live_acks_missed_total 0.0" in metrics.render().decode()
 
 
 async def test_after_a_heal_a_peer_is_heard_again_before_it_says_anything_new(

@@ -157,6 +157,22 @@ async def test_a_live_event_is_stored_and_its_ack_taken_after_the_publish_return
         await bus.close()
 
 
+async def test_a_live_event_whose_ack_never_comes_is_counted(
+    supercluster: Supercluster, clusterset: str
+) -> None:
+    """Its outbound stream deleted under it (a lost store), a live beat is still sent (peers
+    hear it on plain NATS) but no stream stores it: the missing ack is counted, which
+    ``federation_live_acks_missed_total`` exports."""
+    bus = await _started(supercluster, clusterset, "us-east")
+    try:
+        await bus.js.delete_stream(outbound_stream(clusterset, "us-east"))
+        beat = messages.beat_subject(clusterset, "us-east")
+        assert await bus.publish(beat, b"{}", None) is True  # (not waited for)
+        await wait_for(lambda: bus.live_acks_missed == 1, within=10, what="the missed ack")
+    finally:
+        await bus.close()
+
+
 async def test_a_restarted_consumer_sees_only_the_newest_event_per_subject(
     supercluster: Supercluster, clusterset: str
 ) -> None:

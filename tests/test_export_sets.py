@@ -22,9 +22,11 @@ from federation.messages import ExportEvent, ExportSet, InvalidEvent
 from federation.model.beliefs import Beliefs, Outcome
 from federation.model.counts import EventCounts
 from federation.model.pools import EXPORT_VALUE, LocalPool, PoolKey
+from federation.model.replay import ReplayFilter, Stored, row, select
 from federation.runtime.consuming import check
 from federation.runtime.ports import Delivery
 from federation.runtime.publishing import Publisher
+from federation.tables import _summary
 from tests.conftest import running_demo, wait_for
 from tests.memory_fleet import MEMBERS, every_peer_held, memory_fleet
 from tests.recording_bus import RecordingBus
@@ -330,3 +332,27 @@ async def test_a_mixed_fleet_federates_exports_on_a_real_supercluster(
             assert published["ExportSet"] > 0, name
             await wait_for(lambda p=published: p["ExportEvent"] > 0, within=15,
                            what=f"{name}'s per-pool exports")  # fmt: skip
+
+
+def test_replay_of_a_pool_shows_the_set_that_withdrew_it_by_leaving_it_out() -> None:
+    """``federation replay --pool llm/p2``: the sets that listed p2, and the one after them that
+    left it out (withdrawn by omission), told so; the same cluster's sets in another stream
+    are judged against that stream's own previous set."""
+
+    def at(stream: str, seq: int, event: ExportSet) -> Stored:
+        return Stored(stream, seq, float(seq), "fed.v1.x.export.a._set", event)
+
+    stored = [
+        at("OUT_a", 1, exports(1, export("p1", 1), export("p2", 2))),
+        at("OUT_a", 2, exports(2, export("p1", 3))),  # p2 left out: withdrawn
+        at("OUT_a", 3, exports(3, export("p1", 4))),  # nothing more of p2
+        at("IN_b", 7, exports(2, export("p1", 3))),  # b's copy: its first set here
+    ]
+    only = select(stored, ReplayFilter(pools=frozenset({PoolKey("llm", "p2")})))
+    assert [(s.stream, s.sequence) for s in only] == [("OUT_a", 1), ("OUT_a", 2)]
+    assert only[1].withdrew == (PoolKey("llm", "p2"),)
+    printed = row(only[1])
+    assert printed["withdrew"] == ["llm/p2"]
+    assert printed["pools"] == ["llm/p1"]
+    assert "withdrew llm/p2" in _summary(printed)
+    assert "withdrew" not in row(only[0])

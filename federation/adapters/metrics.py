@@ -67,6 +67,11 @@ class AgentState(Protocol):
         """Exporting peers (once heard) whose lease a weight step found run out, so far."""
         ...
 
+    @property
+    def live_acks_missed(self) -> int:
+        """Live events whose stream ack did not come within the request timeout, so far."""
+        ...
+
 
 class _StateCollector(Collector):
     def __init__(
@@ -142,6 +147,12 @@ class _StateCollector(Collector):
             "federation_peer_lease_lapses",
             "Exporting peers whose lease a weight step found run out (each weighs 0 until heard)",
             value=a.lease_lapses,
+        )
+        yield CounterMetricFamily(
+            "federation_live_acks_missed",
+            "Live events (beats, digests, load reports) sent without waiting whose stream ack "
+            "did not come within the request timeout: peers heard them; replay may lack them",
+            value=a.live_acks_missed,
         )
         yield GaugeMetricFamily(
             "federation_consumer_pending",

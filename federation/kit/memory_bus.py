@@ -244,6 +244,8 @@ class MemoryBus:
         self._check()
         return await self.live_mailbox.take(wait)
 
+    live_acks_missed = 0  # (the in-memory store takes every event at once: none is missed)
+
     def live_unapplied(self) -> tuple[int, int]:
         return self.live_mailbox.superseded, self.live_mailbox.dropped
 

@@ -11,7 +11,7 @@ so replayed imports have no ``local`` backend.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +52,9 @@ class Stored:
     subject: str
     event: Event | None
     error: str | None = None
+    # Of an export set: the pools the same cluster's previous set in this stream listed and this
+    # one leaves out (each withdrawn by the omission; ``select`` fills it in).
+    withdrew: tuple[PoolKey, ...] = ()
 
     @property
     def type(self) -> str:
@@ -88,7 +91,9 @@ class ReplayFilter:
         if self.clusters and (e is None or e.cluster not in self.clusters):
             return False
         if self.pools:
-            return e is not None and not self.pools.isdisjoint(pools_of(e))
+            if e is None:
+                return False
+            return not (self.pools.isdisjoint(pools_of(e)) and self.pools.isdisjoint(s.withdrew))
         return True
 
 
@@ -135,6 +140,8 @@ def row(s: Stored) -> dict[str, Any]:
         out["cluster"] = s.event.cluster
         if isinstance(s.event, LoadDigest | ExportSet):
             out["pools"] = [str(k) for k in pools_of(s.event)]
+            if s.withdrew:
+                out["withdrew"] = [str(k) for k in s.withdrew]
         elif not isinstance(s.event, Heartbeat):
             out["pool"] = f"{s.event.namespace}/{s.event.name}"
         out["event"] = msgspec.to_builtins(s.event)
@@ -142,8 +149,24 @@ def row(s: Stored) -> dict[str, Any]:
 
 
 def select(stored: Iterable[Stored], f: ReplayFilter) -> list[Stored]:
+    """The stored events ``f`` accepts, in the order they were stored. An export set withdraws
+    a pool by leaving it out, so each set is first told what it withdrew (``Stored.withdrew``,
+    against the same cluster's previous set in the same stream, read whatever the window): a
+    ``--pool`` filter then shows the set that withdrew the pool, not only those that listed it.
+    (A set whose previous one the stream no longer holds withdrew nothing that can be told.)"""
+    ordered = sorted(stored, key=lambda s: (s.stream, s.sequence))
+    listed: dict[tuple[str, str], frozenset[PoolKey]] = {}  # (stream, cluster): the last set's
+    told = []
+    for s in ordered:
+        if isinstance(s.event, ExportSet):
+            pools = frozenset(pools_of(s.event))
+            before = listed.get((s.stream, s.event.cluster), frozenset())
+            listed[(s.stream, s.event.cluster)] = pools
+            if before - pools:
+                s = replace(s, withdrew=tuple(sorted(before - pools)))
+        told.append(s)
     return sorted(
-        (s for s in stored if f.accepts(s)), key=lambda s: (s.stored_at, s.stream, s.sequence)
+        (s for s in told if f.accepts(s)), key=lambda s: (s.stored_at, s.stream, s.sequence)
     )
 
 

@@ -634,6 +634,10 @@ class Agent:
     def lease_lapses(self) -> int:
         return self.reconciler.lease_lapses
 
+    @property
+    def live_acks_missed(self) -> int:
+        return self.bus.live_acks_missed
+
     def pacing(self) -> tuple[float, float]:
         mono = time.monotonic()
         return self.lateness.value(mono), self.paced_gap(mono)
