@@ -109,6 +109,10 @@ def feeds_table(feeds: dict[str, Any]) -> Table:
     return table
 
 
+def _first_three(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def _summary(row: dict[str, Any]) -> str:
     event = row.get("event") or {}
     if row["type"] == "export":
@@ -126,10 +130,9 @@ def _summary(row: dict[str, Any]) -> str:
         return f"{len(pools)} pools, highest saturation {hottest:.2f}"
     if row["type"] == "exports":
         listed = [f"{e.get('namespace')}/{e.get('name')}" for e in event.get("exports") or []]
-        shown = ", ".join(listed[:3]) + (f" and {len(listed) - 3} more" if len(listed) > 3 else "")
         withdrew = row.get("withdrew") or []
-        gone = f"; withdrew {', '.join(withdrew)}" if withdrew else ""
-        return f"{len(listed)} exports: {shown or 'none (all withdrawn)'}{gone}"
+        gone = f"; withdrew {_first_three(withdrew)}" if withdrew else ""
+        return f"{len(listed)} exports: {_first_three(listed) or 'none (all withdrawn)'}{gone}"
     if row["type"] == "beat":
         return f"exports {event.get('exports')}"
     return str(row.get("error", ""))

@@ -157,11 +157,12 @@ async def test_a_live_event_is_stored_and_its_ack_taken_after_the_publish_return
         await bus.close()
 
 
-async def test_a_live_event_whose_ack_never_comes_is_counted(
+async def test_a_live_event_no_stream_stores_is_counted_as_an_ack_missed(
     supercluster: Supercluster, clusterset: str
 ) -> None:
     """Its outbound stream deleted under it (a lost store), a live beat is still sent (peers
-    hear it on plain NATS) but no stream stores it: the missing ack is counted, which
+    hear it on plain NATS) but no stream stores it: the ack that does not come (here the
+    server's "no responders" at once; a timeout counts the same) is counted, which
     ``federation_live_acks_missed_total`` exports."""
     bus = await _started(supercluster, clusterset, "us-east")
     try:

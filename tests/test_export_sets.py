@@ -336,22 +336,33 @@ async def test_a_mixed_fleet_federates_exports_on_a_real_supercluster(
 
 def test_replay_of_a_pool_shows_the_set_that_withdrew_it_by_leaving_it_out() -> None:
     """``federation replay --pool llm/p2``: the sets that listed p2, and the one after them that
-    left it out (withdrawn by omission), told so; the same cluster's sets in another stream
-    are judged against that stream's own previous set."""
+    left it out (withdrawn by omission), told so. Each stream is judged on its own: OUT_a no
+    longer holds set 1, so its set 2 withdrew nothing that can be told (IN_b's copies do not
+    count). Per-pool exports and tombstones between two sets count as the cluster's exports."""
 
-    def at(stream: str, seq: int, event: ExportSet) -> Stored:
+    def at(stream: str, seq: int, event: ExportSet | ExportEvent) -> Stored:
         return Stored(stream, seq, float(seq), "fed.v1.x.export.a._set", event)
 
+    p1, p2 = export("p1", 1), export("p2", 2)
     stored = [
-        at("OUT_a", 1, exports(1, export("p1", 1), export("p2", 2))),
-        at("OUT_a", 2, exports(2, export("p1", 3))),  # p2 left out: withdrawn
-        at("OUT_a", 3, exports(3, export("p1", 4))),  # nothing more of p2
-        at("IN_b", 7, exports(2, export("p1", 3))),  # b's copy: its first set here
+        at("IN_b", 1, exports(1, p1, p2)),
+        at("IN_b", 3, exports(3, p1, p2)),
+        at("OUT_a", 2, exports(2, p1)),  # (set 1 aged out of this stream)
+        at("OUT_a", 3, exports(3, p1, p2)),
+        at("OUT_a", 4, exports(4, p1)),  # p2 left out: withdrawn
+        at("OUT_a", 5, export("p3", 5)),  # per pool, between two sets
+        at("OUT_a", 6, export("p4", 6)),
+        at("OUT_a", 7, export("p4", 7, withdrawn=True)),  # withdrawn per pool already
+        at("OUT_a", 8, exports(8, p1)),  # withdraws p3 (p4 was gone)
     ]
     only = select(stored, ReplayFilter(pools=frozenset({PoolKey("llm", "p2")})))
-    assert [(s.stream, s.sequence) for s in only] == [("OUT_a", 1), ("OUT_a", 2)]
-    assert only[1].withdrew == (PoolKey("llm", "p2"),)
-    printed = row(only[1])
+    assert [(s.stream, s.sequence) for s in only] == [
+        ("IN_b", 1), ("IN_b", 3), ("OUT_a", 3), ("OUT_a", 4),
+    ]  # fmt: skip
+    assert only[-1].withdrew == (PoolKey("llm", "p2"),)
+    last = select(stored, ReplayFilter(clusters=frozenset({"a"})))[-1]
+    assert last.withdrew == (PoolKey("llm", "p3"),)
+    printed = row(only[-1])
     assert printed["withdrew"] == ["llm/p2"]
     assert printed["pools"] == ["llm/p1"]
     assert "withdrew llm/p2" in _summary(printed)

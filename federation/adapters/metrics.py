@@ -150,8 +150,9 @@ class _StateCollector(Collector):
         )
         yield CounterMetricFamily(
             "federation_live_acks_missed",
-            "Live events (beats, digests, load reports) sent without waiting whose stream ack "
-            "did not come within the request timeout: peers heard them; replay may lack them",
+            "Live events (beats, digests, load reports) sent without waiting whose stream ack was "
+            "not taken within the request timeout (refused, no stream, lost, or this agent's "
+            "loop too late): peers most likely heard them; replay may lack them",
             value=a.live_acks_missed,
         )
         yield GaugeMetricFamily(

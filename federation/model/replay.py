@@ -150,20 +150,30 @@ def row(s: Stored) -> dict[str, Any]:
 
 def select(stored: Iterable[Stored], f: ReplayFilter) -> list[Stored]:
     """The stored events ``f`` accepts, in the order they were stored. An export set withdraws
-    a pool by leaving it out, so each set is first told what it withdrew (``Stored.withdrew``,
-    against the same cluster's previous set in the same stream, read whatever the window): a
-    ``--pool`` filter then shows the set that withdrew the pool, not only those that listed it.
-    (A set whose previous one the stream no longer holds withdrew nothing that can be told.)"""
+    a pool by leaving it out, so each set is first told what it withdrew (``Stored.withdrew``):
+    the pools the same cluster exported in the same stream just before it — its previous set,
+    and the per-pool exports and tombstones stored since — that it leaves out, read whatever
+    the window. A ``--pool`` filter then shows the sets that withdrew the pool, not only those
+    that listed it. Stream order is taken as the order they were said in (a set published
+    again after a newer one would be judged against that one). Before a cluster's first set
+    the stream still holds, nothing can be told: its per-pool exports are not followed."""
     ordered = sorted(stored, key=lambda s: (s.stream, s.sequence))
-    listed: dict[tuple[str, str], frozenset[PoolKey]] = {}  # (stream, cluster): the last set's
+    exported: dict[tuple[str, str], set[PoolKey]] = {}  # (stream, cluster): since its first set
     told = []
     for s in ordered:
-        if isinstance(s.event, ExportSet):
-            pools = frozenset(pools_of(s.event))
-            before = listed.get((s.stream, s.event.cluster), frozenset())
-            listed[(s.stream, s.event.cluster)] = pools
+        e = s.event
+        if isinstance(e, ExportSet):
+            pools = set(pools_of(e))
+            before = exported.get((s.stream, e.cluster), set())
+            exported[(s.stream, e.cluster)] = pools
             if before - pools:
                 s = replace(s, withdrew=tuple(sorted(before - pools)))
+        elif isinstance(e, ExportEvent) and (s.stream, e.cluster) in exported:
+            key, held = PoolKey(e.namespace, e.name), exported[(s.stream, e.cluster)]
+            if e.withdrawn:
+                held.discard(key)
+            else:
+                held.add(key)
         told.append(s)
     return sorted(
         (s for s in told if f.accepts(s)), key=lambda s: (s.stored_at, s.stream, s.sequence)

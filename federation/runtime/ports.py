@@ -113,8 +113,9 @@ class Bus(Protocol):
 
     def live_unapplied(self) -> tuple[int, int]: ...  # live events (superseded, dropped) so far
 
-    # Live events published without waiting whose stream ack never came (their stored copy,
-    # for replay, may be missing), so far.
+    # Live events published without waiting whose stream ack was not taken within the request
+    # timeout (refused, no stream, lost, or our loop too late: the stored copy, for replay,
+    # may be missing), so far.
     live_acks_missed: int
 
     async def restart_stalled_sources(
