@@ -39,6 +39,7 @@ import bisect
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final
 
 import msgspec
@@ -134,6 +135,9 @@ class WeightMemory:
         """Traffic flowed at this step (weights all 0 are none: an import that had no backend
         able to serve yet, its exports heard before their loads, has nobody to protect)."""
         return any(self.weights.values())
+
+
+NO_SHARES: Mapping[str, tuple[tuple[float, float], ...]] = MappingProxyType({})
 
 
 def clamp01(value: float) -> float:
@@ -724,7 +728,12 @@ def _remember(
     # So does a step after weights all 0 (nothing served: nobody to protect either).
     joined = now if previous.flowing else now - policy.slow_start
     since = {name: previous.healthy_since.get(name, joined) for name in serving}
+    # Settled, the three are equal: one copy held for all (a memory is never changed in place;
+    # at 10,000 imports, two dicts fewer each are megabytes of an agent's RSS).
+    held = dict(weights)
+    held_goal = held if goal == held else dict(goal)
+    held_target = held_goal if target == held_goal else dict(target)
     return WeightMemory(
-        dict(weights), dict(goal), dict(target), target_since, since, now,
-        shares={} if shares is None else shares, lone=lone,
+        held, held_goal, held_target, target_since, since, now,
+        shares=shares if shares else NO_SHARES, lone=lone,
     )  # fmt: skip
