@@ -69,7 +69,7 @@ class AgentState(Protocol):
 
     @property
     def live_acks_missed(self) -> int:
-        """Live events whose stream ack did not come within the request timeout, so far."""
+        """Live events whose stream ack was not taken within the request timeout, so far."""
         ...
 
 

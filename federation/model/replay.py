@@ -52,8 +52,8 @@ class Stored:
     subject: str
     event: Event | None
     error: str | None = None
-    # Of an export set: the pools the same cluster's previous set in this stream listed and this
-    # one leaves out (each withdrawn by the omission; ``select`` fills it in).
+    # Of an export set: the pools the same cluster exported in this stream just before it and
+    # this one leaves out (each withdrawn by the omission; ``select`` fills it in).
     withdrew: tuple[PoolKey, ...] = ()
 
     @property
