@@ -17,10 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.watch import Watch
-
+from federation.adapters.kube_client import ApiException, Watch, client, config
 from federation.model.failures import explain
 from federation.model.pools import PoolKey
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -19,13 +20,11 @@ from opentelemetry import trace
 
 from federation.adapters.agent_http import AgentHttp, WeightsBoard
 from federation.adapters.bus import BusAddress, NatsBus
-from federation.adapters.envoy_eds import EnvoyEdsFeed
 from federation.adapters.haproxy import HAProxyFeed, HAProxyRuntime
 from federation.adapters.kube import Kube
 from federation.adapters.kube_cluster import KubeCluster
 from federation.adapters.kube_gateway_api import GatewayApiFeed
 from federation.adapters.metrics import AgentMetrics
-from federation.adapters.xds_server import XdsServer
 from federation.runtime.agent import Agent
 from federation.runtime.ports import (
     Bus,
@@ -114,19 +113,31 @@ class Assembly:
                 await self.kube.close()
 
 
-def gateway_feeds(settings: Settings, weights: WeightsBoard) -> dict[str, ImportSink]:
+@dataclass
+class GatewayFeeds:
     """The gateway feeds the settings ask for, fastest first."""
+
+    sinks: dict[str, ImportSink]
+    services: dict[str, Service]  # the feeds that run a server beside the agent's tasks
+    counts: dict[str, Counter[str]]  # the feeds that count their operations
+
+
+def gateway_feeds(settings: Settings, weights: WeightsBoard) -> GatewayFeeds:
+    """The gateway feeds the settings ask for. Envoy's are imported only when asked for: gRPC and
+    Envoy's protos are 11 MiB of an agent's memory (BENCHMARKS.md, session 24)."""
     f = settings.feeds
-    feeds: dict[str, ImportSink] = {"http": weights}
+    found = GatewayFeeds({"http": weights}, {}, {})
     if f.haproxy_socket is not None:
-        feeds["haproxy"] = HAProxyFeed(
+        found.sinks["haproxy"] = HAProxyFeed(
             HAProxyRuntime(f.haproxy_socket, timeout=settings.request_timeout),
             backend_rule=f.haproxy_backend,
             drain=f.haproxy_drain,
             members=settings.members,
         )
     if f.xds_port is not None:
-        feeds["xds"] = XdsServer(
+        from federation.adapters.xds_server import XdsServer
+
+        xds = XdsServer(
             f.xds_host,
             f.xds_port,
             "endpoint" if f.envoy_mode == "endpoint" else "parent",
@@ -134,11 +145,15 @@ def gateway_feeds(settings: Settings, weights: WeightsBoard) -> dict[str, Import
             key=f.xds_key,
             client_ca=f.xds_client_ca,
         )
+        found.sinks["xds"] = found.services["xds"] = xds  # its gRPC server runs beside the agent
+        found.counts["xds"] = xds.counts
     if f.envoy_eds_dir is not None:
-        feeds["envoy-eds"] = EnvoyEdsFeed(
+        from federation.adapters.envoy_eds import EnvoyEdsFeed
+
+        found.sinks["envoy-eds"] = EnvoyEdsFeed(
             f.envoy_eds_dir, "endpoint" if f.envoy_mode == "endpoint" else "parent"
         )
-    return feeds
+    return found
 
 
 def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
@@ -157,10 +172,10 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
     if pools is None:
         raise ValueError("an agent needs a pool source: a Kubernetes client or `pools`")
     weights = WeightsBoard(settings.cluster)
-    feeds = gateway_feeds(settings, weights) | dict(parts.extra_feeds)
-    services = dict(parts.services)
-    if isinstance(xds := feeds.get("xds"), XdsServer):
-        services["xds"] = xds  # its gRPC server runs beside the agent's tasks
+    gateways = gateway_feeds(settings, weights)
+    feeds = gateways.sinks | dict(parts.extra_feeds)
+    services = dict(parts.services) | gateways.services
+    counts = dict(gateways.counts)
     if kube is not None:
         feeds["kubernetes"] = kube  # last: API writes must not delay the gateways
         services["kube"] = kube
@@ -174,6 +189,7 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
             )
             feeds["gateway-api"] = gateway_api
             services["gateway-api"] = gateway_api
+            counts["gateway-api"] = gateway_api.counts
     metrics = AgentMetrics(parts.wall, kube=kube, max_clock_offset=settings.max_clock_offset)
     agent = Agent(
         settings,
@@ -193,9 +209,7 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
         demand=haproxy if isinstance(haproxy := feeds.get("haproxy"), HAProxyFeed) else None,
     )
     metrics.watch(agent)
-    metrics.count_feeds(
-        {name: f.counts for name, f in feeds.items() if isinstance(f, GatewayApiFeed | XdsServer)}
-    )
+    metrics.count_feeds(counts)
     http = None
     if parts.http is not None:
         http = AgentHttp(

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import pytest
-from kubernetes_asyncio import client
 
 from federation.adapters.kube import Kube, Resource, api_client
+from federation.adapters.kube_client import client
 from federation.kit.kube_emulator import ApiEmulator, EmulatedApiServer
 from federation.kit.kube_kinds import EMULATED, new_emulator
 

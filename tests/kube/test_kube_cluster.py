@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from federation.adapters import kube_client
 from federation.adapters.kube import GATEWAYS, HTTPROUTES, IMPORTS, POOLS, SERVICES
 from federation.adapters.kube_cluster import KubeCluster
 from federation.model.conditions import Condition
@@ -386,3 +387,9 @@ async def test_weights_annotation_writes_are_coalesced(api: ApiUnderTest) -> Non
         assert cluster.counts["weights_writes"] == 1  # within the interval: deferred, then due
         await wait_for(lambda: annotated('{"a":1000000,"b":0}', 2), within=5, what="next write")
         assert cluster.counts["weights_writes"] == 2
+
+
+def test_these_tests_run_the_agents_client_with_classes_imported_on_first_use() -> None:
+    # The client the agent uses in production (``adapters.kube_client``), not the library's
+    # eager one: a test module importing kubernetes_asyncio first would change that silently.
+    assert kube_client.lazily_loaded()

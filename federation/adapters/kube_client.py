@@ -1,0 +1,112 @@
+"""kubernetes-asyncio's client with its API and model classes imported when first used.
+
+Why: ``import kubernetes_asyncio.client`` imports every API and model class of the Kubernetes API
+(about 1,000 modules, 28 MiB of each agent's RSS; BENCHMARKS.md, session 24) and the agent uses
+two APIs and the dozen models of a Service. The generated package finds a model by name when it
+deserializes (``getattr(kubernetes_asyncio.client.models, "V1Service")``), so packages whose
+names are imported on first use serve it, and us, the very same classes.
+
+How: before anything imports the library, ``kubernetes_asyncio.client`` and its ``api`` and
+``models`` subpackages are registered as packages that do not run their ``__init__``; each
+resolves a name on first use from the table that ``__init__`` itself would import (read from its
+source, so a release that moves a class moves it here too). Submodules (``api_client``, ``rest``,
+``watch``...) import as always.
+
+If the library was imported before this module (an embedding program, a test), it is left as it
+is: the same classes, only the memory is not saved. :func:`lazily_loaded` says which it is.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+CLIENT: str = "kubernetes_asyncio.client"
+_LAZY_PACKAGES = (CLIENT, f"{CLIENT}.api", f"{CLIENT}.models")
+
+
+def _names_imported_by(init: Path) -> dict[str, str]:
+    """What ``from <module> import <name>`` lines an ``__init__.py`` holds: name -> module."""
+    table: dict[str, str] = {}
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module is not None:
+            module = node.module
+            table.update((a.asname or a.name, module) for a in node.names if module != "__future__")
+    return table
+
+
+def _lazy_package(name: str, directory: Path) -> types.ModuleType:
+    table = _names_imported_by(directory / "__init__.py")
+    package = types.ModuleType(name, f"{name}, its names imported on first use")
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(directory)]
+    package.__spec__ = spec
+    package.__path__ = [str(directory)]
+    package.__dict__["__all__"] = list(table)  # (ModuleType declares no __all__ to assign)
+
+    def resolve(attr: str) -> object:
+        module = table.get(attr)
+        if module is None:
+            # Not a name of the package: the import system then tries a submodule of that name.
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+        value = getattr(importlib.import_module(module), attr)
+        setattr(package, attr, value)  # once: later lookups are plain attribute reads
+        return value
+
+    resolver: Callable[[str], object] = resolve
+    package.__getattr__ = resolver  # type: ignore[method-assign]  # (PEP 562)
+    package.__dir__ = lambda: sorted(set(table) | set(vars(package)))  # type: ignore[method-assign]
+    return package
+
+
+def install() -> bool:
+    """Register the lazy packages; False when the library was already imported (then nothing
+    changes) or cannot be found."""
+    if any(name in sys.modules for name in ("kubernetes_asyncio", *_LAZY_PACKAGES)):
+        return False
+    spec = importlib.util.find_spec("kubernetes_asyncio")  # (finds; imports nothing)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    client_dir = Path(next(iter(spec.submodule_search_locations))) / "client"
+    packages: Mapping[str, types.ModuleType] = {
+        name: _lazy_package(name, client_dir / Path(*name.split(".")[2:]))
+        for name in _LAZY_PACKAGES
+    }
+    client = packages[CLIENT]
+    client.__dict__["__version__"] = _version(client_dir / "__init__.py")
+    for name, package in packages.items():
+        sys.modules[name] = package
+        if name != CLIENT:
+            setattr(client, name.rsplit(".", 1)[1], package)
+    return True
+
+
+def _version(init: Path) -> str:
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
+        ):
+            return str(ast.literal_eval(node.value))
+    return "unknown"
+
+
+def lazily_loaded() -> bool:
+    """Whether the client in use resolves its classes on first use (this module's doing)."""
+    module = sys.modules.get(CLIENT)
+    return module is not None and getattr(module, "__file__", None) is None
+
+
+install()
+
+# (Imported after ``install`` on purpose: these are what the kube adapters use.)
+from kubernetes_asyncio import client, config  # noqa: E402
+from kubernetes_asyncio.client.exceptions import ApiException  # noqa: E402
+from kubernetes_asyncio.watch import Watch  # noqa: E402
+
+__all__ = ["ApiException", "Watch", "client", "config", "install", "lazily_loaded"]
