@@ -419,3 +419,17 @@ async def test_a_digest_of_pools_nobody_exported_wakes_no_step_and_their_export_
     agent.step_views(agent.now())
     weights = agent.reconciler.book.views[LLAMA].weights
     assert weights["eu-west"].weight == 1_000_000  # its load known: it can serve
+
+
+def test_an_extra_feed_named_as_a_gateway_feed_is_refused() -> None:
+    # (It would replace the settings' feed in the agent's list while that feed's server and
+    # counters stayed wired: a gateway fed nothing, its metrics still exported.)
+    s = Settings(clusterset="fast", cluster="us-east", members=MEMBERS, nats_url="memory://")
+    parts = AgentParts(
+        bus=MemoryNetwork("fast", MEMBERS).bus("us-east"),
+        pools=MemoryPools({}),
+        loads=MemoryLoads(time.time),
+        extra_feeds={"http": MemoryImports()},
+    )
+    with pytest.raises(ValueError, match="'http'"):
+        build_agent(s, parts)

@@ -1,10 +1,11 @@
 """kubernetes-asyncio's client with its API and model classes imported when first used.
 
 Why: ``import kubernetes_asyncio.client`` imports every API and model class of the Kubernetes API
-(about 1,000 modules, 28 MiB of each agent's RSS; BENCHMARKS.md, session 24) and the agent uses
-two APIs and the dozen models of a Service. The generated package finds a model by name when it
-deserializes (``getattr(kubernetes_asyncio.client.models, "V1Service")``), so packages whose
-names are imported on first use serve it, and us, the very same classes.
+(65 APIs and 767 models in 36.1: about 1,000 modules, 40 MiB of each agent's RSS; BENCHMARKS.md,
+session 24) and the agent uses two APIs and the dozen models of a Service. The generated package
+finds a model by name when it deserializes (``getattr(kubernetes_asyncio.client.models,
+"V1Service")``), so packages whose names are imported on first use serve it, and us, the very
+same classes.
 
 How: before anything imports the library, ``kubernetes_asyncio.client`` and its ``api`` and
 ``models`` subpackages are registered as packages that do not run their ``__init__``; each
@@ -29,6 +30,7 @@ from pathlib import Path
 
 CLIENT: str = "kubernetes_asyncio.client"
 _LAZY_PACKAGES = (CLIENT, f"{CLIENT}.api", f"{CLIENT}.models")
+_MARK = "__federation_lazy__"  # set on the packages registered here
 
 
 def _names_imported_by(init: Path) -> dict[str, str]:
@@ -44,18 +46,25 @@ def _names_imported_by(init: Path) -> dict[str, str]:
 def _lazy_package(name: str, directory: Path) -> types.ModuleType:
     table = _names_imported_by(directory / "__init__.py")
     package = types.ModuleType(name, f"{name}, its names imported on first use")
+    # No loader and no ``__file__``: its ``__init__`` never runs (``importlib.reload`` would run
+    # it, importing everything as the library does).
     spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
     spec.submodule_search_locations = [str(directory)]
     package.__spec__ = spec
     package.__path__ = [str(directory)]
     package.__dict__["__all__"] = list(table)  # (ModuleType declares no __all__ to assign)
+    package.__dict__[_MARK] = True
 
     def resolve(attr: str) -> object:
         module = table.get(attr)
-        if module is None:
-            # Not a name of the package: the import system then tries a submodule of that name.
+        if module is not None:
+            value = getattr(importlib.import_module(module), attr)
+        elif (directory / f"{attr}.py").is_file() or (directory / attr / "__init__.py").is_file():
+            # A submodule asked for as an attribute (``client.rest``): the eager package has
+            # imported every one by then.
+            value = importlib.import_module(f"{name}.{attr}")
+        else:
             raise AttributeError(f"module {name!r} has no attribute {attr!r}")
-        value = getattr(importlib.import_module(module), attr)
         setattr(package, attr, value)  # once: later lookups are plain attribute reads
         return value
 
@@ -99,7 +108,7 @@ def _version(init: Path) -> str:
 def lazily_loaded() -> bool:
     """Whether the client in use resolves its classes on first use (this module's doing)."""
     module = sys.modules.get(CLIENT)
-    return module is not None and getattr(module, "__file__", None) is None
+    return module is not None and getattr(module, _MARK, False) is True
 
 
 install()

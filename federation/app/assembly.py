@@ -124,7 +124,7 @@ class GatewayFeeds:
 
 def gateway_feeds(settings: Settings, weights: WeightsBoard) -> GatewayFeeds:
     """The gateway feeds the settings ask for. Envoy's are imported only when asked for: gRPC and
-    Envoy's protos are 11 MiB of an agent's memory (BENCHMARKS.md, session 24)."""
+    Envoy's protos are 10 MiB of an agent's memory (BENCHMARKS.md, session 24)."""
     f = settings.feeds
     found = GatewayFeeds({"http": weights}, {}, {})
     if f.haproxy_socket is not None:
@@ -173,6 +173,8 @@ def build_agent(settings: Settings, parts: AgentParts) -> Assembly:
         raise ValueError("an agent needs a pool source: a Kubernetes client or `pools`")
     weights = WeightsBoard(settings.cluster)
     gateways = gateway_feeds(settings, weights)
+    if clash := gateways.sinks.keys() & parts.extra_feeds.keys():
+        raise ValueError(f"extra feeds named as the settings' gateway feeds: {sorted(clash)}")
     feeds = gateways.sinks | dict(parts.extra_feeds)
     services = dict(parts.services) | gateways.services
     counts = dict(gateways.counts)

@@ -392,4 +392,6 @@ async def test_weights_annotation_writes_are_coalesced(api: ApiUnderTest) -> Non
 def test_these_tests_run_the_agents_client_with_classes_imported_on_first_use() -> None:
     # The client the agent uses in production (``adapters.kube_client``), not the library's
     # eager one: a test module importing kubernetes_asyncio first would change that silently.
-    assert kube_client.lazily_loaded()
+    assert kube_client.lazily_loaded(), (
+        "kubernetes_asyncio was imported before federation.adapters.kube_client"
+    )

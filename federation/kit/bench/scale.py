@@ -359,7 +359,9 @@ async def scale(
             out["nats_servers_cpu_s"] = round(sum(_cpu_seconds(p) for p in sc.pids().values()), 1)
             out["agents_cpu_s"] = round(sum(s["cpu_s"] for s in stats), 1)
             # Memory with what each held then (no steady window follows a run that fell short).
-            out["agent_rss_mib_at_deadline"] = _spread([s["rss_mib"] for s in stats])
+            out["agent_rss_mib_at_deadline"] = (
+                _spread([s["rss_mib"] for s in stats]) if stats else None
+            )
             return out
         out["cold_convergence_per_agent_s"] = _spread(done)
 
