@@ -211,6 +211,19 @@ class Beliefs:
     def report_seen_at(self, cluster: str, namespace: str, name: str) -> float | None:
         return self.seen_at.get(("load", cluster, namespace, name))
 
+    def digest_seen_at(self, cluster: str) -> float | None:
+        """When the newest load digest of ``cluster`` was received here."""
+        return self.seen_at.get(("digest", cluster))
+
+    def given_by_newest_digest(self, cluster: str, namespace: str, name: str) -> bool:
+        """Whether the pool's load held is the one ``cluster``'s newest digest gave (or renewed):
+        then its next digest renews it, changes it (``moved``) or drops it (``moved``), so the
+        report's lease end moves with the cluster's digests (see ``ImportBook``'s parked dues)."""
+        if (namespace, name) not in self._from_digest.get(cluster, ()):
+            return False
+        at = self.seen_at.get(("digest", cluster))
+        return at is not None and self.seen_at.get(("load", cluster, namespace, name)) == at
+
     def live_exports(self) -> list[ExportEvent]:
         return [e for e in self.exports.values() if not e.withdrawn]
 

@@ -14,6 +14,13 @@ Recomputing every import at every reconcile made the agent's CPU grow with impor
    unless, asked again then, that instant has moved on (its report was renewed meanwhile: the
    common case with load digests), when it is only rescheduled.
 
+A lone import whose only due time is its report's lease end, that report given by its exporter's
+newest load digest, is *parked* on that digest instead of queued on its own: all of a cluster's
+such imports share one due time, and when it comes while a newer digest has renewed them they
+move on together, a lookup each, where a queued import costs a pop, a ``next_due`` and a push
+(at 100 x 100, 9,900 lone imports renewed every few seconds: about 1,000 of those a second, most
+of an agent's steady work; BENCHMARKS.md, session 24).
+
 Every other import would be recomputed to the same view, so it is skipped. The result equals a
 full recomputation at every step (a property test checks it): a skipped import's weight memory is
 treated as stepped at the previous reconcile, as a full recomputation would have left it.
@@ -140,6 +147,11 @@ class ImportBook:
     recomputed: int = 0  # imports recomputed, over the book's life (for benchmarks)
     kept_lone: int = 0  # lone imports whose inputs moved, found as they were (``_still_lone``)
     _queue: list[tuple[float, PoolKey]] = field(default_factory=list)  # due heap, lazily pruned
+    # Parked imports (see the module's docstring), by (exporter, digest received at): each group
+    # is due at its digest's lease end, on a heap of its own.
+    _parked: dict[tuple[str, float], set[PoolKey]] = field(default_factory=dict)
+    _parked_in: dict[PoolKey, tuple[str, float]] = field(default_factory=dict)
+    _park_queue: list[tuple[float, tuple[str, float]]] = field(default_factory=list)
     stale: frozenset[str] = frozenset()  # exporters whose lease had run out at the last step
     _link: LinkState = field(default_factory=lambda: LinkState(False))
     _last_live_step: float | None = None  # the previous step with the link not suspect
@@ -161,12 +173,13 @@ class ImportBook:
         step, or local pools changed).
         """
         stale = self._stale_exporters(beliefs, now)  # (recomputing moves no belief)
+        if grace < self.policy.lease:
+            self._unpark_all()  # (a grace within the lease could come due first: see _parking)
         if dirty is None or link != self._link:
             keys = set(self.views) | {PoolKey(e.namespace, e.name) for e in beliefs.live_exports()}
         else:
-            keys = set(dirty) | self._still_due(
-                self._pop_due(now) - set(dirty), beliefs, local_loads, now, grace
-            )
+            came = self._pop_due(now) | self._pop_parked(beliefs, now)
+            keys = set(dirty) | self._still_due(came - set(dirty), beliefs, local_loads, now, grace)
             # Leases that ran out or were renewed: a renewed one may also revive exports that
             # had left after the grace period, so every pool the cluster exported is looked at.
             for cluster in stale ^ self.stale:
@@ -183,11 +196,106 @@ class ImportBook:
             stale_among(beliefs, beliefs.exporters(), now=now, lease=self.policy.lease)
         )
 
-    def _schedule(self, key: PoolKey, due: float) -> None:
-        """``due`` is when time alone can next move the import (never: inf, not queued)."""
+    def _schedule(
+        self,
+        key: PoolKey,
+        due: float,
+        parking: tuple[DesiredImport, WeightMemory | None, Beliefs, float] | None = None,
+    ) -> None:
+        """``due`` is when time alone can next move the import (never: inf, not queued);
+        ``parking`` (its import, memory, the beliefs and the step's grace) lets it be parked."""
+        self._unpark(key)
         self.due[key] = due
-        if math.isfinite(due):
+        if not math.isfinite(due):
+            return
+        group = None if parking is None else self._parking(key, due, *parking)
+        if group is None:
             heapq.heappush(self._queue, (due, key))
+            return
+        held = self._parked.get(group)
+        if held is None:
+            held = self._parked[group] = set()
+            heapq.heappush(self._park_queue, (due, group))
+        held.add(key)
+        self._parked_in[key] = group
+
+    def _parking(
+        self,
+        key: PoolKey,
+        due: float,
+        d: DesiredImport,
+        memory: WeightMemory | None,
+        beliefs: Beliefs,
+        grace: float,
+    ) -> tuple[str, float] | None:
+        """The group a lone import can be parked in: one exporter, no local pool, settled, its
+        slow start over, and its due time its report's lease end, the report given by the
+        exporter's newest digest. Then nothing but that report's lease end can come due before
+        the report is renewed (a grace period ends ``grace`` after the exporter was last heard,
+        never before its report's lease end while ``grace >= lease``), and a renewal moves the
+        due time to the next digest's lease end."""
+        if (
+            memory is None
+            or not memory.lone
+            or len(d.exporting_clusters) != 1
+            or d.has_local
+            or grace < self.policy.lease
+            or not memory.weights == memory.goal == memory.target
+        ):
+            return None
+        cluster = d.exporting_clusters[0]
+        at = beliefs.digest_seen_at(cluster)
+        if at is None or due != at + self.policy.lease:
+            return None
+        if not beliefs.given_by_newest_digest(cluster, *key):
+            return None
+        if memory.at is None or any(
+            memory.at - since < self.policy.slow_start for since in memory.healthy_since.values()
+        ):
+            return None  # a slow start under way comes due at its next step
+        return (cluster, at)
+
+    def _unpark(self, key: PoolKey) -> None:
+        group = self._parked_in.pop(key, None)
+        if group is not None:
+            self._parked[group].discard(key)  # (an emptied group's heap entry finds it gone)
+
+    def _unpark_all(self) -> None:
+        for key in list(self._parked_in):
+            self._unpark(key)
+            heapq.heappush(self._queue, (self.due[key], key))
+
+    def _pop_parked(self, beliefs: Beliefs, now: float) -> set[PoolKey]:
+        """The parked imports whose due time came and whose report was not renewed since; the
+        renewed move on to their exporter's newest digest's group, without a ``next_due``."""
+        came: set[PoolKey] = set()
+        lease = self.policy.lease
+        while self._park_queue and self._park_queue[0][0] <= now:
+            _, group = heapq.heappop(self._park_queue)
+            keys = self._parked.pop(group, set())
+            cluster = group[0]
+            newest = beliefs.digest_seen_at(cluster)
+            if newest is None or newest + lease <= now:
+                renewed: set[PoolKey] = set()
+            else:
+                given = beliefs.given_by_newest_digest
+                renewed = {k for k in keys if given(cluster, *k)}
+            for key in keys - renewed:
+                del self._parked_in[key]
+                came.add(key)
+            if renewed:
+                assert newest is not None
+                moved_to = (cluster, newest)
+                held = self._parked.get(moved_to)
+                if held is None:
+                    held = self._parked[moved_to] = set()
+                    heapq.heappush(self._park_queue, (newest + lease, moved_to))
+                held |= renewed
+                due = newest + lease
+                for key in renewed:
+                    self._parked_in[key] = moved_to
+                    self.due[key] = due  # (what ``next_due`` would have said: see _parking)
+        return came
 
     def _pop_due(self, now: float) -> set[PoolKey]:
         keys = set()
@@ -223,7 +331,7 @@ class ImportBook:
             if at <= now:
                 due.add(key)
             else:
-                self._schedule(key, at)
+                self._schedule(key, at, (held.desired, memory, beliefs, grace))
         return due
 
     def _recompute(
@@ -250,6 +358,7 @@ class ImportBook:
                 if held is not None:
                     updates[key] = None
                 self.memories.pop(key, None)
+                self._unpark(key)
                 self.due.pop(key, None)
                 self.computed_at.pop(key, None)
                 continue
@@ -272,7 +381,8 @@ class ImportBook:
                 # so the next is queued here, or time alone would never step the import again.
                 if self.due.get(key, math.inf) <= now:
                     self._schedule(key, next_due(d, memory, beliefs, local_loads, now=now,
-                                                 policy=policy, grace=grace))  # fmt: skip
+                                                 policy=policy, grace=grace),
+                                   (d, memory, beliefs, grace))  # fmt: skip
                 continue
             self.recomputed += 1
             last = self._last_live_step
@@ -293,7 +403,7 @@ class ImportBook:
             if view != held:
                 updates[key] = view
             due = next_due(d, memory, beliefs, local_loads, now=now, policy=policy, grace=grace)
-            self._schedule(key, due)
+            self._schedule(key, due, (d, memory, beliefs, grace))
             self.computed_at[key] = now
         if not updates:
             return False

@@ -67,9 +67,38 @@ events = st.one_of(
 )  # fmt: skip
 
 
+# Lone imports renewed by digests (one exporter per pool: b exports p, c exports q), as at scale:
+# parked on their exporter's digests, renewed, let lapse, or taken over by a per-pool report.
+lone_events = st.one_of(
+    st.tuples(st.just("export"), st.sampled_from([("b", "p"), ("c", "q")]),
+              st.just((8000,)), st.booleans()).map(lambda t: ("export", *t[1], *t[2:])),
+    st.tuples(st.just("load"), st.sampled_from([("b", "p"), ("c", "q")]),
+              st.integers(0, 6), st.floats(0, 1)).map(lambda t: ("load", *t[1], *t[2:])),
+    st.tuples(st.just("beat"), st.sampled_from(MEMBERS)),
+    *[st.tuples(st.just("digest"), st.sampled_from(["b", "c"]),
+                st.lists(st.sampled_from(NAMES), unique=True, min_size=1),
+                st.sampled_from([2, 2, 2, 1]), st.sampled_from([0.2, 0.2, 0.2, 0.995]),
+                st.just(None))] * 3,  # (mostly the same load: digests that only renew it)
+    *[st.tuples(st.just("wait"), st.sampled_from([0.5, 1.0, 2.0, 3.0, 4.5, 9.5, 10.0, 12.0]))] * 3,
+    st.tuples(st.just("connected"), st.booleans()),
+)  # fmt: skip
+
+
 @settings(max_examples=600, deadline=None)
 @given(st.lists(events, min_size=1, max_size=60))
 def test_the_book_equals_a_full_recomputation(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+    _check_against_full_recomputation(steps)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(lone_events, min_size=1, max_size=80))
+def test_the_book_with_lone_imports_on_digests_equals_a_full_recomputation(
+    steps: list[tuple],  # type: ignore[type-arg]
+) -> None:
+    _check_against_full_recomputation(steps)
+
+
+def _check_against_full_recomputation(steps: list[tuple]) -> None:  # type: ignore[type-arg]
     beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
     local_pools = {PoolKey("llm", "q"): pool("q")}  # q is also held here, not exported
     local_loads: dict[PoolKey, BackendLoad] = {}
@@ -181,6 +210,44 @@ def test_a_lone_backend_is_recomputed_at_its_lease_end_not_while_its_trust_falls
     assert book.step(beliefs, {}, {}, link, now=1010.0, grace=GRACE, dirty=set())
     assert book.recomputed == before + 1
     assert book.views[key].weights["b"].weight == 0  # stale: it stopped serving
+
+
+def test_parked_lone_imports_move_on_with_digests_and_lapse_at_the_last_ones_lease() -> None:
+    """Lone imports renewed by their exporter's digests move on with each digest, no import
+    looked at one by one (``ImportBook._pop_parked``), and still stop serving at the lease end
+    of the last digest heard, as a full recomputation says at every step."""
+    beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
+    names = ("p", "q", "r")
+    for name in names:
+        beliefs.apply(export("b", name, published_at=1000.0), 1000.0)
+    idle = tuple(entry(n, observed_at=1000.0, ready_pods=2, saturation=0.2,
+                       kv_cache_utilization=0.2) for n in names)  # fmt: skip
+    keys = {PoolKey("llm", n) for n in names}
+    dirty: set[PoolKey] | None = None
+    recomputed_then = None
+    for i in range(81):
+        now = 1000.0 + 0.5 * i
+        if now <= 1012.0 and i % 6 == 0:  # a digest every 3 s that says the same, until 1012
+            beliefs.apply(digest("b", idle, sequence=i + 1, published_at=now), now)
+            moved = {PoolKey(*k) for k in beliefs.digest_dirty(POLICY.lease * POLICY.full_trust)}
+            dirty = None if dirty is None else dirty | moved
+        beliefs.apply(beat("c", sequence=i + 1, published_at=now), now)  # (the link stays up)
+        link = link_state(beliefs, own_cluster=OWN, members=MEMBERS, connected=True, now=now,
+                          lease=POLICY.lease)  # fmt: skip
+        book.step(beliefs, {}, {}, link, now=now, grace=GRACE, dirty=dirty)
+        full.step(beliefs, {}, {}, link, now)
+        assert book.views == full.views, now
+        dirty = set()
+        if now == 1001.0:
+            assert set(book._parked_in) == keys  # parked together on b's digest of 1000
+            recomputed_then = book.recomputed
+        if now == 1021.5:  # digests renewed them past two lease ends: none recomputed
+            assert book.recomputed == recomputed_then
+            assert {g for k, g in book._parked_in.items()} == {("b", 1012.0)}
+            assert all(book.views[k].weights["b"].weight == 1_000_000 for k in keys)
+        if now == 1022.0:  # the lease end of b's last digest
+            assert all(book.views[k].weights["b"].weight == 0 for k in keys)
+            assert not book._parked_in
 
 
 def test_a_lone_backend_whose_load_moves_is_kept_as_it_was_until_it_fills() -> None:
