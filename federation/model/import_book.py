@@ -228,7 +228,8 @@ class ImportBook:
         beliefs: Beliefs,
         grace: float,
     ) -> tuple[str, float] | None:
-        """The group a lone import can be parked in: one exporter, no local pool, settled, its
+        """The group a lone import can be parked in: one exporter (and no other live export of
+        the pool, a conflicting one included), no local pool, settled, its
         slow start over, and its due time its report's lease end, the report given by the
         exporter's newest digest. Then nothing but that report's lease end can come due before
         the report is renewed (a grace period ends ``grace`` after the exporter was last heard,
@@ -242,6 +243,10 @@ class ImportBook:
             or grace < self.policy.lease
             or not memory.weights == memory.goal == memory.target
         ):
+            return None
+        if len(beliefs.live_exports_of(*key)) != 1:
+            # A conflicting exporter left out of the import still has a grace end of its own
+            # (``next_due``), which a renewal would pass over.
             return None
         cluster = d.exporting_clusters[0]
         at = beliefs.digest_seen_at(cluster)

@@ -72,6 +72,8 @@ events = st.one_of(
 lone_events = st.one_of(
     st.tuples(st.just("export"), st.sampled_from([("b", "p"), ("c", "q")]),
               st.just((8000,)), st.booleans()).map(lambda t: ("export", *t[1], *t[2:])),
+    # c exports p too, on other ports: excluded as a conflict, with a grace end of its own.
+    st.tuples(st.just("export"), st.just("c"), st.just("p"), st.just((9000,)), st.booleans()),
     st.tuples(st.just("load"), st.sampled_from([("b", "p"), ("c", "q")]),
               st.integers(0, 6), st.floats(0, 1)).map(lambda t: ("load", *t[1], *t[2:])),
     st.tuples(st.just("beat"), st.sampled_from(MEMBERS)),
@@ -248,6 +250,35 @@ def test_parked_lone_imports_move_on_with_digests_and_lapse_at_the_last_ones_lea
         if now == 1022.0:  # the lease end of b's last digest
             assert all(book.views[k].weights["b"].weight == 0 for k in keys)
             assert not book._parked_in
+
+
+def test_a_lone_import_with_a_conflicting_exporter_is_not_parked_past_its_grace_end() -> None:
+    """b exports p; c exports p on other ports (a conflict, left out), then falls silent. The
+    import is lone on b's digests, but c's export leaves at c's grace end, which moves the view
+    (no conflict any more) while b's digests keep renewing p (a second reader's counterexample:
+    parked, the renewal passed over c's grace end)."""
+    beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
+    key = PoolKey("llm", "p")
+    beliefs.apply(export("b", "p", generation=1, exported_at=900.0, published_at=1000.0), 1000.0)
+    beliefs.apply(export("c", "p", generation=1, exported_at=950.0, target_ports=(9000,),
+                         published_at=1000.0), 1000.0)  # fmt: skip
+    beliefs.apply(beat("c", sequence=1, published_at=1000.0), 1000.0)  # c's last sign of life
+    idle = (entry("p", observed_at=1000.0, ready_pods=2, saturation=0.2,
+                  kv_cache_utilization=0.2),)  # fmt: skip
+    dirty: set[PoolKey] | None = None
+    for i in range(80):
+        now = 1000.0 + 0.5 * i
+        if i % 6 == 0:  # b's digest every 3 s, the same load: it only renews
+            beliefs.apply(digest("b", idle, sequence=i + 10, published_at=now), now)
+            moved = {PoolKey(*k) for k in beliefs.digest_dirty(POLICY.lease * POLICY.full_trust)}
+            dirty = None if dirty is None else dirty | moved
+        link = link_state(beliefs, own_cluster=OWN, members=MEMBERS, connected=True, now=now,
+                          lease=POLICY.lease)  # fmt: skip
+        book.step(beliefs, {}, {}, link, now=now, grace=GRACE, dirty=dirty)
+        full.step(beliefs, {}, {}, link, now)
+        assert book.views == full.views, now
+        dirty = set()
+    assert book.views[key].desired.excluded == ()  # c's export left at its grace end
 
 
 def test_a_lone_backend_whose_load_moves_is_kept_as_it_was_until_it_fills() -> None:
