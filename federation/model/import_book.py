@@ -229,12 +229,12 @@ class ImportBook:
         grace: float,
     ) -> tuple[str, float] | None:
         """The group a lone import can be parked in: one exporter (and no other live export of
-        the pool, a conflicting one included), no local pool, settled, its
-        slow start over, and its due time its report's lease end, the report given by the
-        exporter's newest digest. Then nothing but that report's lease end can come due before
-        the report is renewed (a grace period ends ``grace`` after the exporter was last heard,
-        never before its report's lease end while ``grace >= lease``), and a renewal moves the
-        due time to the next digest's lease end."""
+        the pool, a conflicting one included), no local pool, settled, its slow start over, and
+        its due time its report's lease end, the report given by the exporter's newest digest.
+        Then nothing but that report's lease end can come due before the report is renewed (a
+        grace period ends ``grace`` after the exporter was last heard, never before its report's
+        lease end while ``grace >= lease``), and a renewal moves the due time to the next
+        digest's lease end."""
         if (
             memory is None
             or not memory.lone
