@@ -25,7 +25,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 CLIENT: str = "kubernetes_asyncio.client"
@@ -33,19 +33,27 @@ _LAZY_PACKAGES = (CLIENT, f"{CLIENT}.api", f"{CLIENT}.models")
 _MARK = "__federation_lazy__"  # set on the packages registered here
 
 
-def _names_imported_by(init: Path) -> dict[str, str]:
-    """What ``from <module> import <name>`` lines an ``__init__.py`` holds: name -> module."""
+def _read_init(init: Path) -> tuple[dict[str, str], str | None]:
+    """What an ``__init__.py`` imports, ``from <module> import <name>``: name -> module; and the
+    ``__version__`` it declares (read once: the client's is a thousand lines)."""
     table: dict[str, str] = {}
+    version = None
     for node in ast.parse(init.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module is not None:
             module = node.module
             table.update((a.asname or a.name, module) for a in node.names if module != "__future__")
-    return table
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
+        ):
+            version = str(ast.literal_eval(node.value))
+    return table, version
 
 
 def _lazy_package(name: str, directory: Path) -> types.ModuleType:
-    table = _names_imported_by(directory / "__init__.py")
+    table, version = _read_init(directory / "__init__.py")
     package = types.ModuleType(name, f"{name}, its names imported on first use")
+    if version is not None:
+        package.__dict__["__version__"] = version
     # No loader and no ``__file__``: its ``__init__`` never runs (``importlib.reload`` would run
     # it, importing everything as the library does).
     spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
@@ -68,8 +76,7 @@ def _lazy_package(name: str, directory: Path) -> types.ModuleType:
         setattr(package, attr, value)  # once: later lookups are plain attribute reads
         return value
 
-    resolver: Callable[[str], object] = resolve
-    package.__getattr__ = resolver  # type: ignore[method-assign]  # (PEP 562)
+    package.__getattr__ = resolve  # type: ignore[method-assign]  # (PEP 562)
     package.__dir__ = lambda: sorted(set(table) | set(vars(package)))  # type: ignore[method-assign]
     return package
 
@@ -88,21 +95,11 @@ def install() -> bool:
         for name in _LAZY_PACKAGES
     }
     client = packages[CLIENT]
-    client.__dict__["__version__"] = _version(client_dir / "__init__.py")
     for name, package in packages.items():
         sys.modules[name] = package
         if name != CLIENT:
             setattr(client, name.rsplit(".", 1)[1], package)
     return True
-
-
-def _version(init: Path) -> str:
-    for node in ast.parse(init.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
-        ):
-            return str(ast.literal_eval(node.value))
-    return "unknown"
 
 
 def lazily_loaded() -> bool:

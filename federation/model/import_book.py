@@ -208,7 +208,7 @@ class ImportBook:
         self.due[key] = due
         if not math.isfinite(due):
             return
-        group = None if parking is None else self._parking(key, due, *parking)
+        group = None if parking is None else self._parking(due, *parking)
         if group is None:
             heapq.heappush(self._queue, (due, key))
             return
@@ -221,7 +221,6 @@ class ImportBook:
 
     def _parking(
         self,
-        key: PoolKey,
         due: float,
         d: DesiredImport,
         memory: WeightMemory | None,
@@ -244,7 +243,7 @@ class ImportBook:
             or not memory.weights == memory.goal == memory.target
         ):
             return None
-        if len(beliefs.live_exports_of(*key)) != 1:
+        if len(beliefs.live_exports_of(*d.key)) != 1:
             # A conflicting exporter left out of the import still has a grace end of its own
             # (``next_due``), which a renewal would pass over.
             return None
@@ -252,7 +251,7 @@ class ImportBook:
         at = beliefs.digest_seen_at(cluster)
         if at is None or due != at + self.policy.lease:
             return None
-        if not beliefs.given_by_newest_digest(cluster, *key):
+        if not beliefs.given_by_newest_digest(cluster, *d.key):
             return None
         if memory.at is None or any(
             memory.at - since < self.policy.slow_start for since in memory.healthy_since.values()

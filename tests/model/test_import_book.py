@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from federation.messages import PoolLoad
 from federation.model.beliefs import Beliefs
 from federation.model.freshness import LinkState, link_state
 from federation.model.import_book import ImportBook
@@ -214,32 +216,51 @@ def test_a_lone_backend_is_recomputed_at_its_lease_end_not_while_its_trust_falls
     assert book.views[key].weights["b"].weight == 0  # stale: it stopped serving
 
 
-def test_parked_lone_imports_move_on_with_digests_and_lapse_at_the_last_ones_lease() -> None:
-    """Lone imports renewed by their exporter's digests move on with each digest, no import
-    looked at one by one (``ImportBook._pop_parked``), and still stop serving at the lease end
-    of the last digest heard, as a full recomputation says at every step."""
-    beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
-    names = ("p", "q", "r")
-    for name in names:
-        beliefs.apply(export("b", name, published_at=1000.0), 1000.0)
-    idle = tuple(entry(n, observed_at=1000.0, ready_pods=2, saturation=0.2,
-                       kv_cache_utilization=0.2) for n in names)  # fmt: skip
-    keys = {PoolKey("llm", n) for n in names}
+def _stepped_with_digests(
+    beliefs: Beliefs,
+    book: ImportBook,
+    entries: tuple[PoolLoad, ...],
+    *,
+    steps: int,
+    until: float = math.inf,
+    beat_from: str | None = None,
+) -> Iterator[float]:
+    """Steps ``book`` and a full recomputation every 0.5 s from 1000, b's digest of ``entries``
+    every 3 s until ``until`` (one that only renews what it said), with the agent's dirty rule,
+    and ``beat_from``'s beat at every step; checks that both agree, and yields each instant."""
+    full = Full()
     dirty: set[PoolKey] | None = None
-    recomputed_then = None
-    for i in range(81):
+    for i in range(steps):
         now = 1000.0 + 0.5 * i
-        if now <= 1012.0 and i % 6 == 0:  # a digest every 3 s that says the same, until 1012
-            beliefs.apply(digest("b", idle, sequence=i + 1, published_at=now), now)
+        if now <= until and i % 6 == 0:
+            beliefs.apply(digest("b", entries, sequence=i + 1, published_at=now), now)
             moved = {PoolKey(*k) for k in beliefs.digest_dirty(POLICY.lease * POLICY.full_trust)}
             dirty = None if dirty is None else dirty | moved
-        beliefs.apply(beat("c", sequence=i + 1, published_at=now), now)  # (the link stays up)
+        if beat_from is not None:
+            beliefs.apply(beat(beat_from, sequence=i + 1, published_at=now), now)
         link = link_state(beliefs, own_cluster=OWN, members=MEMBERS, connected=True, now=now,
                           lease=POLICY.lease)  # fmt: skip
         book.step(beliefs, {}, {}, link, now=now, grace=GRACE, dirty=dirty)
         full.step(beliefs, {}, {}, link, now)
         assert book.views == full.views, now
         dirty = set()
+        yield now
+
+
+def test_parked_lone_imports_move_on_with_digests_and_lapse_at_the_last_ones_lease() -> None:
+    """Lone imports renewed by their exporter's digests move on with each digest, no import
+    looked at one by one (``ImportBook._pop_parked``), and still stop serving at the lease end
+    of the last digest heard, as a full recomputation says at every step."""
+    beliefs, book = Beliefs(), ImportBook(POLICY, OWN)
+    names = ("p", "q", "r")
+    for name in names:
+        beliefs.apply(export("b", name, published_at=1000.0), 1000.0)
+    idle = tuple(entry(n, observed_at=1000.0, ready_pods=2, saturation=0.2,
+                       kv_cache_utilization=0.2) for n in names)  # fmt: skip
+    keys = {PoolKey("llm", n) for n in names}
+    recomputed_then = None
+    # b's digests until 1012; c's beats keep the link up.
+    for now in _stepped_with_digests(beliefs, book, idle, steps=81, until=1012.0, beat_from="c"):
         if now == 1001.0:
             assert set(book._parked_in) == keys  # parked together on b's digest of 1000
             recomputed_then = book.recomputed
@@ -257,7 +278,7 @@ def test_a_lone_import_with_a_conflicting_exporter_is_not_parked_past_its_grace_
     import is lone on b's digests, but c's export leaves at c's grace end, which moves the view
     (no conflict any more) while b's digests keep renewing p (a second reader's counterexample:
     parked, the renewal passed over c's grace end)."""
-    beliefs, book, full = Beliefs(), ImportBook(POLICY, OWN), Full()
+    beliefs, book = Beliefs(), ImportBook(POLICY, OWN)
     key = PoolKey("llm", "p")
     beliefs.apply(export("b", "p", generation=1, exported_at=900.0, published_at=1000.0), 1000.0)
     beliefs.apply(export("c", "p", generation=1, exported_at=950.0, target_ports=(9000,),
@@ -265,19 +286,8 @@ def test_a_lone_import_with_a_conflicting_exporter_is_not_parked_past_its_grace_
     beliefs.apply(beat("c", sequence=1, published_at=1000.0), 1000.0)  # c's last sign of life
     idle = (entry("p", observed_at=1000.0, ready_pods=2, saturation=0.2,
                   kv_cache_utilization=0.2),)  # fmt: skip
-    dirty: set[PoolKey] | None = None
-    for i in range(80):
-        now = 1000.0 + 0.5 * i
-        if i % 6 == 0:  # b's digest every 3 s, the same load: it only renews
-            beliefs.apply(digest("b", idle, sequence=i + 10, published_at=now), now)
-            moved = {PoolKey(*k) for k in beliefs.digest_dirty(POLICY.lease * POLICY.full_trust)}
-            dirty = None if dirty is None else dirty | moved
-        link = link_state(beliefs, own_cluster=OWN, members=MEMBERS, connected=True, now=now,
-                          lease=POLICY.lease)  # fmt: skip
-        book.step(beliefs, {}, {}, link, now=now, grace=GRACE, dirty=dirty)
-        full.step(beliefs, {}, {}, link, now)
-        assert book.views == full.views, now
-        dirty = set()
+    for _ in _stepped_with_digests(beliefs, book, idle, steps=80):
+        pass
     assert book.views[key].desired.excluded == ()  # c's export left at its grace end
 
 
